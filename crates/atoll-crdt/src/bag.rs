@@ -1,0 +1,181 @@
+//! The owned bag: a partition-tolerant multiset whose elements each have one owner.
+
+use crate::{Causal, CausalContext, CrdtError, Dot, DotFun, DotMap, DotStore, InvalidState, Lattice, ReplicaId};
+use serde::{Deserialize, Serialize};
+use std::fmt::Debug;
+
+/// The identity of a bag element: the dot of the insert that created it.
+pub type ElementId = Dot;
+
+/// One element's current record: who owns it, and its value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BagEntry<T> {
+    /// The only replica that may take or transfer the element.
+    pub owner: ReplicaId,
+    /// The element's value.
+    pub value: T,
+}
+
+/// A multiset in which every element has a unique id and exactly one owning
+/// replica. Only the owner writes an element, so an element never has concurrent
+/// writers:
+///
+/// - `insert` creates an element owned by the inserting replica;
+/// - `take` removes one element the local replica owns, with no coordination;
+///   since no other replica may take it, no element is ever taken twice;
+/// - `transfer` hands an element to another replica, written by the owner only.
+///
+/// Each element lives under the dot of its latest write; that write's context
+/// covers the previous one, so joins replace it, and a take is an empty store
+/// with the context of the element's dot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Bag<T> {
+    state: Causal<DotMap<ElementId, DotFun<BagEntry<T>>>>,
+}
+
+impl<T> Default for Bag<T> {
+    fn default() -> Self {
+        Bag {
+            state: Causal {
+                store: DotMap::default(),
+                ctx: CausalContext::new(),
+            },
+        }
+    }
+}
+
+impl<T: Clone + PartialEq + Debug> Bag<T> {
+    /// An empty bag.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Inserts `value`, owned by `replica`; returns the new element's id and the delta.
+    pub fn insert(&mut self, replica: ReplicaId, value: T) -> (ElementId, Bag<T>) {
+        let dot = self.state.ctx.next_dot(replica);
+        let delta = self.write(dot, dot, BagEntry { owner: replica, value }, CausalContext::new());
+        (dot, delta)
+    }
+
+    /// Takes one element owned by `replica` (the one with the smallest id), or
+    /// `None` if it owns none. Returns its id, value and the delta.
+    pub fn take(&mut self, replica: ReplicaId) -> Option<(ElementId, T, Bag<T>)> {
+        let (id, value) = self
+            .iter()
+            .find(|(_, e)| e.owner == replica)
+            .map(|(id, e)| (id, e.value.clone()))?;
+        let delta = self.take_id(replica, id).ok()?;
+        Some((id, value, delta))
+    }
+
+    /// Takes the element `id`, which `replica` must own.
+    pub fn take_id(&mut self, replica: ReplicaId, id: ElementId) -> Result<Bag<T>, CrdtError> {
+        let dots = self.owned_dots(replica, id)?;
+        let delta = Bag {
+            state: Causal {
+                store: DotMap::default(),
+                ctx: dots,
+            },
+        };
+        self.join(delta.clone());
+        Ok(delta)
+    }
+
+    /// Hands element `id`, owned by `replica`, to `to`; returns the delta.
+    pub fn transfer(&mut self, replica: ReplicaId, id: ElementId, to: ReplicaId) -> Result<Bag<T>, CrdtError> {
+        let dots = self.owned_dots(replica, id)?;
+        let value = self.get(id).map(|e| e.value.clone()).ok_or(CrdtError::NoSuchElement)?;
+        let dot = self.state.ctx.next_dot(replica);
+        Ok(self.write(id, dot, BagEntry { owner: to, value }, dots))
+    }
+
+    fn owned_dots(&self, replica: ReplicaId, id: ElementId) -> Result<CausalContext, CrdtError> {
+        let entry = self.get(id).ok_or(CrdtError::NoSuchElement)?;
+        if entry.owner != replica {
+            return Err(CrdtError::NotOwner { owner: entry.owner });
+        }
+        Ok(self.state.store.0.get(&id).map(|f| f.dots()).unwrap_or_default())
+    }
+
+    fn write(&mut self, id: ElementId, dot: Dot, entry: BagEntry<T>, mut ctx: CausalContext) -> Bag<T> {
+        ctx.insert(dot);
+        let mut fun = DotFun::default();
+        fun.0.insert(dot, entry);
+        let mut store = DotMap::default();
+        store.0.insert(id, fun);
+        let delta = Bag {
+            state: Causal { store, ctx },
+        };
+        self.join(delta.clone());
+        delta
+    }
+
+    /// The current record of element `id`. Should a restored replica ever have
+    /// written an element twice concurrently, the write with the highest dot is read.
+    pub fn get(&self, id: ElementId) -> Option<&BagEntry<T>> {
+        self.state.store.0.get(&id).and_then(|f| f.0.values().next_back())
+    }
+
+    /// Every element known here (across all owners), by id.
+    pub fn iter(&self) -> impl Iterator<Item = (ElementId, &BagEntry<T>)> {
+        self.state
+            .store
+            .0
+            .iter()
+            .filter_map(|(id, f)| f.0.values().next_back().map(|e| (*id, e)))
+    }
+
+    /// How many elements are known here, across all owners.
+    pub fn len(&self) -> usize {
+        self.state.store.0.len()
+    }
+
+    /// Whether the bag is empty.
+    pub fn is_empty(&self) -> bool {
+        self.state.store.0.is_empty()
+    }
+
+    /// How many elements `replica` owns, as known here.
+    pub fn owned_by(&self, replica: ReplicaId) -> usize {
+        self.iter().filter(|(_, e)| e.owner == replica).count()
+    }
+
+    /// Checks the invariants a decoded state must hold.
+    pub fn validate(&self) -> Result<(), InvalidState> {
+        self.state.validate()
+    }
+}
+
+impl<T: Clone + PartialEq + Debug> Lattice for Bag<T> {
+    fn join(&mut self, other: Self) {
+        self.state.join(other.state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: ReplicaId = ReplicaId(1);
+    const B: ReplicaId = ReplicaId(2);
+
+    #[test]
+    fn only_the_owner_takes_and_transfers() {
+        let mut a = Bag::new();
+        let (id, d) = a.insert(A, "x");
+        let mut b = Bag::new();
+        b.join(d);
+        assert_eq!(b.len(), 1);
+        assert!(b.take(B).is_none());
+        assert_eq!(b.transfer(B, id, B), Err(CrdtError::NotOwner { owner: A }));
+        let t = a.transfer(A, id, B).unwrap();
+        assert!(a.take(A).is_none());
+        b.join(t);
+        let (tid, v, take) = b.take(B).unwrap();
+        assert_eq!((tid, v), (id, "x"));
+        a.join(take);
+        assert!(a.is_empty() && b.is_empty());
+        assert_eq!(a, b);
+    }
+}

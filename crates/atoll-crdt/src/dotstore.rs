@@ -1,0 +1,192 @@
+//! Dot stores and causal CRDTs (Almeida et al. 2018, section 6).
+//!
+//! A dot store holds dots (and values tagged by them) but no context of its own;
+//! [`Causal`] pairs a store with the context of what it has seen. Joining two
+//! causal states keeps a dot when both sides have it, or when one side has it and
+//! the other has not seen it: a dot the other side saw and dropped was removed.
+//! Removal therefore needs no tombstone, only a context.
+
+use crate::{CausalContext, Dot, InvalidState, Lattice};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+
+/// A store of dots whose join is driven by the causal contexts beside it.
+pub trait DotStore: Clone + Default + PartialEq + Debug {
+    /// Whether the store holds no dot (the bottom element).
+    fn is_bottom(&self) -> bool;
+
+    /// Adds every dot held in the store to `out`.
+    fn collect_dots(&self, out: &mut CausalContext);
+
+    /// Joins `other` (with context `other_ctx`) into `self` (with context `ctx`).
+    /// The caller joins the contexts afterwards.
+    fn join_store(&mut self, ctx: &CausalContext, other: Self, other_ctx: &CausalContext);
+
+    /// Checks that every dot is in `ctx` and that no nested store is bottom.
+    fn validate_in(&self, ctx: &CausalContext) -> Result<(), InvalidState>;
+
+    /// The dots held in the store, as a context.
+    fn dots(&self) -> CausalContext {
+        let mut c = CausalContext::new();
+        self.collect_dots(&mut c);
+        c
+    }
+}
+
+/// A set of dots: the presence of something, witnessed by the updates that added it.
+pub type DotSet = BTreeSet<Dot>;
+
+impl DotStore for DotSet {
+    fn is_bottom(&self) -> bool {
+        self.is_empty()
+    }
+
+    fn collect_dots(&self, out: &mut CausalContext) {
+        for d in self {
+            out.insert(*d);
+        }
+    }
+
+    fn join_store(&mut self, ctx: &CausalContext, other: Self, other_ctx: &CausalContext) {
+        self.retain(|d| other.contains(d) || !other_ctx.contains(d));
+        for d in other {
+            if !ctx.contains(&d) {
+                self.insert(d);
+            }
+        }
+    }
+
+    fn validate_in(&self, ctx: &CausalContext) -> Result<(), InvalidState> {
+        if self.iter().all(|d| ctx.contains(d)) {
+            Ok(())
+        } else {
+            Err(InvalidState("a dot in the store is missing from its context"))
+        }
+    }
+}
+
+/// A map from dots to immutable values: each update writes one value under its own dot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DotFun<V>(pub BTreeMap<Dot, V>);
+
+impl<V> Default for DotFun<V> {
+    fn default() -> Self {
+        DotFun(BTreeMap::new())
+    }
+}
+
+impl<V: Clone + PartialEq + Debug> DotStore for DotFun<V> {
+    fn is_bottom(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn collect_dots(&self, out: &mut CausalContext) {
+        for d in self.0.keys() {
+            out.insert(*d);
+        }
+    }
+
+    fn join_store(&mut self, ctx: &CausalContext, other: Self, other_ctx: &CausalContext) {
+        self.0
+            .retain(|d, _| other.0.contains_key(d) || !other_ctx.contains(d));
+        for (d, v) in other.0 {
+            if !ctx.contains(&d) {
+                self.0.insert(d, v);
+            }
+        }
+    }
+
+    fn validate_in(&self, ctx: &CausalContext) -> Result<(), InvalidState> {
+        if self.0.keys().all(|d| ctx.contains(d)) {
+            Ok(())
+        } else {
+            Err(InvalidState("a dot in the store is missing from its context"))
+        }
+    }
+}
+
+/// A map from keys to nested dot stores; a key is present while its store is not bottom.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DotMap<K: Ord, S>(pub BTreeMap<K, S>);
+
+impl<K: Ord, S> Default for DotMap<K, S> {
+    fn default() -> Self {
+        DotMap(BTreeMap::new())
+    }
+}
+
+impl<K: Ord + Clone + Debug, S: DotStore> DotStore for DotMap<K, S> {
+    fn is_bottom(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn collect_dots(&self, out: &mut CausalContext) {
+        for s in self.0.values() {
+            s.collect_dots(out);
+        }
+    }
+
+    fn join_store(&mut self, ctx: &CausalContext, mut other: Self, other_ctx: &CausalContext) {
+        // Keys only here: the other side may have removed dots it saw.
+        self.0.retain(|k, s| {
+            let theirs = other.0.remove(k).unwrap_or_default();
+            s.join_store(ctx, theirs, other_ctx);
+            !s.is_bottom()
+        });
+        // Keys only there: keep what this side has not seen.
+        for (k, theirs) in other.0 {
+            let mut s = S::default();
+            s.join_store(ctx, theirs, other_ctx);
+            if !s.is_bottom() {
+                self.0.insert(k, s);
+            }
+        }
+    }
+
+    fn validate_in(&self, ctx: &CausalContext) -> Result<(), InvalidState> {
+        for s in self.0.values() {
+            if s.is_bottom() {
+                return Err(InvalidState("a map entry holds an empty store"));
+            }
+            s.validate_in(ctx)?;
+        }
+        Ok(())
+    }
+}
+
+/// A dot store with the causal context of everything it has seen: a complete
+/// causal CRDT state, or a delta of one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Causal<S> {
+    /// The live dots and their values.
+    pub store: S,
+    /// Every dot this state has seen, live or removed.
+    pub ctx: CausalContext,
+}
+
+impl<S: Default> Default for Causal<S> {
+    fn default() -> Self {
+        Causal {
+            store: S::default(),
+            ctx: CausalContext::new(),
+        }
+    }
+}
+
+impl<S: DotStore> Causal<S> {
+    /// Checks the invariants a decoded state must hold.
+    pub fn validate(&self) -> Result<(), InvalidState> {
+        self.ctx.validate()?;
+        self.store.validate_in(&self.ctx)
+    }
+}
+
+impl<S: DotStore> Lattice for Causal<S> {
+    fn join(&mut self, other: Self) {
+        self.store.join_store(&self.ctx, other.store, &other.ctx);
+        self.ctx.join(&other.ctx);
+    }
+}

@@ -1,0 +1,233 @@
+//! The variables a store holds: each is one CRDT over encoded values, tagged by kind.
+//!
+//! Values are kept as bytes (the application's type, encoded), so one store can
+//! hold variables of any value type; the typed handles in the `atoll` crate encode
+//! and decode at the edge.
+
+use crate::{
+    Bag, Causal, CausalContext, CounterField, DotStore, InvalidState, Lattice, LwwRegister,
+    MvRegister, OrMap, OrSet, PNCounter, RegisterField, SetField, Timestamp,
+};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// An encoded application value.
+pub type Bytes = Vec<u8>;
+
+/// The type of a variable, fixed when it is created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    /// A [`PNCounter`].
+    Counter,
+    /// A last-writer-wins [`LwwRegister`].
+    Register,
+    /// A multi-value [`MvRegister`].
+    MvRegister,
+    /// An add-wins [`OrSet`].
+    Set,
+    /// An owned [`Bag`].
+    Bag,
+    /// An [`OrMap`] of string keys to [`MapValue`] fields.
+    Map,
+}
+
+impl Kind {
+    /// Every kind, in order.
+    pub const ALL: [Kind; 6] = [
+        Kind::Counter,
+        Kind::Register,
+        Kind::MvRegister,
+        Kind::Set,
+        Kind::Bag,
+        Kind::Map,
+    ];
+
+    /// The kind's name as users write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Register => "register",
+            Kind::MvRegister => "mvregister",
+            Kind::Set => "set",
+            Kind::Bag => "bag",
+            Kind::Map => "map",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The value at one key of a store map: a counter, a register and a set, any of
+/// which may be in use. Removing the key resets all three.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapValue {
+    /// The key's counter.
+    pub counter: CounterField,
+    /// The key's last-writer-wins register.
+    pub register: RegisterField<Bytes>,
+    /// The key's add-wins set.
+    pub set: SetField<Bytes>,
+}
+
+impl MapValue {
+    /// A nested delta touching only the counter.
+    pub fn with_counter(d: Causal<CounterField>) -> Causal<MapValue> {
+        Causal {
+            store: MapValue {
+                counter: d.store,
+                ..Default::default()
+            },
+            ctx: d.ctx,
+        }
+    }
+
+    /// A nested delta touching only the register.
+    pub fn with_register(d: Causal<RegisterField<Bytes>>) -> Causal<MapValue> {
+        Causal {
+            store: MapValue {
+                register: d.store,
+                ..Default::default()
+            },
+            ctx: d.ctx,
+        }
+    }
+
+    /// A nested delta touching only the set.
+    pub fn with_set(d: Causal<SetField<Bytes>>) -> Causal<MapValue> {
+        Causal {
+            store: MapValue {
+                set: d.store,
+                ..Default::default()
+            },
+            ctx: d.ctx,
+        }
+    }
+}
+
+impl DotStore for MapValue {
+    fn is_bottom(&self) -> bool {
+        self.counter.is_bottom() && self.register.is_bottom() && self.set.is_bottom()
+    }
+
+    fn collect_dots(&self, out: &mut CausalContext) {
+        self.counter.collect_dots(out);
+        self.register.collect_dots(out);
+        self.set.collect_dots(out);
+    }
+
+    fn join_store(&mut self, ctx: &CausalContext, other: Self, other_ctx: &CausalContext) {
+        self.counter.join_store(ctx, other.counter, other_ctx);
+        self.register.join_store(ctx, other.register, other_ctx);
+        self.set.join_store(ctx, other.set, other_ctx);
+    }
+
+    fn validate_in(&self, ctx: &CausalContext) -> Result<(), InvalidState> {
+        self.counter.validate_in(ctx)?;
+        self.register.validate_in(ctx)?;
+        self.set.validate_in(ctx)
+    }
+}
+
+/// A store map.
+pub type Map = OrMap<String, MapValue>;
+
+/// A variable's whole state, or a delta of it (deltas are states).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum State {
+    /// See [`Kind::Counter`].
+    Counter(PNCounter),
+    /// See [`Kind::Register`].
+    Register(LwwRegister<Bytes>),
+    /// See [`Kind::MvRegister`].
+    MvRegister(MvRegister<Bytes>),
+    /// See [`Kind::Set`].
+    Set(OrSet<Bytes>),
+    /// See [`Kind::Bag`].
+    Bag(Bag<Bytes>),
+    /// See [`Kind::Map`].
+    Map(Map),
+}
+
+/// Two states of different kinds cannot be joined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cannot join a {found} into a {expected}")]
+pub struct KindMismatch {
+    /// The kind of the state joined into.
+    pub expected: Kind,
+    /// The kind of the state offered.
+    pub found: Kind,
+}
+
+impl State {
+    /// The bottom state of `kind`.
+    pub fn new(kind: Kind) -> State {
+        match kind {
+            Kind::Counter => State::Counter(PNCounter::new()),
+            Kind::Register => State::Register(LwwRegister::new()),
+            Kind::MvRegister => State::MvRegister(MvRegister::new()),
+            Kind::Set => State::Set(OrSet::new()),
+            Kind::Bag => State::Bag(Bag::new()),
+            Kind::Map => State::Map(Map::new()),
+        }
+    }
+
+    /// The state's kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            State::Counter(_) => Kind::Counter,
+            State::Register(_) => Kind::Register,
+            State::MvRegister(_) => Kind::MvRegister,
+            State::Set(_) => Kind::Set,
+            State::Bag(_) => Kind::Bag,
+            State::Map(_) => Kind::Map,
+        }
+    }
+
+    /// Joins `other` (a state or delta of the same kind) into `self`.
+    /// Fails, changing nothing, if the kinds differ.
+    pub fn join(&mut self, other: State) -> Result<(), KindMismatch> {
+        match (self, other) {
+            (State::Counter(a), State::Counter(b)) => a.join(b),
+            (State::Register(a), State::Register(b)) => a.join(b),
+            (State::MvRegister(a), State::MvRegister(b)) => a.join(b),
+            (State::Set(a), State::Set(b)) => a.join(b),
+            (State::Bag(a), State::Bag(b)) => a.join(b),
+            (State::Map(a), State::Map(b)) => a.join(b),
+            (a, b) => {
+                return Err(KindMismatch {
+                    expected: a.kind(),
+                    found: b.kind(),
+                })
+            }
+        }
+        Ok(())
+    }
+
+    /// The latest last-writer-wins timestamp the state holds, so a receiver can
+    /// refuse deltas from a clock too far ahead.
+    pub fn max_timestamp(&self) -> Option<Timestamp> {
+        match self {
+            State::Register(r) => r.entry().map(|e| e.ts),
+            State::Map(m) => m
+                .iter()
+                .flat_map(|(_, v)| v.register.0 .0.values().map(|e| e.ts))
+                .max(),
+            _ => None,
+        }
+    }
+
+    /// Checks the invariants a decoded state must hold.
+    pub fn validate(&self) -> Result<(), InvalidState> {
+        match self {
+            State::Counter(_) | State::Register(_) => Ok(()),
+            State::MvRegister(r) => r.validate(),
+            State::Set(s) => s.validate(),
+            State::Bag(b) => b.validate(),
+            State::Map(m) => m.validate(),
+        }
+    }
+}
