@@ -1,6 +1,9 @@
 //! The owned bag: a partition-tolerant multiset whose elements each have one owner.
 
-use crate::{Causal, CausalContext, CrdtError, Dot, DotFun, DotMap, DotStore, InvalidState, Lattice, ReplicaId};
+use crate::{
+    Causal, CausalContext, CrdtError, Dot, DotFun, DotMap, DotStore, InvalidState, Lattice,
+    ReplicaId,
+};
 use serde::{Deserialize, Serialize};
 use std::fmt::Debug;
 
@@ -54,17 +57,26 @@ impl<T: Clone + PartialEq + Debug> Bag<T> {
     /// Inserts `value`, owned by `replica`; returns the new element's id and the delta.
     pub fn insert(&mut self, replica: ReplicaId, value: T) -> (ElementId, Bag<T>) {
         let dot = self.state.ctx.next_dot(replica);
-        let delta = self.write(dot, dot, BagEntry { owner: replica, value }, CausalContext::new());
+        let delta = self.write(
+            dot,
+            dot,
+            BagEntry {
+                owner: replica,
+                value,
+            },
+            CausalContext::new(),
+        );
         (dot, delta)
     }
 
     /// Takes one element owned by `replica` (the one with the smallest id), or
     /// `None` if it owns none. Returns its id, value and the delta.
     pub fn take(&mut self, replica: ReplicaId) -> Option<(ElementId, T, Bag<T>)> {
-        let (id, value) = self
-            .iter()
-            .find(|(_, e)| e.owner == replica)
-            .map(|(id, e)| (id, e.value.clone()))?;
+        let (id, value) = self.state.store.0.iter().find_map(|(id, f)| {
+            f.0.values()
+                .find(|e| e.owner == replica)
+                .map(|e| (*id, e.value.clone()))
+        })?;
         let delta = self.take_id(replica, id).ok()?;
         Some((id, value, delta))
     }
@@ -83,22 +95,48 @@ impl<T: Clone + PartialEq + Debug> Bag<T> {
     }
 
     /// Hands element `id`, owned by `replica`, to `to`; returns the delta.
-    pub fn transfer(&mut self, replica: ReplicaId, id: ElementId, to: ReplicaId) -> Result<Bag<T>, CrdtError> {
+    pub fn transfer(
+        &mut self,
+        replica: ReplicaId,
+        id: ElementId,
+        to: ReplicaId,
+    ) -> Result<Bag<T>, CrdtError> {
         let dots = self.owned_dots(replica, id)?;
-        let value = self.get(id).map(|e| e.value.clone()).ok_or(CrdtError::NoSuchElement)?;
+        let value = self.state.store.0[&id]
+            .0
+            .values()
+            .find(|e| e.owner == replica)
+            .map(|e| e.value.clone())
+            .ok_or(CrdtError::NoSuchElement)?;
         let dot = self.state.ctx.next_dot(replica);
         Ok(self.write(id, dot, BagEntry { owner: to, value }, dots))
     }
 
     fn owned_dots(&self, replica: ReplicaId, id: ElementId) -> Result<CausalContext, CrdtError> {
-        let entry = self.get(id).ok_or(CrdtError::NoSuchElement)?;
-        if entry.owner != replica {
-            return Err(CrdtError::NotOwner { owner: entry.owner });
+        // Under out-of-order delivery an element can briefly have two records here
+        // (a later write arrived before the earlier one it replaces). A record
+        // naming this replica is always the latest write: had this replica given
+        // the element away, its own write would have covered that record.
+        let records = self
+            .state
+            .store
+            .0
+            .get(&id)
+            .ok_or(CrdtError::NoSuchElement)?;
+        if !records.0.values().any(|e| e.owner == replica) {
+            let owner = self.get(id).map_or(replica, |e| e.owner);
+            return Err(CrdtError::NotOwner { owner });
         }
-        Ok(self.state.store.0.get(&id).map(|f| f.dots()).unwrap_or_default())
+        Ok(records.dots())
     }
 
-    fn write(&mut self, id: ElementId, dot: Dot, entry: BagEntry<T>, mut ctx: CausalContext) -> Bag<T> {
+    fn write(
+        &mut self,
+        id: ElementId,
+        dot: Dot,
+        entry: BagEntry<T>,
+        mut ctx: CausalContext,
+    ) -> Bag<T> {
         ctx.insert(dot);
         let mut fun = DotFun::default();
         fun.0.insert(dot, entry);
@@ -111,10 +149,15 @@ impl<T: Clone + PartialEq + Debug> Bag<T> {
         delta
     }
 
-    /// The current record of element `id`. Should a restored replica ever have
-    /// written an element twice concurrently, the write with the highest dot is read.
+    /// The current record of element `id`. While a replica holds two records of
+    /// one element (a later write delivered before the one it replaces), the
+    /// record with the highest dot is shown; joins settle it once both arrive.
     pub fn get(&self, id: ElementId) -> Option<&BagEntry<T>> {
-        self.state.store.0.get(&id).and_then(|f| f.0.values().next_back())
+        self.state
+            .store
+            .0
+            .get(&id)
+            .and_then(|f| f.0.values().next_back())
     }
 
     /// Every element known here (across all owners), by id.

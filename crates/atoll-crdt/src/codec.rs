@@ -73,14 +73,20 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
 }
 
 /// Decodes a value of at most `max_len` bytes written by [`encode`], and validates it.
-pub fn decode<T: DeserializeOwned + Validate>(bytes: &[u8], max_len: usize) -> Result<T, DecodeError> {
+pub fn decode<T: DeserializeOwned + Validate>(
+    bytes: &[u8],
+    max_len: usize,
+) -> Result<T, DecodeError> {
     let value: T = decode_unvalidated(bytes, max_len)?;
     value.validate()?;
     Ok(value)
 }
 
 /// Decodes like [`decode`], for types with no invariants beyond their encoding.
-pub fn decode_unvalidated<T: DeserializeOwned>(bytes: &[u8], max_len: usize) -> Result<T, DecodeError> {
+pub fn decode_unvalidated<T: DeserializeOwned>(
+    bytes: &[u8],
+    max_len: usize,
+) -> Result<T, DecodeError> {
     if bytes.len() > max_len {
         return Err(DecodeError::TooLarge {
             len: bytes.len(),
@@ -112,14 +118,23 @@ mod tests {
         let bytes = encode(&state);
         let back: State = decode(&bytes, DEFAULT_MAX_LEN).unwrap();
         assert_eq!(back, state);
-        assert!(matches!(decode::<State>(&bytes, 2), Err(DecodeError::TooLarge { .. })));
+        assert!(matches!(
+            decode::<State>(&bytes, 2),
+            Err(DecodeError::TooLarge { .. })
+        ));
         assert!(matches!(decode::<State>(&[], 10), Err(DecodeError::Empty)));
         let mut v2 = bytes.clone();
         v2[0] = 2;
-        assert!(matches!(decode::<State>(&v2, DEFAULT_MAX_LEN), Err(DecodeError::UnsupportedVersion(2))));
+        assert!(matches!(
+            decode::<State>(&v2, DEFAULT_MAX_LEN),
+            Err(DecodeError::UnsupportedVersion(2))
+        ));
         let mut trailing = bytes.clone();
         trailing.push(0);
-        assert!(matches!(decode::<State>(&trailing, DEFAULT_MAX_LEN), Err(DecodeError::TrailingBytes(1))));
+        assert!(matches!(
+            decode::<State>(&trailing, DEFAULT_MAX_LEN),
+            Err(DecodeError::TrailingBytes(1))
+        ));
         for cut in 1..bytes.len() {
             assert!(decode::<State>(&bytes[..cut], DEFAULT_MAX_LEN).is_err());
         }

@@ -180,9 +180,14 @@ mod tests {
         let y: CausalContext = [Dot::new(A, 2), Dot::new(B, 1)].into_iter().collect();
         let mut xy = x.clone();
         xy.join(&y);
-        let z: CausalContext = [Dot::new(A, 1), Dot::new(A, 2), Dot::new(B, 1), Dot::new(B, 2)]
-            .into_iter()
-            .collect();
+        let z: CausalContext = [
+            Dot::new(A, 1),
+            Dot::new(A, 2),
+            Dot::new(B, 1),
+            Dot::new(B, 2),
+        ]
+        .into_iter()
+        .collect();
         assert_eq!(xy, z);
         assert_eq!(xy.cloud_len(), 0);
         xy.validate().unwrap();

@@ -61,7 +61,9 @@ impl DotStore for DotSet {
         if self.iter().all(|d| ctx.contains(d)) {
             Ok(())
         } else {
-            Err(InvalidState("a dot in the store is missing from its context"))
+            Err(InvalidState(
+                "a dot in the store is missing from its context",
+            ))
         }
     }
 }
@@ -102,7 +104,9 @@ impl<V: Clone + PartialEq + Debug> DotStore for DotFun<V> {
         if self.0.keys().all(|d| ctx.contains(d)) {
             Ok(())
         } else {
-            Err(InvalidState("a dot in the store is missing from its context"))
+            Err(InvalidState(
+                "a dot in the store is missing from its context",
+            ))
         }
     }
 }

@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 
 /// A hybrid logical clock timestamp: wall-clock milliseconds plus a logical counter
 /// that orders events within one millisecond or while the wall clock lags.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Timestamp {
     /// Milliseconds since the Unix epoch, as the issuing node's clock saw them (or later).
     pub physical_ms: u64,
@@ -14,7 +16,9 @@ pub struct Timestamp {
 
 /// A timestamp too far ahead of the local clock was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("timestamp is {ahead_by_ms} ms ahead of the local clock; the maximum skew is {max_skew_ms} ms")]
+#[error(
+    "timestamp is {ahead_by_ms} ms ahead of the local clock; the maximum skew is {max_skew_ms} ms"
+)]
 pub struct ClockSkew {
     /// How far the timestamp was ahead of the local wall clock.
     pub ahead_by_ms: u64,

@@ -266,7 +266,11 @@ mod tests {
         b.join(d2);
         assert_eq!(a, b);
         let members: Vec<u8> = a.get(&"k").unwrap().0.keys().copied().collect();
-        assert_eq!(members, vec![2], "the seen add is reset, the concurrent one survives");
+        assert_eq!(
+            members,
+            vec![2],
+            "the seen add is reset, the concurrent one survives"
+        );
     }
 
     #[test]
