@@ -1,0 +1,258 @@
+//! Ordered key-value backends: sled, and a crashable in-memory one.
+
+use crate::Result;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// One write of an atomic batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BatchOp {
+    /// Set `key` to `value`.
+    Put(Vec<u8>, Vec<u8>),
+    /// Delete `key`.
+    Delete(Vec<u8>),
+}
+
+/// An ordered key-value store with atomic batches.
+///
+/// A batch is applied entirely or not at all, also across a crash. What was
+/// applied before a successful [`Backend::flush`] survives a crash; what was
+/// applied after it may be lost, but only whole batches, newest first.
+pub trait Backend: Send {
+    /// The value at `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Up to `limit` entries with keys in `[from, to)`, in key order.
+    fn range(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// The entry with the greatest key in `[from, to)`.
+    fn last_in(&self, from: &[u8], to: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
+    /// Applies `ops` atomically.
+    fn apply(&mut self, ops: Vec<BatchOp>) -> Result<()>;
+    /// Makes everything applied so far survive a crash.
+    fn flush(&self) -> Result<()>;
+}
+
+/// The sled backend: one sled database, its default tree.
+pub struct SledBackend {
+    db: sled::Db,
+}
+
+impl SledBackend {
+    /// Opens (creating if needed) the database in `dir`. With `flush_every_ms`,
+    /// sled also flushes in the background at that interval.
+    pub fn open(dir: &Path, flush_every_ms: Option<u64>) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(flush_every_ms)
+            .open()?;
+        Ok(SledBackend { db })
+    }
+
+    /// The sled database (for benchmarks that compare against raw sled).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+}
+
+impl Backend for SledBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn range(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for kv in self.db.range(from..to).take(limit) {
+            let (k, v) = kv?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn last_in(&self, from: &[u8], to: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        match self.db.range(from..to).next_back() {
+            Some(kv) => {
+                let (k, v) = kv?;
+                Ok(Some((k.to_vec(), v.to_vec())))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn apply(&mut self, ops: Vec<BatchOp>) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for op in ops {
+            match op {
+                BatchOp::Put(k, v) => batch.insert(k, v),
+                BatchOp::Delete(k) => batch.remove(k),
+            }
+        }
+        self.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct MemoryState {
+    /// What a crash keeps.
+    disk: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// What readers see: `disk` plus the batches applied since the last flush.
+    live: BTreeMap<Vec<u8>, Vec<u8>>,
+    pending: Vec<Vec<BatchOp>>,
+}
+
+fn apply_ops(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, ops: &[BatchOp]) {
+    for op in ops {
+        match op {
+            BatchOp::Put(k, v) => {
+                map.insert(k.clone(), v.clone());
+            }
+            BatchOp::Delete(k) => {
+                map.remove(k);
+            }
+        }
+    }
+}
+
+/// An in-memory backend that can crash. Clones share the same data, so a
+/// simulator can keep a handle to crash or snapshot a store it handed away.
+#[derive(Clone, Default)]
+pub struct MemoryBackend {
+    state: Arc<Mutex<MemoryState>>,
+}
+
+impl MemoryBackend {
+    /// An empty backend.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Loses every batch applied since the last flush, as a power cut would.
+    /// `keep` of the newest unflushed batches survive (a crash that came after
+    /// some of them reached the disk).
+    pub fn crash(&self, keep: usize) {
+        let mut s = self.lock();
+        let pending = std::mem::take(&mut s.pending);
+        for ops in pending.iter().take(keep) {
+            let disk = &mut s.disk;
+            apply_ops(disk, ops);
+        }
+        s.live = s.disk.clone();
+    }
+
+    /// A copy of what is flushed, as a backup of the disk would hold.
+    pub fn snapshot(&self) -> MemoryBackend {
+        let s = self.lock();
+        MemoryBackend {
+            state: Arc::new(Mutex::new(MemoryState {
+                disk: s.disk.clone(),
+                live: s.disk.clone(),
+                pending: Vec::new(),
+            })),
+        }
+    }
+
+    /// How many applied batches a crash would lose now.
+    pub fn unflushed(&self) -> usize {
+        self.lock().pending.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
+        // A panic while holding the lock leaves consistent maps: recover them.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.lock().live.get(key).cloned())
+    }
+
+    fn range(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let s = self.lock();
+        let r = s
+            .live
+            .range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok(r)
+    }
+
+    fn last_in(&self, from: &[u8], to: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let s = self.lock();
+        let r = s
+            .live
+            .range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)))
+            .next_back()
+            .map(|(k, v)| (k.clone(), v.clone()));
+        Ok(r)
+    }
+
+    fn apply(&mut self, ops: Vec<BatchOp>) -> Result<()> {
+        let mut s = self.lock();
+        apply_ops(&mut s.live, &ops);
+        s.pending.push(ops);
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        let mut s = self.lock();
+        let pending = std::mem::take(&mut s.pending);
+        for ops in &pending {
+            apply_ops(&mut s.disk, ops);
+        }
+        Ok(())
+    }
+}
+
+impl<B: Backend + ?Sized> Backend for Box<B> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        (**self).get(key)
+    }
+    fn range(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        (**self).range(from, to, limit)
+    }
+    fn last_in(&self, from: &[u8], to: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        (**self).last_in(from, to)
+    }
+    fn apply(&mut self, ops: Vec<BatchOp>) -> Result<()> {
+        (**self).apply(ops)
+    }
+    fn flush(&self) -> Result<()> {
+        (**self).flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_crash_loses_only_unflushed_batches() {
+        let mut m = MemoryBackend::new();
+        m.apply(vec![BatchOp::Put(b"a".to_vec(), b"1".to_vec())])
+            .unwrap();
+        m.flush().unwrap();
+        m.apply(vec![BatchOp::Put(b"b".to_vec(), b"2".to_vec())])
+            .unwrap();
+        m.apply(vec![
+            BatchOp::Put(b"c".to_vec(), b"3".to_vec()),
+            BatchOp::Delete(b"a".to_vec()),
+        ])
+        .unwrap();
+        assert_eq!(m.unflushed(), 2);
+        let snap = m.snapshot();
+        m.crash(1);
+        assert_eq!(m.get(b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(m.get(b"b").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(m.get(b"c").unwrap(), None);
+        assert_eq!(snap.get(b"b").unwrap(), None);
+        assert_eq!(snap.get(b"a").unwrap(), Some(b"1".to_vec()));
+    }
+}
