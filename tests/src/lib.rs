@@ -1,1 +1,1 @@
-//! Integration tests live in tests/*.rs
+//! Shared helpers for the integration tests.

@@ -1,1 +1,44 @@
-//! stub
+//! atoll: an embeddable, partition-tolerant store of replicated variables.
+//!
+//! Open a directory, get typed variables by name — counters, registers, sets,
+//! bags and maps — that survive restarts and crashes and merge conflict-free
+//! with other replicas' changes:
+//!
+//! ```
+//! # fn main() -> atoll::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! let store = atoll::Store::open(dir.path())?;
+//! let hits = store.counter("hits")?;
+//! hits.incr(5)?;
+//! assert_eq!(hits.value()?, 5);
+//! store.set::<String>("tags")?.add(&"edge".to_string())?;
+//! # Ok(()) }
+//! ```
+//!
+//! Every write is a delta-state CRDT operation: its delta is committed with the
+//! new state in one atomic batch, to a delta log that replication reads, and
+//! (by default) flushed before the call returns.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod config;
+mod error;
+mod feed;
+mod handles;
+mod store;
+
+pub use atoll_crdt::variable::Kind;
+pub use atoll_crdt::{ElementId, ReplicaId};
+pub use atoll_store::LogEntry;
+pub use config::{Config, Durability};
+pub use error::{Error, Result};
+pub use feed::{Change, ChangeFeed, FeedError};
+pub use handles::{Bag, BagElement, Counter, Map, MvRegister, Register, Set};
+pub use store::{validate_name, Store, MAX_NAME_LEN};
+
+/// The crates atoll is built from, for lower-level use.
+pub mod crates {
+    pub use atoll_crdt as crdt;
+    pub use atoll_store as store;
+}

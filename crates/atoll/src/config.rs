@@ -1,0 +1,66 @@
+//! Store configuration.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// When an acknowledged write is on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Every write is flushed before the call returns: an acknowledged write
+    /// survives a process crash. The default. See docs/operations.md for what a
+    /// flush promises against power loss.
+    Durable,
+    /// Writes are flushed in the background every `flush_every_ms`; a crash loses
+    /// at most the writes of the last interval (whole operations, never part of one).
+    Buffered {
+        /// The flush interval in milliseconds.
+        flush_every_ms: u64,
+    },
+}
+
+/// How to open a [`crate::Store`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The data directory. `None` keeps everything in memory (lost on close).
+    pub path: Option<PathBuf>,
+    /// When writes are on disk.
+    pub durability: Durability,
+    /// Remote last-writer-wins timestamps further than this ahead of the local
+    /// clock are refused. Default: 5 minutes.
+    pub max_clock_skew: Duration,
+    /// The largest encoded value (register value, set member, bag element). Default: 1 MiB.
+    pub max_value_len: usize,
+    /// The largest remote delta accepted by [`crate::Store::merge`]. Default: 16 MiB.
+    pub max_delta_len: usize,
+    /// How many changes a slow change-feed subscriber may fall behind before it
+    /// is told it lagged. Default: 1024.
+    pub change_feed_capacity: usize,
+}
+
+impl Config {
+    /// A durable store in `path`, with defaults.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Config {
+            path: Some(path.into()),
+            ..Config::in_memory()
+        }
+    }
+
+    /// A store in memory, with defaults.
+    pub fn in_memory() -> Self {
+        Config {
+            path: None,
+            durability: Durability::Durable,
+            max_clock_skew: Duration::from_secs(300),
+            max_value_len: 1 << 20,
+            max_delta_len: 16 << 20,
+            change_feed_capacity: 1024,
+        }
+    }
+
+    /// The same, with `durability`.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+}

@@ -1,0 +1,509 @@
+//! Typed handles on variables.
+//!
+//! A handle names a variable and the application type of its values. Getting a
+//! handle checks the name and, if the variable exists, its type; the variable is
+//! created by its first write. Values are encoded with postcard; reading a
+//! variable with another value type than it was written with is an
+//! [`Error::Value`].
+
+use crate::store::OpCtx;
+use crate::{Error, Result, Store};
+use atoll_crdt::variable::{Bytes, Kind, MapValue, State};
+use atoll_crdt::{set_add, set_remove, Causal, CrdtError, ElementId, ReplicaId};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::marker::PhantomData;
+
+fn encode<T: Serialize + ?Sized>(store: &Store, name: &str, value: &T) -> Result<Bytes> {
+    let bytes = postcard::to_allocvec(value).map_err(|source| Error::Value {
+        name: name.to_string(),
+        source,
+    })?;
+    let max = store.config().max_value_len;
+    if bytes.len() > max {
+        return Err(Error::ValueTooLarge {
+            name: name.to_string(),
+            len: bytes.len(),
+            max,
+        });
+    }
+    Ok(bytes)
+}
+
+fn decode<T: DeserializeOwned>(name: &str, bytes: &[u8]) -> Result<T> {
+    let err = |source| Error::Value {
+        name: name.to_string(),
+        source,
+    };
+    // Strict: bytes left over mean the value was written as another type.
+    match postcard::take_from_bytes(bytes).map_err(err)? {
+        (value, []) => Ok(value),
+        _ => Err(err(postcard::Error::DeserializeBadEncoding)),
+    }
+}
+
+fn crdt(name: &str) -> impl Fn(CrdtError) -> Error + '_ {
+    move |source| Error::Crdt {
+        name: name.to_string(),
+        source,
+    }
+}
+
+macro_rules! state_as {
+    ($state:expr, $variant:ident) => {
+        match $state {
+            State::$variant(s) => s,
+            // The store checks a variable's kind against its metadata on load and
+            // before every operation, so another variant cannot reach here.
+            other => unreachable!("kind checked: {:?}", other.kind()),
+        }
+    };
+}
+
+/// A handle on a counter (`Store::counter`).
+#[derive(Clone)]
+pub struct Counter {
+    store: Store,
+    name: String,
+}
+
+impl Counter {
+    /// Adds `by` (negative to subtract); returns the new value as seen here.
+    pub fn incr(&self, by: i64) -> Result<i128> {
+        self.store.update(&self.name, Kind::Counter, |state, ctx| {
+            let c = state_as!(state, Counter);
+            let d = c.add(ctx.replica, by).map_err(crdt(&self.name))?;
+            Ok((Some(State::Counter(d)), c.value()))
+        })
+    }
+
+    /// Subtracts `by`; returns the new value as seen here.
+    pub fn decr(&self, by: i64) -> Result<i128> {
+        self.incr(by.checked_neg().ok_or(Error::Crdt {
+            name: self.name.clone(),
+            source: CrdtError::Overflow,
+        })?)
+    }
+
+    /// The value as seen here (0 if never written).
+    pub fn value(&self) -> Result<i128> {
+        self.store.read(&self.name, Kind::Counter, |s| {
+            Ok(s.map_or(0, |s| state_as!(s, Counter).value()))
+        })
+    }
+
+    /// The variable's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// A handle on a last-writer-wins register of `T` (`Store::register`).
+pub struct Register<T> {
+    store: Store,
+    name: String,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T: Serialize + DeserializeOwned> Register<T> {
+    /// Writes `value`; a later write (by hybrid logical clock) anywhere wins.
+    pub fn set(&self, value: &T) -> Result<()> {
+        let bytes = encode(&self.store, &self.name, value)?;
+        self.store.update(&self.name, Kind::Register, |state, ctx| {
+            let r = state_as!(state, Register);
+            let d = r.set(ctx.ts, ctx.replica, bytes);
+            Ok((Some(State::Register(d)), ()))
+        })
+    }
+
+    /// The current value (`None` if never written).
+    pub fn get(&self) -> Result<Option<T>> {
+        self.store.read(&self.name, Kind::Register, |s| {
+            s.and_then(|s| state_as!(s, Register).get())
+                .map(|b| decode(&self.name, b))
+                .transpose()
+        })
+    }
+
+    /// The variable's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// A handle on a multi-value register of `T` (`Store::mv_register`).
+pub struct MvRegister<T> {
+    store: Store,
+    name: String,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T: Serialize + DeserializeOwned> MvRegister<T> {
+    /// Writes `value`, replacing every value seen here.
+    pub fn set(&self, value: &T) -> Result<()> {
+        let bytes = encode(&self.store, &self.name, value)?;
+        self.store
+            .update(&self.name, Kind::MvRegister, |state, ctx| {
+                let r = state_as!(state, MvRegister);
+                let d = r.write(ctx.replica, bytes);
+                Ok((Some(State::MvRegister(d)), ()))
+            })
+    }
+
+    /// The current values: one, or several after concurrent writes (empty if never written).
+    pub fn get(&self) -> Result<Vec<T>> {
+        self.store.read(&self.name, Kind::MvRegister, |s| match s {
+            Some(s) => state_as!(s, MvRegister)
+                .values()
+                .map(|b| decode(&self.name, b))
+                .collect(),
+            None => Ok(Vec::new()),
+        })
+    }
+
+    /// The variable's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// A handle on an add-wins set of `T` (`Store::set`). Members are ordered by
+/// their encoding.
+pub struct Set<T> {
+    store: Store,
+    name: String,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T: Serialize + DeserializeOwned> Set<T> {
+    /// Adds `member`; an add concurrent with a remove of it wins.
+    pub fn add(&self, member: &T) -> Result<()> {
+        let bytes = encode(&self.store, &self.name, member)?;
+        self.store.update(&self.name, Kind::Set, |state, ctx| {
+            let s = state_as!(state, Set);
+            Ok((Some(State::Set(s.add(ctx.replica, bytes))), ()))
+        })
+    }
+
+    /// Removes `member` (the adds of it seen here); returns whether it was present.
+    pub fn remove(&self, member: &T) -> Result<bool> {
+        let bytes = encode(&self.store, &self.name, member)?;
+        self.store.update(&self.name, Kind::Set, |state, _| {
+            let s = state_as!(state, Set);
+            if !s.contains(&bytes) {
+                return Ok((None, false));
+            }
+            Ok((Some(State::Set(s.remove(&bytes))), true))
+        })
+    }
+
+    /// Whether `member` is in the set.
+    pub fn contains(&self, member: &T) -> Result<bool> {
+        let bytes = encode(&self.store, &self.name, member)?;
+        self.store.read(&self.name, Kind::Set, |s| {
+            Ok(s.is_some_and(|s| state_as!(s, Set).contains(&bytes)))
+        })
+    }
+
+    /// The members.
+    pub fn members(&self) -> Result<Vec<T>> {
+        self.store.read(&self.name, Kind::Set, |s| match s {
+            Some(s) => state_as!(s, Set)
+                .iter()
+                .map(|b| decode(&self.name, b))
+                .collect(),
+            None => Ok(Vec::new()),
+        })
+    }
+
+    /// How many members.
+    pub fn len(&self) -> Result<usize> {
+        self.store.read(&self.name, Kind::Set, |s| {
+            Ok(s.map_or(0, |s| state_as!(s, Set).len()))
+        })
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// The variable's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// One element of a bag, as listed by [`Bag::elements`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BagElement<T> {
+    /// Its unique id.
+    pub id: ElementId,
+    /// The replica that owns it (only that replica can take or transfer it).
+    pub owner: ReplicaId,
+    /// Its value.
+    pub value: T,
+}
+
+/// A handle on an owned bag of `T` (`Store::bag`).
+pub struct Bag<T> {
+    store: Store,
+    name: String,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T: Serialize + DeserializeOwned> Bag<T> {
+    /// Inserts `value`, owned by this store; returns the element's id.
+    pub fn insert(&self, value: &T) -> Result<ElementId> {
+        let bytes = encode(&self.store, &self.name, value)?;
+        self.store.update(&self.name, Kind::Bag, |state, ctx| {
+            let b = state_as!(state, Bag);
+            let (id, d) = b.insert(ctx.replica, bytes);
+            Ok((Some(State::Bag(d)), id))
+        })
+    }
+
+    /// Takes one element this store owns (`None` if it owns none). An element is
+    /// never taken twice, anywhere, even across a partition.
+    pub fn take(&self) -> Result<Option<T>> {
+        let taken = self.store.update(&self.name, Kind::Bag, |state, ctx| {
+            let b = state_as!(state, Bag);
+            match b.take(ctx.replica) {
+                Some((_, value, d)) => Ok((Some(State::Bag(d)), Some(value))),
+                None => Ok((None, None)),
+            }
+        })?;
+        taken.map(|b| decode(&self.name, &b)).transpose()
+    }
+
+    /// Hands element `id`, which this store must own, to replica `to`.
+    pub fn transfer(&self, id: ElementId, to: ReplicaId) -> Result<()> {
+        self.store.update(&self.name, Kind::Bag, |state, ctx| {
+            let b = state_as!(state, Bag);
+            let d = b.transfer(ctx.replica, id, to).map_err(crdt(&self.name))?;
+            Ok((Some(State::Bag(d)), ()))
+        })
+    }
+
+    /// Every element known here, across all owners, by id.
+    pub fn elements(&self) -> Result<Vec<BagElement<T>>> {
+        self.store.read(&self.name, Kind::Bag, |s| match s {
+            Some(s) => state_as!(s, Bag)
+                .iter()
+                .map(|(id, e)| {
+                    Ok(BagElement {
+                        id,
+                        owner: e.owner,
+                        value: decode(&self.name, &e.value)?,
+                    })
+                })
+                .collect(),
+            None => Ok(Vec::new()),
+        })
+    }
+
+    /// How many elements are known here, across all owners.
+    pub fn len(&self) -> Result<usize> {
+        self.store.read(&self.name, Kind::Bag, |s| {
+            Ok(s.map_or(0, |s| state_as!(s, Bag).len()))
+        })
+    }
+
+    /// Whether the bag is empty.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// How many elements this store owns.
+    pub fn owned(&self) -> Result<usize> {
+        let me = self.store.replica_id();
+        self.store.read(&self.name, Kind::Bag, |s| {
+            Ok(s.map_or(0, |s| state_as!(s, Bag).owned_by(me)))
+        })
+    }
+
+    /// The variable's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// A handle on a map (`Store::map`): string keys, each holding a counter, a
+/// last-writer-wins register and a set. Removing a key resets all three, except
+/// for updates concurrent with the remove.
+#[derive(Clone)]
+pub struct Map {
+    store: Store,
+    name: String,
+}
+
+impl Map {
+    fn update_key(
+        &self,
+        key: &str,
+        f: impl FnOnce(&MapValue, &atoll_crdt::CausalContext, &OpCtx) -> Result<Causal<MapValue>>,
+    ) -> Result<()> {
+        self.store.update(&self.name, Kind::Map, |state, ctx| {
+            let m = state_as!(state, Map);
+            let d = m.update(key.to_string(), |v, c| f(v, c, ctx))?;
+            Ok((Some(State::Map(d)), ()))
+        })
+    }
+
+    fn read_key<R>(&self, key: &str, f: impl FnOnce(Option<&MapValue>) -> Result<R>) -> Result<R> {
+        self.store.read(&self.name, Kind::Map, |s| {
+            f(s.and_then(|s| state_as!(s, Map).get(&key.to_string())))
+        })
+    }
+
+    /// Adds `by` to the counter at `key`.
+    pub fn incr(&self, key: &str, by: i64) -> Result<()> {
+        self.update_key(key, |v, c, ctx| {
+            v.counter
+                .add(c, ctx.replica, by)
+                .map(MapValue::with_counter)
+                .map_err(crdt(&self.name))
+        })
+    }
+
+    /// The counter at `key` (0 if absent).
+    pub fn counter(&self, key: &str) -> Result<i128> {
+        self.read_key(key, |v| Ok(v.map_or(0, |v| v.counter.value())))
+    }
+
+    /// Writes the register at `key`.
+    pub fn set<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        let bytes = encode(&self.store, &self.name, value)?;
+        self.update_key(key, |v, c, ctx| {
+            Ok(MapValue::with_register(v.register.set(
+                c,
+                ctx.replica,
+                ctx.ts,
+                bytes,
+            )))
+        })
+    }
+
+    /// The register at `key`.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.read_key(key, |v| {
+            v.and_then(|v| v.register.get())
+                .map(|b| decode(&self.name, b))
+                .transpose()
+        })
+    }
+
+    /// Adds `member` to the set at `key`.
+    pub fn add<T: Serialize>(&self, key: &str, member: &T) -> Result<()> {
+        let bytes = encode(&self.store, &self.name, member)?;
+        self.update_key(key, |v, c, ctx| {
+            Ok(MapValue::with_set(set_add(&v.set, c, ctx.replica, bytes)))
+        })
+    }
+
+    /// Removes `member` from the set at `key`.
+    pub fn remove_member<T: Serialize>(&self, key: &str, member: &T) -> Result<()> {
+        let bytes = encode(&self.store, &self.name, member)?;
+        self.update_key(key, |v, _, _| {
+            Ok(MapValue::with_set(set_remove(&v.set, &bytes)))
+        })
+    }
+
+    /// The members of the set at `key`.
+    pub fn members<T: DeserializeOwned>(&self, key: &str) -> Result<Vec<T>> {
+        self.read_key(key, |v| match v {
+            Some(v) => v.set.0.keys().map(|b| decode(&self.name, b)).collect(),
+            None => Ok(Vec::new()),
+        })
+    }
+
+    /// Removes `key` as seen here; returns whether it was present.
+    pub fn remove(&self, key: &str) -> Result<bool> {
+        self.store.update(&self.name, Kind::Map, |state, _| {
+            let m = state_as!(state, Map);
+            let key = key.to_string();
+            if m.get(&key).is_none() {
+                return Ok((None, false));
+            }
+            Ok((Some(State::Map(m.remove(&key))), true))
+        })
+    }
+
+    /// The keys present.
+    pub fn keys(&self) -> Result<Vec<String>> {
+        self.store.read(&self.name, Kind::Map, |s| {
+            Ok(
+                s.map(|s| state_as!(s, Map).iter().map(|(k, _)| k.clone()).collect())
+                    .unwrap_or_default(),
+            )
+        })
+    }
+
+    /// The variable's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Store {
+    /// A handle on the counter `name`.
+    pub fn counter(&self, name: &str) -> Result<Counter> {
+        self.check(name, Kind::Counter)?;
+        Ok(Counter {
+            store: self.clone(),
+            name: name.to_string(),
+        })
+    }
+
+    /// A handle on the last-writer-wins register `name` of `T`.
+    pub fn register<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<Register<T>> {
+        self.check(name, Kind::Register)?;
+        Ok(Register {
+            store: self.clone(),
+            name: name.to_string(),
+            _t: PhantomData,
+        })
+    }
+
+    /// A handle on the multi-value register `name` of `T`.
+    pub fn mv_register<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<MvRegister<T>> {
+        self.check(name, Kind::MvRegister)?;
+        Ok(MvRegister {
+            store: self.clone(),
+            name: name.to_string(),
+            _t: PhantomData,
+        })
+    }
+
+    /// A handle on the add-wins set `name` of `T`.
+    pub fn set<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<Set<T>> {
+        self.check(name, Kind::Set)?;
+        Ok(Set {
+            store: self.clone(),
+            name: name.to_string(),
+            _t: PhantomData,
+        })
+    }
+
+    /// A handle on the owned bag `name` of `T`.
+    pub fn bag<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<Bag<T>> {
+        self.check(name, Kind::Bag)?;
+        Ok(Bag {
+            store: self.clone(),
+            name: name.to_string(),
+            _t: PhantomData,
+        })
+    }
+
+    /// A handle on the map `name`.
+    pub fn map(&self, name: &str) -> Result<Map> {
+        self.check(name, Kind::Map)?;
+        Ok(Map {
+            store: self.clone(),
+            name: name.to_string(),
+        })
+    }
+}
