@@ -87,6 +87,13 @@ impl HybridClock {
         }
     }
 
+    /// Moves the clock past `ts` without a skew check: for timestamps this node
+    /// already holds (its own persisted state), so a write after a restart still
+    /// orders after every write it replaces.
+    pub fn witness(&mut self, ts: Timestamp) {
+        self.last = self.last.max(ts);
+    }
+
     /// Observes a timestamp from elsewhere so later ticks order after it.
     /// Refuses it, changing nothing, if it is further ahead than the maximum skew.
     pub fn observe(&mut self, ts: Timestamp, wall_ms: u64) -> Result<(), ClockSkew> {

@@ -85,6 +85,11 @@ impl Core {
                 }
                 .into());
             }
+            // Writes after a restart must order after the writes they replace,
+            // even if the wall clock has not moved past them.
+            if let Some(ts) = state.max_timestamp() {
+                self.clock.witness(ts);
+            }
             self.vars.insert(name.to_string(), Var { meta, state });
         }
         Ok(self.vars.get_mut(name))
@@ -245,12 +250,12 @@ impl Store {
     ) -> Result<R> {
         let mut core = self.core();
         core.check_writable()?;
+        let created = core.load(name)?.is_none();
         let ts = core.clock.tick(now_ms());
         let ctx = OpCtx {
             replica: self.inner.replica,
             ts,
         };
-        let created = core.load(name)?.is_none();
         if created {
             let var = Var {
                 meta: VarMeta::new(kind),

@@ -1,0 +1,198 @@
+//! Model tests: the store against plain in-memory values over random operations,
+//! with close and reopen (sled), and with crashes that lose unflushed writes
+//! (the in-memory backend under buffered durability).
+
+use atoll::crates::store::{Backend, MemoryBackend};
+use atoll::{Config, Durability, Store};
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Clone)]
+enum Op {
+    Incr(u8, i16),
+    SetReg(u8, u16),
+    Add(u8, u8),
+    Remove(u8, u8),
+    BagInsert(u16),
+    BagTake,
+    MapIncr(u8, i8),
+    MapRemove(u8),
+    Flush,
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0..3u8, any::<i16>()).prop_map(|(k, n)| Op::Incr(k, n)),
+        2 => (0..2u8, any::<u16>()).prop_map(|(k, v)| Op::SetReg(k, v)),
+        3 => (0..2u8, 0..6u8).prop_map(|(k, v)| Op::Add(k, v)),
+        2 => (0..2u8, 0..6u8).prop_map(|(k, v)| Op::Remove(k, v)),
+        2 => any::<u16>().prop_map(Op::BagInsert),
+        2 => Just(Op::BagTake),
+        2 => (0..3u8, any::<i8>()).prop_map(|(k, n)| Op::MapIncr(k, n)),
+        1 => (0..3u8).prop_map(Op::MapRemove),
+        1 => Just(Op::Flush),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Model {
+    counters: BTreeMap<u8, i128>,
+    registers: BTreeMap<u8, u16>,
+    sets: BTreeMap<u8, BTreeSet<u8>>,
+    bag: Vec<u16>,
+    map: BTreeMap<u8, i128>,
+}
+
+fn apply(s: &Store, m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
+    match op {
+        Op::Incr(k, n) => {
+            let v = s
+                .counter(&format!("c{k}"))
+                .unwrap()
+                .incr(i64::from(*n))
+                .unwrap();
+            *m.counters.entry(*k).or_default() += i128::from(*n);
+            prop_assert_eq!(v, m.counters[k]);
+        }
+        Op::SetReg(k, v) => {
+            s.register::<u16>(&format!("r{k}")).unwrap().set(v).unwrap();
+            m.registers.insert(*k, *v);
+        }
+        Op::Add(k, v) => {
+            s.set::<u8>(&format!("s{k}")).unwrap().add(v).unwrap();
+            m.sets.entry(*k).or_default().insert(*v);
+        }
+        Op::Remove(k, v) => {
+            let was = s.set::<u8>(&format!("s{k}")).unwrap().remove(v).unwrap();
+            let model_was = m.sets.entry(*k).or_default().remove(v);
+            prop_assert_eq!(was, model_was);
+        }
+        Op::BagInsert(v) => {
+            s.bag::<u16>("bag").unwrap().insert(v).unwrap();
+            m.bag.push(*v);
+        }
+        Op::BagTake => {
+            let got = s.bag::<u16>("bag").unwrap().take().unwrap();
+            match got {
+                Some(v) => {
+                    let i = m.bag.iter().position(|x| *x == v);
+                    prop_assert!(
+                        i.is_some(),
+                        "took {} which was never inserted or already taken",
+                        v
+                    );
+                    m.bag.remove(i.unwrap());
+                }
+                None => prop_assert!(m.bag.is_empty()),
+            }
+        }
+        Op::MapIncr(k, n) => {
+            s.map("m")
+                .unwrap()
+                .incr(&format!("k{k}"), i64::from(*n))
+                .unwrap();
+            *m.map.entry(*k).or_default() += i128::from(*n);
+        }
+        Op::MapRemove(k) => {
+            let was = s.map("m").unwrap().remove(&format!("k{k}")).unwrap();
+            prop_assert_eq!(was, m.map.remove(k).is_some());
+        }
+        Op::Flush | Op::Reopen => {}
+    }
+    Ok(())
+}
+
+fn check(s: &Store, m: &Model) -> Result<(), TestCaseError> {
+    for k in 0..3u8 {
+        let want = m.counters.get(&k).copied().unwrap_or(0);
+        prop_assert_eq!(s.counter(&format!("c{k}")).unwrap().value().unwrap(), want);
+        let want = m.map.get(&k).copied().unwrap_or(0);
+        prop_assert_eq!(s.map("m").unwrap().counter(&format!("k{k}")).unwrap(), want);
+    }
+    for k in 0..2u8 {
+        prop_assert_eq!(
+            s.register::<u16>(&format!("r{k}")).unwrap().get().unwrap(),
+            m.registers.get(&k).copied()
+        );
+        let members: BTreeSet<u8> = s
+            .set::<u8>(&format!("s{k}"))
+            .unwrap()
+            .members()
+            .unwrap()
+            .into_iter()
+            .collect();
+        prop_assert_eq!(members, m.sets.get(&k).cloned().unwrap_or_default());
+    }
+    let mut bag: Vec<u16> = s
+        .bag::<u16>("bag")
+        .unwrap()
+        .elements()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.value)
+        .collect();
+    bag.sort_unstable();
+    let mut want = m.bag.clone();
+    want.sort_unstable();
+    prop_assert_eq!(bag, want);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Durable sled store: every acknowledged op survives close and reopen.
+    #[test]
+    fn sled_store_matches_model_across_reopen(ops in prop::collection::vec(op(), 1..80)) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let mut model = Model::default();
+        for o in &ops {
+            if let Op::Reopen = o {
+                drop(store);
+                store = Store::open(dir.path()).unwrap();
+                check(&store, &model)?;
+            }
+            apply(&store, &mut model, o)?;
+        }
+        check(&store, &model)?;
+        drop(store);
+        check(&Store::open(dir.path()).unwrap(), &model)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Buffered in-memory store: a crash loses exactly the writes since the last
+    /// flush, never part of an operation.
+    #[test]
+    fn memory_store_crash_loses_only_unflushed_ops(ops in prop::collection::vec(op(), 1..80)) {
+        let mem = MemoryBackend::new();
+        let config = Config::in_memory().durability(Durability::Buffered { flush_every_ms: 1_000 });
+        let open = || Store::open_backend(Box::new(mem.clone()) as Box<dyn Backend>, config.clone()).unwrap();
+        let mut store = open();
+        let mut model = Model::default();
+        let mut flushed = Model::default();
+        for o in &ops {
+            match o {
+                Op::Flush => {
+                    store.flush().unwrap();
+                    flushed = model.clone();
+                }
+                Op::Reopen => {
+                    // A crash: the disk keeps only what was flushed.
+                    mem.crash(0);
+                    drop(store);
+                    store = open();
+                    model = flushed.clone();
+                    check(&store, &model)?;
+                }
+                _ => apply(&store, &mut model, o)?,
+            }
+        }
+        check(&store, &model)?;
+    }
+}
