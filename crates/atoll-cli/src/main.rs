@@ -1,1 +1,405 @@
-fn main() {}
+//! `atoll`: the command-line tool for an atoll data directory.
+
+use atoll::{Kind, Store};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// atoll: a partition-tolerant replicated store of CRDT variables.
+#[derive(Parser)]
+#[command(name = "atoll", version, about)]
+struct Cli {
+    /// The data directory (created if missing).
+    #[arg(long, short = 'd', env = "ATOLL_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Print machine-readable JSON instead of plain text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Counters: increment, decrement, read.
+    #[command(subcommand)]
+    Counter(CounterCmd),
+    /// Last-writer-wins registers of strings.
+    #[command(subcommand)]
+    Register(RegisterCmd),
+    /// Add-wins sets of strings.
+    #[command(subcommand)]
+    Set(SetCmd),
+    /// Owned bags of strings: insert, take (exactly once), list.
+    #[command(subcommand)]
+    Bag(BagCmd),
+    /// Maps of string keys to a counter, a register and a set each.
+    #[command(subcommand)]
+    Map(MapCmd),
+    /// List variables and their types.
+    Ls,
+    /// Show this store's replica id, variable count and log position.
+    Info,
+}
+
+#[derive(Subcommand)]
+enum CounterCmd {
+    /// Add N (default 1); prints the new value.
+    Incr {
+        name: String,
+        #[arg(default_value_t = 1, allow_negative_numbers = true)]
+        n: i64,
+    },
+    /// Subtract N (default 1); prints the new value.
+    Decr {
+        name: String,
+        #[arg(default_value_t = 1)]
+        n: i64,
+    },
+    /// Print the value.
+    Get { name: String },
+}
+
+#[derive(Subcommand)]
+enum RegisterCmd {
+    /// Write a value.
+    Set { name: String, value: String },
+    /// Print the value (nothing, and exit 0, if never written).
+    Get { name: String },
+}
+
+#[derive(Subcommand)]
+enum SetCmd {
+    /// Add members.
+    Add {
+        name: String,
+        #[arg(required = true)]
+        members: Vec<String>,
+    },
+    /// Remove members.
+    Remove {
+        name: String,
+        #[arg(required = true)]
+        members: Vec<String>,
+    },
+    /// Print the members, one per line.
+    List { name: String },
+    /// Exit 0 if the member is present, 1 if not.
+    Contains { name: String, member: String },
+}
+
+#[derive(Subcommand)]
+enum BagCmd {
+    /// Insert values, owned by this store.
+    Insert {
+        name: String,
+        #[arg(required = true)]
+        values: Vec<String>,
+    },
+    /// Take one value this store owns and print it; exit 1 if it owns none.
+    Take { name: String },
+    /// Print every element: id, owner, value.
+    List { name: String },
+}
+
+#[derive(Subcommand)]
+enum MapCmd {
+    /// Add N (default 1) to the counter at KEY.
+    Incr {
+        name: String,
+        key: String,
+        #[arg(default_value_t = 1, allow_negative_numbers = true)]
+        n: i64,
+    },
+    /// Write the register at KEY.
+    Set {
+        name: String,
+        key: String,
+        value: String,
+    },
+    /// Add a member to the set at KEY.
+    Add {
+        name: String,
+        key: String,
+        member: String,
+    },
+    /// Remove KEY.
+    Remove { name: String, key: String },
+    /// Print KEY's counter, register and set.
+    Get { name: String, key: String },
+    /// Print the keys.
+    Keys { name: String },
+}
+
+/// What a command produced: plain text lines and the JSON equivalent.
+struct Output {
+    text: Vec<String>,
+    json: serde_json::Value,
+    ok: bool,
+}
+
+impl Output {
+    fn new(text: impl Into<String>, json: serde_json::Value) -> Self {
+        Output {
+            text: vec![text.into()],
+            json,
+            ok: true,
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<Output, String> {
+    let dir = cli
+        .data_dir
+        .ok_or("no data directory: pass --data-dir DIR or set ATOLL_DATA_DIR")?;
+    let store = Store::open(&dir)
+        .map_err(|e| format!("cannot open data directory {}: {e}", dir.display()))?;
+    let e = |e: atoll::Error| e.to_string();
+    Ok(match cli.command {
+        Cmd::Counter(c) => match c {
+            CounterCmd::Incr { name, n } => {
+                let v = store.counter(&name).map_err(e)?.incr(n).map_err(e)?;
+                Output::new(v.to_string(), json!({"name": name, "value": v}))
+            }
+            CounterCmd::Decr { name, n } => {
+                let v = store.counter(&name).map_err(e)?.decr(n).map_err(e)?;
+                Output::new(v.to_string(), json!({"name": name, "value": v}))
+            }
+            CounterCmd::Get { name } => {
+                let v = store.counter(&name).map_err(e)?.value().map_err(e)?;
+                Output::new(v.to_string(), json!({"name": name, "value": v}))
+            }
+        },
+        Cmd::Register(c) => match c {
+            RegisterCmd::Set { name, value } => {
+                store
+                    .register::<String>(&name)
+                    .map_err(e)?
+                    .set(&value)
+                    .map_err(e)?;
+                Output::new("ok", json!({"name": name, "value": value}))
+            }
+            RegisterCmd::Get { name } => {
+                let v = store
+                    .register::<String>(&name)
+                    .map_err(e)?
+                    .get()
+                    .map_err(e)?;
+                Output {
+                    text: v.iter().cloned().collect(),
+                    json: json!({"name": name, "value": v}),
+                    ok: true,
+                }
+            }
+        },
+        Cmd::Set(c) => match c {
+            SetCmd::Add { name, members } => {
+                let s = store.set::<String>(&name).map_err(e)?;
+                for m in &members {
+                    s.add(m).map_err(e)?;
+                }
+                Output::new("ok", json!({"name": name, "added": members}))
+            }
+            SetCmd::Remove { name, members } => {
+                let s = store.set::<String>(&name).map_err(e)?;
+                let mut removed = Vec::new();
+                for m in &members {
+                    if s.remove(m).map_err(e)? {
+                        removed.push(m.clone());
+                    }
+                }
+                Output::new(
+                    format!("removed {}", removed.len()),
+                    json!({"name": name, "removed": removed}),
+                )
+            }
+            SetCmd::List { name } => {
+                let m = store
+                    .set::<String>(&name)
+                    .map_err(e)?
+                    .members()
+                    .map_err(e)?;
+                Output {
+                    text: m.clone(),
+                    json: json!({"name": name, "members": m}),
+                    ok: true,
+                }
+            }
+            SetCmd::Contains { name, member } => {
+                let has = store
+                    .set::<String>(&name)
+                    .map_err(e)?
+                    .contains(&member)
+                    .map_err(e)?;
+                Output {
+                    text: vec![has.to_string()],
+                    json: json!({"name": name, "member": member, "present": has}),
+                    ok: has,
+                }
+            }
+        },
+        Cmd::Bag(c) => match c {
+            BagCmd::Insert { name, values } => {
+                let b = store.bag::<String>(&name).map_err(e)?;
+                let mut ids = Vec::new();
+                for v in &values {
+                    let id = b.insert(v).map_err(e)?;
+                    ids.push(format!("{}.{}", id.replica, id.counter));
+                }
+                Output {
+                    text: ids.clone(),
+                    json: json!({"name": name, "ids": ids}),
+                    ok: true,
+                }
+            }
+            BagCmd::Take { name } => {
+                let v = store.bag::<String>(&name).map_err(e)?.take().map_err(e)?;
+                Output {
+                    text: v.iter().cloned().collect(),
+                    json: json!({"name": name, "taken": v}),
+                    ok: v.is_some(),
+                }
+            }
+            BagCmd::List { name } => {
+                let els = store
+                    .bag::<String>(&name)
+                    .map_err(e)?
+                    .elements()
+                    .map_err(e)?;
+                let text = els
+                    .iter()
+                    .map(|x| {
+                        format!(
+                            "{}.{}\t{}\t{}",
+                            x.id.replica, x.id.counter, x.owner, x.value
+                        )
+                    })
+                    .collect();
+                let rows: Vec<_> = els
+                    .iter()
+                    .map(|x| json!({"id": format!("{}.{}", x.id.replica, x.id.counter), "owner": x.owner.to_string(), "value": x.value}))
+                    .collect();
+                Output {
+                    text,
+                    json: json!({"name": name, "elements": rows}),
+                    ok: true,
+                }
+            }
+        },
+        Cmd::Map(c) => match c {
+            MapCmd::Incr { name, key, n } => {
+                let m = store.map(&name).map_err(e)?;
+                m.incr(&key, n).map_err(e)?;
+                let v = m.counter(&key).map_err(e)?;
+                Output::new(
+                    v.to_string(),
+                    json!({"name": name, "key": key, "counter": v}),
+                )
+            }
+            MapCmd::Set { name, key, value } => {
+                store.map(&name).map_err(e)?.set(&key, &value).map_err(e)?;
+                Output::new("ok", json!({"name": name, "key": key, "register": value}))
+            }
+            MapCmd::Add { name, key, member } => {
+                store.map(&name).map_err(e)?.add(&key, &member).map_err(e)?;
+                Output::new("ok", json!({"name": name, "key": key, "added": member}))
+            }
+            MapCmd::Remove { name, key } => {
+                let was = store.map(&name).map_err(e)?.remove(&key).map_err(e)?;
+                Output::new(
+                    if was { "removed" } else { "absent" },
+                    json!({"name": name, "key": key, "removed": was}),
+                )
+            }
+            MapCmd::Get { name, key } => {
+                let m = store.map(&name).map_err(e)?;
+                let counter = m.counter(&key).map_err(e)?;
+                let register: Option<String> = m.get(&key).map_err(e)?;
+                let set: Vec<String> = m.members(&key).map_err(e)?;
+                Output {
+                    text: vec![
+                        format!("counter\t{counter}"),
+                        format!("register\t{}", register.as_deref().unwrap_or("")),
+                        format!("set\t{}", set.join(",")),
+                    ],
+                    json: json!({"name": name, "key": key, "counter": counter, "register": register, "set": set}),
+                    ok: true,
+                }
+            }
+            MapCmd::Keys { name } => {
+                let k = store.map(&name).map_err(e)?.keys().map_err(e)?;
+                Output {
+                    text: k.clone(),
+                    json: json!({"name": name, "keys": k}),
+                    ok: true,
+                }
+            }
+        },
+        Cmd::Ls => {
+            let vars = store.variables().map_err(e)?;
+            let text = vars.iter().map(|(n, k)| format!("{n}\t{k}")).collect();
+            let rows: Vec<_> = vars
+                .iter()
+                .map(|(n, k)| json!({"name": n, "type": k.name()}))
+                .collect();
+            Output {
+                text,
+                json: json!({"variables": rows}),
+                ok: true,
+            }
+        }
+        Cmd::Info => {
+            let vars = store.variables().map_err(e)?;
+            let mut by_kind = serde_json::Map::new();
+            for k in Kind::ALL {
+                by_kind.insert(
+                    k.name().into(),
+                    json!(vars.iter().filter(|(_, v)| *v == k).count()),
+                );
+            }
+            let j = json!({
+                "data_dir": dir.display().to_string(),
+                "replica": store.replica_id().to_string(),
+                "variables": vars.len(),
+                "by_type": by_kind,
+                "last_seq": store.last_seq(),
+            });
+            Output {
+                text: vec![
+                    format!("data dir\t{}", dir.display()),
+                    format!("replica\t{}", store.replica_id()),
+                    format!("variables\t{}", vars.len()),
+                    format!("log seq\t{}", store.last_seq()),
+                ],
+                json: j,
+                ok: true,
+            }
+        }
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    match run(cli) {
+        Ok(out) => {
+            if json {
+                println!("{}", out.json);
+            } else {
+                for line in out.text {
+                    println!("{line}");
+                }
+            }
+            if out.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(msg) => {
+            eprintln!("error: {}", msg.lines().next().unwrap_or("unknown error"));
+            ExitCode::from(1)
+        }
+    }
+}
