@@ -1,7 +1,7 @@
 //! The owned bag: a partition-tolerant multiset whose elements each have one owner.
 
 use crate::{
-    Causal, CausalContext, CrdtError, Dot, DotFun, DotMap, DotStore, InvalidState, Lattice,
+    CausalContext, CausalMap, CrdtError, Dot, DotFun, DotMap, DotStore, InvalidState, Lattice,
     ReplicaId,
 };
 use serde::{Deserialize, Serialize};
@@ -33,17 +33,18 @@ pub struct BagEntry<T> {
 /// with the context of the element's dot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
+#[serde(bound(
+    serialize = "T: Serialize",
+    deserialize = "T: Clone + PartialEq + Debug + Deserialize<'de>"
+))]
 pub struct Bag<T> {
-    state: Causal<DotMap<ElementId, DotFun<BagEntry<T>>>>,
+    state: CausalMap<ElementId, DotFun<BagEntry<T>>>,
 }
 
 impl<T> Default for Bag<T> {
     fn default() -> Self {
         Bag {
-            state: Causal {
-                store: DotMap::default(),
-                ctx: CausalContext::new(),
-            },
+            state: CausalMap::default(),
         }
     }
 }
@@ -56,7 +57,7 @@ impl<T: Clone + PartialEq + Debug> Bag<T> {
 
     /// Inserts `value`, owned by `replica`; returns the new element's id and the delta.
     pub fn insert(&mut self, replica: ReplicaId, value: T) -> (ElementId, Bag<T>) {
-        let dot = self.state.ctx.next_dot(replica);
+        let dot = self.state.ctx().next_dot(replica);
         let delta = self.write(
             dot,
             dot,
@@ -72,7 +73,7 @@ impl<T: Clone + PartialEq + Debug> Bag<T> {
     /// Takes one element owned by `replica` (the one with the smallest id), or
     /// `None` if it owns none. Returns its id, value and the delta.
     pub fn take(&mut self, replica: ReplicaId) -> Option<(ElementId, T, Bag<T>)> {
-        let (id, value) = self.state.store.0.iter().find_map(|(id, f)| {
+        let (id, value) = self.state.store().0.iter().find_map(|(id, f)| {
             f.0.values()
                 .find(|e| e.owner == replica)
                 .map(|e| (*id, e.value.clone()))
@@ -85,10 +86,7 @@ impl<T: Clone + PartialEq + Debug> Bag<T> {
     pub fn take_id(&mut self, replica: ReplicaId, id: ElementId) -> Result<Bag<T>, CrdtError> {
         let dots = self.owned_dots(replica, id)?;
         let delta = Bag {
-            state: Causal {
-                store: DotMap::default(),
-                ctx: dots,
-            },
+            state: CausalMap::from_parts(DotMap::default(), dots),
         };
         self.join(delta.clone());
         Ok(delta)
@@ -102,13 +100,13 @@ impl<T: Clone + PartialEq + Debug> Bag<T> {
         to: ReplicaId,
     ) -> Result<Bag<T>, CrdtError> {
         let dots = self.owned_dots(replica, id)?;
-        let value = self.state.store.0[&id]
+        let value = self.state.store().0[&id]
             .0
             .values()
             .find(|e| e.owner == replica)
             .map(|e| e.value.clone())
             .ok_or(CrdtError::NoSuchElement)?;
-        let dot = self.state.ctx.next_dot(replica);
+        let dot = self.state.ctx().next_dot(replica);
         Ok(self.write(id, dot, BagEntry { owner: to, value }, dots))
     }
 
@@ -119,7 +117,7 @@ impl<T: Clone + PartialEq + Debug> Bag<T> {
         // the element away, its own write would have covered that record.
         let records = self
             .state
-            .store
+            .store()
             .0
             .get(&id)
             .ok_or(CrdtError::NoSuchElement)?;
@@ -143,7 +141,7 @@ impl<T: Clone + PartialEq + Debug> Bag<T> {
         let mut store = DotMap::default();
         store.0.insert(id, fun);
         let delta = Bag {
-            state: Causal { store, ctx },
+            state: CausalMap::from_parts(store, ctx),
         };
         self.join(delta.clone());
         delta
@@ -154,7 +152,7 @@ impl<T: Clone + PartialEq + Debug> Bag<T> {
     /// record with the highest dot is shown; joins settle it once both arrive.
     pub fn get(&self, id: ElementId) -> Option<&BagEntry<T>> {
         self.state
-            .store
+            .store()
             .0
             .get(&id)
             .and_then(|f| f.0.values().next_back())
@@ -163,7 +161,7 @@ impl<T: Clone + PartialEq + Debug> Bag<T> {
     /// Every element known here (across all owners), by id.
     pub fn iter(&self) -> impl Iterator<Item = (ElementId, &BagEntry<T>)> {
         self.state
-            .store
+            .store()
             .0
             .iter()
             .filter_map(|(id, f)| f.0.values().next_back().map(|e| (*id, e)))
@@ -171,12 +169,12 @@ impl<T: Clone + PartialEq + Debug> Bag<T> {
 
     /// How many elements are known here, across all owners.
     pub fn len(&self) -> usize {
-        self.state.store.0.len()
+        self.state.store().0.len()
     }
 
     /// Whether the bag is empty.
     pub fn is_empty(&self) -> bool {
-        self.state.store.0.is_empty()
+        self.state.store().0.is_empty()
     }
 
     /// How many elements `replica` owns, as known here.

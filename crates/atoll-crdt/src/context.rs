@@ -79,6 +79,16 @@ impl CausalContext {
         self.cloud.len()
     }
 
+    /// The version vector: every dot `1..=n` of each replica.
+    pub fn vector(&self) -> impl Iterator<Item = (ReplicaId, u64)> + '_ {
+        self.vv.iter().map(|(r, n)| (*r, *n))
+    }
+
+    /// The dots outside the version vector.
+    pub fn cloud(&self) -> impl Iterator<Item = &Dot> + '_ {
+        self.cloud.iter()
+    }
+
     /// Every dot in the context, in order. Use only on small contexts (deltas):
     /// a version vector entry `n` yields `n` dots.
     pub fn iter_dots(&self) -> impl Iterator<Item = Dot> + '_ {

@@ -16,8 +16,8 @@ pub trait DotStore: Clone + Default + PartialEq + Debug {
     /// Whether the store holds no dot (the bottom element).
     fn is_bottom(&self) -> bool;
 
-    /// Adds every dot held in the store to `out`.
-    fn collect_dots(&self, out: &mut CausalContext);
+    /// Calls `f` with every dot held in the store.
+    fn for_each_dot(&self, f: &mut dyn FnMut(Dot));
 
     /// Joins `other` (with context `other_ctx`) into `self` (with context `ctx`).
     /// The caller joins the contexts afterwards.
@@ -29,7 +29,7 @@ pub trait DotStore: Clone + Default + PartialEq + Debug {
     /// The dots held in the store, as a context.
     fn dots(&self) -> CausalContext {
         let mut c = CausalContext::new();
-        self.collect_dots(&mut c);
+        self.for_each_dot(&mut |d| c.insert(d));
         c
     }
 }
@@ -42,9 +42,9 @@ impl DotStore for DotSet {
         self.is_empty()
     }
 
-    fn collect_dots(&self, out: &mut CausalContext) {
+    fn for_each_dot(&self, f: &mut dyn FnMut(Dot)) {
         for d in self {
-            out.insert(*d);
+            f(*d);
         }
     }
 
@@ -84,9 +84,9 @@ impl<V: Clone + PartialEq + Debug> DotStore for DotFun<V> {
         self.0.is_empty()
     }
 
-    fn collect_dots(&self, out: &mut CausalContext) {
+    fn for_each_dot(&self, f: &mut dyn FnMut(Dot)) {
         for d in self.0.keys() {
-            out.insert(*d);
+            f(*d);
         }
     }
 
@@ -127,9 +127,9 @@ impl<K: Ord + Clone + Debug, S: DotStore> DotStore for DotMap<K, S> {
         self.0.is_empty()
     }
 
-    fn collect_dots(&self, out: &mut CausalContext) {
+    fn for_each_dot(&self, f: &mut dyn FnMut(Dot)) {
         for s in self.0.values() {
-            s.collect_dots(out);
+            s.for_each_dot(f);
         }
     }
 
@@ -192,5 +192,134 @@ impl<S: DotStore> Lattice for Causal<S> {
     fn join(&mut self, other: Self) {
         self.store.join_store(&self.ctx, other.store, &other.ctx);
         self.ctx.join(&other.ctx);
+    }
+}
+
+/// A causal map state, `Causal<DotMap<K, S>>`, with an index from each live dot
+/// to the key holding it, so that joining a delta touches only the keys the
+/// delta's store or context names, not every key of the state.
+///
+/// The index is derived: it is not encoded, and is rebuilt on decode. The
+/// encoding is exactly that of `Causal<DotMap<K, S>>`.
+#[derive(Clone, Debug)]
+pub struct CausalMap<K: Ord, S> {
+    store: DotMap<K, S>,
+    ctx: CausalContext,
+    index: BTreeMap<Dot, K>,
+}
+
+impl<K: Ord, S> Default for CausalMap<K, S> {
+    fn default() -> Self {
+        CausalMap {
+            store: DotMap::default(),
+            ctx: CausalContext::new(),
+            index: BTreeMap::new(),
+        }
+    }
+}
+
+impl<K: Ord + Clone + Debug, S: DotStore> CausalMap<K, S> {
+    /// A state (or delta) from its store and context.
+    pub fn from_parts(store: DotMap<K, S>, ctx: CausalContext) -> Self {
+        let mut index = BTreeMap::new();
+        for (k, s) in &store.0 {
+            s.for_each_dot(&mut |d| {
+                index.insert(d, k.clone());
+            });
+        }
+        CausalMap { store, ctx, index }
+    }
+
+    /// The live entries.
+    pub fn store(&self) -> &DotMap<K, S> {
+        &self.store
+    }
+
+    /// Every dot this state has seen.
+    pub fn ctx(&self) -> &CausalContext {
+        &self.ctx
+    }
+
+    /// Checks the invariants a decoded state must hold.
+    pub fn validate(&self) -> Result<(), InvalidState> {
+        self.ctx.validate()?;
+        self.store.validate_in(&self.ctx)
+    }
+}
+
+impl<K: Ord, S: PartialEq> PartialEq for CausalMap<K, S> {
+    fn eq(&self, other: &Self) -> bool {
+        // The index is a function of the store.
+        self.store == other.store && self.ctx == other.ctx
+    }
+}
+
+impl<K: Ord, S: Eq> Eq for CausalMap<K, S> {}
+
+impl<K: Ord + Clone + Debug, S: DotStore> Lattice for CausalMap<K, S> {
+    fn join(&mut self, other: Self) {
+        let CausalMap {
+            store: mut theirs,
+            ctx: their_ctx,
+            ..
+        } = other;
+        // The keys whose entries can change: those the other side holds, and
+        // those holding a dot the other side has seen (it may have removed it).
+        let mut touched: BTreeSet<K> = theirs.0.keys().cloned().collect();
+        for (r, n) in their_ctx.vector() {
+            for (_, k) in self.index.range(Dot::new(r, 1)..=Dot::new(r, n)) {
+                touched.insert(k.clone());
+            }
+        }
+        for d in their_ctx.cloud() {
+            if let Some(k) = self.index.get(d) {
+                touched.insert(k.clone());
+            }
+        }
+        for k in touched {
+            let mut mine = self.store.0.remove(&k).unwrap_or_default();
+            mine.for_each_dot(&mut |d| {
+                self.index.remove(&d);
+            });
+            mine.join_store(
+                &self.ctx,
+                theirs.0.remove(&k).unwrap_or_default(),
+                &their_ctx,
+            );
+            if !mine.is_bottom() {
+                mine.for_each_dot(&mut |d| {
+                    self.index.insert(d, k.clone());
+                });
+                self.store.0.insert(k, mine);
+            }
+        }
+        self.ctx.join(&their_ctx);
+    }
+}
+
+#[derive(Serialize)]
+struct CausalMapRef<'a, K: Ord, S> {
+    store: &'a DotMap<K, S>,
+    ctx: &'a CausalContext,
+}
+
+impl<K: Ord + Serialize, S: Serialize> Serialize for CausalMap<K, S> {
+    fn serialize<Ser: serde::Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
+        CausalMapRef {
+            store: &self.store,
+            ctx: &self.ctx,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de, K, S> Deserialize<'de> for CausalMap<K, S>
+where
+    K: Ord + Clone + Debug + Deserialize<'de>,
+    S: DotStore + Deserialize<'de>,
+{
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let c = Causal::<DotMap<K, S>>::deserialize(d)?;
+        Ok(CausalMap::from_parts(c.store, c.ctx))
     }
 }

@@ -2,8 +2,8 @@
 
 use crate::register::mv_write;
 use crate::{
-    Causal, CausalContext, CrdtError, DotFun, DotMap, DotStore, InvalidState, Lattice, LwwEntry,
-    ReplicaId, Timestamp,
+    Causal, CausalContext, CausalMap, CrdtError, Dot, DotFun, DotMap, DotStore, InvalidState,
+    Lattice, LwwEntry, ReplicaId, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use std::fmt::Debug;
@@ -17,17 +17,18 @@ use std::fmt::Debug;
 /// (add-wins keys), and updates the remover saw do not.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
+#[serde(bound(
+    serialize = "K: Serialize, V: Serialize",
+    deserialize = "K: Ord + Clone + Debug + Deserialize<'de>, V: DotStore + Deserialize<'de>"
+))]
 pub struct OrMap<K: Ord, V> {
-    state: Causal<DotMap<K, V>>,
+    state: CausalMap<K, V>,
 }
 
 impl<K: Ord, V> Default for OrMap<K, V> {
     fn default() -> Self {
         OrMap {
-            state: Causal {
-                store: DotMap::default(),
-                ctx: CausalContext::new(),
-            },
+            state: CausalMap::default(),
         }
     }
 }
@@ -47,17 +48,14 @@ impl<K: Ord + Clone + Debug, V: DotStore> OrMap<K, V> {
         op: impl FnOnce(&V, &CausalContext) -> Result<Causal<V>, E>,
     ) -> Result<OrMap<K, V>, E> {
         let bottom = V::default();
-        let current = self.state.store.0.get(&key).unwrap_or(&bottom);
-        let nested = op(current, &self.state.ctx)?;
+        let current = self.state.store().0.get(&key).unwrap_or(&bottom);
+        let nested = op(current, &self.state.ctx())?;
         let mut store = DotMap::default();
         if !nested.store.is_bottom() {
             store.0.insert(key, nested.store);
         }
         let delta = OrMap {
-            state: Causal {
-                store,
-                ctx: nested.ctx,
-            },
+            state: CausalMap::from_parts(store, nested.ctx),
         };
         self.join(delta.clone());
         Ok(delta)
@@ -67,16 +65,13 @@ impl<K: Ord + Clone + Debug, V: DotStore> OrMap<K, V> {
     pub fn remove(&mut self, key: &K) -> OrMap<K, V> {
         let ctx = self
             .state
-            .store
+            .store()
             .0
             .get(key)
             .map(|v| v.dots())
             .unwrap_or_default();
         let delta = OrMap {
-            state: Causal {
-                store: DotMap::default(),
-                ctx,
-            },
+            state: CausalMap::from_parts(DotMap::default(), ctx),
         };
         self.join(delta.clone());
         delta
@@ -84,22 +79,22 @@ impl<K: Ord + Clone + Debug, V: DotStore> OrMap<K, V> {
 
     /// The nested value at `key`.
     pub fn get(&self, key: &K) -> Option<&V> {
-        self.state.store.0.get(key)
+        self.state.store().0.get(key)
     }
 
     /// Keys and nested values, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.state.store.0.iter()
+        self.state.store().0.iter()
     }
 
     /// How many keys.
     pub fn len(&self) -> usize {
-        self.state.store.0.len()
+        self.state.store().0.len()
     }
 
     /// Whether the map is empty.
     pub fn is_empty(&self) -> bool {
-        self.state.store.0.is_empty()
+        self.state.store().0.is_empty()
     }
 
     /// Checks the invariants a decoded state must hold.
@@ -174,8 +169,8 @@ impl DotStore for CounterField {
     fn is_bottom(&self) -> bool {
         self.0.is_bottom()
     }
-    fn collect_dots(&self, out: &mut CausalContext) {
-        self.0.collect_dots(out)
+    fn for_each_dot(&self, f: &mut dyn FnMut(Dot)) {
+        self.0.for_each_dot(f)
     }
     fn join_store(&mut self, ctx: &CausalContext, other: Self, other_ctx: &CausalContext) {
         self.0.join_store(ctx, other.0, other_ctx)
@@ -231,8 +226,8 @@ impl<T: Clone + Ord + Debug> DotStore for RegisterField<T> {
     fn is_bottom(&self) -> bool {
         self.0.is_bottom()
     }
-    fn collect_dots(&self, out: &mut CausalContext) {
-        self.0.collect_dots(out)
+    fn for_each_dot(&self, f: &mut dyn FnMut(Dot)) {
+        self.0.for_each_dot(f)
     }
     fn join_store(&mut self, ctx: &CausalContext, other: Self, other_ctx: &CausalContext) {
         self.0.join_store(ctx, other.0, other_ctx)

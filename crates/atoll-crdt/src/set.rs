@@ -1,6 +1,8 @@
 //! The add-wins observed-remove set, and the set field nested in maps.
 
-use crate::{Causal, CausalContext, DotMap, DotSet, DotStore, InvalidState, Lattice, ReplicaId};
+use crate::{
+    Causal, CausalContext, CausalMap, DotMap, DotSet, DotStore, InvalidState, Lattice, ReplicaId,
+};
 use serde::{Deserialize, Serialize};
 use std::fmt::Debug;
 
@@ -39,17 +41,18 @@ pub fn set_remove<T: Ord + Clone + Debug>(field: &SetField<T>, x: &T) -> Causal<
 /// removed element's dots, so it propagates through joins and gossip.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
+#[serde(bound(
+    serialize = "T: Serialize",
+    deserialize = "T: Ord + Clone + Debug + Deserialize<'de>"
+))]
 pub struct OrSet<T: Ord> {
-    state: Causal<SetField<T>>,
+    state: CausalMap<T, DotSet>,
 }
 
 impl<T: Ord> Default for OrSet<T> {
     fn default() -> Self {
         OrSet {
-            state: Causal {
-                store: DotMap::default(),
-                ctx: CausalContext::new(),
-            },
+            state: CausalMap::default(),
         }
     }
 }
@@ -62,8 +65,9 @@ impl<T: Ord + Clone + Debug> OrSet<T> {
 
     /// Adds `x` on behalf of `replica`; returns the delta.
     pub fn add(&mut self, replica: ReplicaId, x: T) -> OrSet<T> {
+        let d = set_add(self.state.store(), self.state.ctx(), replica, x);
         let delta = OrSet {
-            state: set_add(&self.state.store, &self.state.ctx, replica, x),
+            state: CausalMap::from_parts(d.store, d.ctx),
         };
         self.join(delta.clone());
         delta
@@ -71,8 +75,9 @@ impl<T: Ord + Clone + Debug> OrSet<T> {
 
     /// Removes `x` (the adds seen here); returns the delta, empty if `x` is absent.
     pub fn remove(&mut self, x: &T) -> OrSet<T> {
+        let d = set_remove(self.state.store(), x);
         let delta = OrSet {
-            state: set_remove(&self.state.store, x),
+            state: CausalMap::from_parts(d.store, d.ctx),
         };
         self.join(delta.clone());
         delta
@@ -80,27 +85,27 @@ impl<T: Ord + Clone + Debug> OrSet<T> {
 
     /// Whether `x` is in the set.
     pub fn contains(&self, x: &T) -> bool {
-        self.state.store.0.contains_key(x)
+        self.state.store().0.contains_key(x)
     }
 
     /// The elements, in order.
     pub fn iter(&self) -> impl Iterator<Item = &T> {
-        self.state.store.0.keys()
+        self.state.store().0.keys()
     }
 
     /// How many elements.
     pub fn len(&self) -> usize {
-        self.state.store.0.len()
+        self.state.store().0.len()
     }
 
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
-        self.state.store.0.is_empty()
+        self.state.store().0.is_empty()
     }
 
     /// The causal context: every add this state has seen.
     pub fn context(&self) -> &CausalContext {
-        &self.state.ctx
+        &self.state.ctx()
     }
 
     /// Checks the invariants a decoded state must hold.
@@ -146,7 +151,7 @@ mod tests {
         b.join(add.clone());
         c.join(add);
         let rm = b.remove(&7);
-        assert!(!rm.state.ctx.is_empty());
+        assert!(!rm.state.ctx().is_empty());
         c.join(rm.clone());
         a.join(rm);
         assert!(!a.contains(&7) && !c.contains(&7));

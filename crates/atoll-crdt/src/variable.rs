@@ -5,7 +5,7 @@
 //! and decode at the edge.
 
 use crate::{
-    Bag, Causal, CausalContext, CounterField, DotStore, InvalidState, Lattice, LwwRegister,
+    Bag, Causal, CausalContext, CounterField, Dot, DotStore, InvalidState, Lattice, LwwRegister,
     MvRegister, OrMap, OrSet, PNCounter, RegisterField, SetField, Timestamp,
 };
 use serde::{Deserialize, Serialize};
@@ -113,10 +113,10 @@ impl DotStore for MapValue {
         self.counter.is_bottom() && self.register.is_bottom() && self.set.is_bottom()
     }
 
-    fn collect_dots(&self, out: &mut CausalContext) {
-        self.counter.collect_dots(out);
-        self.register.collect_dots(out);
-        self.set.collect_dots(out);
+    fn for_each_dot(&self, f: &mut dyn FnMut(Dot)) {
+        self.counter.for_each_dot(f);
+        self.register.for_each_dot(f);
+        self.set.for_each_dot(f);
     }
 
     fn join_store(&mut self, ctx: &CausalContext, other: Self, other_ctx: &CausalContext) {
