@@ -1,8 +1,8 @@
 //! The causal context: which dots a state has seen.
 
 use crate::{Dot, InvalidState, ReplicaId};
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use serde::{Deserialize, Deserializer, Serialize};
+use smallvec::SmallVec;
 
 /// A set of dots, kept as a version vector (every dot `1..=n` of a replica) plus a
 /// cloud of dots that are not yet contiguous with it.
@@ -10,10 +10,34 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The representation is canonical: after every operation the cloud holds no dot
 /// that the vector covers or that could extend it, and the vector holds no zero
 /// entry, so two contexts with the same dots are equal as values.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Both parts are sorted vectors, inline while small, so that the context of a
+/// delta (a dot or two) needs no allocation and lookups are binary searches.
+/// Under causal delivery the cloud stays small; inserting into a cloud of `c`
+/// dots costs O(c).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct CausalContext {
-    vv: BTreeMap<ReplicaId, u64>,
-    cloud: BTreeSet<Dot>,
+    vv: SmallVec<[(ReplicaId, u64); 2]>,
+    cloud: SmallVec<[Dot; 2]>,
+}
+
+impl<'de> Deserialize<'de> for CausalContext {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Raw {
+            vv: Vec<(ReplicaId, u64)>,
+            cloud: Vec<Dot>,
+        }
+        let raw = Raw::deserialize(d)?;
+        if raw.vv.windows(2).any(|w| w[0].0 >= w[1].0) || raw.cloud.windows(2).any(|w| w[0] >= w[1])
+        {
+            return Err(serde::de::Error::custom("causal context is not sorted"));
+        }
+        Ok(CausalContext {
+            vv: SmallVec::from_vec(raw.vv),
+            cloud: SmallVec::from_vec(raw.cloud),
+        })
+    }
 }
 
 impl CausalContext {
@@ -22,9 +46,16 @@ impl CausalContext {
         Self::default()
     }
 
+    fn vv_pos(&self, replica: ReplicaId) -> Result<usize, usize> {
+        self.vv.binary_search_by_key(&replica, |e| e.0)
+    }
+
     /// Whether `dot` is in the context.
     pub fn contains(&self, dot: &Dot) -> bool {
-        self.vv.get(&dot.replica).is_some_and(|&n| dot.counter <= n) || self.cloud.contains(dot)
+        match self.vv_pos(dot.replica) {
+            Ok(i) if dot.counter <= self.vv[i].1 => true,
+            _ => !self.cloud.is_empty() && self.cloud.binary_search(dot).is_ok(),
+        }
     }
 
     /// Whether the context holds no dot.
@@ -34,59 +65,76 @@ impl CausalContext {
 
     /// Adds one dot.
     pub fn insert(&mut self, dot: Dot) {
-        if self.contains(&dot) || dot.counter == 0 {
+        if dot.counter == 0 || self.contains(&dot) {
             return;
         }
-        let seen = self.vv.get(&dot.replica).copied().unwrap_or(0);
-        if dot.counter == seen + 1 {
-            self.vv.insert(dot.replica, dot.counter);
-            self.compact_replica(dot.replica);
-        } else {
-            self.cloud.insert(dot);
+        match self.vv_pos(dot.replica) {
+            Ok(i) if dot.counter == self.vv[i].1 + 1 => {
+                self.vv[i].1 = dot.counter;
+                self.compact_replica(i);
+            }
+            Err(i) if dot.counter == 1 => {
+                self.vv.insert(i, (dot.replica, 1));
+                self.compact_replica(i);
+            }
+            _ => {
+                if let Err(at) = self.cloud.binary_search(&dot) {
+                    self.cloud.insert(at, dot);
+                }
+            }
         }
     }
 
     /// The next dot `replica` should issue: one past every dot of it seen here.
     pub fn next_dot(&self, replica: ReplicaId) -> Dot {
-        let vv = self.vv.get(&replica).copied().unwrap_or(0);
-        let cloud = self
-            .cloud
-            .range(Dot::new(replica, 0)..=Dot::new(replica, u64::MAX))
-            .next_back()
-            .map_or(0, |d| d.counter);
+        let vv = self.version_of(replica);
+        let end = self.cloud.partition_point(|d| d.replica <= replica);
+        let cloud = match end.checked_sub(1).map(|i| self.cloud[i]) {
+            Some(d) if d.replica == replica => d.counter,
+            _ => 0,
+        };
         Dot::new(replica, vv.max(cloud) + 1)
     }
 
     /// The highest counter of `replica` that the vector covers contiguously.
     pub fn version_of(&self, replica: ReplicaId) -> u64 {
-        self.vv.get(&replica).copied().unwrap_or(0)
+        self.vv_pos(replica).map_or(0, |i| self.vv[i].1)
     }
 
     /// Adds every dot of `other`.
     pub fn join(&mut self, other: &CausalContext) {
-        for (&r, &n) in &other.vv {
-            let e = self.vv.entry(r).or_insert(0);
-            if n > *e {
-                *e = n;
+        for &(r, n) in &other.vv {
+            match self.vv_pos(r) {
+                Ok(i) => {
+                    if n > self.vv[i].1 {
+                        self.vv[i].1 = n;
+                        self.compact_replica(i);
+                    }
+                }
+                Err(i) => {
+                    self.vv.insert(i, (r, n));
+                    self.compact_replica(i);
+                }
             }
         }
-        self.cloud.extend(other.cloud.iter().copied());
-        self.compact();
-    }
-
-    /// Number of dots held in the cloud (a measure of how fragmented it is).
-    pub fn cloud_len(&self) -> usize {
-        self.cloud.len()
+        for d in &other.cloud {
+            self.insert(*d);
+        }
     }
 
     /// The version vector: every dot `1..=n` of each replica.
     pub fn vector(&self) -> impl Iterator<Item = (ReplicaId, u64)> + '_ {
-        self.vv.iter().map(|(r, n)| (*r, *n))
+        self.vv.iter().copied()
     }
 
     /// The dots outside the version vector.
     pub fn cloud(&self) -> impl Iterator<Item = &Dot> + '_ {
         self.cloud.iter()
+    }
+
+    /// Number of dots held in the cloud (a measure of how fragmented it is).
+    pub fn cloud_len(&self) -> usize {
+        self.cloud.len()
     }
 
     /// Every dot in the context, in order. Use only on small contexts (deltas):
@@ -95,57 +143,44 @@ impl CausalContext {
         let ranges = self
             .vv
             .iter()
-            .flat_map(|(&r, &n)| (1..=n).map(move |c| Dot::new(r, c)));
+            .flat_map(|&(r, n)| (1..=n).map(move |c| Dot::new(r, c)));
         ranges.chain(self.cloud.iter().copied())
     }
 
-    fn compact_replica(&mut self, replica: ReplicaId) {
-        let Some(mut n) = self.vv.get(&replica).copied() else {
-            return;
-        };
-        let lo = Dot::new(replica, 0);
-        let hi = Dot::new(replica, u64::MAX);
-        let mut drop = Vec::new();
-        for d in self.cloud.range(lo..=hi) {
-            if d.counter <= n {
-                drop.push(*d);
-            } else if d.counter == n + 1 {
-                n += 1;
-                drop.push(*d);
-            } else {
-                break;
-            }
+    /// Moves the cloud dots of the replica at `vv[i]` that the vector covers or
+    /// reaches into it.
+    fn compact_replica(&mut self, i: usize) {
+        let (replica, mut n) = self.vv[i];
+        let start = self.cloud.partition_point(|d| d.replica < replica);
+        let mut end = start;
+        while end < self.cloud.len()
+            && self.cloud[end].replica == replica
+            && self.cloud[end].counter <= n + 1
+        {
+            n = n.max(self.cloud[end].counter);
+            end += 1;
         }
-        for d in drop {
-            self.cloud.remove(&d);
+        if end > start {
+            self.cloud.drain(start..end);
         }
-        self.vv.insert(replica, n);
-    }
-
-    fn compact(&mut self) {
-        let replicas: BTreeSet<ReplicaId> = self.cloud.iter().map(|d| d.replica).collect();
-        for r in replicas {
-            if !self.vv.contains_key(&r) {
-                if !self.cloud.contains(&Dot::new(r, 1)) {
-                    continue;
-                }
-                self.vv.insert(r, 0);
-            }
-            self.compact_replica(r);
-        }
+        self.vv[i].1 = n;
     }
 
     /// Checks the canonical form; decoded contexts must pass it.
     pub fn validate(&self) -> Result<(), InvalidState> {
-        if self.vv.values().any(|&n| n == 0) {
+        if self.vv.iter().any(|&(_, n)| n == 0) {
             return Err(InvalidState("version vector holds a zero entry"));
         }
+        if self.vv.windows(2).any(|w| w[0].0 >= w[1].0)
+            || self.cloud.windows(2).any(|w| w[0] >= w[1])
+        {
+            return Err(InvalidState("causal context is not sorted"));
+        }
         for d in &self.cloud {
-            let seen = self.version_of(d.replica);
             if d.counter == 0 {
                 return Err(InvalidState("dot with counter 0"));
             }
-            if d.counter <= seen + 1 {
+            if d.counter <= self.version_of(d.replica) + 1 {
                 return Err(InvalidState("causal context is not compacted"));
             }
         }

@@ -1,15 +1,36 @@
 //! Grow-only and positive-negative counters.
 
 use crate::{CrdtError, Lattice, ReplicaId};
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use smallvec::{smallvec, SmallVec};
 
 /// A grow-only counter: one monotone total per replica; the value is their sum.
 ///
 /// A delta is a counter holding just the incrementing replica's new total.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Totals are kept sorted by replica, inline for one replica (a delta).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GCounter {
-    totals: BTreeMap<ReplicaId, u64>,
+    totals: SmallVec<[(ReplicaId, u64); 1]>,
+}
+
+impl Serialize for GCounter {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.totals.as_slice().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for GCounter {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let totals = Vec::<(ReplicaId, u64)>::deserialize(d)?;
+        if totals.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err(serde::de::Error::custom(
+                "counter totals are not sorted by replica",
+            ));
+        }
+        Ok(GCounter {
+            totals: SmallVec::from_vec(totals),
+        })
+    }
 }
 
 impl GCounter {
@@ -22,30 +43,42 @@ impl GCounter {
     ///
     /// Fails, changing nothing, if the replica's total would pass `u64::MAX`.
     pub fn incr(&mut self, replica: ReplicaId, n: u64) -> Result<GCounter, CrdtError> {
-        let total = self.totals.get(&replica).copied().unwrap_or(0);
-        let total = total.checked_add(n).ok_or(CrdtError::Overflow)?;
-        self.totals.insert(replica, total);
+        let total = match self.totals.binary_search_by_key(&replica, |e| e.0) {
+            Ok(i) => {
+                let t = self.totals[i].1.checked_add(n).ok_or(CrdtError::Overflow)?;
+                self.totals[i].1 = t;
+                t
+            }
+            Err(i) => {
+                self.totals.insert(i, (replica, n));
+                n
+            }
+        };
         Ok(GCounter {
-            totals: BTreeMap::from([(replica, total)]),
+            totals: smallvec![(replica, total)],
         })
     }
 
     /// The sum of all replicas' totals.
     pub fn value(&self) -> u128 {
-        self.totals.values().map(|&v| u128::from(v)).sum()
+        self.totals.iter().map(|&(_, v)| u128::from(v)).sum()
     }
 
     /// One replica's total.
     pub fn total_of(&self, replica: ReplicaId) -> u64 {
-        self.totals.get(&replica).copied().unwrap_or(0)
+        self.totals
+            .binary_search_by_key(&replica, |e| e.0)
+            .map_or(0, |i| self.totals[i].1)
     }
 }
 
 impl Lattice for GCounter {
     fn join(&mut self, other: Self) {
-        for (r, n) in other.totals {
-            let e = self.totals.entry(r).or_insert(0);
-            *e = (*e).max(n);
+        for &(r, n) in other.totals.iter() {
+            match self.totals.binary_search_by_key(&r, |e| e.0) {
+                Ok(i) => self.totals[i].1 = self.totals[i].1.max(n),
+                Err(i) => self.totals.insert(i, (r, n)),
+            }
         }
     }
 }
@@ -83,8 +116,12 @@ impl PNCounter {
 
 impl Lattice for PNCounter {
     fn join(&mut self, other: Self) {
-        self.p.join(other.p);
-        self.n.join(other.n);
+        if !other.p.totals.is_empty() {
+            self.p.join(other.p);
+        }
+        if !other.n.totals.is_empty() {
+            self.n.join(other.n);
+        }
     }
 }
 

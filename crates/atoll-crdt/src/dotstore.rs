@@ -8,7 +8,8 @@
 
 use crate::{CausalContext, Dot, InvalidState, Lattice};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use smallvec::{smallvec, SmallVec};
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 /// A store of dots whose join is driven by the causal contexts beside it.
@@ -34,23 +35,81 @@ pub trait DotStore: Clone + Default + PartialEq + Debug {
     }
 }
 
-/// A set of dots: the presence of something, witnessed by the updates that added it.
-pub type DotSet = BTreeSet<Dot>;
+/// A set of dots: the presence of something, witnessed by the updates that added
+/// it. Kept sorted, inline for up to two dots (an element usually has one).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DotSet(SmallVec<[Dot; 2]>);
+
+impl DotSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The set of one dot.
+    pub fn one(dot: Dot) -> Self {
+        DotSet(smallvec![dot])
+    }
+
+    /// Whether `dot` is in the set.
+    pub fn contains(&self, dot: &Dot) -> bool {
+        self.0.binary_search(dot).is_ok()
+    }
+
+    /// Adds `dot`.
+    pub fn insert(&mut self, dot: Dot) {
+        if let Err(i) = self.0.binary_search(&dot) {
+            self.0.insert(i, dot);
+        }
+    }
+
+    /// The dots, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Dot> {
+        self.0.iter()
+    }
+
+    /// How many dots.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for DotSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.as_slice().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for DotSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let dots = Vec::<Dot>::deserialize(d)?;
+        if dots.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(serde::de::Error::custom("dot set is not sorted"));
+        }
+        Ok(DotSet(SmallVec::from_vec(dots)))
+    }
+}
 
 impl DotStore for DotSet {
     fn is_bottom(&self) -> bool {
-        self.is_empty()
+        self.0.is_empty()
     }
 
     fn for_each_dot(&self, f: &mut dyn FnMut(Dot)) {
-        for d in self {
+        for d in &self.0 {
             f(*d);
         }
     }
 
     fn join_store(&mut self, ctx: &CausalContext, other: Self, other_ctx: &CausalContext) {
-        self.retain(|d| other.contains(d) || !other_ctx.contains(d));
-        for d in other {
+        self.0
+            .retain(|d| other.contains(d) || !other_ctx.contains(d));
+        for d in other.0 {
             if !ctx.contains(&d) {
                 self.insert(d);
             }
@@ -58,7 +117,7 @@ impl DotStore for DotSet {
     }
 
     fn validate_in(&self, ctx: &CausalContext) -> Result<(), InvalidState> {
-        if self.iter().all(|d| ctx.contains(d)) {
+        if self.0.iter().all(|d| ctx.contains(d)) {
             Ok(())
         } else {
             Err(InvalidState(
@@ -205,7 +264,8 @@ impl<S: DotStore> Lattice for Causal<S> {
 pub struct CausalMap<K: Ord, S> {
     store: DotMap<K, S>,
     ctx: CausalContext,
-    index: BTreeMap<Dot, K>,
+    /// Built on the first join into this state, so deltas never pay for one.
+    index: Option<BTreeMap<Dot, K>>,
 }
 
 impl<K: Ord, S> Default for CausalMap<K, S> {
@@ -213,7 +273,7 @@ impl<K: Ord, S> Default for CausalMap<K, S> {
         CausalMap {
             store: DotMap::default(),
             ctx: CausalContext::new(),
-            index: BTreeMap::new(),
+            index: None,
         }
     }
 }
@@ -221,13 +281,21 @@ impl<K: Ord, S> Default for CausalMap<K, S> {
 impl<K: Ord + Clone + Debug, S: DotStore> CausalMap<K, S> {
     /// A state (or delta) from its store and context.
     pub fn from_parts(store: DotMap<K, S>, ctx: CausalContext) -> Self {
+        CausalMap {
+            store,
+            ctx,
+            index: None,
+        }
+    }
+
+    fn build_index(store: &DotMap<K, S>) -> BTreeMap<Dot, K> {
         let mut index = BTreeMap::new();
         for (k, s) in &store.0 {
             s.for_each_dot(&mut |d| {
                 index.insert(d, k.clone());
             });
         }
-        CausalMap { store, ctx, index }
+        index
     }
 
     /// The live entries.
@@ -259,38 +327,61 @@ impl<K: Ord, S: Eq> Eq for CausalMap<K, S> {}
 impl<K: Ord + Clone + Debug, S: DotStore> Lattice for CausalMap<K, S> {
     fn join(&mut self, other: Self) {
         let CausalMap {
-            store: mut theirs,
+            store: theirs,
             ctx: their_ctx,
             ..
         } = other;
+        let index = self
+            .index
+            .get_or_insert_with(|| Self::build_index(&self.store));
         // The keys whose entries can change: those the other side holds, and
         // those holding a dot the other side has seen (it may have removed it).
-        let mut touched: BTreeSet<K> = theirs.0.keys().cloned().collect();
+        let mut seen_only: SmallVec<[K; 4]> = SmallVec::new();
         for (r, n) in their_ctx.vector() {
-            for (_, k) in self.index.range(Dot::new(r, 1)..=Dot::new(r, n)) {
-                touched.insert(k.clone());
+            for (_, k) in index.range(Dot::new(r, 1)..=Dot::new(r, n)) {
+                if !theirs.0.contains_key(k) {
+                    seen_only.push(k.clone());
+                }
             }
         }
         for d in their_ctx.cloud() {
-            if let Some(k) = self.index.get(d) {
-                touched.insert(k.clone());
+            if let Some(k) = index.get(d) {
+                if !theirs.0.contains_key(k) {
+                    seen_only.push(k.clone());
+                }
             }
         }
-        for k in touched {
-            let mut mine = self.store.0.remove(&k).unwrap_or_default();
-            mine.for_each_dot(&mut |d| {
-                self.index.remove(&d);
-            });
-            mine.join_store(
-                &self.ctx,
-                theirs.0.remove(&k).unwrap_or_default(),
-                &their_ctx,
-            );
-            if !mine.is_bottom() {
-                mine.for_each_dot(&mut |d| {
-                    self.index.insert(d, k.clone());
-                });
-                self.store.0.insert(k, mine);
+        seen_only.sort_unstable();
+        seen_only.dedup();
+        let entries = theirs
+            .0
+            .into_iter()
+            .chain(seen_only.into_iter().map(|k| (k, S::default())));
+        for (k, theirs_k) in entries {
+            match self.store.0.get_mut(&k) {
+                Some(mine) => {
+                    mine.for_each_dot(&mut |d| {
+                        index.remove(&d);
+                    });
+                    mine.join_store(&self.ctx, theirs_k, &their_ctx);
+                    if mine.is_bottom() {
+                        self.store.0.remove(&k);
+                    } else {
+                        mine.for_each_dot(&mut |d| {
+                            index.insert(d, k.clone());
+                        });
+                    }
+                }
+                None => {
+                    let mut mine = S::default();
+                    mine.join_store(&self.ctx, theirs_k, &their_ctx);
+                    if !mine.is_bottom() {
+                        mine.for_each_dot(&mut |d| {
+                            index.insert(d, k.clone());
+                        });
+                        self.store.0.insert(k, mine);
+                    }
+                }
             }
         }
         self.ctx.join(&their_ctx);

@@ -22,7 +22,7 @@ pub fn set_add<T: Ord + Clone + Debug>(
     let mut dctx = field.0.get(&x).map(|s| s.dots()).unwrap_or_default();
     dctx.insert(dot);
     let mut store = SetField::default();
-    store.0.insert(x, DotSet::from([dot]));
+    store.0.insert(x, DotSet::one(dot));
     Causal { store, ctx: dctx }
 }
 
