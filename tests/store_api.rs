@@ -267,3 +267,27 @@ fn replica_id_is_stable_across_reopen() {
     let id = Store::open(dir.path()).unwrap().replica_id();
     assert_eq!(Store::open(dir.path()).unwrap().replica_id(), id);
 }
+
+#[test]
+fn the_delta_log_is_bounded_and_checkpoints_keep_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::new(dir.path());
+    cfg.checkpoint_every = 5;
+    cfg.log_retain = 10;
+    {
+        let s = Store::open_with(cfg.clone()).unwrap();
+        let c = s.counter("c").unwrap();
+        for _ in 0..50 {
+            c.incr(1).unwrap();
+        }
+        let log = s.deltas_since(0, 1000).unwrap();
+        assert!(log.len() <= 15, "log holds {} entries", log.len());
+        assert_eq!(log.last().unwrap().0, 50);
+        assert_eq!(s.last_seq(), 50);
+    }
+    let s = Store::open_with(cfg).unwrap();
+    assert_eq!(s.counter("c").unwrap().value().unwrap(), 50);
+    assert_eq!(s.last_seq(), 50);
+    s.counter("c").unwrap().incr(1).unwrap();
+    assert_eq!(s.last_seq(), 51);
+}

@@ -49,7 +49,7 @@ impl<K: Ord + Clone + Debug, V: DotStore> OrMap<K, V> {
     ) -> Result<OrMap<K, V>, E> {
         let bottom = V::default();
         let current = self.state.store().0.get(&key).unwrap_or(&bottom);
-        let nested = op(current, &self.state.ctx())?;
+        let nested = op(current, self.state.ctx())?;
         let mut store = DotMap::default();
         if !nested.store.is_bottom() {
             store.0.insert(key, nested.store);

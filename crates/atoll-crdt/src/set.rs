@@ -105,7 +105,7 @@ impl<T: Ord + Clone + Debug> OrSet<T> {
 
     /// The causal context: every add this state has seen.
     pub fn context(&self) -> &CausalContext {
-        &self.state.ctx()
+        self.state.ctx()
     }
 
     /// Checks the invariants a decoded state must hold.

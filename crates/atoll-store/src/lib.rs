@@ -8,14 +8,20 @@
 //! | key                 | value                                          |
 //! |---------------------|------------------------------------------------|
 //! | `n`                 | [`NodeMeta`]: this store's replica id           |
-//! | `q`                 | the last delta-log sequence number issued      |
+//! | `c`                 | the checkpoint: log sequence the states include |
+//! | `q`                 | the last sequence number dropped from the log  |
 //! | `m` + name          | [`VarMeta`]: kind, owner, epoch                 |
-//! | `s` + name          | the variable's encoded state                   |
+//! | `s` + name          | the variable's state as of the checkpoint      |
 //! | `l` + seq (8 B, BE) | [`LogEntry`]: the delta of one operation       |
 //!
-//! [`Storage::commit`] writes a variable's new state, its metadata, the delta's log
-//! entry and the sequence number in one atomic batch, so after a crash either all
-//! of an operation is there or none of it is.
+//! The delta log is a write-ahead log. [`Storage::append`] writes an operation's
+//! delta as one log entry, a single atomic write (with the variable's metadata in
+//! the same batch when the operation creates it). [`Storage::checkpoint`] writes
+//! the states of changed variables together with the checkpoint sequence in one
+//! atomic batch. After a crash, a variable's state is its checkpointed state
+//! joined with every logged delta after the checkpoint: since joins are
+//! idempotent, replaying a delta the state already holds changes nothing, so an
+//! operation is recovered entirely or (if its log entry did not survive) not at all.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -24,7 +30,7 @@ mod backend;
 mod storage;
 
 pub use backend::{Backend, BatchOp, MemoryBackend, SledBackend};
-pub use storage::{Commit, LogEntry, NodeMeta, Storage, VarMeta, MAX_RECORD_LEN};
+pub use storage::{LogEntry, NodeMeta, Storage, VarMeta, MAX_RECORD_LEN};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 pub const MAX_RECORD_LEN: usize = 256 << 20;
 
 const NODE: &[u8] = b"n";
-const SEQ: &[u8] = b"q";
+const CHECKPOINT: &[u8] = b"c";
+const DROPPED: &[u8] = b"q";
 const META: u8 = b'm';
 const STATE: u8 = b's';
 const LOG: u8 = b'l';
@@ -60,23 +61,11 @@ pub struct LogEntry {
     pub delta: Vec<u8>,
 }
 
-/// One operation's writes, committed atomically by [`Storage::commit`].
-#[derive(Debug)]
-pub struct Commit<'a> {
-    /// The variable.
-    pub name: &'a str,
-    /// Its metadata, when it changed (on creation).
-    pub meta: Option<&'a VarMeta>,
-    /// Its new encoded state.
-    pub state: &'a [u8],
-    /// The log entry of the delta.
-    pub entry: &'a LogEntry,
-}
-
 /// atoll's data laid out on a [`Backend`].
 pub struct Storage<B> {
     backend: B,
     last_seq: u64,
+    checkpoint: u64,
 }
 
 fn key(prefix: u8, name: &str) -> Vec<u8> {
@@ -93,6 +82,30 @@ fn log_key(seq: u64) -> Vec<u8> {
     k
 }
 
+fn read_u64<B: Backend>(backend: &B, key: &[u8]) -> Result<u64> {
+    match backend.get(key)? {
+        Some(v) => {
+            let arr: [u8; 8] = v.as_slice().try_into().map_err(|_| StoreError::Corrupt {
+                key: String::from_utf8_lossy(key).into_owned(),
+                source: DecodeError::TrailingBytes(v.len().saturating_sub(8)),
+            })?;
+            Ok(u64::from_be_bytes(arr))
+        }
+        None => Ok(0),
+    }
+}
+
+fn seq_of(key: &[u8]) -> Result<u64> {
+    let arr: [u8; 8] = key
+        .get(1..9)
+        .and_then(|k| k.try_into().ok())
+        .ok_or_else(|| StoreError::Corrupt {
+            key: String::from_utf8_lossy(key).into_owned(),
+            source: DecodeError::TrailingBytes(0),
+        })?;
+    Ok(u64::from_be_bytes(arr))
+}
+
 fn decode_record<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T> {
     codec::decode_unvalidated(bytes, MAX_RECORD_LEN).map_err(|source| corrupt(key, source))
 }
@@ -105,19 +118,20 @@ fn corrupt(key: &[u8], source: DecodeError) -> StoreError {
 }
 
 impl<B: Backend> Storage<B> {
-    /// Lays atoll's data out on `backend`, recovering the log sequence.
+    /// Lays atoll's data out on `backend`, recovering the log sequence and the
+    /// checkpoint.
     pub fn open(backend: B) -> Result<Self> {
-        let last_seq = match backend.get(SEQ)? {
-            Some(v) => {
-                let arr: [u8; 8] = v.as_slice().try_into().map_err(|_| StoreError::Corrupt {
-                    key: "q".into(),
-                    source: DecodeError::TrailingBytes(v.len().saturating_sub(8)),
-                })?;
-                u64::from_be_bytes(arr)
-            }
+        let dropped = read_u64(&backend, DROPPED)?;
+        let checkpoint = read_u64(&backend, CHECKPOINT)?;
+        let newest = match backend.last_in(&[LOG], &[LOG + 1])? {
+            Some((k, _)) => seq_of(&k)?,
             None => 0,
         };
-        Ok(Storage { backend, last_seq })
+        Ok(Storage {
+            backend,
+            last_seq: dropped.max(newest).max(checkpoint),
+            checkpoint,
+        })
     }
 
     /// The backend.
@@ -170,20 +184,45 @@ impl<B: Backend> Storage<B> {
             .collect()
     }
 
-    /// Writes an operation's state, metadata and log entry in one atomic batch;
-    /// returns the entry's sequence number. Does not flush.
-    pub fn commit(&mut self, c: Commit<'_>) -> Result<u64> {
+    /// Appends an operation's delta to the log, with the variable's metadata in
+    /// the same atomic batch when `meta` is given (on creation); returns the
+    /// entry's sequence number. Does not flush.
+    pub fn append(&mut self, meta: Option<&VarMeta>, entry: &LogEntry) -> Result<u64> {
         let seq = self.last_seq + 1;
-        let mut ops = Vec::with_capacity(4);
-        if let Some(meta) = c.meta {
-            ops.push(BatchOp::Put(key(META, c.name), codec::encode(meta)));
+        let mut ops = Vec::with_capacity(2);
+        if let Some(meta) = meta {
+            ops.push(BatchOp::Put(key(META, &entry.name), codec::encode(meta)));
         }
-        ops.push(BatchOp::Put(key(STATE, c.name), c.state.to_vec()));
-        ops.push(BatchOp::Put(log_key(seq), codec::encode(c.entry)));
-        ops.push(BatchOp::Put(SEQ.to_vec(), seq.to_be_bytes().to_vec()));
+        ops.push(BatchOp::Put(log_key(seq), codec::encode(entry)));
         self.backend.apply(ops)?;
         self.last_seq = seq;
         Ok(seq)
+    }
+
+    /// Writes the given variables' states and records that every state now
+    /// includes the log through `through`, in one atomic batch. Does not flush.
+    pub fn checkpoint<'a>(
+        &mut self,
+        states: impl IntoIterator<Item = (&'a str, Vec<u8>)>,
+        through: u64,
+    ) -> Result<()> {
+        let mut ops: Vec<BatchOp> = states
+            .into_iter()
+            .map(|(name, state)| BatchOp::Put(key(STATE, name), state))
+            .collect();
+        ops.push(BatchOp::Put(
+            CHECKPOINT.to_vec(),
+            through.to_be_bytes().to_vec(),
+        ));
+        self.backend.apply(ops)?;
+        self.checkpoint = through;
+        Ok(())
+    }
+
+    /// The log sequence the stored states include: later entries must be
+    /// replayed into them.
+    pub fn checkpoint_seq(&self) -> u64 {
+        self.checkpoint
     }
 
     /// The sequence number of the newest log entry ever written (0 if none).
@@ -212,8 +251,10 @@ impl<B: Backend> Storage<B> {
         Ok(self.log_after(0, 1)?.first().map(|(s, _)| *s))
     }
 
-    /// Drops log entries with sequence numbers up to `through`; returns how many.
+    /// Drops log entries with sequence numbers up to `through`, which must not
+    /// pass the checkpoint; returns how many.
     pub fn truncate_log(&mut self, through: u64) -> Result<usize> {
+        let through = through.min(self.checkpoint);
         let mut dropped = 0;
         loop {
             let rows =
@@ -223,8 +264,13 @@ impl<B: Backend> Storage<B> {
                 return Ok(dropped);
             }
             dropped += rows.len();
-            self.backend
-                .apply(rows.into_iter().map(|(k, _)| BatchOp::Delete(k)).collect())?;
+            let mut ops: Vec<BatchOp> = rows.into_iter().map(|(k, _)| BatchOp::Delete(k)).collect();
+            // Remember how far the log went, in case it is now empty.
+            ops.push(BatchOp::Put(
+                DROPPED.to_vec(),
+                through.to_be_bytes().to_vec(),
+            ));
+            self.backend.apply(ops)?;
         }
     }
 
@@ -239,60 +285,45 @@ mod tests {
     use super::*;
     use crate::MemoryBackend;
 
-    #[test]
-    fn commit_is_recovered_with_its_sequence() {
-        let mem = MemoryBackend::new();
-        let mut s = Storage::open(mem.clone()).unwrap();
-        let entry = LogEntry {
-            name: "x".into(),
+    fn entry(name: &str) -> LogEntry {
+        LogEntry {
+            name: name.into(),
             kind: Kind::Counter,
             origin: ReplicaId(1),
             delta: vec![1, 2],
-        };
-        let meta = VarMeta::new(Kind::Counter);
-        let c = Commit {
-            name: "x",
-            meta: Some(&meta),
-            state: b"st",
-            entry: &entry,
-        };
-        assert_eq!(s.commit(c).unwrap(), 1);
-        s.flush().unwrap();
-        let c = Commit {
-            name: "x",
-            meta: None,
-            state: b"st2",
-            entry: &entry,
-        };
-        assert_eq!(s.commit(c).unwrap(), 2);
-        mem.crash(0);
-        let s = Storage::open(mem.clone()).unwrap();
-        assert_eq!(s.last_seq(), 1);
-        assert_eq!(s.state("x").unwrap().unwrap(), b"st");
-        assert_eq!(s.variables().unwrap(), vec![("x".to_string(), meta)]);
-        assert_eq!(s.log_after(0, 10).unwrap(), vec![(1, entry)]);
+        }
     }
 
     #[test]
-    fn truncation_keeps_the_sequence() {
+    fn appends_and_checkpoints_are_recovered() {
+        let mem = MemoryBackend::new();
+        let mut s = Storage::open(mem.clone()).unwrap();
+        let meta = VarMeta::new(Kind::Counter);
+        assert_eq!(s.append(Some(&meta), &entry("x")).unwrap(), 1);
+        s.checkpoint([("x", b"st".to_vec())], 1).unwrap();
+        s.flush().unwrap();
+        assert_eq!(s.append(None, &entry("x")).unwrap(), 2);
+        mem.crash(0);
+        let s = Storage::open(mem.clone()).unwrap();
+        assert_eq!(s.last_seq(), 1);
+        assert_eq!(s.checkpoint_seq(), 1);
+        assert_eq!(s.state("x").unwrap().unwrap(), b"st");
+        assert_eq!(s.variables().unwrap(), vec![("x".to_string(), meta)]);
+        assert_eq!(s.log_after(0, 10).unwrap(), vec![(1, entry("x"))]);
+    }
+
+    #[test]
+    fn truncation_stops_at_the_checkpoint_and_keeps_the_sequence() {
         let mut s = Storage::open(MemoryBackend::new()).unwrap();
-        let entry = LogEntry {
-            name: "x".into(),
-            kind: Kind::Set,
-            origin: ReplicaId(1),
-            delta: vec![],
-        };
         for _ in 0..5 {
-            s.commit(Commit {
-                name: "x",
-                meta: None,
-                state: b"",
-                entry: &entry,
-            })
-            .unwrap();
+            s.append(None, &entry("x")).unwrap();
         }
-        assert_eq!(s.truncate_log(3).unwrap(), 3);
+        s.checkpoint([], 3).unwrap();
+        assert_eq!(s.truncate_log(10).unwrap(), 3);
         assert_eq!(s.first_seq().unwrap(), Some(4));
+        s.checkpoint([], 5).unwrap();
+        assert_eq!(s.truncate_log(5).unwrap(), 2);
+        assert_eq!(s.first_seq().unwrap(), None);
         let s2 = Storage::open(s.backend().clone()).unwrap();
         assert_eq!(s2.last_seq(), 5);
     }

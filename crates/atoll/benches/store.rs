@@ -1,1 +1,174 @@
-fn main() {}
+//! Write throughput of the durable and buffered store against raw sled writing
+//! the same bytes with the same flush policy, in the same run.
+//!
+//! The baseline's bytes are the store's own: the workload is first run on a
+//! recording backend, which captures every batch the store commits (state,
+//! log entry, sequence number, metadata); raw sled then inserts those keys and
+//! values, one `insert` each, flushing after each operation's inserts when the
+//! store would have flushed.
+//!
+//! Run: `cargo bench -p atoll --bench store`
+
+use atoll::crates::store::{Backend, BatchOp, MemoryBackend};
+use atoll::{Config, Durability, Store};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Records the batches a store applies.
+struct Recorder {
+    inner: MemoryBackend,
+    batches: Arc<Mutex<Vec<Vec<BatchOp>>>>,
+}
+
+impl Backend for Recorder {
+    fn get(&self, key: &[u8]) -> atoll::crates::store::Result<Option<Vec<u8>>> {
+        self.inner.get(key)
+    }
+    fn range(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> atoll::crates::store::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.inner.range(from, to, limit)
+    }
+    fn last_in(
+        &self,
+        from: &[u8],
+        to: &[u8],
+    ) -> atoll::crates::store::Result<Option<(Vec<u8>, Vec<u8>)>> {
+        self.inner.last_in(from, to)
+    }
+    fn apply(&mut self, ops: Vec<BatchOp>) -> atoll::crates::store::Result<()> {
+        self.batches.lock().unwrap().push(ops.clone());
+        self.inner.apply(ops)
+    }
+    fn flush(&self) -> atoll::crates::store::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Workload {
+    CounterIncr,
+    SetAdd,
+}
+
+fn run(store: &Store, w: Workload, n: u64) {
+    match w {
+        Workload::CounterIncr => {
+            let c = store.counter("hits").unwrap();
+            for _ in 0..n {
+                c.incr(1).unwrap();
+            }
+        }
+        Workload::SetAdd => {
+            let s = store.set::<u64>("members").unwrap();
+            for i in 0..n {
+                s.add(&i).unwrap();
+            }
+        }
+    }
+    store.flush().unwrap();
+}
+
+fn sled_config(dir: &std::path::Path, d: Durability) -> sled::Config {
+    let every = match d {
+        Durability::Durable => None,
+        Durability::Buffered { flush_every_ms } => Some(flush_every_ms),
+    };
+    sled::Config::new().path(dir).flush_every_ms(every)
+}
+
+fn measure(w: Workload, d: Durability, n: u64) -> (Duration, Duration, usize) {
+    // 1. The bytes: the same workload on a recording backend.
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let rec = Recorder {
+        inner: MemoryBackend::new(),
+        batches: batches.clone(),
+    };
+    let store = Store::open_backend(Box::new(rec), Config::in_memory().durability(d)).unwrap();
+    run(&store, w, n);
+    drop(store);
+    let mut batches = std::mem::take(&mut *batches.lock().unwrap());
+    batches.remove(0); // the store's one-time node metadata
+    let bytes: usize = batches
+        .iter()
+        .flatten()
+        .map(|op| match op {
+            BatchOp::Put(k, v) => k.len() + v.len(),
+            BatchOp::Delete(k) => k.len(),
+        })
+        .sum();
+
+    // 2. atoll on sled.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(Config::new(dir.path()).durability(d)).unwrap();
+    let t = Instant::now();
+    run(&store, w, n);
+    let ours = t.elapsed();
+    drop(store);
+
+    // 3. Raw sled, the same keys and values, the same flush policy.
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled_config(dir.path(), d).open().unwrap();
+    let t = Instant::now();
+    for batch in batches {
+        for op in batch {
+            if let BatchOp::Put(k, v) = op {
+                db.insert(k, v).unwrap();
+            }
+        }
+        if d == Durability::Durable {
+            db.flush().unwrap();
+        }
+    }
+    db.flush().unwrap();
+    let raw = t.elapsed();
+    (ours, raw, bytes)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--test" || a == "--list") {
+        return;
+    }
+    println!("store write throughput vs raw sled inserting the same bytes (ratio = atoll / raw; target >= 0.7)\n");
+    println!("| workload      | durability      |     ops | bytes/op | atoll ops/s | raw sled ops/s | ratio |");
+    println!("|---------------|-----------------|--------:|---------:|------------:|---------------:|------:|");
+    let buffered = Durability::Buffered {
+        flush_every_ms: 100,
+    };
+    for (w, wname) in [
+        (Workload::CounterIncr, "counter incr"),
+        (Workload::SetAdd, "set add"),
+    ] {
+        for (d, dname, n) in [
+            (Durability::Durable, "durable", 2_000),
+            (
+                buffered,
+                "buffered 100ms",
+                if matches!(w, Workload::SetAdd) {
+                    2_000
+                } else {
+                    20_000
+                },
+            ),
+        ] {
+            // Median ratio of three runs.
+            let mut runs: Vec<_> = (0..3).map(|_| measure(w, d, n)).collect();
+            runs.sort_by(|a, b| {
+                let r = |x: &(Duration, Duration, usize)| x.1.as_secs_f64() / x.0.as_secs_f64();
+                r(a).total_cmp(&r(b))
+            });
+            let (ours, raw, bytes) = runs[1];
+            let ops = |t: Duration| n as f64 / t.as_secs_f64();
+            println!(
+                "| {wname:<13} | {dname:<15} | {n:>7} | {:>8} | {:>11.0} | {:>14.0} | {:>5.2} |",
+                bytes / n as usize,
+                ops(ours),
+                ops(raw),
+                raw.as_secs_f64() / ours.as_secs_f64()
+            );
+        }
+    }
+}

@@ -35,6 +35,12 @@ pub struct Config {
     /// How many changes a slow change-feed subscriber may fall behind before it
     /// is told it lagged. Default: 1024.
     pub change_feed_capacity: usize,
+    /// Write the changed variables' states (a checkpoint) after this many
+    /// delta-log entries; recovery replays at most this many entries. Default: 4096.
+    pub checkpoint_every: u64,
+    /// The most delta-log entries kept; older ones are dropped at checkpoints.
+    /// Default: 100 000.
+    pub log_retain: u64,
 }
 
 impl Config {
@@ -55,6 +61,8 @@ impl Config {
             max_value_len: 1 << 20,
             max_delta_len: 16 << 20,
             change_feed_capacity: 1024,
+            checkpoint_every: 4096,
+            log_retain: 100_000,
         }
     }
 

@@ -5,10 +5,8 @@ use crate::{Config, Durability, Error, Result};
 use atoll_crdt::codec;
 use atoll_crdt::variable::{Kind, State};
 use atoll_crdt::{HybridClock, ReplicaId, Timestamp};
-use atoll_store::{
-    Backend, Commit, LogEntry, MemoryBackend, NodeMeta, SledBackend, Storage, VarMeta,
-};
-use std::collections::BTreeMap;
+use atoll_store::{Backend, LogEntry, MemoryBackend, NodeMeta, SledBackend, Storage, VarMeta};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast;
@@ -56,7 +54,12 @@ struct Var {
 
 struct Core {
     storage: Storage<Box<dyn Backend>>,
+    /// Every variable loaded so far (variables are never evicted).
     vars: BTreeMap<String, Var>,
+    /// Variables changed since the last checkpoint.
+    dirty: BTreeSet<String>,
+    /// Log entries appended since the last checkpoint.
+    since_checkpoint: u64,
     clock: HybridClock,
     failed: Option<String>,
 }
@@ -68,14 +71,19 @@ impl Core {
             let Some(meta) = self.storage.meta(name)? else {
                 return Ok(None);
             };
-            let bytes = self.storage.state(name)?.unwrap_or_default();
-            let state: State =
-                codec::decode(&bytes, atoll_store::MAX_RECORD_LEN).map_err(|source| {
-                    atoll_store::StoreError::Corrupt {
-                        key: format!("state of {name}"),
-                        source,
-                    }
-                })?;
+            // A variable created since the last checkpoint has no stored state
+            // yet: it starts at bottom, and recovery replays its logged deltas.
+            let state: State = match self.storage.state(name)? {
+                Some(bytes) => {
+                    codec::decode(&bytes, atoll_store::MAX_RECORD_LEN).map_err(|source| {
+                        atoll_store::StoreError::Corrupt {
+                            key: format!("state of {name}"),
+                            source,
+                        }
+                    })?
+                }
+                None => State::new(meta.kind),
+            };
             if state.kind() != meta.kind {
                 return Err(atoll_store::StoreError::Corrupt {
                     key: format!("state of {name}"),
@@ -93,6 +101,102 @@ impl Core {
             self.vars.insert(name.to_string(), Var { meta, state });
         }
         Ok(self.vars.get_mut(name))
+    }
+
+    /// Joins a logged delta into its variable during recovery.
+    fn replay(&mut self, seq: u64, entry: &LogEntry) -> Result<()> {
+        let corrupt = |source| atoll_store::StoreError::Corrupt {
+            key: format!("log entry {seq}"),
+            source,
+        };
+        let delta: State =
+            codec::decode(&entry.delta, atoll_store::MAX_RECORD_LEN).map_err(corrupt)?;
+        let var = self.load(&entry.name)?.ok_or_else(|| {
+            corrupt(codec::DecodeError::Invalid(atoll_crdt::InvalidState(
+                "log entry for a variable with no metadata",
+            )))
+        })?;
+        var.state.join(delta).map_err(|_| {
+            corrupt(codec::DecodeError::Invalid(atoll_crdt::InvalidState(
+                "log entry kind differs from its variable",
+            )))
+        })?;
+        if let Some(ts) = var.state.max_timestamp() {
+            self.clock.witness(ts);
+        }
+        self.dirty.insert(entry.name.clone());
+        Ok(())
+    }
+
+    /// Rebuilds the state of every variable from the checkpoint and the log after it.
+    fn recover(&mut self) -> Result<usize> {
+        let mut after = self.storage.checkpoint_seq();
+        let mut replayed = 0;
+        loop {
+            let batch = self.storage.log_after(after, 1024)?;
+            let Some(&(last, _)) = batch.last() else {
+                return Ok(replayed);
+            };
+            for (seq, entry) in &batch {
+                self.replay(*seq, entry)?;
+            }
+            replayed += batch.len();
+            after = last;
+        }
+    }
+
+    /// Drops the cached state of `name` and rebuilds it from storage: after a
+    /// failed write, the cache must not keep what storage does not hold.
+    fn reload(&mut self, name: &str) {
+        self.vars.remove(name);
+        let rebuilt = (|| -> Result<()> {
+            let mut after = self.storage.checkpoint_seq();
+            loop {
+                let batch = self.storage.log_after(after, 1024)?;
+                let Some(&(last, _)) = batch.last() else {
+                    return Ok(());
+                };
+                for (seq, entry) in batch.iter().filter(|(_, e)| e.name == name) {
+                    self.replay(*seq, entry)?;
+                }
+                after = last;
+            }
+        })();
+        if let Err(e) = rebuilt {
+            self.failed = Some(format!(
+                "could not reload {name:?} after a failed write: {e}"
+            ));
+        }
+    }
+
+    /// Writes the changed states and the checkpoint sequence, flushes, then
+    /// drops log entries beyond the retention bound.
+    fn checkpoint(&mut self, log_retain: u64) -> Result<()> {
+        let last = self.storage.last_seq();
+        if self.dirty.is_empty() && self.storage.checkpoint_seq() == last {
+            return Ok(());
+        }
+        let states: Vec<(String, Vec<u8>)> = self
+            .dirty
+            .iter()
+            .filter_map(|n| {
+                self.vars
+                    .get(n)
+                    .map(|v| (n.clone(), codec::encode(&v.state)))
+            })
+            .collect();
+        self.storage
+            .checkpoint(states.iter().map(|(n, s)| (n.as_str(), s.clone())), last)?;
+        // The checkpoint must be on disk before the entries it replaces go.
+        self.storage.flush()?;
+        self.dirty.clear();
+        self.since_checkpoint = 0;
+        if let Some(first) = self.storage.first_seq()? {
+            if last - first + 1 > log_retain {
+                self.storage.truncate_log(last - log_retain)?;
+            }
+        }
+        Ok(())
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -113,8 +217,14 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         let core = self.core.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = core.storage.flush() {
-            tracing::error!("flush on close failed: {e}");
+        if core.failed.is_some() {
+            return;
+        }
+        if let Err(e) = core
+            .checkpoint(self.config.log_retain)
+            .and_then(|()| Ok(core.storage.flush()?))
+        {
+            tracing::error!("checkpoint on close failed: {e}");
         }
     }
 }
@@ -172,14 +282,20 @@ impl Store {
         };
         let max_skew = u64::try_from(config.max_clock_skew.as_millis()).unwrap_or(u64::MAX);
         let (feed, _) = broadcast::channel(config.change_feed_capacity.max(1));
+        let mut core = Core {
+            storage,
+            vars: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            since_checkpoint: 0,
+            clock: HybridClock::new(max_skew),
+            failed: None,
+        };
+        if core.recover()? > 0 {
+            core.checkpoint(config.log_retain)?;
+        }
         Ok(Store {
             inner: Arc::new(Inner {
-                core: Mutex::new(Core {
-                    storage,
-                    vars: BTreeMap::new(),
-                    clock: HybridClock::new(max_skew),
-                    failed: None,
-                }),
+                core: Mutex::new(core),
                 replica,
                 config,
                 feed,
@@ -292,9 +408,9 @@ impl Store {
         Ok(out)
     }
 
-    /// Commits the cached state of `name` with `delta`'s log entry, and flushes
-    /// if durable. On failure the cached state is dropped so the next access
-    /// reloads what storage holds.
+    /// Appends `delta` (already joined into the cached state of `name`) to the
+    /// log, flushes if durable, and checkpoints when due. On failure the cached
+    /// state is rebuilt from what storage holds.
     fn persist(
         &self,
         core: &mut Core,
@@ -304,7 +420,6 @@ impl Store {
         origin: ReplicaId,
     ) -> Result<u64> {
         let var = &core.vars[name];
-        let state = codec::encode(&var.state);
         let entry = LogEntry {
             name: name.to_string(),
             kind: var.meta.kind,
@@ -312,24 +427,25 @@ impl Store {
             delta: codec::encode(delta),
         };
         let meta = created.then(|| var.meta.clone());
-        let commit = Commit {
-            name,
-            meta: meta.as_ref(),
-            state: &state,
-            entry: &entry,
-        };
-        let seq = match core.storage.commit(commit) {
+        let seq = match core.storage.append(meta.as_ref(), &entry) {
             Ok(seq) => seq,
             Err(e) => {
-                core.vars.remove(name);
+                core.reload(name);
                 return Err(e.into());
             }
         };
+        core.dirty.insert(name.to_string());
+        core.since_checkpoint += 1;
         if self.inner.config.durability == Durability::Durable {
             if let Err(e) = core.storage.flush() {
                 core.failed = Some(e.to_string());
-                core.vars.remove(name);
                 return Err(e.into());
+            }
+        }
+        if core.since_checkpoint >= self.inner.config.checkpoint_every.max(1) {
+            if let Err(e) = core.checkpoint(self.inner.config.log_retain) {
+                core.failed = Some(e.to_string());
+                return Err(e);
             }
         }
         Ok(seq)
@@ -450,12 +566,16 @@ impl Store {
         self.core().storage.last_seq()
     }
 
-    /// Flushes everything written so far to disk.
+    /// Writes a checkpoint and flushes everything written so far to disk.
     pub fn flush(&self) -> Result<()> {
         let mut core = self.core();
-        if let Err(e) = core.storage.flush() {
+        core.check_writable()?;
+        let done = core
+            .checkpoint(self.inner.config.log_retain)
+            .and_then(|()| Ok(core.storage.flush()?));
+        if let Err(e) = done {
             core.failed = Some(e.to_string());
-            return Err(e.into());
+            return Err(e);
         }
         Ok(())
     }
