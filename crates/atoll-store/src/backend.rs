@@ -34,8 +34,18 @@ pub trait Backend: Send {
 }
 
 /// The sled backend: one sled database, its default tree.
+///
+/// sled 0.34's `flush` writes its log with `sync_file_range` on Linux, which
+/// neither flushes the drive's write cache nor the file's size, and writes
+/// large pages to blob files without syncing them (sled #1452). A flush here
+/// therefore also `fdatasync`s sled's data file and fsyncs every blob file (and
+/// the blob directory) not synced before, so that a flushed write survives
+/// power loss, not only a process crash.
 pub struct SledBackend {
     db: sled::Db,
+    data_file: Option<std::fs::File>,
+    dir: std::path::PathBuf,
+    synced_blobs: Mutex<std::collections::BTreeSet<std::ffi::OsString>>,
 }
 
 impl SledBackend {
@@ -50,7 +60,14 @@ impl SledBackend {
         let mut tries = 0;
         loop {
             match config.open() {
-                Ok(db) => return Ok(SledBackend { db }),
+                Ok(db) => {
+                    return Ok(SledBackend {
+                        db,
+                        data_file: std::fs::File::open(dir.join("db")).ok(),
+                        dir: dir.to_path_buf(),
+                        synced_blobs: Mutex::default(),
+                    })
+                }
                 Err(sled::Error::Io(e))
                     if e.kind() == std::io::ErrorKind::Other
                         && e.to_string().contains("could not acquire lock")
@@ -116,6 +133,25 @@ impl Backend for SledBackend {
 
     fn flush(&self) -> Result<()> {
         self.db.flush()?;
+        if let Some(f) = &self.data_file {
+            f.sync_data()?;
+        }
+        let blobs = self.dir.join("blobs");
+        let mut synced = self.synced_blobs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut new_files = false;
+        if let Ok(entries) = std::fs::read_dir(&blobs) {
+            for entry in entries {
+                let name = entry?.file_name();
+                if !synced.contains(&name) {
+                    std::fs::File::open(blobs.join(&name))?.sync_all()?;
+                    synced.insert(name);
+                    new_files = true;
+                }
+            }
+        }
+        if new_files {
+            std::fs::File::open(&blobs)?.sync_all()?;
+        }
         Ok(())
     }
 }
