@@ -139,16 +139,23 @@ impl Backend for SledBackend {
         let blobs = self.dir.join("blobs");
         let mut synced = self.synced_blobs.lock().unwrap_or_else(|e| e.into_inner());
         let mut new_files = false;
+        let mut present = std::collections::BTreeSet::new();
         if let Ok(entries) = std::fs::read_dir(&blobs) {
             for entry in entries {
                 let name = entry?.file_name();
                 if !synced.contains(&name) {
-                    std::fs::File::open(blobs.join(&name))?.sync_all()?;
-                    synced.insert(name);
+                    match std::fs::File::open(blobs.join(&name)) {
+                        Ok(f) => f.sync_all()?,
+                        // sled collected it meanwhile: nothing to sync.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e.into()),
+                    }
                     new_files = true;
                 }
+                present.insert(name);
             }
         }
+        *synced = present;
         if new_files {
             std::fs::File::open(&blobs)?.sync_all()?;
         }

@@ -201,14 +201,14 @@ impl<B: Backend> Storage<B> {
 
     /// Writes the given variables' states and records that every state now
     /// includes the log through `through`, in one atomic batch. Does not flush.
-    pub fn checkpoint<'a>(
+    pub fn checkpoint<N: AsRef<str>>(
         &mut self,
-        states: impl IntoIterator<Item = (&'a str, Vec<u8>)>,
+        states: impl IntoIterator<Item = (N, Vec<u8>)>,
         through: u64,
     ) -> Result<()> {
         let mut ops: Vec<BatchOp> = states
             .into_iter()
-            .map(|(name, state)| BatchOp::Put(key(STATE, name), state))
+            .map(|(name, state)| BatchOp::Put(key(STATE, name.as_ref()), state))
             .collect();
         ops.push(BatchOp::Put(
             CHECKPOINT.to_vec(),
@@ -318,10 +318,10 @@ mod tests {
         for _ in 0..5 {
             s.append(None, &entry("x")).unwrap();
         }
-        s.checkpoint([], 3).unwrap();
+        s.checkpoint(Vec::<(&str, Vec<u8>)>::new(), 3).unwrap();
         assert_eq!(s.truncate_log(10).unwrap(), 3);
         assert_eq!(s.first_seq().unwrap(), Some(4));
-        s.checkpoint([], 5).unwrap();
+        s.checkpoint(Vec::<(&str, Vec<u8>)>::new(), 5).unwrap();
         assert_eq!(s.truncate_log(5).unwrap(), 2);
         assert_eq!(s.first_seq().unwrap(), None);
         let s2 = Storage::open(s.backend().clone()).unwrap();

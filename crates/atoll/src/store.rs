@@ -169,8 +169,10 @@ impl Core {
         }
     }
 
-    /// Writes the changed states and the checkpoint sequence, flushes, then
-    /// drops log entries beyond the retention bound.
+    /// Writes the changed states and the checkpoint sequence in one batch, then
+    /// drops log entries beyond the retention bound. The checkpoint is flushed
+    /// only before entries are dropped: until then, losing it in a crash just
+    /// means replaying more of the log.
     fn checkpoint(&mut self, log_retain: u64) -> Result<()> {
         let last = self.storage.last_seq();
         if self.dirty.is_empty() && self.storage.checkpoint_seq() == last {
@@ -185,14 +187,13 @@ impl Core {
                     .map(|v| (n.clone(), codec::encode(&v.state)))
             })
             .collect();
-        self.storage
-            .checkpoint(states.iter().map(|(n, s)| (n.as_str(), s.clone())), last)?;
-        // The checkpoint must be on disk before the entries it replaces go.
-        self.storage.flush()?;
+        self.storage.checkpoint(states, last)?;
         self.dirty.clear();
         self.since_checkpoint = 0;
         if let Some(first) = self.storage.first_seq()? {
             if last - first + 1 > log_retain {
+                // The checkpoint must be on disk before the entries it replaces go.
+                self.storage.flush()?;
                 self.storage.truncate_log(last - log_retain)?;
             }
         }
