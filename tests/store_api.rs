@@ -291,3 +291,26 @@ fn the_delta_log_is_bounded_and_checkpoints_keep_everything() {
     s.counter("c").unwrap().incr(1).unwrap();
     assert_eq!(s.last_seq(), 51);
 }
+
+/// docs/architecture.md promises this: a store can be shared across threads.
+#[test]
+fn a_store_is_shared_across_threads() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    let (_d, s) = open();
+    send_sync(&s);
+    let c = s.counter("n").unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                for _ in 0..25 {
+                    c.incr(1).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(c.value().unwrap(), 100);
+}
