@@ -24,8 +24,19 @@ pub trait DotStore: Clone + Default + PartialEq + Debug {
     /// The caller joins the contexts afterwards.
     fn join_store(&mut self, ctx: &CausalContext, other: Self, other_ctx: &CausalContext);
 
-    /// Checks that every dot is in `ctx` and that no nested store is bottom.
-    fn validate_in(&self, ctx: &CausalContext) -> Result<(), InvalidState>;
+    /// Checks that every dot is in `ctx` (and, for maps, that no nested store
+    /// is bottom).
+    fn validate_in(&self, ctx: &CausalContext) -> Result<(), InvalidState> {
+        let mut outside = false;
+        self.for_each_dot(&mut |d| outside |= !ctx.contains(&d));
+        if outside {
+            Err(InvalidState(
+                "a dot in the store is missing from its context",
+            ))
+        } else {
+            Ok(())
+        }
+    }
 
     /// The dots held in the store, as a context.
     fn dots(&self) -> CausalContext {
@@ -115,16 +126,6 @@ impl DotStore for DotSet {
             }
         }
     }
-
-    fn validate_in(&self, ctx: &CausalContext) -> Result<(), InvalidState> {
-        if self.0.iter().all(|d| ctx.contains(d)) {
-            Ok(())
-        } else {
-            Err(InvalidState(
-                "a dot in the store is missing from its context",
-            ))
-        }
-    }
 }
 
 /// A map from dots to immutable values: each update writes one value under its own dot.
@@ -156,16 +157,6 @@ impl<V: Clone + PartialEq + Debug> DotStore for DotFun<V> {
             if !ctx.contains(&d) {
                 self.0.insert(d, v);
             }
-        }
-    }
-
-    fn validate_in(&self, ctx: &CausalContext) -> Result<(), InvalidState> {
-        if self.0.keys().all(|d| ctx.contains(d)) {
-            Ok(())
-        } else {
-            Err(InvalidState(
-                "a dot in the store is missing from its context",
-            ))
         }
     }
 }

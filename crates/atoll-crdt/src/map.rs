@@ -109,6 +109,23 @@ impl<K: Ord + Clone + Debug, V: DotStore> Lattice for OrMap<K, V> {
     }
 }
 
+/// Implements [`DotStore`] for a newtype over a dot store by delegation.
+macro_rules! delegate_dot_store {
+    ($t:ty $(where $p:ident: $($b:tt)+)?) => {
+        impl$(<$p: $($b)+>)? DotStore for $t {
+            fn is_bottom(&self) -> bool {
+                self.0.is_bottom()
+            }
+            fn for_each_dot(&self, f: &mut dyn FnMut(Dot)) {
+                self.0.for_each_dot(f)
+            }
+            fn join_store(&mut self, ctx: &CausalContext, other: Self, other_ctx: &CausalContext) {
+                self.0.join_store(ctx, other.0, other_ctx)
+            }
+        }
+    };
+}
+
 /// One replica's running totals in a [`CounterField`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CounterEntry {
@@ -165,20 +182,7 @@ impl CounterField {
     }
 }
 
-impl DotStore for CounterField {
-    fn is_bottom(&self) -> bool {
-        self.0.is_bottom()
-    }
-    fn for_each_dot(&self, f: &mut dyn FnMut(Dot)) {
-        self.0.for_each_dot(f)
-    }
-    fn join_store(&mut self, ctx: &CausalContext, other: Self, other_ctx: &CausalContext) {
-        self.0.join_store(ctx, other.0, other_ctx)
-    }
-    fn validate_in(&self, ctx: &CausalContext) -> Result<(), InvalidState> {
-        self.0.validate_in(ctx)
-    }
-}
+delegate_dot_store!(CounterField);
 
 /// A last-writer-wins register nested in a map. A write replaces the writes it
 /// saw; of concurrent writes, the one with the highest timestamp is read.
@@ -222,20 +226,7 @@ impl<T: Clone + Ord + Debug> RegisterField<T> {
     }
 }
 
-impl<T: Clone + Ord + Debug> DotStore for RegisterField<T> {
-    fn is_bottom(&self) -> bool {
-        self.0.is_bottom()
-    }
-    fn for_each_dot(&self, f: &mut dyn FnMut(Dot)) {
-        self.0.for_each_dot(f)
-    }
-    fn join_store(&mut self, ctx: &CausalContext, other: Self, other_ctx: &CausalContext) {
-        self.0.join_store(ctx, other.0, other_ctx)
-    }
-    fn validate_in(&self, ctx: &CausalContext) -> Result<(), InvalidState> {
-        self.0.validate_in(ctx)
-    }
-}
+delegate_dot_store!(RegisterField<T> where T: Clone + Ord + Debug);
 
 #[cfg(test)]
 mod tests {
