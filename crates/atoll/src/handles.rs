@@ -6,8 +6,8 @@
 //! variable with another value type than it was written with is an
 //! [`Error::Value`].
 
-use crate::store::OpCtx;
 use crate::{Error, Result, Store};
+use atoll_core::OpCtx;
 use atoll_crdt::variable::{Bytes, Kind, MapValue, State};
 use atoll_crdt::{set_add, set_remove, Causal, CrdtError, ElementId, ReplicaId};
 use serde::de::DeserializeOwned;

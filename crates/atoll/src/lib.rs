@@ -23,22 +23,22 @@
 #![deny(missing_docs)]
 
 mod config;
-mod error;
 mod feed;
 mod handles;
 mod store;
 
+pub use atoll_core::{validate_name, Error, Result, MAX_NAME_LEN};
 pub use atoll_crdt::variable::Kind;
 pub use atoll_crdt::{ElementId, ReplicaId};
 pub use atoll_store::LogEntry;
 pub use config::{Config, Durability};
-pub use error::{Error, Result};
 pub use feed::{Change, ChangeFeed, FeedError};
 pub use handles::{Bag, BagElement, Counter, Map, MvRegister, Register, Set};
-pub use store::{validate_name, Store, MAX_NAME_LEN};
+pub use store::Store;
 
 /// The crates atoll is built from, for lower-level use.
 pub mod crates {
+    pub use atoll_core as core;
     pub use atoll_crdt as crdt;
     pub use atoll_store as store;
 }

@@ -1,4 +1,4 @@
-//! The embedded API's errors.
+//! The keyspace's errors.
 
 use atoll_crdt::codec::DecodeError;
 use atoll_crdt::variable::Kind;

@@ -1,0 +1,610 @@
+//! The keyspace: every variable of one replica, persisted through a [`Backend`].
+//!
+//! Local operations mutate a variable's state and yield its delta; remote
+//! deltas are validated and joined. Each change is appended to the delta log
+//! (a write-ahead log), and states are checkpointed atomically every so often;
+//! opening replays the log after the last checkpoint. Time comes in as an
+//! argument: the keyspace reads no clock.
+
+use crate::{Error, Result};
+use atoll_crdt::codec;
+use atoll_crdt::variable::{Kind, State};
+use atoll_crdt::{HybridClock, ReplicaId, Timestamp};
+use atoll_store::{Backend, LogEntry, NodeMeta, Storage, VarMeta};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The longest variable name, in bytes.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// Checks a variable name: 1 to 255 bytes of ASCII letters, digits and `_ - . : / @`,
+/// starting with a letter, digit or `_`.
+pub fn validate_name(name: &str) -> Result<()> {
+    let bad = |reason| {
+        Err(Error::InvalidName {
+            name: name.chars().take(80).collect(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return bad("a name must not be empty");
+    }
+    if name.len() > MAX_NAME_LEN {
+        return bad("a name must be at most 255 bytes");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_-.:/@".contains(&b))
+    {
+        return bad("use only ASCII letters, digits and _ - . : / @");
+    }
+    if !name.as_bytes()[0].is_ascii_alphanumeric() && name.as_bytes()[0] != b'_' {
+        return bad("a name must start with a letter, a digit or _");
+    }
+    Ok(())
+}
+
+struct Var {
+    meta: VarMeta,
+    state: State,
+}
+
+/// Every variable of one replica, persisted through a [`Backend`].
+pub struct Keyspace<B> {
+    storage: Storage<B>,
+    replica: ReplicaId,
+    config: KeyspaceConfig,
+    /// Every variable loaded so far (variables are never evicted).
+    vars: BTreeMap<String, Var>,
+    /// Variables changed since the last checkpoint.
+    dirty: BTreeSet<String>,
+    /// Log entries appended since the last checkpoint.
+    since_checkpoint: u64,
+    clock: HybridClock,
+    failed: Option<String>,
+    /// The log sequence every known peer has acknowledged, if there are peers.
+    acked_floor: Option<u64>,
+}
+
+/// How a [`Keyspace`] behaves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyspaceConfig {
+    /// Flush after every write before acknowledging it (durable), or leave
+    /// flushing to the backend's background flusher and explicit flushes.
+    pub flush_each_write: bool,
+    /// Remote last-writer-wins timestamps further ahead are refused (ms).
+    pub max_clock_skew_ms: u64,
+    /// The largest remote delta [`Keyspace::merge`] accepts, in bytes.
+    pub max_delta_len: usize,
+    /// Log entries between checkpoints.
+    pub checkpoint_every: u64,
+    /// The most log entries kept.
+    pub log_retain: u64,
+}
+
+impl Default for KeyspaceConfig {
+    fn default() -> Self {
+        KeyspaceConfig {
+            flush_each_write: true,
+            max_clock_skew_ms: 300_000,
+            max_delta_len: 16 << 20,
+            checkpoint_every: 4096,
+            log_retain: 100_000,
+        }
+    }
+}
+
+/// What a local operation needs besides the state.
+pub struct OpCtx {
+    /// The replica id its dots are issued under.
+    pub replica: ReplicaId,
+    /// A fresh hybrid-clock timestamp for this operation.
+    pub ts: Timestamp,
+}
+
+/// One change made to the keyspace: a local write or a merged delta.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The variable.
+    pub name: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// The change's delta-log sequence number.
+    pub seq: u64,
+    /// The replica the delta came from (this one, for local writes).
+    pub origin: ReplicaId,
+}
+
+impl<B: Backend> Keyspace<B> {
+    /// Loads a variable into the cache; `None` if it does not exist.
+    fn load(&mut self, name: &str) -> Result<Option<&mut Var>> {
+        if !self.vars.contains_key(name) {
+            let Some(meta) = self.storage.meta(name)? else {
+                return Ok(None);
+            };
+            // A variable created since the last checkpoint has no stored state
+            // yet: it starts at bottom, and recovery replays its logged deltas.
+            let state: State = match self.storage.state(name)? {
+                Some(bytes) => {
+                    codec::decode(&bytes, atoll_store::MAX_RECORD_LEN).map_err(|source| {
+                        atoll_store::StoreError::Corrupt {
+                            key: format!("state of {name}"),
+                            source,
+                        }
+                    })?
+                }
+                None => State::new(meta.kind),
+            };
+            if state.kind() != meta.kind {
+                return Err(atoll_store::StoreError::Corrupt {
+                    key: format!("state of {name}"),
+                    source: codec::DecodeError::Invalid(atoll_crdt::InvalidState(
+                        "state kind differs from the variable's metadata",
+                    )),
+                }
+                .into());
+            }
+            // Writes after a restart must order after the writes they replace,
+            // even if the wall clock has not moved past them.
+            if let Some(ts) = state.max_timestamp() {
+                self.clock.witness(ts);
+            }
+            self.vars.insert(name.to_string(), Var { meta, state });
+        }
+        Ok(self.vars.get_mut(name))
+    }
+
+    /// Joins a logged delta into its variable during recovery.
+    fn replay(&mut self, seq: u64, entry: &LogEntry) -> Result<()> {
+        let corrupt = |source| atoll_store::StoreError::Corrupt {
+            key: format!("log entry {seq}"),
+            source,
+        };
+        let delta: State =
+            codec::decode(&entry.delta, atoll_store::MAX_RECORD_LEN).map_err(corrupt)?;
+        let var = self.load(&entry.name)?.ok_or_else(|| {
+            corrupt(codec::DecodeError::Invalid(atoll_crdt::InvalidState(
+                "log entry for a variable with no metadata",
+            )))
+        })?;
+        var.state.join(delta).map_err(|_| {
+            corrupt(codec::DecodeError::Invalid(atoll_crdt::InvalidState(
+                "log entry kind differs from its variable",
+            )))
+        })?;
+        if let Some(ts) = var.state.max_timestamp() {
+            self.clock.witness(ts);
+        }
+        self.dirty.insert(entry.name.clone());
+        Ok(())
+    }
+
+    /// Rebuilds the state of every variable from the checkpoint and the log after it.
+    fn recover(&mut self) -> Result<usize> {
+        let mut after = self.storage.checkpoint_seq();
+        let mut replayed = 0;
+        loop {
+            let batch = self.storage.log_after(after, 1024)?;
+            let Some(&(last, _)) = batch.last() else {
+                return Ok(replayed);
+            };
+            for (seq, entry) in &batch {
+                self.replay(*seq, entry)?;
+            }
+            replayed += batch.len();
+            after = last;
+        }
+    }
+
+    /// Drops the cached state of `name` and rebuilds it from storage: after a
+    /// failed write, the cache must not keep what storage does not hold.
+    fn reload(&mut self, name: &str) {
+        self.vars.remove(name);
+        let rebuilt = (|| -> Result<()> {
+            let mut after = self.storage.checkpoint_seq();
+            loop {
+                let batch = self.storage.log_after(after, 1024)?;
+                let Some(&(last, _)) = batch.last() else {
+                    return Ok(());
+                };
+                for (seq, entry) in batch.iter().filter(|(_, e)| e.name == name) {
+                    self.replay(*seq, entry)?;
+                }
+                after = last;
+            }
+        })();
+        if let Err(e) = rebuilt {
+            self.failed = Some(format!(
+                "could not reload {name:?} after a failed write: {e}"
+            ));
+        }
+    }
+
+    /// Writes the changed states and the checkpoint sequence in one batch, then
+    /// drops the log entries every peer acknowledged (see
+    /// [`Keyspace::set_acked_floor`]) or that the retention bound forces out.
+    /// The checkpoint is flushed only before entries are dropped: until then,
+    /// losing it in a crash just means replaying more of the log.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        let last = self.storage.last_seq();
+        if !(self.dirty.is_empty() && self.storage.checkpoint_seq() == last) {
+            let states: Vec<(String, Vec<u8>)> = self
+                .dirty
+                .iter()
+                .filter_map(|n| {
+                    self.vars
+                        .get(n)
+                        .map(|v| (n.clone(), codec::encode(&v.state)))
+                })
+                .collect();
+            self.storage.checkpoint(states, last)?;
+            self.dirty.clear();
+            self.since_checkpoint = 0;
+        }
+        let forced = last.saturating_sub(self.config.log_retain);
+        let through = self.acked_floor.map_or(forced, |acked| acked.max(forced));
+        if self
+            .storage
+            .first_seq()?
+            .is_some_and(|first| first <= through)
+        {
+            // The checkpoint must be on disk before the entries it replaces go.
+            self.storage.flush()?;
+            self.storage.truncate_log(through)?;
+        }
+        Ok(())
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        match &self.failed {
+            Some(why) => Err(Error::Failed(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Opens the keyspace on `backend`, recovering it from the last checkpoint
+    /// and the log. A new keyspace takes `fresh_replica` as its replica id (the
+    /// caller draws it at random: the keyspace has no randomness of its own).
+    pub fn open(
+        backend: B,
+        config: KeyspaceConfig,
+        fresh_replica: ReplicaId,
+        now_ms: u64,
+    ) -> Result<Self> {
+        let mut storage = Storage::open(backend)?;
+        let replica = match storage.node_meta()? {
+            Some(meta) => meta.replica,
+            None => {
+                let meta = NodeMeta {
+                    replica: fresh_replica,
+                    created_ms: now_ms,
+                };
+                storage.put_node_meta(&meta)?;
+                meta.replica
+            }
+        };
+        let mut ks = Keyspace {
+            storage,
+            replica,
+            clock: HybridClock::new(config.max_clock_skew_ms),
+            config,
+            vars: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            since_checkpoint: 0,
+            failed: None,
+            acked_floor: None,
+        };
+        if ks.recover()? > 0 {
+            ks.checkpoint()?;
+        }
+        Ok(ks)
+    }
+
+    /// This keyspace's replica id.
+    pub fn replica_id(&self) -> ReplicaId {
+        self.replica
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &KeyspaceConfig {
+        &self.config
+    }
+
+    /// The storage it writes to.
+    pub fn storage(&self) -> &Storage<B> {
+        &self.storage
+    }
+
+    /// Sets the log sequence that every known peer has acknowledged (`None`
+    /// when there are no peers); checkpoints drop the log up to it.
+    pub fn set_acked_floor(&mut self, floor: Option<u64>) {
+        self.acked_floor = floor;
+    }
+
+    /// Checks `name` and that, if the variable exists, it is a `kind`.
+    pub fn check(&mut self, name: &str, kind: Kind) -> Result<()> {
+        validate_name(name)?;
+        if let Some(var) = self.load(name)? {
+            if var.meta.kind != kind {
+                return Err(Error::TypeMismatch {
+                    name: name.to_string(),
+                    expected: kind,
+                    found: var.meta.kind,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a variable: `f` sees its state, or `None` if it does not exist.
+    pub fn read<R>(
+        &mut self,
+        name: &str,
+        kind: Kind,
+        f: impl FnOnce(Option<&State>) -> Result<R>,
+    ) -> Result<R> {
+        match self.load(name)? {
+            Some(var) if var.meta.kind != kind => Err(Error::TypeMismatch {
+                name: name.to_string(),
+                expected: kind,
+                found: var.meta.kind,
+            }),
+            Some(var) => f(Some(&var.state)),
+            None => f(None),
+        }
+    }
+
+    /// Applies a local operation at wall time `now_ms`: `op` mutates the state
+    /// and returns the delta (`None`: nothing changed, nothing is written) and a
+    /// result. The delta is appended to the log, and flushed if
+    /// `flush_each_write`, before this returns.
+    pub fn update<R>(
+        &mut self,
+        name: &str,
+        kind: Kind,
+        now_ms: u64,
+        op: impl FnOnce(&mut State, &OpCtx) -> Result<(Option<State>, R)>,
+    ) -> Result<(R, Option<Applied>)> {
+        self.check_writable()?;
+        validate_name(name)?;
+        let created = self.load(name)?.is_none();
+        let ctx = OpCtx {
+            replica: self.replica,
+            ts: self.clock.tick(now_ms),
+        };
+        if created {
+            let var = Var {
+                meta: VarMeta::new(kind),
+                state: State::new(kind),
+            };
+            self.vars.insert(name.to_string(), var);
+        }
+        let var = self.vars.get_mut(name).expect("loaded or inserted above");
+        if var.meta.kind != kind {
+            return Err(Error::TypeMismatch {
+                name: name.to_string(),
+                expected: kind,
+                found: var.meta.kind,
+            });
+        }
+        // Operations refuse before they mutate, so a failed `op` leaves the state as it was.
+        let outcome = op(&mut var.state, &ctx);
+        let (delta, out) = match outcome {
+            Ok((Some(delta), out)) => (delta, out),
+            Ok((None, out)) => {
+                if created {
+                    self.vars.remove(name);
+                }
+                return Ok((out, None));
+            }
+            Err(e) => {
+                if created {
+                    self.vars.remove(name);
+                }
+                return Err(e);
+            }
+        };
+        let seq = self.persist(name, created, &delta, self.replica)?;
+        let applied = Applied {
+            name: name.to_string(),
+            kind,
+            seq,
+            origin: self.replica,
+        };
+        Ok((out, Some(applied)))
+    }
+
+    /// Appends `delta` (already joined into the cached state of `name`) to the
+    /// log, flushes if configured, and checkpoints when due. On failure the
+    /// cached state is rebuilt from what storage holds.
+    fn persist(
+        &mut self,
+        name: &str,
+        created: bool,
+        delta: &State,
+        origin: ReplicaId,
+    ) -> Result<u64> {
+        let var = &self.vars[name];
+        let entry = LogEntry {
+            name: name.to_string(),
+            kind: var.meta.kind,
+            origin,
+            delta: codec::encode(delta),
+        };
+        let meta = created.then(|| var.meta.clone());
+        let seq = match self.storage.append(meta.as_ref(), &entry) {
+            Ok(seq) => seq,
+            Err(e) => {
+                self.reload(name);
+                return Err(e.into());
+            }
+        };
+        self.dirty.insert(name.to_string());
+        self.since_checkpoint += 1;
+        if self.config.flush_each_write {
+            if let Err(e) = self.storage.flush() {
+                self.failed = Some(e.to_string());
+                return Err(e.into());
+            }
+        }
+        if self.since_checkpoint >= self.config.checkpoint_every.max(1) {
+            if let Err(e) = self.checkpoint() {
+                self.failed = Some(e.to_string());
+                return Err(e);
+            }
+        }
+        Ok(seq)
+    }
+
+    /// Joins a delta (or whole state) received from replica `origin` into the
+    /// variable `name` of `kind`, creating it if needed. The bytes are untrusted:
+    /// they are size-checked, decoded and validated before anything changes, and
+    /// last-writer-wins timestamps too far ahead of `now_ms` are refused.
+    ///
+    /// Returns the change, or `None` if the delta held nothing new (then
+    /// nothing is written).
+    pub fn merge(
+        &mut self,
+        origin: ReplicaId,
+        name: &str,
+        kind: Kind,
+        delta: &[u8],
+        now_ms: u64,
+    ) -> Result<Option<Applied>> {
+        validate_name(name)?;
+        let bad = |source| Error::BadDelta {
+            name: name.to_string(),
+            source,
+        };
+        let delta: State = codec::decode(delta, self.config.max_delta_len).map_err(bad)?;
+        self.merge_state(origin, name, kind, delta, now_ms)
+    }
+
+    /// [`Keyspace::merge`] for a delta already decoded and validated.
+    pub fn merge_state(
+        &mut self,
+        origin: ReplicaId,
+        name: &str,
+        kind: Kind,
+        delta: State,
+        now_ms: u64,
+    ) -> Result<Option<Applied>> {
+        if delta.kind() != kind {
+            return Err(Error::TypeMismatch {
+                name: name.to_string(),
+                expected: kind,
+                found: delta.kind(),
+            });
+        }
+        self.check_writable()?;
+        if let Some(ts) = delta.max_timestamp() {
+            self.clock
+                .check(ts, now_ms)
+                .map_err(|source| Error::ClockSkew {
+                    name: name.to_string(),
+                    source,
+                })?;
+        }
+        let created = self.load(name)?.is_none();
+        let mut next = match self.vars.get(name) {
+            Some(var) if var.meta.kind != kind => {
+                return Err(Error::TypeMismatch {
+                    name: name.to_string(),
+                    expected: kind,
+                    found: var.meta.kind,
+                })
+            }
+            Some(var) => var.state.clone(),
+            None => State::new(kind),
+        };
+        next.join(delta.clone()).expect("kinds checked above");
+        if !created && self.vars[name].state == next {
+            return Ok(None);
+        }
+        if let Some(ts) = delta.max_timestamp() {
+            self.clock.witness(ts);
+        }
+        match self.vars.get_mut(name) {
+            Some(var) => var.state = next,
+            None => {
+                let var = Var {
+                    meta: VarMeta::new(kind),
+                    state: next,
+                };
+                self.vars.insert(name.to_string(), var);
+            }
+        }
+        let seq = self.persist(name, created, &delta, origin)?;
+        Ok(Some(Applied {
+            name: name.to_string(),
+            kind,
+            seq,
+            origin,
+        }))
+    }
+
+    /// Every variable and its kind, in name order.
+    pub fn variables(&self) -> Result<Vec<(String, Kind)>> {
+        Ok(self
+            .storage
+            .variables()?
+            .into_iter()
+            .map(|(n, m)| (n, m.kind))
+            .collect())
+    }
+
+    /// The kind of `name`, if it exists.
+    pub fn kind_of(&mut self, name: &str) -> Result<Option<Kind>> {
+        validate_name(name)?;
+        Ok(self.load(name)?.map(|v| v.meta.kind))
+    }
+
+    /// The whole state of `name`, if it exists.
+    pub fn state(&mut self, name: &str) -> Result<Option<&State>> {
+        validate_name(name)?;
+        Ok(self.load(name)?.map(|v| &v.state))
+    }
+
+    /// Up to `limit` delta-log entries after sequence number `after`, oldest first.
+    pub fn deltas_since(&self, after: u64, limit: usize) -> Result<Vec<(u64, LogEntry)>> {
+        Ok(self.storage.log_after(after, limit)?)
+    }
+
+    /// The newest delta-log sequence number.
+    pub fn last_seq(&self) -> u64 {
+        self.storage.last_seq()
+    }
+
+    /// Writes a checkpoint and flushes everything written so far.
+    pub fn flush(&mut self) -> Result<()> {
+        self.check_writable()?;
+        let done = self.checkpoint().and_then(|()| Ok(self.storage.flush()?));
+        if let Err(e) = &done {
+            self.failed = Some(e.to_string());
+        }
+        done
+    }
+
+    /// Checkpoints and flushes unless an earlier failure makes that unsafe; for closing.
+    pub fn close(&mut self) -> Result<()> {
+        if self.failed.is_some() {
+            return Ok(());
+        }
+        self.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_with_a_reason() {
+        for ok in ["hits", "a", "_x", "site1/cart:42", "u@host.example-1"] {
+            validate_name(ok).unwrap();
+        }
+        for bad in ["", "-x", "/abs", "sp ace", "ünï", &"x".repeat(256)] {
+            let e = validate_name(bad).unwrap_err();
+            assert!(matches!(e, Error::InvalidName { .. }), "{bad:?}");
+        }
+    }
+}

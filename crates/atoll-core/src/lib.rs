@@ -1,0 +1,19 @@
+//! atoll's replica state machine.
+//!
+//! This crate is fully deterministic: it contains no networking code, reads no
+//! clock, spawns nothing, sleeps nowhere and draws no randomness. Time and
+//! random values are arguments; persistence goes through the
+//! [`atoll_store::Backend`] trait; what it would send is returned to the caller.
+//! The node runtime (crate `atoll`) and the simulator (`sim/`) drive the same
+//! code.
+//!
+//! - [`Keyspace`]: every variable of one replica, with the write-ahead delta log.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod error;
+mod keyspace;
+
+pub use error::{Error, Result};
+pub use keyspace::{validate_name, Applied, Keyspace, KeyspaceConfig, OpCtx, MAX_NAME_LEN};
