@@ -63,6 +63,10 @@ pub struct Keyspace<B> {
     failed: Option<String>,
     /// The log sequence every known peer has acknowledged, if there are peers.
     acked_floor: Option<u64>,
+    /// The log sequence the last flush covered: only entries through it may
+    /// leave this replica, so that a crash can never lose an entry (and then
+    /// reissue its dots) that a peer already has.
+    flushed_through: u64,
 }
 
 /// How a [`Keyspace`] behaves.
@@ -249,6 +253,7 @@ impl<B: Backend> Keyspace<B> {
         {
             // The checkpoint must be on disk before the entries it replaces go.
             self.storage.flush()?;
+            self.flushed_through = last;
             self.storage.truncate_log(through)?;
         }
         Ok(())
@@ -292,7 +297,9 @@ impl<B: Backend> Keyspace<B> {
             since_checkpoint: 0,
             failed: None,
             acked_floor: None,
+            flushed_through: 0,
         };
+        ks.flushed_through = ks.storage.last_seq();
         if ks.recover()? > 0 {
             ks.checkpoint()?;
         }
@@ -445,6 +452,7 @@ impl<B: Backend> Keyspace<B> {
                 self.failed = Some(e.to_string());
                 return Err(e.into());
             }
+            self.flushed_through = seq;
         }
         if self.since_checkpoint >= self.config.checkpoint_every.max(1) {
             if let Err(e) = self.checkpoint() {
@@ -574,12 +582,20 @@ impl<B: Backend> Keyspace<B> {
         self.storage.last_seq()
     }
 
+    /// The newest sequence number known to be on disk: replication ships the
+    /// log only through here.
+    pub fn flushed_seq(&self) -> u64 {
+        self.flushed_through
+    }
+
     /// Writes a checkpoint and flushes everything written so far.
     pub fn flush(&mut self) -> Result<()> {
         self.check_writable()?;
+        let last = self.storage.last_seq();
         let done = self.checkpoint().and_then(|()| Ok(self.storage.flush()?));
-        if let Err(e) = &done {
-            self.failed = Some(e.to_string());
+        match &done {
+            Ok(()) => self.flushed_through = last,
+            Err(e) => self.failed = Some(e.to_string()),
         }
         done
     }

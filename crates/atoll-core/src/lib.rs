@@ -8,12 +8,17 @@
 //! code.
 //!
 //! - [`Keyspace`]: every variable of one replica, with the write-ahead delta log.
+//! - [`Replica`]: a keyspace plus the delta anti-entropy protocol with its peers.
+//! - [`protocol`]: the messages replicas exchange.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod error;
 mod keyspace;
+pub mod protocol;
+mod replica;
 
 pub use error::{Error, Result};
 pub use keyspace::{validate_name, Applied, Keyspace, KeyspaceConfig, OpCtx, MAX_NAME_LEN};
+pub use replica::{Event, PeerStats, PeerStatus, ProtocolError, Replica, ReplicaConfig, Transmit};

@@ -1,0 +1,109 @@
+//! The replication messages and their encoding.
+//!
+//! Every message is encoded with [`atoll_crdt::codec`] (a format version byte,
+//! then postcard) and decoded with a size limit checked before anything is
+//! decoded. The deltas inside are decoded and validated separately, each
+//! against its own limit, by the keyspace that merges them.
+
+use atoll_crdt::codec::{self, DecodeError};
+use atoll_crdt::variable::Kind;
+use serde::{Deserialize, Serialize};
+
+/// The replication protocol's version, exchanged in the transport's handshake.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// One variable's delta (or whole state) in a message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VarDelta {
+    /// The variable.
+    pub name: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// The delta, encoded as an `atoll_crdt::variable::State`.
+    pub delta: Vec<u8>,
+}
+
+/// A replication message between two replicas.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// The join of the sender's delta-log entries in `(from, to]`, one delta per
+    /// variable, less what came from the receiver.
+    Deltas {
+        /// The interval's exclusive start: the receiver acknowledged up to here.
+        from: u64,
+        /// The interval's inclusive end.
+        to: u64,
+        /// The joined deltas.
+        vars: Vec<VarDelta>,
+    },
+    /// The receiver of `Deltas` has joined the sender's log through `seq`.
+    Ack {
+        /// The acknowledged sequence number of the sender's log.
+        seq: u64,
+    },
+    /// One chunk of a state transfer: whole states of the variables after
+    /// `after` in name order. Sent when the delta log no longer holds entries
+    /// the receiver needs.
+    State {
+        /// The sender's log sequence when the transfer began: once every chunk
+        /// is joined, the receiver holds everything through it.
+        as_of: u64,
+        /// The last variable name of the previous chunk ("" for the first).
+        after: String,
+        /// The states.
+        vars: Vec<VarDelta>,
+        /// Whether this is the last chunk.
+        last: bool,
+    },
+    /// The receiver of `State` joined the chunk that ended at `through`.
+    StateAck {
+        /// The transfer's `as_of`.
+        as_of: u64,
+        /// The chunk's last variable name.
+        through: String,
+        /// Whether it was the last chunk.
+        last: bool,
+    },
+}
+
+impl Message {
+    /// Encodes the message.
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    /// Decodes a message of at most `max_len` bytes.
+    pub fn decode(bytes: &[u8], max_len: usize) -> Result<Message, DecodeError> {
+        codec::decode_unvalidated(bytes, max_len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_hostile_input() {
+        let m = Message::Deltas {
+            from: 3,
+            to: 9,
+            vars: vec![VarDelta {
+                name: "x".into(),
+                kind: Kind::Counter,
+                delta: vec![1, 0, 0],
+            }],
+        };
+        let bytes = m.encode();
+        assert_eq!(Message::decode(&bytes, 1 << 20).unwrap(), m);
+        for cut in 0..bytes.len() {
+            assert!(Message::decode(&bytes[..cut], 1 << 20).is_err());
+        }
+        assert!(matches!(
+            Message::decode(&bytes, 4),
+            Err(DecodeError::TooLarge { .. })
+        ));
+        // A length prefix claiming a huge vector fails without allocating it.
+        let huge = [codec::FORMAT_VERSION, 0, 1, 2, 0xff, 0xff, 0xff, 0xff, 0x0f];
+        assert!(Message::decode(&huge, 1 << 20).is_err());
+    }
+}

@@ -1,0 +1,535 @@
+//! The replica: a keyspace plus each peer's sync state, driving the delta
+//! anti-entropy protocol (Almeida et al. 2016, Algorithm 2, with the
+//! back-propagation avoidance and redundancy removal of Enes et al. 2019).
+//!
+//! Inputs are calls: [`Replica::handle_message`], [`Replica::handle_timeout`],
+//! local writes through [`Replica::keyspace`] followed by
+//! [`Replica::handle_local_writes`], and peer changes. Outputs are pulled, in
+//! this order after each input: [`Replica::poll_transmit`] until `None`, then
+//! [`Replica::poll_event`] until `None`, then [`Replica::poll_timeout`] for when
+//! to call `handle_timeout` next. Time is milliseconds on any monotone clock the
+//! caller chooses.
+
+use crate::protocol::{Message, VarDelta};
+use crate::{Applied, Error, Keyspace};
+use atoll_crdt::codec::{self, DecodeError};
+use atoll_crdt::variable::{Kind, State};
+use atoll_crdt::ReplicaId;
+use atoll_store::Backend;
+use std::collections::{BTreeMap, VecDeque};
+
+/// Protocol limits and timers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaConfig {
+    /// The most delta bytes put in one message (a single larger variable is
+    /// still sent, alone). Default: 256 KiB.
+    pub max_batch_bytes: usize,
+    /// The most log entries read for one message. Default: 4096.
+    pub max_batch_entries: usize,
+    /// The largest message accepted. Default: 16 MiB.
+    pub max_message_len: usize,
+    /// How long to wait for an acknowledgement before sending again (ms). Default: 1000.
+    pub retransmit_ms: u64,
+    /// The most messages waiting in the outgoing queue. Default: 1024.
+    pub max_queued_transmits: usize,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        ReplicaConfig {
+            max_batch_bytes: 256 << 10,
+            max_batch_entries: 4096,
+            max_message_len: 16 << 20,
+            retransmit_ms: 1000,
+            max_queued_transmits: 1024,
+        }
+    }
+}
+
+/// A message to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// The peer.
+    pub to: ReplicaId,
+    /// The encoded [`Message`].
+    pub payload: Vec<u8>,
+}
+
+/// Something that happened, for the runtime to act on or report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A change was merged from a peer (local writes are reported by the caller).
+    Applied(Applied),
+    /// A state transfer to a peer began, because the log no longer holds what it needs.
+    StateTransferStarted {
+        /// The peer.
+        peer: ReplicaId,
+    },
+}
+
+/// Why a message was refused. After [`ProtocolError::Hostile`] the runtime should
+/// disconnect the peer; the replica's state is unchanged by the refused part.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// The peer is not known to this replica.
+    #[error("message from unknown peer {0}")]
+    UnknownPeer(ReplicaId),
+    /// The message could not be decoded, or breaks the protocol.
+    #[error("peer {peer} broke the protocol: {why}")]
+    Hostile {
+        /// The peer.
+        peer: ReplicaId,
+        /// What it did.
+        why: String,
+    },
+    /// A delta could not be merged (clock skew, a type mismatch, storage); the
+    /// message is not acknowledged, so the peer will send it again.
+    #[error("delta from peer {peer} not merged: {source}")]
+    Merge {
+        /// The peer.
+        peer: ReplicaId,
+        /// Why.
+        source: Error,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Transfer {
+    as_of: u64,
+    /// The last variable name acknowledged.
+    cursor: String,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Peer {
+    connected: bool,
+    /// The highest sequence of our log the peer acknowledged.
+    acked: u64,
+    /// The interval or state chunk in flight: its end and when it was sent.
+    in_flight: Option<(u64, u64)>,
+    transfer: Option<Transfer>,
+    stats: PeerStats,
+}
+
+/// Counters kept per peer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    /// Messages sent.
+    pub messages_sent: u64,
+    /// Payload bytes sent.
+    pub bytes_sent: u64,
+    /// Messages received.
+    pub messages_received: u64,
+    /// Payload bytes received.
+    pub bytes_received: u64,
+    /// Intervals or chunks sent again after a timeout.
+    pub retransmits: u64,
+    /// State transfers begun.
+    pub state_transfers: u64,
+}
+
+/// A peer's sync state, as [`Replica::peers`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// The peer.
+    pub id: ReplicaId,
+    /// Whether the runtime has a connection to it.
+    pub connected: bool,
+    /// The highest sequence of our log it acknowledged.
+    pub acked: u64,
+    /// How far behind our log it is.
+    pub lag: u64,
+    /// Whether a state transfer to it is under way.
+    pub transferring: bool,
+    /// Its counters.
+    pub stats: PeerStats,
+}
+
+/// A replica: a keyspace and the protocol state of each peer.
+pub struct Replica<B> {
+    ks: Keyspace<B>,
+    config: ReplicaConfig,
+    peers: BTreeMap<ReplicaId, Peer>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+}
+
+fn hostile(peer: ReplicaId, why: impl Into<String>) -> ProtocolError {
+    ProtocolError::Hostile {
+        peer,
+        why: why.into(),
+    }
+}
+
+impl<B: Backend> Replica<B> {
+    /// A replica over `ks`, with no peers yet.
+    pub fn new(ks: Keyspace<B>, config: ReplicaConfig) -> Self {
+        Replica {
+            ks,
+            config,
+            peers: BTreeMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// This replica's id.
+    pub fn id(&self) -> ReplicaId {
+        self.ks.replica_id()
+    }
+
+    /// The keyspace, for local reads and writes. After writing, call
+    /// [`Replica::handle_local_writes`].
+    pub fn keyspace(&mut self) -> &mut Keyspace<B> {
+        &mut self.ks
+    }
+
+    /// Adds a peer (disconnected until [`Replica::set_connected`]).
+    pub fn add_peer(&mut self, id: ReplicaId) {
+        if id != self.id() {
+            self.peers.entry(id).or_default();
+            self.update_floor();
+        }
+    }
+
+    /// Forgets a peer; log entries it had not acknowledged may now be dropped.
+    pub fn remove_peer(&mut self, id: ReplicaId) {
+        self.peers.remove(&id);
+        self.transmits.retain(|t| t.to != id);
+        self.update_floor();
+    }
+
+    /// Records that the runtime connected to, or lost, a peer. On connect,
+    /// sending starts again from what the peer acknowledged.
+    pub fn set_connected(&mut self, id: ReplicaId, connected: bool, now: u64) {
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.connected = connected;
+            p.in_flight = None;
+            if !connected {
+                self.transmits.retain(|t| t.to != id);
+            }
+        }
+        self.drive(now);
+    }
+
+    /// Every peer's sync state, by id.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        let last = self.ks.last_seq();
+        self.peers
+            .iter()
+            .map(|(id, p)| PeerStatus {
+                id: *id,
+                connected: p.connected,
+                acked: p.acked,
+                lag: last.saturating_sub(p.acked),
+                transferring: p.transfer.is_some(),
+                stats: p.stats,
+            })
+            .collect()
+    }
+
+    /// Call after local writes: sends them to connected peers.
+    pub fn handle_local_writes(&mut self, now: u64) {
+        self.drive(now);
+    }
+
+    /// Handles a message from peer `from`.
+    pub fn handle_message(
+        &mut self,
+        now: u64,
+        from: ReplicaId,
+        bytes: &[u8],
+    ) -> Result<(), ProtocolError> {
+        let peer = self
+            .peers
+            .get_mut(&from)
+            .ok_or(ProtocolError::UnknownPeer(from))?;
+        peer.stats.messages_received += 1;
+        peer.stats.bytes_received += bytes.len() as u64;
+        let msg = Message::decode(bytes, self.config.max_message_len)
+            .map_err(|e: DecodeError| hostile(from, format!("undecodable message: {e}")))?;
+        match msg {
+            Message::Deltas {
+                from: start,
+                to,
+                vars,
+            } => {
+                if start > to {
+                    return Err(hostile(from, "interval ends before it starts"));
+                }
+                self.merge_all(now, from, vars)?;
+                self.send(from, &Message::Ack { seq: to });
+            }
+            Message::Ack { seq } => {
+                if seq > self.ks.last_seq() {
+                    return Err(hostile(
+                        from,
+                        format!("ack of {seq} beyond our log end {}", self.ks.last_seq()),
+                    ));
+                }
+                let p = self.peers.get_mut(&from).expect("checked above");
+                if p.transfer.is_none() {
+                    p.acked = p.acked.max(seq);
+                    if p.in_flight.is_some_and(|(end, _)| end <= seq) {
+                        p.in_flight = None;
+                    }
+                    self.update_floor();
+                }
+            }
+            Message::State {
+                as_of,
+                after,
+                vars,
+                last,
+            } => {
+                let through = vars.last().map_or(after, |v| v.name.clone());
+                self.merge_all(now, from, vars)?;
+                self.send(
+                    from,
+                    &Message::StateAck {
+                        as_of,
+                        through,
+                        last,
+                    },
+                );
+            }
+            Message::StateAck {
+                as_of,
+                through,
+                last,
+            } => {
+                let p = self.peers.get_mut(&from).expect("checked above");
+                if let Some(t) = &mut p.transfer {
+                    if t.as_of == as_of && through >= t.cursor {
+                        t.cursor = through;
+                        p.in_flight = None;
+                        if last {
+                            p.acked = p.acked.max(as_of);
+                            p.transfer = None;
+                            self.update_floor();
+                        }
+                    }
+                }
+            }
+        }
+        self.drive(now);
+        Ok(())
+    }
+
+    fn merge_all(
+        &mut self,
+        now: u64,
+        from: ReplicaId,
+        vars: Vec<VarDelta>,
+    ) -> Result<(), ProtocolError> {
+        for v in vars {
+            match self.ks.merge(from, &v.name, v.kind, &v.delta, now) {
+                Ok(Some(applied)) => self.events.push_back(Event::Applied(applied)),
+                Ok(None) => {}
+                Err(e @ (Error::BadDelta { .. } | Error::InvalidName { .. })) => {
+                    return Err(hostile(from, e.to_string()));
+                }
+                Err(source) => return Err(ProtocolError::Merge { peer: from, source }),
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles the passing of time: re-sends what was not acknowledged in time.
+    pub fn handle_timeout(&mut self, now: u64) {
+        for p in self.peers.values_mut() {
+            if p.in_flight
+                .is_some_and(|(_, sent)| now >= sent + self.config.retransmit_ms)
+            {
+                p.in_flight = None;
+                p.stats.retransmits += 1;
+            }
+        }
+        self.drive(now);
+    }
+
+    /// The next message to send.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`Replica::handle_timeout`] next, if anything waits on time.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.peers
+            .values()
+            .filter(|p| p.connected)
+            .filter_map(|p| {
+                p.in_flight
+                    .map(|(_, sent)| sent + self.config.retransmit_ms)
+            })
+            .min()
+    }
+
+    fn send(&mut self, to: ReplicaId, msg: &Message) {
+        let payload = msg.encode();
+        if let Some(p) = self.peers.get_mut(&to) {
+            p.stats.messages_sent += 1;
+            p.stats.bytes_sent += payload.len() as u64;
+        }
+        // Bounded: the oldest are dropped; what they carried is sent again on timeout.
+        if self.transmits.len() >= self.config.max_queued_transmits {
+            self.transmits.pop_front();
+        }
+        self.transmits.push_back(Transmit { to, payload });
+    }
+
+    fn update_floor(&mut self) {
+        let floor = self.peers.values().map(|p| p.acked).min();
+        self.ks.set_acked_floor(floor);
+    }
+
+    /// Sends each connected peer with nothing in flight what it has not acknowledged.
+    fn drive(&mut self, now: u64) {
+        let ids: Vec<ReplicaId> = self.peers.keys().copied().collect();
+        for id in ids {
+            let p = &self.peers[&id];
+            if !p.connected || p.in_flight.is_some() {
+                continue;
+            }
+            if let Err(e) = self.send_next(id, now) {
+                // Reading our own log failed: try again on the next input.
+                let _ = e;
+            }
+        }
+    }
+
+    fn send_next(&mut self, id: ReplicaId, now: u64) -> crate::Result<()> {
+        // Only what is on disk leaves this replica.
+        let last = self.ks.flushed_seq();
+        let p = &self.peers[&id];
+        if p.transfer.is_none() {
+            if p.acked >= last {
+                return Ok(());
+            }
+            let first = self.ks.storage().first_seq()?.unwrap_or(last + 1);
+            if p.acked + 1 < first {
+                let p = self.peers.get_mut(&id).expect("known");
+                p.transfer = Some(Transfer {
+                    as_of: last,
+                    cursor: String::new(),
+                });
+                p.stats.state_transfers += 1;
+                self.events
+                    .push_back(Event::StateTransferStarted { peer: id });
+            }
+        }
+        let p = &self.peers[&id];
+        match p.transfer.clone() {
+            Some(t) => self.send_state_chunk(id, t, now),
+            None => self.send_interval(id, p.acked, now),
+        }
+    }
+
+    fn send_interval(&mut self, id: ReplicaId, acked: u64, now: u64) -> crate::Result<()> {
+        let shippable = self.ks.flushed_seq();
+        let mut entries = self.ks.deltas_since(acked, self.config.max_batch_entries)?;
+        entries.retain(|(seq, _)| *seq <= shippable);
+        let mut joined: BTreeMap<String, State> = BTreeMap::new();
+        let mut bytes = 0;
+        let mut to = acked;
+        for (seq, entry) in entries {
+            if bytes >= self.config.max_batch_bytes {
+                break;
+            }
+            to = seq;
+            // Back-propagation avoidance: the peer has what came from it.
+            if entry.origin == id {
+                continue;
+            }
+            let delta: State =
+                codec::decode(&entry.delta, atoll_store::MAX_RECORD_LEN).map_err(|source| {
+                    atoll_store::StoreError::Corrupt {
+                        key: format!("log entry {seq}"),
+                        source,
+                    }
+                })?;
+            bytes += entry.delta.len();
+            match joined.get_mut(&entry.name) {
+                // A log entry's kind always matches its variable's.
+                Some(d) => d.join(delta).expect("same variable, same kind"),
+                None => {
+                    joined.insert(entry.name, delta);
+                }
+            }
+        }
+        if to == acked {
+            return Ok(());
+        }
+        let p = self.peers.get_mut(&id).expect("known");
+        if joined.is_empty() {
+            // Everything in the interval came from the peer itself.
+            p.acked = to;
+            self.update_floor();
+            return self.send_next(id, now);
+        }
+        p.in_flight = Some((to, now));
+        let vars = joined
+            .into_iter()
+            .map(|(name, d)| VarDelta {
+                name,
+                kind: d.kind(),
+                delta: codec::encode(&d),
+            })
+            .collect();
+        self.send(
+            id,
+            &Message::Deltas {
+                from: acked,
+                to,
+                vars,
+            },
+        );
+        Ok(())
+    }
+
+    fn send_state_chunk(&mut self, id: ReplicaId, t: Transfer, now: u64) -> crate::Result<()> {
+        let names: Vec<(String, Kind)> = self
+            .ks
+            .variables()?
+            .into_iter()
+            .filter(|(n, _)| *n > t.cursor)
+            .collect();
+        let mut vars = Vec::new();
+        let mut bytes = 0;
+        for (name, _) in &names {
+            if bytes >= self.config.max_batch_bytes {
+                break;
+            }
+            if let Some(state) = self.ks.state(name)? {
+                let delta = codec::encode(state);
+                bytes += delta.len();
+                vars.push(VarDelta {
+                    name: name.clone(),
+                    kind: state.kind(),
+                    delta,
+                });
+            }
+        }
+        let last = vars.len() == names.len();
+        let p = self.peers.get_mut(&id).expect("known");
+        p.in_flight = Some((t.as_of, now));
+        self.send(
+            id,
+            &Message::State {
+                as_of: t.as_of,
+                after: t.cursor,
+                vars,
+                last,
+            },
+        );
+        Ok(())
+    }
+}
