@@ -72,6 +72,9 @@ pub enum Error {
     /// on disk; the store refuses further writes until it is reopened.
     #[error(transparent)]
     Storage(#[from] atoll_store::StoreError),
+    /// The node could not start or run (runtime, certificates, listen address).
+    #[error("node: {0}")]
+    Node(String),
     /// An earlier flush failed; reopen the store.
     #[error("the store stopped accepting writes after a storage failure: {0}; reopen it")]
     Failed(String),

@@ -184,6 +184,16 @@ impl<B: Backend> Replica<B> {
         &mut self.ks
     }
 
+    /// Replaces the protocol limits and timers.
+    pub fn set_config(&mut self, config: ReplicaConfig) {
+        self.config = config;
+    }
+
+    /// The keyspace, for reads.
+    pub fn keyspace_ref(&self) -> &Keyspace<B> {
+        &self.ks
+    }
+
     /// Adds a peer (disconnected until [`Replica::set_connected`]).
     pub fn add_peer(&mut self, id: ReplicaId) {
         if id != self.id() {

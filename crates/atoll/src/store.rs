@@ -2,7 +2,7 @@
 
 use crate::feed::{Change, ChangeFeed};
 use crate::{Config, Durability, Result};
-use atoll_core::{validate_name, Applied, Keyspace, KeyspaceConfig, OpCtx};
+use atoll_core::{validate_name, Applied, Keyspace, KeyspaceConfig, OpCtx, Replica, ReplicaConfig};
 use atoll_crdt::codec;
 use atoll_crdt::variable::{Kind, State};
 use atoll_crdt::ReplicaId;
@@ -18,16 +18,18 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 struct Inner {
-    keyspace: Mutex<Keyspace<Box<dyn Backend>>>,
-    replica: ReplicaId,
+    replica: Mutex<Replica<Box<dyn Backend>>>,
+    id: ReplicaId,
     config: Config,
     feed: broadcast::Sender<Change>,
+    /// Wakes a node's driver after a local write (unused without a node).
+    wake: tokio::sync::Notify,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let ks = self.keyspace.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = ks.close() {
+        let r = self.replica.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = r.keyspace().close() {
             tracing::error!("checkpoint on close failed: {e}");
         }
     }
@@ -75,17 +77,18 @@ impl Store {
         let (feed, _) = broadcast::channel(config.change_feed_capacity.max(1));
         Ok(Store {
             inner: Arc::new(Inner {
-                replica: keyspace.replica_id(),
-                keyspace: Mutex::new(keyspace),
+                id: keyspace.replica_id(),
+                replica: Mutex::new(Replica::new(keyspace, ReplicaConfig::default())),
                 config,
                 feed,
+                wake: tokio::sync::Notify::new(),
             }),
         })
     }
 
     /// This store's replica id.
     pub fn replica_id(&self) -> ReplicaId {
-        self.inner.replica
+        self.inner.id
     }
 
     /// The configuration it was opened with.
@@ -93,13 +96,20 @@ impl Store {
         &self.inner.config
     }
 
-    fn keyspace(&self) -> MutexGuard<'_, Keyspace<Box<dyn Backend>>> {
-        // The keyspace is consistent between calls; a panic elsewhere while
+    /// The replica state machine (for the node's driver).
+    pub(crate) fn replica(&self) -> MutexGuard<'_, Replica<Box<dyn Backend>>> {
+        // The replica is consistent between calls; a panic elsewhere while
         // holding the lock does not invalidate it.
-        self.inner
-            .keyspace
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.inner.replica.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn keyspace(&self) -> KeyspaceGuard<'_> {
+        KeyspaceGuard(self.replica())
+    }
+
+    /// Waits until a local write wants the driver (used by a node).
+    pub(crate) async fn woken(&self) {
+        self.inner.wake.notified().await
     }
 
     /// Checks `name` and that, if the variable exists, it is a `kind`.
@@ -125,17 +135,26 @@ impl Store {
         kind: Kind,
         op: impl FnOnce(&mut State, &OpCtx) -> Result<(Option<State>, R)>,
     ) -> Result<R> {
-        let (out, applied) = self.keyspace().update(name, kind, now_ms(), op)?;
+        let now = now_ms();
+        let (out, applied) = {
+            let mut r = self.replica();
+            let (out, applied) = r.keyspace().update(name, kind, now, op)?;
+            if applied.is_some() {
+                r.handle_local_writes(now);
+            }
+            (out, applied)
+        };
         if let Some(a) = applied {
             self.publish(a);
+            self.inner.wake.notify_one();
         }
         Ok(out)
     }
 
-    fn publish(&self, a: Applied) {
+    pub(crate) fn publish(&self, a: Applied) {
         // No subscriber is not an error.
         let _ = self.inner.feed.send(Change {
-            local: a.origin == self.inner.replica,
+            local: a.origin == self.inner.id,
             name: a.name,
             kind: a.kind,
             seq: a.seq,
@@ -157,10 +176,19 @@ impl Store {
         kind: Kind,
         delta: &[u8],
     ) -> Result<Option<u64>> {
-        let applied = self.keyspace().merge(origin, name, kind, delta, now_ms())?;
+        let now = now_ms();
+        let applied = {
+            let mut r = self.replica();
+            let applied = r.keyspace().merge(origin, name, kind, delta, now)?;
+            if applied.is_some() {
+                r.handle_local_writes(now);
+            }
+            applied
+        };
         Ok(applied.map(|a| {
             let seq = a.seq;
             self.publish(a);
+            self.inner.wake.notify_one();
             seq
         }))
     }
@@ -210,5 +238,21 @@ impl Store {
             self.inner.feed.subscribe(),
             Some(name.to_string()),
         ))
+    }
+}
+
+/// A locked replica, seen as its keyspace.
+struct KeyspaceGuard<'a>(MutexGuard<'a, Replica<Box<dyn Backend>>>);
+
+impl std::ops::Deref for KeyspaceGuard<'_> {
+    type Target = Keyspace<Box<dyn Backend>>;
+    fn deref(&self) -> &Self::Target {
+        self.0.keyspace_ref()
+    }
+}
+
+impl std::ops::DerefMut for KeyspaceGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0.keyspace()
     }
 }

@@ -1,0 +1,236 @@
+//! Nodes replicating over real QUIC with mutual TLS on 127.0.0.1.
+
+use atoll::{Config, Node, NodeConfig};
+use atoll_net::certs;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Cluster {
+    root: tempfile::TempDir,
+    nodes: usize,
+}
+
+impl Cluster {
+    fn new(nodes: usize) -> Cluster {
+        let root = tempfile::tempdir().unwrap();
+        certs::new_cluster(&root.path().join("certs0")).unwrap();
+        for i in 1..nodes {
+            certs::join(
+                &root.path().join("certs0"),
+                &root.path().join(format!("certs{i}")),
+            )
+            .unwrap();
+        }
+        Cluster { root, nodes }
+    }
+
+    fn dir(&self, what: &str, i: usize) -> PathBuf {
+        self.root.path().join(format!("{what}{i}"))
+    }
+
+    fn config(&self, i: usize, peers: &[SocketAddr]) -> NodeConfig {
+        assert!(i < self.nodes);
+        let mut c = NodeConfig::new(
+            self.dir("data", i),
+            self.dir("certs", i),
+            "127.0.0.1:0".parse().unwrap(),
+        );
+        c.peers = peers.to_vec();
+        c.replica.retransmit_ms = 200;
+        c
+    }
+
+    fn start(&self, i: usize, peers: &[SocketAddr]) -> Node {
+        Node::start(self.config(i, peers)).unwrap()
+    }
+}
+
+/// Polls `cond` until it holds; panics with `what` after the timeout.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < TIMEOUT, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    hits: i128,
+    tags: BTreeSet<String>,
+    motd: Option<String>,
+    jobs: BTreeSet<String>,
+    cart: i128,
+}
+
+fn snapshot(n: &Node) -> Snapshot {
+    Snapshot {
+        hits: n.counter("hits").unwrap().value().unwrap(),
+        tags: n
+            .set::<String>("tags")
+            .unwrap()
+            .members()
+            .unwrap()
+            .into_iter()
+            .collect(),
+        motd: n.register::<String>("motd").unwrap().get().unwrap(),
+        jobs: n
+            .bag::<String>("jobs")
+            .unwrap()
+            .elements()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.value)
+            .collect(),
+        cart: n.map("cart").unwrap().counter("apples").unwrap(),
+    }
+}
+
+fn write_all_types(n: &Node, tag: &str) {
+    n.counter("hits").unwrap().incr(1).unwrap();
+    n.set::<String>("tags")
+        .unwrap()
+        .add(&tag.to_string())
+        .unwrap();
+    n.register::<String>("motd")
+        .unwrap()
+        .set(&format!("from {tag}"))
+        .unwrap();
+    n.bag::<String>("jobs")
+        .unwrap()
+        .insert(&format!("job-{tag}"))
+        .unwrap();
+    n.map("cart").unwrap().incr("apples", 2).unwrap();
+}
+
+fn converged(nodes: &[&Node]) -> bool {
+    let first = snapshot(nodes[0]);
+    nodes[1..].iter().all(|n| snapshot(n) == first)
+}
+
+#[test]
+fn three_nodes_converge_on_every_type() {
+    let c = Cluster::new(3);
+    let a = c.start(0, &[]);
+    let b = c.start(1, &[a.local_addr()]);
+    let n3 = c.start(2, &[a.local_addr(), b.local_addr()]);
+    for (n, tag) in [(&a, "a"), (&b, "b"), (&n3, "c")] {
+        write_all_types(n, tag);
+    }
+    wait_until("all three converge", || {
+        converged(&[&a, &b, &n3]) && snapshot(&a).hits == 3
+    });
+    let s = snapshot(&n3);
+    assert_eq!(s.tags.len(), 3);
+    assert_eq!(s.jobs.len(), 3);
+    assert_eq!(s.cart, 6);
+    let st = a.status();
+    assert_eq!(st.peers.len(), 2);
+    assert!(st
+        .peers
+        .iter()
+        .all(|(p, addr)| p.connected && addr.is_some()));
+}
+
+#[test]
+fn a_line_converges_without_an_end_to_end_link() {
+    let c = Cluster::new(3);
+    let a = c.start(0, &[]);
+    let b = c.start(1, &[a.local_addr()]);
+    let n3 = c.start(2, &[b.local_addr()]);
+    write_all_types(&a, "a");
+    write_all_types(&n3, "c");
+    wait_until("the line converges", || {
+        converged(&[&a, &b, &n3]) && snapshot(&b).hits == 2
+    });
+    assert!(
+        a.status()
+            .peers
+            .iter()
+            .all(|(p, _)| p.id != n3.replica_id()),
+        "a and c were linked"
+    );
+}
+
+#[test]
+fn a_stopped_node_restarts_from_its_data_dir_and_converges() {
+    let c = Cluster::new(3);
+    let a = c.start(0, &[]);
+    let b = c.start(1, &[a.local_addr()]);
+    let n3 = c.start(2, &[a.local_addr()]);
+    write_all_types(&n3, "c");
+    wait_until("c's writes spread", || converged(&[&a, &b, &n3]));
+    let c_id = n3.replica_id();
+    n3.shutdown().unwrap();
+    for i in 0..20 {
+        a.counter("hits").unwrap().incr(1).unwrap();
+        b.set::<String>("tags")
+            .unwrap()
+            .add(&format!("while-c-was-down-{i}"))
+            .unwrap();
+    }
+    let n3 = c.start(2, &[a.local_addr()]);
+    assert_eq!(n3.replica_id(), c_id);
+    assert_eq!(snapshot(&n3).hits, 1, "c kept its own data");
+    wait_until("c catches up", || {
+        converged(&[&a, &b, &n3]) && snapshot(&n3).hits == 21
+    });
+    assert_eq!(snapshot(&n3).tags.len(), 21);
+}
+
+#[test]
+fn a_peer_kept_away_longer_than_the_log_catches_up_by_state_transfer() {
+    let c = Cluster::new(2);
+    let mut ca = c.config(0, &[]);
+    ca.store = Config {
+        checkpoint_every: 4,
+        log_retain: 8,
+        ..Config::new(c.dir("data", 0))
+    };
+    let a = Node::start(ca).unwrap();
+    let b = c.start(1, &[a.local_addr()]);
+    a.counter("hits").unwrap().incr(1).unwrap();
+    wait_until("b connects and syncs", || snapshot(&b).hits == 1);
+    b.shutdown().unwrap();
+    for i in 0..50 {
+        a.counter("hits").unwrap().incr(1).unwrap();
+        a.set::<String>(&format!("s{}", i % 5))
+            .unwrap()
+            .add(&i.to_string())
+            .unwrap();
+    }
+    let first = a.deltas_since(0, 1).unwrap()[0].0;
+    assert!(
+        first > 2,
+        "a's log should have been truncated, starts at {first}"
+    );
+    let b = c.start(1, &[a.local_addr()]);
+    wait_until("b catches up", || snapshot(&b).hits == 51);
+    for i in 0..5 {
+        let name = format!("s{i}");
+        assert_eq!(b.set::<String>(&name).unwrap().len().unwrap(), 10, "{name}");
+    }
+    let transfers: u64 = a
+        .status()
+        .peers
+        .iter()
+        .map(|(p, _)| p.stats.state_transfers)
+        .sum();
+    assert!(transfers >= 1, "no state transfer happened");
+}
+
+#[test]
+fn a_missing_certificate_directory_is_a_clear_error() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = NodeConfig::new(
+        d.path().join("data"),
+        Path::new("/nonexistent/certs"),
+        "127.0.0.1:0".parse().unwrap(),
+    );
+    let e = Node::start(cfg).err().expect("must fail");
+    assert!(e.to_string().contains("/nonexistent/certs"), "{e}");
+}
