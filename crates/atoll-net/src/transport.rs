@@ -98,6 +98,8 @@ struct Conn {
 }
 
 struct Shared {
+    /// While set, connections are refused and dialers wait (a simulated network cut).
+    partitioned: std::sync::atomic::AtomicBool,
     config: TransportConfig,
     cluster_id: u128,
     client: quinn::ClientConfig,
@@ -170,6 +172,7 @@ impl Transport {
             .map_err(|e| NetError::Bind(format!("{}: {e}", config.listen)))?;
         let (events, rx) = mpsc::channel(config.event_queue.max(1));
         let shared = Arc::new(Shared {
+            partitioned: std::sync::atomic::AtomicBool::new(false),
             config,
             cluster_id: identity.cluster_id,
             client,
@@ -220,6 +223,20 @@ impl Transport {
         }
     }
 
+    /// Cuts this node off the network (closing every connection, refusing new
+    /// ones, pausing dialers) or reconnects it: a partition for demos and tests.
+    pub fn set_partitioned(&self, partitioned: bool) {
+        self.shared
+            .partitioned
+            .store(partitioned, std::sync::atomic::Ordering::SeqCst);
+        if partitioned {
+            let conns = self.shared.conns.lock().unwrap_or_else(|e| e.into_inner());
+            for c in conns.values() {
+                close(&c.conn, CloseCode::Shutdown, "network partitioned");
+            }
+        }
+    }
+
     /// The connected peers and their addresses.
     pub fn connected(&self) -> Vec<(u64, SocketAddr)> {
         let conns = self.shared.conns.lock().unwrap_or_else(|e| e.into_inner());
@@ -256,6 +273,10 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
         let shared = shared.clone();
         tokio::spawn(async move {
             let addr = incoming.remote_address();
+            if shared.partitioned.load(std::sync::atomic::Ordering::SeqCst) {
+                incoming.refuse();
+                return;
+            }
             let timeout = shared.config.handshake_timeout;
             let result = tokio::time::timeout(timeout, async {
                 let conn = incoming.await.map_err(|e| NetError::Tls(describe(&e)))?;
@@ -343,14 +364,18 @@ async fn dial_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, addr: SocketA
     let mut backoff = shared.config.reconnect_min;
     let mut known_peer: Option<u64> = None;
     loop {
-        let already = known_peer.is_some_and(|p| {
-            shared
-                .conns
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains_key(&p)
-        });
-        if !already {
+        let cut = shared.partitioned.load(std::sync::atomic::Ordering::SeqCst);
+        let already = cut
+            || known_peer.is_some_and(|p| {
+                shared
+                    .conns
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains_key(&p)
+            });
+        if cut {
+            backoff = shared.config.reconnect_min;
+        } else if !already {
             match dial_once(&endpoint, &shared, addr).await {
                 Ok((conn, send, recv, peer)) => {
                     known_peer = Some(peer);

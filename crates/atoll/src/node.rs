@@ -171,6 +171,12 @@ impl Node {
             .push(dialer);
     }
 
+    /// Cuts the node off the network, or reconnects it (for demos and tests:
+    /// a real partition looks the same to the node).
+    pub fn set_partitioned(&self, partitioned: bool) {
+        self.transport.set_partitioned(partitioned);
+    }
+
     /// The store (also reachable through `Deref`).
     pub fn store(&self) -> &Store {
         &self.store
