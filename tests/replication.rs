@@ -234,3 +234,39 @@ fn a_missing_certificate_directory_is_a_clear_error() {
     let e = Node::start(cfg).err().expect("must fail");
     assert!(e.to_string().contains("/nonexistent/certs"), "{e}");
 }
+
+#[test]
+fn a_garbage_frame_closes_that_connection_and_the_node_serves_the_others() {
+    let c = Cluster::new(3);
+    let a = c.start(0, &[]);
+    let b = c.start(1, &[a.local_addr()]);
+    wait_until("b connects", || {
+        a.status().peers.iter().any(|(p, _)| p.connected)
+    });
+    let identity = atoll_net::tls::Identity::load(&c.dir("certs", 2)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let closed = rt.block_on(async {
+        let (conn, mut send, _recv) = atoll_net::probe(
+            &identity,
+            a.local_addr(),
+            77,
+            atoll::crates::core::protocol::PROTOCOL_VERSION,
+        )
+        .await
+        .unwrap();
+        atoll_net::frame::write_frame(&mut send, b"\x01this is not a message")
+            .await
+            .unwrap();
+        tokio::time::timeout(TIMEOUT, conn.closed())
+            .await
+            .expect("a closes the connection")
+    });
+    let why = format!("{closed}");
+    assert!(why.contains("broke the protocol"), "{why}");
+    // a still replicates with b.
+    b.counter("hits").unwrap().incr(7).unwrap();
+    wait_until("a still serves b", || snapshot(&a).hits == 7);
+}

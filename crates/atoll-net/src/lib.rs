@@ -15,7 +15,7 @@ pub mod frame;
 pub mod tls;
 mod transport;
 
-pub use transport::{Dialer, NetEvent, Transport, TransportConfig};
+pub use transport::{probe, Dialer, NetEvent, Transport, TransportConfig};
 
 /// Application close codes, sent to the peer with a readable reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

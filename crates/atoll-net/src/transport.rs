@@ -522,3 +522,46 @@ async fn run_connection(
             .await;
     }
 }
+
+/// Connects to the node at `addr` as node `node_id`, outside any [`Transport`],
+/// and completes the handshake speaking `protocol`: returns the connection and
+/// its stream. For diagnostics and for tests that play a misbehaving peer.
+pub async fn probe(
+    identity: &Identity,
+    addr: SocketAddr,
+    node_id: u64,
+    protocol: u32,
+) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream), NetError> {
+    let client = QuicClientConfig::try_from(identity.client_config()?)
+        .map_err(|e| NetError::Config(e.to_string()))?;
+    let endpoint = quinn::Endpoint::client((std::net::Ipv4Addr::LOCALHOST, 0).into())
+        .map_err(|e| NetError::Bind(e.to_string()))?;
+    let conn = endpoint
+        .connect_with(
+            quinn::ClientConfig::new(Arc::new(client)),
+            addr,
+            crate::certs::NODE_NAME,
+        )
+        .map_err(|e| NetError::Tls(e.to_string()))?
+        .await
+        .map_err(|e| NetError::Tls(describe(&e)))?;
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| NetError::Tls(describe(&e)))?;
+    let hello = Hello {
+        magic: *b"atoll",
+        protocol,
+        cluster_id: identity.cluster_id,
+        node_id,
+    };
+    write_frame(&mut send, &hello.encode()).await?;
+    match read_frame(&mut recv, crate::frame::MAX_HELLO_LEN).await {
+        Ok(Some(_)) => Ok((conn, send, recv)),
+        _ => Err(NetError::Handshake(
+            conn.close_reason()
+                .map(|e| describe(&e))
+                .unwrap_or_else(|| "peer ended the handshake".into()),
+        )),
+    }
+}

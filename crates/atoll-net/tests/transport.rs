@@ -1,11 +1,8 @@
 //! The transport over real QUIC on 127.0.0.1, with real certificates.
 
-use atoll_net::frame::{read_frame, write_frame, Hello};
 use atoll_net::tls::Identity;
 use atoll_net::{certs, NetEvent, Transport, TransportConfig};
-use quinn::crypto::rustls::QuicClientConfig;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::Receiver;
 
@@ -148,34 +145,6 @@ async fn a_protocol_version_mismatch_is_refused_with_a_clear_reason_on_both_side
     assert!(a.connected().is_empty());
 }
 
-/// A raw client with valid certificates: handshakes, then misbehaves.
-async fn raw_client(
-    dir: &Path,
-    to: std::net::SocketAddr,
-    id: u64,
-) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
-    let identity = Identity::load(dir).unwrap();
-    let cluster_id = identity.cluster_id;
-    let client = QuicClientConfig::try_from(identity.client_config().unwrap()).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(client)));
-    let conn = endpoint
-        .connect(to, certs::NODE_NAME)
-        .unwrap()
-        .await
-        .unwrap();
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    let hello = Hello {
-        magic: *b"atoll",
-        protocol: 1,
-        cluster_id,
-        node_id: id,
-    };
-    write_frame(&mut send, &hello.encode()).await.unwrap();
-    read_frame(&mut recv, 1024).await.unwrap().unwrap();
-    (conn, send, recv)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversize_frame_closes_that_connection_and_the_node_serves_others() {
     let (da, db, dc) = cluster();
@@ -186,7 +155,10 @@ async fn an_oversize_frame_closes_that_connection_and_the_node_serves_others() {
         matches!(e, NetEvent::Connected { peer: 2, .. })
     })
     .await;
-    let (conn, mut send, _recv) = raw_client(dc.path(), a.local_addr().unwrap(), 3).await;
+    let identity = Identity::load(dc.path()).unwrap();
+    let (conn, mut send, _recv) = atoll_net::probe(&identity, a.local_addr().unwrap(), 3, 1)
+        .await
+        .unwrap();
     expect(&mut ra, "raw client connects", |e| {
         matches!(e, NetEvent::Connected { peer: 3, .. })
     })
