@@ -3,7 +3,7 @@
 use atoll::{Kind, Store};
 use clap::{Parser, Subcommand};
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// atoll: a partition-tolerant replicated store of CRDT variables.
@@ -41,6 +41,146 @@ enum Cmd {
     Ls,
     /// Show this store's replica id, variable count and log position.
     Info,
+    /// Make certificates: a new cluster (CA and first node), or another node's.
+    Init {
+        /// Make a new cluster in DIR: its CA, cluster id and the first node's certificate.
+        #[arg(long, value_name = "DIR", conflicts_with = "join")]
+        new_cluster: Option<PathBuf>,
+        /// Issue a node certificate in DIR from the CA in CA_DIR.
+        #[arg(long, num_args = 2, value_names = ["CA_DIR", "DIR"])]
+        join: Option<Vec<PathBuf>>,
+    },
+    /// Run a replicating node as a TOML file configures it, until Ctrl-C or SIGTERM.
+    Run {
+        /// The node's configuration file.
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+    },
+}
+
+/// `atoll run`'s configuration file. Relative paths are relative to the file.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunConfig {
+    /// The data directory.
+    data_dir: PathBuf,
+    /// The certificate directory made by `atoll init`.
+    cert_dir: PathBuf,
+    /// The address to listen on for peers.
+    listen: std::net::SocketAddr,
+    /// Peers to connect to.
+    #[serde(default)]
+    peers: Vec<std::net::SocketAddr>,
+    /// "durable" (default) or "buffered".
+    #[serde(default)]
+    durability: Option<String>,
+    /// With "buffered": the flush interval (default 100).
+    flush_every_ms: Option<u64>,
+    /// Delta-log entries kept (default 100000).
+    log_retain: Option<u64>,
+    /// Delta-log entries between checkpoints (default 4096).
+    checkpoint_every: Option<u64>,
+    /// Re-send unacknowledged deltas after this long (default 1000).
+    retransmit_ms: Option<u64>,
+    /// The most delta bytes per message (default 262144).
+    max_batch_bytes: Option<usize>,
+}
+
+fn init(new_cluster: Option<PathBuf>, join: Option<Vec<PathBuf>>) -> Result<Output, String> {
+    use atoll::crates::net::certs;
+    match (new_cluster, join) {
+        (Some(dir), None) => {
+            let id = certs::new_cluster(&dir).map_err(|e| e.to_string())?;
+            Ok(Output::new(
+                format!("new cluster {id:032x} in {}: CA (keep ca.key secret) and this node's certificate", dir.display()),
+                json!({"cluster": format!("{id:032x}"), "dir": dir.display().to_string()}),
+            ))
+        }
+        (None, Some(dirs)) => {
+            let id = certs::join(&dirs[0], &dirs[1]).map_err(|e| e.to_string())?;
+            Ok(Output::new(
+                format!(
+                    "node certificate for cluster {id:032x} in {}",
+                    dirs[1].display()
+                ),
+                json!({"cluster": format!("{id:032x}"), "dir": dirs[1].display().to_string()}),
+            ))
+        }
+        _ => Err("say --new-cluster DIR, or --join CA_DIR DIR".into()),
+    }
+}
+
+fn node_config(path: &Path) -> Result<atoll::NodeConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let rc: RunConfig =
+        toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut c = atoll::NodeConfig::new(base.join(&rc.data_dir), base.join(&rc.cert_dir), rc.listen);
+    c.peers = rc.peers;
+    c.store.durability = match rc.durability.as_deref() {
+        None | Some("durable") => atoll::Durability::Durable,
+        Some("buffered") => atoll::Durability::Buffered {
+            flush_every_ms: rc.flush_every_ms.unwrap_or(100),
+        },
+        Some(other) => {
+            return Err(format!(
+                "{}: durability is \"durable\" or \"buffered\", not {other:?}",
+                path.display()
+            ))
+        }
+    };
+    if let Some(v) = rc.log_retain {
+        c.store.log_retain = v;
+    }
+    if let Some(v) = rc.checkpoint_every {
+        c.store.checkpoint_every = v;
+    }
+    if let Some(v) = rc.retransmit_ms {
+        c.replica.retransmit_ms = v;
+    }
+    if let Some(v) = rc.max_batch_bytes {
+        c.replica.max_batch_bytes = v;
+    }
+    Ok(c)
+}
+
+fn run_node(path: &Path, json: bool) -> Result<(), String> {
+    let config = node_config(path)?;
+    let data = config.store.path.clone().unwrap_or_default();
+    let node = atoll::Node::start(config).map_err(|e| e.to_string())?;
+    if json {
+        println!(
+            "{}",
+            json!({"node": node.replica_id().to_string(), "listen": node.local_addr().to_string(), "data_dir": data.display().to_string()})
+        );
+    } else {
+        println!(
+            "atoll node {} listening on {} (data {})",
+            node.replica_id(),
+            node.local_addr(),
+            data.display()
+        );
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| e.to_string())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        Ok::<_, String>(())
+    })?;
+    node.shutdown().map_err(|e| e.to_string())?;
+    if !json {
+        println!("stopped; data flushed");
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -150,6 +290,18 @@ impl Output {
 }
 
 fn run(cli: Cli) -> Result<Output, String> {
+    let cli = match cli.command {
+        Cmd::Init { new_cluster, join } => return init(new_cluster, join),
+        Cmd::Run { config } => {
+            run_node(&config, cli.json)?;
+            return Ok(Output {
+                text: vec![],
+                json: serde_json::Value::Null,
+                ok: true,
+            });
+        }
+        _ => cli,
+    };
     let dir = cli
         .data_dir
         .ok_or("no data directory: pass --data-dir DIR or set ATOLL_DATA_DIR")?;
@@ -349,6 +501,7 @@ fn run(cli: Cli) -> Result<Output, String> {
                 ok: true,
             }
         }
+        Cmd::Init { .. } | Cmd::Run { .. } => unreachable!("handled above"),
         Cmd::Info => {
             let vars = store.variables().map_err(e)?;
             let mut by_kind = serde_json::Map::new();
@@ -385,7 +538,9 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(out) => {
             if json {
-                println!("{}", out.json);
+                if !out.json.is_null() {
+                    println!("{}", out.json);
+                }
             } else {
                 for line in out.text {
                     println!("{line}");

@@ -110,3 +110,67 @@ fn bad_input_says_what_to_fix() {
         .unwrap()
         .contains("--data-dir"));
 }
+
+#[test]
+fn init_and_run_a_node_that_stops_gracefully_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let d = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_atoll");
+    let init = Command::new(bin)
+        .args(["init", "--new-cluster"])
+        .arg(d.path().join("certs"))
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    // Data written before the node runs is served by it and still there after.
+    ok(&d.path().join("data"), &["counter", "incr", "hits", "4"]);
+    std::fs::write(
+        d.path().join("node.toml"),
+        "data_dir = \"data\"\ncert_dir = \"certs\"\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(bin)
+        .args(["run", "--config"])
+        .arg(d.path().join("node.toml"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("listening on 127.0.0.1:"), "{first}");
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "node exited with {status}");
+    assert_eq!(lines.next().unwrap().unwrap(), "stopped; data flushed");
+    assert_eq!(
+        ok(&d.path().join("data"), &["counter", "get", "hits"]),
+        "4\n"
+    );
+}
+
+#[test]
+fn a_bad_run_config_is_one_clear_error() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("bad.toml"),
+        "listen = \"127.0.0.1:0\"\nlisten_port = 3\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_atoll"))
+        .args(["run", "--config"])
+        .arg(d.path().join("bad.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("bad.toml"), "{err}");
+}
