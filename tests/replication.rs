@@ -139,9 +139,14 @@ fn three_nodes_converge_on_every_type() {
 #[test]
 fn a_line_converges_without_an_end_to_end_link() {
     let c = Cluster::new(3);
-    let a = c.start(0, &[]);
-    let b = c.start(1, &[a.local_addr()]);
-    let n3 = c.start(2, &[b.local_addr()]);
+    let line = |i: usize, peers: &[SocketAddr]| {
+        let mut cfg = c.config(i, peers);
+        cfg.learn_peers = false;
+        Node::start(cfg).unwrap()
+    };
+    let a = line(0, &[]);
+    let b = line(1, &[a.local_addr()]);
+    let n3 = line(2, &[b.local_addr()]);
     write_all_types(&a, "a");
     write_all_types(&n3, "c");
     wait_until("the line converges", || {
@@ -269,4 +274,18 @@ fn a_garbage_frame_closes_that_connection_and_the_node_serves_the_others() {
     // a still replicates with b.
     b.counter("hits").unwrap().incr(7).unwrap();
     wait_until("a still serves b", || snapshot(&a).hits == 7);
+}
+
+#[test]
+fn nodes_learn_their_peers_peers() {
+    let c = Cluster::new(3);
+    let a = c.start(0, &[]);
+    let b = c.start(1, &[a.local_addr()]);
+    let n3 = c.start(2, &[b.local_addr()]);
+    wait_until("c learns a from b and connects to it", || {
+        n3.status()
+            .peers
+            .iter()
+            .any(|(p, _)| p.id == a.replica_id() && p.connected)
+    });
 }

@@ -109,6 +109,7 @@ struct Peer {
     in_flight: Option<(u64, u64)>,
     transfer: Option<Transfer>,
     stats: PeerStats,
+    last_contact: Option<u64>,
 }
 
 /// Counters kept per peer.
@@ -141,6 +142,8 @@ pub struct PeerStatus {
     pub lag: u64,
     /// Whether a state transfer to it is under way.
     pub transferring: bool,
+    /// When a message from it last arrived (the caller's clock).
+    pub last_contact: Option<u64>,
     /// Its counters.
     pub stats: PeerStats,
 }
@@ -233,6 +236,7 @@ impl<B: Backend> Replica<B> {
                 acked: p.acked,
                 lag: last.saturating_sub(p.acked),
                 transferring: p.transfer.is_some(),
+                last_contact: p.last_contact,
                 stats: p.stats,
             })
             .collect()
@@ -255,6 +259,7 @@ impl<B: Backend> Replica<B> {
             .get_mut(&from)
             .ok_or(ProtocolError::UnknownPeer(from))?;
         peer.stats.messages_received += 1;
+        peer.last_contact = Some(now);
         peer.stats.bytes_received += bytes.len() as u64;
         let msg = Message::decode(bytes, self.config.max_message_len)
             .map_err(|e: DecodeError| hostile(from, format!("undecodable message: {e}")))?;

@@ -381,7 +381,10 @@ async fn dial_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, addr: SocketA
                     known_peer = Some(peer);
                     backoff = shared.config.reconnect_min;
                     let me = shared.config.node_id;
-                    run_connection(shared.clone(), conn, send, recv, peer, me).await;
+                    // Its own task: stopping this dialer leaves the connection up.
+                    let running =
+                        tokio::spawn(run_connection(shared.clone(), conn, send, recv, peer, me));
+                    let _ = running.await;
                 }
                 Err(e) => report_refused(&shared, addr, e.to_string()).await,
             }

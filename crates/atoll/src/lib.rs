@@ -25,6 +25,7 @@
 mod config;
 mod feed;
 mod handles;
+mod http;
 mod node;
 mod store;
 

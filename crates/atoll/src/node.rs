@@ -4,6 +4,8 @@
 //! machine the way quinn's `ConnectionDriver` runs quinn-proto: it hands the
 //! replica what the network brings, sends what the replica wants sent, and
 //! sleeps until the replica's next deadline, a network event, or a local write.
+//! Peers' addresses live in a replicated set (`_atoll.peers`), so every node
+//! learns its peers' peers and keeps connections to them.
 
 use crate::store::now_ms;
 use crate::{Config, Durability, Error, Result, Store};
@@ -12,7 +14,7 @@ use atoll_core::{Event, PeerStatus, ProtocolError, ReplicaConfig};
 use atoll_crdt::ReplicaId;
 use atoll_net::tls::Identity;
 use atoll_net::{CloseCode, Dialer, NetEvent, Transport, TransportConfig};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -29,12 +31,20 @@ pub struct NodeConfig {
     pub cert_dir: PathBuf,
     /// The address to listen on for peers (port 0: any free port).
     pub listen: SocketAddr,
-    /// Peers to keep connections to, by address.
+    /// Peers to keep connections to, by address (added to the peer set).
     pub peers: Vec<SocketAddr>,
     /// Replication limits and timers.
     pub replica: ReplicaConfig,
     /// Transport limits and timers (`listen` and the node id are filled in).
     pub transport: Option<TransportConfig>,
+    /// Where the local HTTP API listens (`None`: no HTTP API). Default:
+    /// 127.0.0.1, any free port.
+    pub http: Option<SocketAddr>,
+    /// The bearer token the HTTP API requires; mandatory unless it listens on loopback.
+    pub http_token: Option<String>,
+    /// Dial every address in the replicated peer set, not only `peers` and
+    /// those added here. Default: true.
+    pub learn_peers: bool,
 }
 
 impl NodeConfig {
@@ -51,6 +61,9 @@ impl NodeConfig {
             peers: Vec::new(),
             replica: ReplicaConfig::default(),
             transport: None,
+            http: Some(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0))),
+            http_token: None,
+            learn_peers: true,
         }
     }
 }
@@ -64,7 +77,7 @@ pub struct NodeStatus {
     pub listen: SocketAddr,
     /// The newest delta-log sequence number.
     pub last_seq: u64,
-    /// Each peer's sync state, with its address when connected.
+    /// Each peer's sync state, with its address when known.
     pub peers: Vec<(PeerStatus, Option<SocketAddr>)>,
     /// The last refusals (address, reason), newest last.
     pub refusals: Vec<(SocketAddr, String)>,
@@ -74,18 +87,155 @@ pub struct NodeStatus {
 struct Shared {
     addrs: BTreeMap<ReplicaId, SocketAddr>,
     refusals: Vec<(SocketAddr, String)>,
+    /// Peers ever connected, to count reconnects.
+    seen: BTreeSet<ReplicaId>,
+    reconnects: u64,
+}
+
+/// The replicated set of peer addresses every node keeps connections to.
+pub(crate) const PEERS_VAR: &str = "_atoll.peers";
+
+/// What the node and its HTTP API share: the transport, dialers and peer addresses.
+pub(crate) struct Control {
+    transport: Arc<Transport>,
+    shared: Mutex<Shared>,
+    dialers: Mutex<BTreeMap<SocketAddr, Dialer>>,
+    runtime: tokio::runtime::Handle,
+    listen: SocketAddr,
+}
+
+/// Counters for `/metrics`.
+pub(crate) struct Metrics {
+    pub(crate) local_ops: u64,
+    pub(crate) merged: u64,
+    pub(crate) reconnects: u64,
+}
+
+impl Control {
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn status(&self, store: &Store) -> NodeStatus {
+        let peers = store.replica().peers();
+        let shared = self.shared();
+        NodeStatus {
+            id: store.replica_id(),
+            listen: self.listen,
+            last_seq: store.last_seq(),
+            peers: peers
+                .into_iter()
+                .map(|p| {
+                    let addr = shared.addrs.get(&p.id).copied();
+                    (p, addr)
+                })
+                .collect(),
+            refusals: shared.refusals.clone(),
+        }
+    }
+
+    pub(crate) fn metrics(&self, store: &Store) -> Metrics {
+        let (local_ops, merged) = store.op_counts();
+        Metrics {
+            local_ops,
+            merged,
+            reconnects: self.shared().reconnects,
+        }
+    }
+
+    /// Starts dialing `addr` unless already dialing it (or it is this node).
+    fn dial(&self, addr: SocketAddr) {
+        if addr == self.listen {
+            return;
+        }
+        let mut dialers = self.dialers.lock().unwrap_or_else(|e| e.into_inner());
+        if !dialers.contains_key(&addr) {
+            let _guard = self.runtime.enter();
+            dialers.insert(addr, self.transport.dial(addr));
+        }
+    }
+
+    /// Dials every address in the replicated peer set; stops dialing those removed.
+    fn sync_membership(&self, store: &Store) -> Result<()> {
+        let wanted: BTreeSet<SocketAddr> = store
+            .set::<String>(PEERS_VAR)?
+            .members()?
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        for addr in &wanted {
+            self.dial(*addr);
+        }
+        let mut dialers = self.dialers.lock().unwrap_or_else(|e| e.into_inner());
+        dialers.retain(|addr, _| wanted.contains(addr));
+        Ok(())
+    }
+
+    /// Adds `addr` to the replicated peer set and dials it.
+    pub(crate) fn add_peer(&self, store: &Store, addr: SocketAddr) -> Result<()> {
+        store.set::<String>(PEERS_VAR)?.add(&addr.to_string())?;
+        self.dial(addr);
+        Ok(())
+    }
+
+    /// [`Control::add_peer`], then waits up to 10 s for the handshake; returns
+    /// the peer's id, or the reason it was refused.
+    pub(crate) async fn add_peer_and_wait(
+        &self,
+        store: &Store,
+        addr: SocketAddr,
+    ) -> Result<ReplicaId> {
+        self.add_peer(store, addr)?;
+        let start = tokio::time::Instant::now();
+        loop {
+            {
+                let shared = self.shared();
+                if let Some((id, _)) = shared.addrs.iter().find(|(_, a)| **a == addr) {
+                    return Ok(*id);
+                }
+                if start.elapsed() > Duration::from_secs(10) {
+                    let why = shared
+                        .refusals
+                        .iter()
+                        .rev()
+                        .find(|(a, _)| *a == addr)
+                        .map_or("no answer".to_string(), |(_, r)| r.clone());
+                    return Err(Error::Node(format!(
+                        "could not connect to {addr} (still trying): {why}"
+                    )));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Forgets peer `id`: drops its address from the peer set, stops dialing it,
+    /// closes the connection. Returns whether it was a peer.
+    pub(crate) fn remove_peer(&self, store: &Store, id: ReplicaId) -> Result<bool> {
+        let known = store.replica().peers().iter().any(|p| p.id == id);
+        let addr = self.shared().addrs.remove(&id);
+        if let Some(addr) = addr {
+            store.set::<String>(PEERS_VAR)?.remove(&addr.to_string())?;
+            self.dialers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&addr);
+        }
+        self.transport
+            .disconnect(id.0, CloseCode::PeerRemoved, "peer removed");
+        store.replica().remove_peer(id);
+        Ok(known || addr.is_some())
+    }
 }
 
 /// A running node. It dereferences to its [`Store`], so the typed handles
 /// (`node.counter("hits")?`) work as on a store. Dropping it shuts it down.
 pub struct Node {
     store: Store,
-    transport: Arc<Transport>,
-    shared: Arc<Mutex<Shared>>,
-    dialers: Mutex<Vec<Dialer>>,
+    control: Arc<Control>,
     stop: Option<oneshot::Sender<()>>,
     runtime: Option<tokio::runtime::Runtime>,
-    listen: SocketAddr,
+    http: Option<SocketAddr>,
 }
 
 impl std::ops::Deref for Node {
@@ -96,9 +246,16 @@ impl std::ops::Deref for Node {
 }
 
 impl Node {
-    /// Opens the store, binds the transport, dials the configured peers and
-    /// starts replicating.
+    /// Opens the store, binds the transport and the HTTP API, dials the
+    /// configured and replicated peers, and starts replicating.
     pub fn start(config: NodeConfig) -> Result<Node> {
+        if let Some(addr) = config.http {
+            if !addr.ip().is_loopback() && config.http_token.as_deref().is_none_or(str::is_empty) {
+                return Err(Error::Node(format!(
+                    "the HTTP API would listen on {addr}, which is not loopback: set http_token"
+                )));
+            }
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("atoll-node")
@@ -122,8 +279,35 @@ impl Node {
         let listen = transport
             .local_addr()
             .map_err(|e| Error::Node(e.to_string()))?;
-        let transport = Arc::new(transport);
-        let shared = Arc::new(Mutex::new(Shared::default()));
+        let control = Arc::new(Control {
+            transport: Arc::new(transport),
+            shared: Mutex::new(Shared::default()),
+            dialers: Mutex::new(BTreeMap::new()),
+            runtime: runtime.handle().clone(),
+            listen,
+        });
+        let http = match config.http {
+            Some(addr) => {
+                let listener = runtime
+                    .block_on(tokio::net::TcpListener::bind(addr))
+                    .map_err(|e| Error::Node(format!("cannot listen for HTTP on {addr}: {e}")))?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|e| Error::Node(e.to_string()))?;
+                let api = crate::http::Api {
+                    store: store.clone(),
+                    control: control.clone(),
+                    token: config.http_token.clone().filter(|t| !t.is_empty()),
+                };
+                runtime.spawn(async move {
+                    if let Err(e) = axum::serve(listener, crate::http::router(api)).await {
+                        tracing::error!("HTTP API stopped: {e}");
+                    }
+                });
+                Some(bound)
+            }
+            None => None,
+        };
         let (stop, stopped) = oneshot::channel();
         let flush_every = match config.store.durability {
             Durability::Durable => None,
@@ -133,48 +317,57 @@ impl Node {
         };
         runtime.spawn(drive(
             store.clone(),
-            transport.clone(),
+            control.clone(),
             net_rx,
-            shared.clone(),
             stopped,
             flush_every,
         ));
+        if config.learn_peers {
+            let watcher = store.watch(PEERS_VAR)?;
+            runtime.spawn(watch_membership(store.clone(), control.clone(), watcher));
+        }
         let node = Node {
             store,
-            transport,
-            shared,
-            dialers: Mutex::new(Vec::new()),
+            control,
             stop: Some(stop),
             runtime: Some(runtime),
-            listen,
+            http,
         };
         for addr in &config.peers {
-            node.add_peer(*addr);
+            node.control.add_peer(&node.store, *addr)?;
+        }
+        if config.learn_peers {
+            node.control.sync_membership(&node.store)?;
         }
         tracing::info!(id = %node.store.replica_id(), %listen, "node started");
         Ok(node)
     }
 
-    /// The address the node listens on.
+    /// The address the node listens on for peers.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listen
+        self.control.listen
     }
 
-    /// Keeps a connection to the peer at `addr` (reconnecting as needed).
-    pub fn add_peer(&self, addr: SocketAddr) {
-        let rt = self.runtime.as_ref().expect("running");
-        let _guard = rt.enter();
-        let dialer = self.transport.dial(addr);
-        self.dialers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(dialer);
+    /// The address of the local HTTP API, if it runs.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http
+    }
+
+    /// Keeps a connection to the peer at `addr` (reconnecting as needed), and
+    /// adds it to the replicated peer set so other nodes learn it too.
+    pub fn add_peer(&self, addr: SocketAddr) -> Result<()> {
+        self.control.add_peer(&self.store, addr)
+    }
+
+    /// Forgets peer `id`; returns whether it was one.
+    pub fn remove_peer(&self, id: ReplicaId) -> Result<bool> {
+        self.control.remove_peer(&self.store, id)
     }
 
     /// Cuts the node off the network, or reconnects it (for demos and tests:
     /// a real partition looks the same to the node).
     pub fn set_partitioned(&self, partitioned: bool) {
-        self.transport.set_partitioned(partitioned);
+        self.control.transport.set_partitioned(partitioned);
     }
 
     /// The store (also reachable through `Deref`).
@@ -184,21 +377,7 @@ impl Node {
 
     /// The node's state and its peers'.
     pub fn status(&self) -> NodeStatus {
-        let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        let peers = self.store.replica().peers();
-        NodeStatus {
-            id: self.store.replica_id(),
-            listen: self.listen,
-            last_seq: self.store.last_seq(),
-            peers: peers
-                .into_iter()
-                .map(|p| {
-                    let addr = shared.addrs.get(&p.id).copied();
-                    (p, addr)
-                })
-                .collect(),
-            refusals: shared.refusals.clone(),
-        }
+        self.control.status(&self.store)
     }
 
     /// Stops replicating, closes connections and flushes the store.
@@ -210,12 +389,13 @@ impl Node {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        self.dialers
+        self.control
+            .dialers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         if let Some(rt) = self.runtime.take() {
-            let transport = self.transport.clone();
+            let transport = self.control.transport.clone();
             rt.block_on(async move { transport.shutdown().await });
             rt.shutdown_timeout(Duration::from_secs(2));
         }
@@ -233,14 +413,27 @@ impl Drop for Node {
 
 const MAX_REFUSALS: usize = 16;
 
+async fn watch_membership(store: Store, control: Arc<Control>, mut feed: crate::ChangeFeed) {
+    loop {
+        match feed.recv().await {
+            Ok(_) | Err(crate::FeedError::Lagged(_)) => {
+                if let Err(e) = control.sync_membership(&store) {
+                    tracing::warn!("peer set: {e}");
+                }
+            }
+            Err(crate::FeedError::Closed) => return,
+        }
+    }
+}
+
 async fn drive(
     store: Store,
-    transport: Arc<Transport>,
+    control: Arc<Control>,
     mut net: mpsc::Receiver<NetEvent>,
-    shared: Arc<Mutex<Shared>>,
     mut stopped: oneshot::Receiver<()>,
     flush_every: Option<Duration>,
 ) {
+    let transport = control.transport.clone();
     let mut flush_tick = tokio::time::interval(flush_every.unwrap_or(Duration::from_secs(3600)));
     loop {
         // Outputs first: transmits, then events, then the next deadline.
@@ -281,7 +474,7 @@ async fn drive(
             }
             ev = net.recv() => {
                 let Some(ev) = ev else { return };
-                on_net_event(&store, &transport, &shared, ev);
+                on_net_event(&store, &transport, &control.shared, ev);
             }
         }
     }
@@ -292,11 +485,13 @@ fn on_net_event(store: &Store, transport: &Transport, shared: &Mutex<Shared>, ev
     match ev {
         NetEvent::Connected { peer, addr } => {
             let id = ReplicaId(peer);
-            shared
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .addrs
-                .insert(id, addr);
+            {
+                let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+                s.addrs.insert(id, addr);
+                if !s.seen.insert(id) {
+                    s.reconnects += 1;
+                }
+            }
             let mut r = store.replica();
             r.add_peer(id);
             r.set_connected(id, true, now);

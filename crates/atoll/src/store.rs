@@ -24,6 +24,9 @@ struct Inner {
     feed: broadcast::Sender<Change>,
     /// Wakes a node's driver after a local write (unused without a node).
     wake: tokio::sync::Notify,
+    /// Local writes and merged deltas, for metrics.
+    local_ops: std::sync::atomic::AtomicU64,
+    merged: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for Inner {
@@ -82,6 +85,8 @@ impl Store {
                 config,
                 feed,
                 wake: tokio::sync::Notify::new(),
+                local_ops: Default::default(),
+                merged: Default::default(),
             }),
         })
     }
@@ -152,9 +157,16 @@ impl Store {
     }
 
     pub(crate) fn publish(&self, a: Applied) {
+        let local = a.origin == self.inner.id;
+        let counter = if local {
+            &self.inner.local_ops
+        } else {
+            &self.inner.merged
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // No subscriber is not an error.
         let _ = self.inner.feed.send(Change {
-            local: a.origin == self.inner.id,
+            local,
             name: a.name,
             kind: a.kind,
             seq: a.seq,
@@ -224,6 +236,15 @@ impl Store {
     /// Writes a checkpoint and flushes everything written so far to disk.
     pub fn flush(&self) -> Result<()> {
         self.keyspace().flush()
+    }
+
+    /// Local writes and merged deltas since the store was opened.
+    pub(crate) fn op_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.inner.local_ops.load(Relaxed),
+            self.inner.merged.load(Relaxed),
+        )
     }
 
     /// Subscribes to every change, local or merged.

@@ -1,0 +1,452 @@
+//! The node's local HTTP/JSON API.
+//!
+//! Bound to 127.0.0.1 by default; on any other address a bearer token is
+//! required (`Authorization: Bearer TOKEN`), and the node refuses to start
+//! without one. Values are strings, as on the command line. Every error is
+//! `{"error": "..."}` with a 4xx or 5xx status.
+
+use crate::node::Control;
+use crate::{Error, Kind, Store};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub(crate) struct Api {
+    pub(crate) store: Store,
+    pub(crate) control: Arc<Control>,
+    pub(crate) token: Option<String>,
+}
+
+pub(crate) struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let status = match e {
+            Error::Storage(_) | Error::Failed(_) | Error::Node(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+fn authorized(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &api.token else {
+        return Ok(());
+    };
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Constant-time enough for a local token: compare whole strings of equal length.
+    match given {
+        Some(g)
+            if g.len() == token.len()
+                && g.bytes()
+                    .zip(token.bytes())
+                    .fold(0, |acc, (a, b)| acc | (a ^ b))
+                    == 0 =>
+        {
+            Ok(())
+        }
+        _ => Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token".into(),
+        )),
+    }
+}
+
+pub(crate) fn router(api: Api) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/peers", get(peers).post(add_peer))
+        .route("/v1/peers/{id}", delete(remove_peer))
+        .route("/v1/vars", get(vars))
+        .route("/v1/counter/{name}", get(counter_get).post(counter_incr))
+        .route("/v1/register/{name}", get(register_get).put(register_set))
+        .route("/v1/set/{name}", get(set_get).post(set_change))
+        .route("/v1/bag/{name}", get(bag_get).post(bag_insert))
+        .route("/v1/bag/{name}/take", post(bag_take))
+        .route("/v1/map/{name}", get(map_keys))
+        .route(
+            "/v1/map/{name}/{key}",
+            get(map_get).post(map_change).delete(map_remove),
+        )
+        .route("/metrics", get(metrics))
+        .with_state(api)
+}
+
+async fn status(State(api): State<Api>, h: HeaderMap) -> ApiResult {
+    authorized(&api, &h)?;
+    let s = api.control.status(&api.store);
+    let connected = s.peers.iter().filter(|(p, _)| p.connected).count();
+    Ok(Json(json!({
+        "id": s.id.to_string(),
+        "listen": s.listen.to_string(),
+        "last_seq": s.last_seq,
+        "variables": api.store.variables()?.len(),
+        "peers": s.peers.len(),
+        "connected": connected,
+        "refusals": s.refusals.iter().map(|(a, r)| json!({"addr": a.to_string(), "reason": r})).collect::<Vec<_>>(),
+    })))
+}
+
+async fn peers(State(api): State<Api>, h: HeaderMap) -> ApiResult {
+    authorized(&api, &h)?;
+    let s = api.control.status(&api.store);
+    let rows: Vec<Value> = s
+        .peers
+        .iter()
+        .map(|(p, addr)| {
+            json!({
+                "id": p.id.to_string(),
+                "addr": addr.map(|a| a.to_string()),
+                "connected": p.connected,
+                "last_contact_ms_ago": p.last_contact.map(|t| crate::store::now_ms().saturating_sub(t)),
+                "acked": p.acked,
+                "lag": p.lag,
+                "bytes_in": p.stats.bytes_received,
+                "bytes_out": p.stats.bytes_sent,
+                "messages_in": p.stats.messages_received,
+                "messages_out": p.stats.messages_sent,
+                "retransmits": p.stats.retransmits,
+                "state_transfers": p.stats.state_transfers,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "peers": rows })))
+}
+
+#[derive(Deserialize)]
+struct AddPeer {
+    addr: String,
+}
+
+async fn add_peer(State(api): State<Api>, h: HeaderMap, Json(body): Json<AddPeer>) -> ApiResult {
+    authorized(&api, &h)?;
+    let addr: std::net::SocketAddr = body.addr.parse().map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{:?} is not an address like 127.0.0.1:7700", body.addr),
+        )
+    })?;
+    let id = api.control.add_peer_and_wait(&api.store, addr).await?;
+    Ok(Json(
+        json!({ "id": id.to_string(), "addr": addr.to_string() }),
+    ))
+}
+
+async fn remove_peer(State(api): State<Api>, h: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    authorized(&api, &h)?;
+    let id = u64::from_str_radix(&id, 16).map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{id:?} is not a node id (16 hex digits)"),
+        )
+    })?;
+    let removed = api.control.remove_peer(&api.store, crate::ReplicaId(id))?;
+    if !removed {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no peer {id:016x}"),
+        ));
+    }
+    Ok(Json(json!({ "removed": format!("{id:016x}") })))
+}
+
+async fn vars(State(api): State<Api>, h: HeaderMap) -> ApiResult {
+    authorized(&api, &h)?;
+    let rows: Vec<Value> = api
+        .store
+        .variables()?
+        .into_iter()
+        .map(|(n, k)| json!({"name": n, "type": k.name()}))
+        .collect();
+    Ok(Json(json!({ "variables": rows })))
+}
+
+async fn counter_get(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
+    authorized(&api, &h)?;
+    let v = api.store.counter(&name)?.value()?;
+    Ok(Json(json!({"name": name, "value": v})))
+}
+
+#[derive(Deserialize)]
+struct Incr {
+    by: i64,
+}
+
+async fn counter_incr(
+    State(api): State<Api>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(b): Json<Incr>,
+) -> ApiResult {
+    authorized(&api, &h)?;
+    let v = api.store.counter(&name)?.incr(b.by)?;
+    Ok(Json(json!({"name": name, "value": v})))
+}
+
+async fn register_get(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
+    authorized(&api, &h)?;
+    let v = api.store.register::<String>(&name)?.get()?;
+    Ok(Json(json!({"name": name, "value": v})))
+}
+
+#[derive(Deserialize)]
+struct SetValue {
+    value: String,
+}
+
+async fn register_set(
+    State(api): State<Api>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(b): Json<SetValue>,
+) -> ApiResult {
+    authorized(&api, &h)?;
+    api.store.register::<String>(&name)?.set(&b.value)?;
+    Ok(Json(json!({"name": name, "value": b.value})))
+}
+
+async fn set_get(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
+    authorized(&api, &h)?;
+    let m = api.store.set::<String>(&name)?.members()?;
+    Ok(Json(json!({"name": name, "members": m})))
+}
+
+#[derive(Deserialize)]
+struct SetChange {
+    #[serde(default)]
+    add: Vec<String>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+async fn set_change(
+    State(api): State<Api>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(b): Json<SetChange>,
+) -> ApiResult {
+    authorized(&api, &h)?;
+    let s = api.store.set::<String>(&name)?;
+    for m in &b.add {
+        s.add(m)?;
+    }
+    let mut removed = Vec::new();
+    for m in &b.remove {
+        if s.remove(m)? {
+            removed.push(m.clone());
+        }
+    }
+    Ok(Json(
+        json!({"name": name, "added": b.add, "removed": removed}),
+    ))
+}
+
+async fn bag_get(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
+    authorized(&api, &h)?;
+    let els: Vec<Value> = api
+        .store
+        .bag::<String>(&name)?
+        .elements()?
+        .into_iter()
+        .map(|e| json!({"id": format!("{}.{}", e.id.replica, e.id.counter), "owner": e.owner.to_string(), "value": e.value}))
+        .collect();
+    Ok(Json(json!({"name": name, "elements": els})))
+}
+
+#[derive(Deserialize)]
+struct BagInsert {
+    insert: Vec<String>,
+}
+
+async fn bag_insert(
+    State(api): State<Api>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(b): Json<BagInsert>,
+) -> ApiResult {
+    authorized(&api, &h)?;
+    let bag = api.store.bag::<String>(&name)?;
+    let mut ids = Vec::new();
+    for v in &b.insert {
+        let id = bag.insert(v)?;
+        ids.push(format!("{}.{}", id.replica, id.counter));
+    }
+    Ok(Json(json!({"name": name, "ids": ids})))
+}
+
+async fn bag_take(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
+    authorized(&api, &h)?;
+    let v = api.store.bag::<String>(&name)?.take()?;
+    Ok(Json(json!({"name": name, "taken": v})))
+}
+
+async fn map_keys(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
+    authorized(&api, &h)?;
+    let k = api.store.map(&name)?.keys()?;
+    Ok(Json(json!({"name": name, "keys": k})))
+}
+
+async fn map_get(
+    State(api): State<Api>,
+    h: HeaderMap,
+    Path((name, key)): Path<(String, String)>,
+) -> ApiResult {
+    authorized(&api, &h)?;
+    let m = api.store.map(&name)?;
+    let register: Option<String> = m.get(&key)?;
+    let set: Vec<String> = m.members(&key)?;
+    Ok(Json(
+        json!({"name": name, "key": key, "counter": m.counter(&key)?, "register": register, "set": set}),
+    ))
+}
+
+#[derive(Deserialize)]
+struct MapChange {
+    incr: Option<i64>,
+    set: Option<String>,
+    add: Option<String>,
+}
+
+async fn map_change(
+    State(api): State<Api>,
+    h: HeaderMap,
+    Path((name, key)): Path<(String, String)>,
+    Json(b): Json<MapChange>,
+) -> ApiResult {
+    authorized(&api, &h)?;
+    let m = api.store.map(&name)?;
+    if let Some(n) = b.incr {
+        m.incr(&key, n)?;
+    }
+    if let Some(v) = &b.set {
+        m.set(&key, v)?;
+    }
+    if let Some(v) = &b.add {
+        m.add(&key, v)?;
+    }
+    Ok(Json(
+        json!({"name": name, "key": key, "counter": m.counter(&key)?}),
+    ))
+}
+
+async fn map_remove(
+    State(api): State<Api>,
+    h: HeaderMap,
+    Path((name, key)): Path<(String, String)>,
+) -> ApiResult {
+    authorized(&api, &h)?;
+    let was = api.store.map(&name)?.remove(&key)?;
+    Ok(Json(json!({"name": name, "key": key, "removed": was})))
+}
+
+async fn metrics(State(api): State<Api>, h: HeaderMap) -> Result<String, ApiError> {
+    authorized(&api, &h)?;
+    let s = api.control.status(&api.store);
+    let m = api.control.metrics(&api.store);
+    let mut out = String::new();
+    let mut line = |name: &str, help: &str, kind: &str, rows: Vec<(String, u64)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, v) in rows {
+            out.push_str(&format!("{name}{labels} {v}\n"));
+        }
+    };
+    line(
+        "atoll_local_ops_total",
+        "Local write operations.",
+        "counter",
+        vec![(String::new(), m.local_ops)],
+    );
+    line(
+        "atoll_merged_deltas_total",
+        "Deltas from peers that changed state.",
+        "counter",
+        vec![(String::new(), m.merged)],
+    );
+    line(
+        "atoll_log_seq",
+        "Newest delta-log sequence number.",
+        "gauge",
+        vec![(String::new(), s.last_seq)],
+    );
+    line(
+        "atoll_reconnects_total",
+        "Peer connections established after the first.",
+        "counter",
+        vec![(String::new(), m.reconnects)],
+    );
+    let per = |f: &dyn Fn(&atoll_core::PeerStatus) -> u64| -> Vec<(String, u64)> {
+        s.peers
+            .iter()
+            .map(|(p, _)| (format!("{{peer=\"{}\"}}", p.id), f(p)))
+            .collect()
+    };
+    line(
+        "atoll_peer_connected",
+        "1 if connected to the peer.",
+        "gauge",
+        per(&|p| p.connected as u64),
+    );
+    line(
+        "atoll_peer_lag",
+        "Delta-log entries the peer has not acknowledged.",
+        "gauge",
+        per(&|p| p.lag),
+    );
+    line(
+        "atoll_peer_bytes_sent_total",
+        "Message bytes sent to the peer.",
+        "counter",
+        per(&|p| p.stats.bytes_sent),
+    );
+    line(
+        "atoll_peer_bytes_received_total",
+        "Message bytes received from the peer.",
+        "counter",
+        per(&|p| p.stats.bytes_received),
+    );
+    line(
+        "atoll_peer_messages_sent_total",
+        "Messages sent to the peer.",
+        "counter",
+        per(&|p| p.stats.messages_sent),
+    );
+    line(
+        "atoll_peer_messages_received_total",
+        "Messages received from the peer.",
+        "counter",
+        per(&|p| p.stats.messages_received),
+    );
+    line(
+        "atoll_peer_retransmits_total",
+        "Intervals re-sent to the peer after a timeout.",
+        "counter",
+        per(&|p| p.stats.retransmits),
+    );
+    line(
+        "atoll_peer_state_transfers_total",
+        "State transfers to the peer.",
+        "counter",
+        per(&|p| p.stats.state_transfers),
+    );
+    let _ = Kind::ALL;
+    Ok(out)
+}
