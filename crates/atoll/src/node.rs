@@ -149,9 +149,9 @@ impl Control {
             return;
         }
         let mut dialers = self.dialers.lock().unwrap_or_else(|e| e.into_inner());
-        if !dialers.contains_key(&addr) {
+        if let std::collections::btree_map::Entry::Vacant(slot) = dialers.entry(addr) {
             let _guard = self.runtime.enter();
-            dialers.insert(addr, self.transport.dial(addr));
+            slot.insert(self.transport.dial(addr));
         }
     }
 
