@@ -16,6 +16,13 @@ struct Cli {
     /// Print machine-readable JSON instead of plain text.
     #[arg(long, global = true)]
     json: bool,
+    /// Talk to a running node's HTTP API (e.g. http://127.0.0.1:7780) instead
+    /// of opening a data directory.
+    #[arg(long, env = "ATOLL_NODE", global = true, value_name = "URL")]
+    node: Option<String>,
+    /// The bearer token for `--node`.
+    #[arg(long, env = "ATOLL_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -41,6 +48,11 @@ enum Cmd {
     Ls,
     /// Show this store's replica id, variable count and log position.
     Info,
+    /// A running node's peers (needs --node).
+    #[command(subcommand)]
+    Peer(PeerCmd),
+    /// A running node's summary (needs --node).
+    Status,
     /// Make certificates: a new cluster (CA and first node), or another node's.
     Init {
         /// Make a new cluster in DIR: its CA, cluster id and the first node's certificate.
@@ -71,6 +83,10 @@ struct RunConfig {
     /// Peers to connect to.
     #[serde(default)]
     peers: Vec<std::net::SocketAddr>,
+    /// Where the local HTTP API listens (default 127.0.0.1:7780; "off" for none).
+    http: Option<String>,
+    /// The HTTP API's bearer token (required unless it listens on loopback).
+    http_token: Option<String>,
     /// "durable" (default) or "buffered".
     #[serde(default)]
     durability: Option<String>,
@@ -117,6 +133,17 @@ fn node_config(path: &Path) -> Result<atoll::NodeConfig, String> {
     let base = path.parent().unwrap_or(Path::new("."));
     let mut c = atoll::NodeConfig::new(base.join(&rc.data_dir), base.join(&rc.cert_dir), rc.listen);
     c.peers = rc.peers;
+    c.http = match rc.http.as_deref() {
+        None => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 7780))),
+        Some("off") => None,
+        Some(a) => Some(a.parse().map_err(|_| {
+            format!(
+                "{}: http {a:?} is not an address like 127.0.0.1:7780 (or \"off\")",
+                path.display()
+            )
+        })?),
+    };
+    c.http_token = rc.http_token;
     c.store.durability = match rc.durability.as_deref() {
         None | Some("durable") => atoll::Durability::Durable,
         Some("buffered") => atoll::Durability::Buffered {
@@ -148,21 +175,25 @@ fn run_node(path: &Path, json: bool) -> Result<(), String> {
     let config = node_config(path)?;
     let data = config.store.path.clone().unwrap_or_default();
     let node = atoll::Node::start(config).map_err(|e| e.to_string())?;
+    let http = node.http_addr().map(|a| format!("http://{a}"));
+    // A node must not die because whoever read its stdout went away: ignore write errors.
+    use std::io::Write;
+    let say = |line: String| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    };
     if json {
-        println!(
-            "{}",
-            json!({"node": node.replica_id().to_string(), "listen": node.local_addr().to_string(), "data_dir": data.display().to_string()})
-        );
+        say(json!({"node": node.replica_id().to_string(), "listen": node.local_addr().to_string(), "http": http, "data_dir": data.display().to_string()}).to_string());
     } else {
-        println!(
-            "atoll node {} listening on {} (data {})",
+        say(format!(
+            "atoll node {} listening on {} (http {}, data {})",
             node.replica_id(),
             node.local_addr(),
+            http.as_deref().unwrap_or("off"),
             data.display()
-        );
+        ));
     }
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -178,9 +209,20 @@ fn run_node(path: &Path, json: bool) -> Result<(), String> {
     })?;
     node.shutdown().map_err(|e| e.to_string())?;
     if !json {
-        println!("stopped; data flushed");
+        say("stopped; data flushed".to_string());
     }
     Ok(())
+}
+
+#[derive(Subcommand)]
+enum PeerCmd {
+    /// Connect to the node at ADDR (host:port), learn its id, keep the
+    /// connection; the address joins the replicated peer set.
+    Add { addr: String },
+    /// Forget the peer with this id.
+    Remove { id: String },
+    /// List peers: id, address, connected, last contact, acked, lag, bytes in/out.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -272,6 +314,8 @@ enum MapCmd {
     Keys { name: String },
 }
 
+mod remote;
+
 /// What a command produced: plain text lines and the JSON equivalent.
 struct Output {
     text: Vec<String>,
@@ -302,6 +346,16 @@ fn run(cli: Cli) -> Result<Output, String> {
         }
         _ => cli,
     };
+    if let Some(url) = cli.node.clone() {
+        let remote = remote::Remote::new(url, cli.token.clone());
+        return remote::run(&remote, cli.command);
+    }
+    if matches!(cli.command, Cmd::Peer(_) | Cmd::Status) {
+        return Err(
+            "this command talks to a running node: pass --node URL (its HTTP API, e.g. http://127.0.0.1:7780)"
+                .into(),
+        );
+    }
     let dir = cli
         .data_dir
         .ok_or("no data directory: pass --data-dir DIR or set ATOLL_DATA_DIR")?;
@@ -501,7 +555,9 @@ fn run(cli: Cli) -> Result<Output, String> {
                 ok: true,
             }
         }
-        Cmd::Init { .. } | Cmd::Run { .. } => unreachable!("handled above"),
+        Cmd::Init { .. } | Cmd::Run { .. } | Cmd::Peer(_) | Cmd::Status => {
+            unreachable!("handled above")
+        }
         Cmd::Info => {
             let vars = store.variables().map_err(e)?;
             let mut by_kind = serde_json::Map::new();

@@ -174,3 +174,152 @@ fn a_bad_run_config_is_one_clear_error() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("bad.toml"), "{err}");
 }
+
+/// A child `atoll run` that is killed if the test fails.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `atoll run` on a config; returns the process, its node id, peer address and HTTP URL.
+fn start_node(dir: &Path, name: &str) -> (Running, String, String, String) {
+    use std::io::{BufRead, BufReader};
+    std::fs::write(
+        dir.join(format!("{name}.toml")),
+        format!("data_dir = \"data-{name}\"\ncert_dir = \"certs-{name}\"\nlisten = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_atoll"))
+        .args(["run", "--config"])
+        .arg(dir.join(format!("{name}.toml")))
+        .env_remove("ATOLL_NODE")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    // "atoll node ID listening on ADDR (http URL, data DIR)"
+    let words: Vec<&str> = first.split_whitespace().collect();
+    assert_eq!(&words[..2], ["atoll", "node"], "{first}");
+    let id = words[2].to_string();
+    let addr = words[5].to_string();
+    let url = words[7].trim_end_matches(',').to_string();
+    (Running(child), id, addr, url)
+}
+
+fn remote(url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_atoll"))
+        .args(["--node", url])
+        .args(args)
+        .env_remove("ATOLL_DATA_DIR")
+        .output()
+        .unwrap()
+}
+
+fn remote_ok(url: &str, args: &[&str]) -> String {
+    let out = remote(url, args);
+    assert!(
+        out.status.success(),
+        "atoll --node {url} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn two_run_processes_joined_by_peer_add_converge_through_the_cli() {
+    let d = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_atoll");
+    let init = |args: &[&str]| {
+        assert!(Command::new(bin)
+            .current_dir(d.path())
+            .args(args)
+            .output()
+            .unwrap()
+            .status
+            .success())
+    };
+    init(&["init", "--new-cluster", "certs-one"]);
+    init(&["init", "--join", "certs-one", "certs-two"]);
+    let (mut one, _id1, _addr1, url1) = start_node(d.path(), "one");
+    let (mut two, id2, addr2, url2) = start_node(d.path(), "two");
+    // peer add connects, learns the peer's id and prints it.
+    assert_eq!(remote_ok(&url1, &["peer", "add", &addr2]).trim(), id2);
+    remote_ok(&url1, &["counter", "incr", "hits", "5"]);
+    remote_ok(&url2, &["counter", "incr", "hits", "7"]);
+    remote_ok(&url2, &["set", "add", "tags", "x", "y"]);
+    remote_ok(&url1, &["register", "set", "motd", "hello"]);
+    remote_ok(&url1, &["bag", "insert", "jobs", "j1"]);
+    remote_ok(&url2, &["map", "incr", "cart", "apples", "3"]);
+    let start = std::time::Instant::now();
+    loop {
+        let a = remote_ok(&url1, &["counter", "get", "hits"]);
+        let b = remote_ok(&url2, &["counter", "get", "hits"]);
+        if a == "12\n" && b == "12\n" {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "no convergence: {a:?} {b:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let start = std::time::Instant::now();
+    while remote_ok(&url1, &["map", "get", "cart", "apples"]) != "counter\t3\nregister\t\nset\t\n"
+        || remote_ok(&url2, &["bag", "list", "jobs"]).lines().count() != 1
+    {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "the other variables did not converge"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(remote_ok(&url1, &["set", "list", "tags"]), "x\ny\n");
+    assert_eq!(remote_ok(&url2, &["register", "get", "motd"]), "hello\n");
+    // Only the owner can take; the other side sees it gone.
+    assert_eq!(
+        remote(&url2, &["bag", "take", "jobs"]).status.code(),
+        Some(1)
+    );
+    assert_eq!(remote_ok(&url1, &["bag", "take", "jobs"]), "j1\n");
+    let peers = remote_ok(&url1, &["peer", "list"]);
+    assert!(
+        peers
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with(&id2) && l.contains("\ttrue\t")),
+        "{peers}"
+    );
+    assert!(remote_ok(&url2, &["status"]).contains("peers\t1 (1 connected)"));
+    assert!(remote_ok(&url1, &["ls"]).contains("hits\tcounter"));
+    // Errors through the API are one clear line too.
+    let mismatch = remote(&url1, &["set", "add", "hits", "z"]);
+    assert_eq!(mismatch.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&mismatch.stderr).contains("is a counter, not a set"));
+    for node in [&mut one, &mut two] {
+        assert!(Command::new("kill")
+            .args(["-TERM", &node.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        assert!(node.0.wait().unwrap().success());
+    }
+}
+
+#[test]
+fn peer_and_status_need_a_node() {
+    let d = tempfile::tempdir().unwrap();
+    let out = atoll(d.path(), &["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--node URL"));
+    let out = remote("http://127.0.0.1:9", &["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the node"));
+}
