@@ -191,7 +191,7 @@ fn change_feed_reports_local_writes_and_merges() {
         vec![("z".into(), true), ("x".into(), false), ("y".into(), false)]
     );
     let x = only_x.try_recv().unwrap().unwrap();
-    assert_eq!((x.name.as_str(), x.origin), ("x", a.replica_id()));
+    assert_eq!((x.name.as_str(), x.origin), ("x", a.incarnation()));
     assert_eq!(only_x.try_recv().unwrap(), None);
     assert_eq!(b.counter("x").unwrap().value().unwrap(), 2);
 }

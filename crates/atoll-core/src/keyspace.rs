@@ -51,7 +51,12 @@ struct Var {
 /// Every variable of one replica, persisted through a [`Backend`].
 pub struct Keyspace<B> {
     storage: Storage<B>,
+    /// The node's stable identity: origin of its log entries, owner of its bag elements.
     replica: ReplicaId,
+    /// This opening's own id, drawn fresh every time the keyspace is opened:
+    /// every dot (and counter total, and register tie-break) is issued under it,
+    /// so a restored or copied data directory can never reissue a dot.
+    incarnation: ReplicaId,
     config: KeyspaceConfig,
     /// Every variable loaded so far (variables are never evicted).
     vars: BTreeMap<String, Var>,
@@ -99,8 +104,11 @@ impl Default for KeyspaceConfig {
 
 /// What a local operation needs besides the state.
 pub struct OpCtx {
-    /// The replica id its dots are issued under.
+    /// The id its dots, counter totals and register tie-breaks are issued
+    /// under: this opening's incarnation.
     pub replica: ReplicaId,
+    /// The node's stable id: the owner of bag elements it inserts or takes.
+    pub node: ReplicaId,
     /// A fresh hybrid-clock timestamp for this operation.
     pub ts: Timestamp,
 }
@@ -114,7 +122,7 @@ pub struct Applied {
     pub kind: Kind,
     /// The change's delta-log sequence number.
     pub seq: u64,
-    /// The replica the delta came from (this one, for local writes).
+    /// The incarnation the delta came from (this keyspace's own, for local writes).
     pub origin: ReplicaId,
 }
 
@@ -267,12 +275,15 @@ impl<B: Backend> Keyspace<B> {
     }
 
     /// Opens the keyspace on `backend`, recovering it from the last checkpoint
-    /// and the log. A new keyspace takes `fresh_replica` as its replica id (the
-    /// caller draws it at random: the keyspace has no randomness of its own).
+    /// and the log. A new keyspace takes `fresh_replica` as its node id; every
+    /// opening issues its updates under `incarnation`, which must never have
+    /// been used before (the caller draws both at random: the keyspace has no
+    /// randomness of its own).
     pub fn open(
         backend: B,
         config: KeyspaceConfig,
         fresh_replica: ReplicaId,
+        incarnation: ReplicaId,
         now_ms: u64,
     ) -> Result<Self> {
         let mut storage = Storage::open(backend)?;
@@ -290,6 +301,7 @@ impl<B: Backend> Keyspace<B> {
         let mut ks = Keyspace {
             storage,
             replica,
+            incarnation,
             clock: HybridClock::new(config.max_clock_skew_ms),
             config,
             vars: BTreeMap::new(),
@@ -306,9 +318,14 @@ impl<B: Backend> Keyspace<B> {
         Ok(ks)
     }
 
-    /// This keyspace's replica id.
+    /// This keyspace's node id (stable across openings).
     pub fn replica_id(&self) -> ReplicaId {
         self.replica
+    }
+
+    /// The id this opening issues its updates under.
+    pub fn incarnation(&self) -> ReplicaId {
+        self.incarnation
     }
 
     /// Its configuration.
@@ -375,7 +392,8 @@ impl<B: Backend> Keyspace<B> {
         validate_name(name)?;
         let created = self.load(name)?.is_none();
         let ctx = OpCtx {
-            replica: self.replica,
+            replica: self.incarnation,
+            node: self.replica,
             ts: self.clock.tick(now_ms),
         };
         if created {
@@ -410,12 +428,12 @@ impl<B: Backend> Keyspace<B> {
                 return Err(e);
             }
         };
-        let seq = self.persist(name, created, &delta, self.replica)?;
+        let seq = self.persist(name, created, &delta, self.incarnation)?;
         let applied = Applied {
             name: name.to_string(),
             kind,
             seq,
-            origin: self.replica,
+            origin: self.incarnation,
         };
         Ok((out, Some(applied)))
     }

@@ -103,6 +103,8 @@ struct Transfer {
 #[derive(Clone, Debug, Default)]
 struct Peer {
     connected: bool,
+    /// The incarnation the peer last connected as.
+    incarnation: Option<ReplicaId>,
     /// The highest sequence of our log the peer acknowledged.
     acked: u64,
     /// The interval or state chunk in flight: its end and when it was sent.
@@ -212,16 +214,27 @@ impl<B: Backend> Replica<B> {
         self.update_floor();
     }
 
-    /// Records that the runtime connected to, or lost, a peer. On connect,
-    /// sending starts again from what the peer acknowledged.
-    pub fn set_connected(&mut self, id: ReplicaId, connected: bool, now: u64) {
+    /// Records that the runtime connected to a peer running as `incarnation`
+    /// (`Some`), or lost it (`None`). On connect, sending starts again from what
+    /// the peer acknowledged, unless it comes back as another incarnation: a
+    /// restarted, or restored, peer may hold less than it once acknowledged, so
+    /// it is sent everything again (by deltas, or by state transfer).
+    pub fn set_connected(&mut self, id: ReplicaId, incarnation: Option<ReplicaId>, now: u64) {
         if let Some(p) = self.peers.get_mut(&id) {
-            p.connected = connected;
+            p.connected = incarnation.is_some();
             p.in_flight = None;
-            if !connected {
-                self.transmits.retain(|t| t.to != id);
+            match incarnation {
+                Some(inc) => {
+                    if p.incarnation.is_some_and(|old| old != inc) {
+                        p.acked = 0;
+                        p.transfer = None;
+                    }
+                    p.incarnation = Some(inc);
+                }
+                None => self.transmits.retain(|t| t.to != id),
             }
         }
+        self.update_floor();
         self.drive(now);
     }
 
@@ -337,8 +350,15 @@ impl<B: Backend> Replica<B> {
         from: ReplicaId,
         vars: Vec<VarDelta>,
     ) -> Result<(), ProtocolError> {
+        // Log what arrives under the sender's incarnation, so that it is not sent
+        // back to that same incarnation (but is, to a restarted one).
+        let origin = self
+            .peers
+            .get(&from)
+            .and_then(|p| p.incarnation)
+            .unwrap_or(from);
         for v in vars {
-            match self.ks.merge(from, &v.name, v.kind, &v.delta, now) {
+            match self.ks.merge(origin, &v.name, v.kind, &v.delta, now) {
                 Ok(Some(applied)) => self.events.push_back(Event::Applied(applied)),
                 Ok(None) => {}
                 Err(e @ (Error::BadDelta { .. } | Error::InvalidName { .. })) => {
@@ -449,6 +469,7 @@ impl<B: Backend> Replica<B> {
     }
 
     fn send_interval(&mut self, id: ReplicaId, acked: u64, now: u64) -> crate::Result<()> {
+        let peer_incarnation = self.peers[&id].incarnation.unwrap_or(id);
         let shippable = self.ks.flushed_seq();
         let mut entries = self.ks.deltas_since(acked, self.config.max_batch_entries)?;
         entries.retain(|(seq, _)| *seq <= shippable);
@@ -460,8 +481,9 @@ impl<B: Backend> Replica<B> {
                 break;
             }
             to = seq;
-            // Back-propagation avoidance: the peer has what came from it.
-            if entry.origin == id {
+            // Back-propagation avoidance: the peer (this incarnation of it) has
+            // what came from it.
+            if entry.origin == peer_incarnation {
                 continue;
             }
             let delta: State =

@@ -57,16 +57,19 @@ impl<T: Clone + PartialEq + Debug> Bag<T> {
 
     /// Inserts `value`, owned by `replica`; returns the new element's id and the delta.
     pub fn insert(&mut self, replica: ReplicaId, value: T) -> (ElementId, Bag<T>) {
-        let dot = self.state.ctx().next_dot(replica);
-        let delta = self.write(
-            dot,
-            dot,
-            BagEntry {
-                owner: replica,
-                value,
-            },
-            CausalContext::new(),
-        );
+        self.insert_as(replica, replica, value)
+    }
+
+    /// Inserts `value` owned by `owner`, under a dot issued by `actor` (a node
+    /// owns elements across its incarnations; each incarnation issues its own dots).
+    pub fn insert_as(
+        &mut self,
+        actor: ReplicaId,
+        owner: ReplicaId,
+        value: T,
+    ) -> (ElementId, Bag<T>) {
+        let dot = self.state.ctx().next_dot(actor);
+        let delta = self.write(dot, dot, BagEntry { owner, value }, CausalContext::new());
         (dot, delta)
     }
 
@@ -99,14 +102,25 @@ impl<T: Clone + PartialEq + Debug> Bag<T> {
         id: ElementId,
         to: ReplicaId,
     ) -> Result<Bag<T>, CrdtError> {
-        let dots = self.owned_dots(replica, id)?;
+        self.transfer_as(replica, replica, id, to)
+    }
+
+    /// Hands element `id`, owned by `owner`, to `to`, under a dot issued by `actor`.
+    pub fn transfer_as(
+        &mut self,
+        actor: ReplicaId,
+        owner: ReplicaId,
+        id: ElementId,
+        to: ReplicaId,
+    ) -> Result<Bag<T>, CrdtError> {
+        let dots = self.owned_dots(owner, id)?;
         let value = self.state.store().0[&id]
             .0
             .values()
-            .find(|e| e.owner == replica)
+            .find(|e| e.owner == owner)
             .map(|e| e.value.clone())
             .ok_or(CrdtError::NoSuchElement)?;
-        let dot = self.state.ctx().next_dot(replica);
+        let dot = self.state.ctx().next_dot(actor);
         Ok(self.write(id, dot, BagEntry { owner: to, value }, dots))
     }
 

@@ -53,6 +53,9 @@ pub struct Hello {
     pub cluster_id: u128,
     /// The sender's node id.
     pub node_id: u64,
+    /// The sender's incarnation: new each time its store is opened, so a peer
+    /// can tell a restarted (or restored) node from a reconnecting one.
+    pub incarnation: u64,
 }
 
 /// The largest handshake frame accepted.

@@ -19,6 +19,8 @@ pub struct TransportConfig {
     pub listen: SocketAddr,
     /// This node's id, sent in the handshake.
     pub node_id: u64,
+    /// This node's incarnation, sent in the handshake.
+    pub incarnation: u64,
     /// The replication protocol version, sent in the handshake; a peer with
     /// another is refused.
     pub protocol_version: u32,
@@ -45,6 +47,7 @@ impl TransportConfig {
         TransportConfig {
             listen,
             node_id,
+            incarnation: 0,
             protocol_version,
             max_frame_len: (16 << 20) + 4096,
             handshake_timeout: Duration::from_secs(5),
@@ -64,6 +67,8 @@ pub enum NetEvent {
     Connected {
         /// Its node id.
         peer: u64,
+        /// Its incarnation (see [`crate::frame::Hello`]).
+        incarnation: u64,
         /// Its address.
         addr: SocketAddr,
     },
@@ -302,7 +307,7 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
             .await;
             match result {
                 Ok(Ok((conn, send, recv, peer))) => {
-                    run_connection(shared, conn, send, recv, peer, peer).await
+                    run_connection(shared, conn, send, recv, peer, peer.0).await
                 }
                 Ok(Err(e)) => report_refused(&shared, addr, e.to_string()).await,
                 Err(_) => report_refused(&shared, addr, "handshake timed out".into()).await,
@@ -322,12 +327,17 @@ fn our_hello(shared: &Shared) -> Hello {
         protocol: shared.config.protocol_version,
         cluster_id: shared.cluster_id,
         node_id: shared.config.node_id,
+        incarnation: shared.config.incarnation,
     }
 }
 
 /// Checks the peer's hello; on a mismatch closes the connection with a reason
 /// the peer will see, and returns the same reason.
-fn check_hello(shared: &Shared, conn: &quinn::Connection, bytes: &[u8]) -> Result<u64, NetError> {
+fn check_hello(
+    shared: &Shared,
+    conn: &quinn::Connection,
+    bytes: &[u8],
+) -> Result<(u64, u64), NetError> {
     let refuse = |code, why: String| {
         close(conn, code, &why);
         Err(NetError::Handshake(why))
@@ -357,7 +367,7 @@ fn check_hello(shared: &Shared, conn: &quinn::Connection, bytes: &[u8]) -> Resul
     if hello.node_id == shared.config.node_id {
         return refuse(CloseCode::SelfConnection, "connected to itself".into());
     }
-    Ok(hello.node_id)
+    Ok((hello.node_id, hello.incarnation))
 }
 
 async fn dial_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, addr: SocketAddr) {
@@ -378,7 +388,7 @@ async fn dial_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, addr: SocketA
         } else if !already {
             match dial_once(&endpoint, &shared, addr).await {
                 Ok((conn, send, recv, peer)) => {
-                    known_peer = Some(peer);
+                    known_peer = Some(peer.0);
                     backoff = shared.config.reconnect_min;
                     let me = shared.config.node_id;
                     // Its own task: stopping this dialer leaves the connection up.
@@ -401,7 +411,15 @@ async fn dial_once(
     endpoint: &quinn::Endpoint,
     shared: &Arc<Shared>,
     addr: SocketAddr,
-) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream, u64), NetError> {
+) -> Result<
+    (
+        quinn::Connection,
+        quinn::SendStream,
+        quinn::RecvStream,
+        (u64, u64),
+    ),
+    NetError,
+> {
     let work = async {
         let connecting = endpoint
             .connect_with(shared.client.clone(), addr, crate::certs::NODE_NAME)
@@ -439,9 +457,10 @@ async fn run_connection(
     conn: quinn::Connection,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
-    peer: u64,
+    peer: (u64, u64),
     initiator: u64,
 ) {
+    let (peer, incarnation) = peer;
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(shared.config.peer_queue.max(1));
     {
         let mut conns = shared.conns.lock().unwrap_or_else(|e| e.into_inner());
@@ -468,6 +487,7 @@ async fn run_connection(
         .events
         .send(NetEvent::Connected {
             peer,
+            incarnation,
             addr: conn.remote_address(),
         })
         .await;
@@ -557,6 +577,7 @@ pub async fn probe(
         protocol,
         cluster_id: identity.cluster_id,
         node_id,
+        incarnation: node_id,
     };
     write_frame(&mut send, &hello.encode()).await?;
     match read_frame(&mut recv, crate::frame::MAX_HELLO_LEN).await {

@@ -13,7 +13,8 @@ pub struct Change {
     pub kind: Kind,
     /// The delta-log sequence number of the change.
     pub seq: u64,
-    /// The replica the change came from.
+    /// The incarnation the change came from: `Store::incarnation()` of the store
+    /// that wrote it, or of the peer that sent it.
     pub origin: ReplicaId,
     /// Whether it was a local write (false: a merge from elsewhere).
     pub local: bool,

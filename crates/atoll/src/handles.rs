@@ -258,7 +258,7 @@ impl<T: Serialize + DeserializeOwned> Bag<T> {
         let bytes = encode(&self.store, &self.name, value)?;
         self.store.update(&self.name, Kind::Bag, |state, ctx| {
             let b = state_as!(state, Bag);
-            let (id, d) = b.insert(ctx.replica, bytes);
+            let (id, d) = b.insert_as(ctx.replica, ctx.node, bytes);
             Ok((Some(State::Bag(d)), id))
         })
     }
@@ -268,7 +268,7 @@ impl<T: Serialize + DeserializeOwned> Bag<T> {
     pub fn take(&self) -> Result<Option<T>> {
         let taken = self.store.update(&self.name, Kind::Bag, |state, ctx| {
             let b = state_as!(state, Bag);
-            match b.take(ctx.replica) {
+            match b.take(ctx.node) {
                 Some((_, value, d)) => Ok((Some(State::Bag(d)), Some(value))),
                 None => Ok((None, None)),
             }
@@ -280,7 +280,9 @@ impl<T: Serialize + DeserializeOwned> Bag<T> {
     pub fn transfer(&self, id: ElementId, to: ReplicaId) -> Result<()> {
         self.store.update(&self.name, Kind::Bag, |state, ctx| {
             let b = state_as!(state, Bag);
-            let d = b.transfer(ctx.replica, id, to).map_err(crdt(&self.name))?;
+            let d = b
+                .transfer_as(ctx.replica, ctx.node, id, to)
+                .map_err(crdt(&self.name))?;
             Ok((Some(State::Bag(d)), ()))
         })
     }

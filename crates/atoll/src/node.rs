@@ -271,6 +271,7 @@ impl Node {
             .unwrap_or_else(|| TransportConfig::new(config.listen, 0, PROTOCOL_VERSION));
         tc.listen = config.listen;
         tc.node_id = store.replica_id().0;
+        tc.incarnation = store.incarnation().0;
         tc.protocol_version = PROTOCOL_VERSION;
         let (transport, net_rx) = {
             let _guard = runtime.enter();
@@ -483,7 +484,11 @@ async fn drive(
 fn on_net_event(store: &Store, transport: &Transport, shared: &Mutex<Shared>, ev: NetEvent) {
     let now = now_ms();
     match ev {
-        NetEvent::Connected { peer, addr } => {
+        NetEvent::Connected {
+            peer,
+            incarnation,
+            addr,
+        } => {
             let id = ReplicaId(peer);
             {
                 let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
@@ -494,7 +499,7 @@ fn on_net_event(store: &Store, transport: &Transport, shared: &Mutex<Shared>, ev
             }
             let mut r = store.replica();
             r.add_peer(id);
-            r.set_connected(id, true, now);
+            r.set_connected(id, Some(ReplicaId(incarnation)), now);
             tracing::info!(peer = %id, %addr, "peer connected");
         }
         NetEvent::Message { peer, payload } => {
@@ -511,7 +516,7 @@ fn on_net_event(store: &Store, transport: &Transport, shared: &Mutex<Shared>, ev
             }
         }
         NetEvent::Disconnected { peer, reason } => {
-            store.replica().set_connected(ReplicaId(peer), false, now);
+            store.replica().set_connected(ReplicaId(peer), None, now);
             tracing::info!("peer {peer:016x} disconnected: {reason}");
         }
         NetEvent::Refused { addr, reason } => {

@@ -20,6 +20,7 @@ pub(crate) fn now_ms() -> u64 {
 struct Inner {
     replica: Mutex<Replica<Box<dyn Backend>>>,
     id: ReplicaId,
+    incarnation: ReplicaId,
     config: Config,
     feed: broadcast::Sender<Change>,
     /// Wakes a node's driver after a local write (unused without a node).
@@ -76,11 +77,18 @@ impl Store {
             checkpoint_every: config.checkpoint_every,
             log_retain: config.log_retain,
         };
-        let keyspace = Keyspace::open(backend, ks_config, ReplicaId(rand::random()), now_ms())?;
+        let keyspace = Keyspace::open(
+            backend,
+            ks_config,
+            ReplicaId(rand::random()),
+            ReplicaId(rand::random()),
+            now_ms(),
+        )?;
         let (feed, _) = broadcast::channel(config.change_feed_capacity.max(1));
         Ok(Store {
             inner: Arc::new(Inner {
                 id: keyspace.replica_id(),
+                incarnation: keyspace.incarnation(),
                 replica: Mutex::new(Replica::new(keyspace, ReplicaConfig::default())),
                 config,
                 feed,
@@ -91,9 +99,16 @@ impl Store {
         })
     }
 
-    /// This store's replica id.
+    /// This store's node id: stable across openings; it owns the bag elements
+    /// this store inserts.
     pub fn replica_id(&self) -> ReplicaId {
         self.inner.id
+    }
+
+    /// The id this opening issues its updates under: new every time the store
+    /// is opened, so a restored or copied data directory never reissues one.
+    pub fn incarnation(&self) -> ReplicaId {
+        self.inner.incarnation
     }
 
     /// The configuration it was opened with.
@@ -157,7 +172,7 @@ impl Store {
     }
 
     pub(crate) fn publish(&self, a: Applied) {
-        let local = a.origin == self.inner.id;
+        let local = a.origin == self.inner.incarnation;
         let counter = if local {
             &self.inner.local_ops
         } else {
