@@ -337,3 +337,62 @@ fn a_data_dir_restored_from_an_old_copy_rejoins_without_corrupting_anyone() {
         snapshot(&a).hits == 13 && snapshot(&b).hits == 13
     });
 }
+
+/// One plain HTTP/1.1 request; returns the status line and body.
+fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp.lines().next().unwrap_or("").to_string();
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+#[test]
+fn the_http_api_checks_its_token_and_serves_metrics() {
+    let c = Cluster::new(2);
+    let mut cfg = c.config(0, &[]);
+    cfg.http_token = Some("s3cret".into());
+    let a = Node::start(cfg).unwrap();
+    let b = c.start(1, &[a.local_addr()]);
+    b.counter("hits").unwrap().incr(2).unwrap();
+    wait_until("a sees b's write", || snapshot(&a).hits == 2);
+    let api = a.http_addr().unwrap();
+    assert!(http(api, "GET", "/v1/status", None).0.contains("401"));
+    assert!(http(api, "GET", "/v1/status", Some("wrong"))
+        .0
+        .contains("401"));
+    let (status, body) = http(api, "GET", "/v1/status", Some("s3cret"));
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        body.contains(&format!("\"id\":\"{}\"", a.replica_id())),
+        "{body}"
+    );
+    let (_, metrics) = http(api, "GET", "/metrics", Some("s3cret"));
+    assert!(metrics.contains("# TYPE atoll_peer_lag gauge"), "{metrics}");
+    assert!(
+        metrics.contains(&format!(
+            "atoll_peer_connected{{peer=\"{}\"}} 1",
+            b.replica_id()
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("atoll_merged_deltas_total "), "{metrics}");
+    let (status, body) = http(api, "GET", "/v1/counter/has%20space", Some("s3cret"));
+    assert!(
+        status.contains("400") && body.contains("invalid variable name"),
+        "{status} {body}"
+    );
+    // Off loopback, a token is mandatory.
+    let mut open = c.config(1, &[]);
+    open.store = Config::new(c.root.path().join("other-data"));
+    open.http = Some("0.0.0.0:0".parse().unwrap());
+    let e = Node::start(open).err().expect("must refuse");
+    assert!(e.to_string().contains("set http_token"), "{e}");
+}
