@@ -18,6 +18,7 @@ mod error;
 mod keyspace;
 pub mod protocol;
 mod replica;
+pub mod testkit;
 
 pub use error::{Error, Result};
 pub use keyspace::{validate_name, Applied, Keyspace, KeyspaceConfig, OpCtx, MAX_NAME_LEN};

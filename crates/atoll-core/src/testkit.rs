@@ -1,0 +1,239 @@
+//! A deterministic in-process network of [`Replica`]s on in-memory storage, for
+//! tests, benchmarks and the simulator: virtual time, per-message latency,
+//! deterministic loss and partitions. No I/O, no threads, no clock.
+
+use crate::protocol::Message;
+use crate::{Error, Event, Keyspace, KeyspaceConfig, Replica, ReplicaConfig};
+use atoll_crdt::variable::{Kind, State};
+use atoll_crdt::{CrdtError, ReplicaId, Timestamp};
+use atoll_store::MemoryBackend;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Delivery latency of every message (ms).
+pub const LATENCY: u64 = 5;
+
+/// Replicas on a simulated network: virtual time, fixed latency, deterministic
+/// loss and partitions, all on one thread. Deterministic: the same calls give
+/// the same run.
+pub struct Net {
+    /// The replicas; replica `i` has node id [`id`]`(i)`.
+    pub nodes: Vec<Replica<MemoryBackend>>,
+    /// Virtual time (ms).
+    pub now: u64,
+    /// (deliver at, order) -> (from, to, bytes)
+    pub queue: BTreeMap<(u64, u64), (usize, usize, Vec<u8>)>,
+    /// Tie-breaker for messages due at the same time.
+    pub order: u64,
+    /// Directed links that are cut.
+    pub down: BTreeSet<(usize, usize)>,
+    /// Drop every n-th message put on the wire.
+    pub drop_every: Option<u64>,
+    /// Messages put on the wire.
+    pub sent: u64,
+    /// Payload bytes delivered.
+    pub bytes_delivered: u64,
+    /// Messages delivered, by (from, to, message type).
+    pub delivered: BTreeMap<(usize, usize, &'static str), u64>,
+    /// Events the replicas reported, with the replica index.
+    pub events: Vec<(usize, Event)>,
+}
+
+/// The node id of replica `i`.
+pub fn id(i: usize) -> ReplicaId {
+    ReplicaId(100 + i as u64)
+}
+
+/// The incarnation of replica `i`.
+pub fn inc(i: usize) -> ReplicaId {
+    ReplicaId(1000 + i as u64)
+}
+
+/// A message's type, for counting.
+pub fn kind_name(m: &Message) -> &'static str {
+    match m {
+        Message::Deltas { .. } => "deltas",
+        Message::Ack { .. } => "ack",
+        Message::State { .. } => "state",
+        Message::StateAck { .. } => "state-ack",
+    }
+}
+
+impl Net {
+    /// `n` replicas with empty in-memory storage and no links.
+    pub fn new(n: usize, ks_config: KeyspaceConfig) -> Net {
+        let config = ReplicaConfig {
+            retransmit_ms: 50,
+            ..ReplicaConfig::default()
+        };
+        Net::with_config(n, ks_config, config)
+    }
+
+    /// [`Net::new`] with the given protocol configuration.
+    pub fn with_config(n: usize, ks_config: KeyspaceConfig, config: ReplicaConfig) -> Net {
+        let nodes = (0..n)
+            .map(|i| {
+                // In-memory storage cannot fail to open.
+                let ks = Keyspace::open(MemoryBackend::new(), ks_config.clone(), id(i), inc(i), 0)
+                    .expect("in-memory keyspace");
+                Replica::new(ks, config.clone())
+            })
+            .collect();
+        Net {
+            nodes,
+            now: 0,
+            queue: BTreeMap::new(),
+            order: 0,
+            down: BTreeSet::new(),
+            drop_every: None,
+            sent: 0,
+            bytes_delivered: 0,
+            delivered: BTreeMap::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Makes `pairs` peers of each other and connects them.
+    pub fn link(&mut self, pairs: &[(usize, usize)]) {
+        for &(a, b) in pairs {
+            self.nodes[a].add_peer(id(b));
+            self.nodes[b].add_peer(id(a));
+            self.nodes[a].set_connected(id(b), Some(inc(b)), self.now);
+            self.nodes[b].set_connected(id(a), Some(inc(a)), self.now);
+        }
+    }
+
+    /// Links every pair.
+    pub fn full_mesh(&mut self) {
+        let n = self.nodes.len();
+        let pairs: Vec<_> = (0..n)
+            .flat_map(|a| (a + 1..n).map(move |b| (a, b)))
+            .collect();
+        self.link(&pairs);
+    }
+
+    /// Cuts the link between `a` and `b` both ways.
+    pub fn cut(&mut self, a: usize, b: usize) {
+        self.down.insert((a, b));
+        self.down.insert((b, a));
+        self.nodes[a].set_connected(id(b), None, self.now);
+        self.nodes[b].set_connected(id(a), None, self.now);
+    }
+
+    /// Restores the link between `a` and `b`.
+    pub fn heal(&mut self, a: usize, b: usize) {
+        self.down.remove(&(a, b));
+        self.down.remove(&(b, a));
+        self.nodes[a].set_connected(id(b), Some(inc(b)), self.now);
+        self.nodes[b].set_connected(id(a), Some(inc(a)), self.now);
+    }
+
+    /// Moves every replica's transmits onto the wire and collects events.
+    pub fn pump(&mut self) {
+        for i in 0..self.nodes.len() {
+            while let Some(t) = self.nodes[i].poll_transmit() {
+                let to = (t.to.0 - 100) as usize;
+                self.sent += 1;
+                if self.down.contains(&(i, to))
+                    || self.drop_every.is_some_and(|k| self.sent % k == 0)
+                {
+                    continue;
+                }
+                self.order += 1;
+                self.queue
+                    .insert((self.now + LATENCY, self.order), (i, to, t.payload));
+            }
+            while let Some(e) = self.nodes[i].poll_event() {
+                self.events.push((i, e));
+            }
+        }
+    }
+
+    /// Runs until nothing is in flight and no timer is pending, or `max_ms` pass.
+    pub fn run(&mut self, max_ms: u64) {
+        let end = self.now + max_ms;
+        for _ in 0..1_000_000 {
+            self.pump();
+            let next_msg = self.queue.keys().next().map(|k| k.0);
+            let next_timer = self.nodes.iter().filter_map(|n| n.poll_timeout()).min();
+            let Some(next) = next_msg.into_iter().chain(next_timer).min() else {
+                return;
+            };
+            if next > end {
+                self.now = end;
+                return;
+            }
+            self.now = self.now.max(next);
+            if next_msg == Some(next) {
+                let (key, (from, to, bytes)) = self.queue.pop_first().unwrap();
+                debug_assert_eq!(key.0, next);
+                let m = Message::decode(&bytes, 1 << 30).unwrap();
+                *self.delivered.entry((from, to, kind_name(&m))).or_default() += 1;
+                self.bytes_delivered += bytes.len() as u64;
+                if !self.down.contains(&(from, to)) {
+                    self.nodes[to]
+                        .handle_message(self.now, id(from), &bytes)
+                        .unwrap();
+                }
+            } else {
+                for n in &mut self.nodes {
+                    n.handle_timeout(self.now);
+                }
+            }
+        }
+        panic!("the network did not go quiet");
+    }
+
+    /// A local write at replica `i` (`op` returns the delta), then sends it.
+    pub fn write(
+        &mut self,
+        i: usize,
+        name: &str,
+        kind: Kind,
+        op: impl FnOnce(&mut State, ReplicaId, Timestamp) -> Result<State, CrdtError>,
+    ) {
+        let now = self.now;
+        let ks = self.nodes[i].keyspace();
+        ks.update(name, kind, now, |s, ctx| {
+            let d = op(s, ctx.replica, ctx.ts).map_err(|source| Error::Crdt {
+                name: name.into(),
+                source,
+            })?;
+            Ok((Some(d), ()))
+        })
+        .unwrap();
+        self.nodes[i].handle_local_writes(now);
+    }
+
+    /// Adds `n` to counter `name` at replica `i`.
+    pub fn incr(&mut self, i: usize, name: &str, n: i64) {
+        self.write(i, name, Kind::Counter, |s, r, _| match s {
+            State::Counter(c) => c.add(r, n).map(State::Counter),
+            _ => unreachable!(),
+        });
+    }
+
+    /// The state of `name` at replica `i`.
+    pub fn state(&mut self, i: usize, name: &str) -> Option<State> {
+        self.nodes[i].keyspace().state(name).unwrap().cloned()
+    }
+
+    /// Panics unless every replica holds the same state for each of `names`.
+    pub fn assert_converged(&mut self, names: &[&str]) {
+        for name in names {
+            let first = self.state(0, name);
+            assert!(first.is_some(), "{name} missing at node 0");
+            for i in 1..self.nodes.len() {
+                assert_eq!(self.state(i, name), first, "{name} differs at node {i}");
+            }
+        }
+    }
+
+    /// The value of counter `name` at replica `i`.
+    pub fn counter(&mut self, i: usize, name: &str) -> i128 {
+        match self.state(i, name) {
+            Some(State::Counter(c)) => c.value(),
+            None => 0,
+            other => panic!("{other:?}"),
+        }
+    }
+}
