@@ -549,6 +549,21 @@ impl<B: Backend> Keyspace<B> {
         if let Some(ts) = delta.max_timestamp() {
             self.clock.witness(ts);
         }
+        // Redundancy removal: log (and so forward) only what was new here. The
+        // stripped delta is checked to have the same effect, or the whole one is kept.
+        let delta = match self.vars.get_mut(name) {
+            Some(var) => {
+                let stripped = var.state.strip(delta.clone());
+                let mut check = var.state.clone();
+                check.join(stripped.clone()).expect("same kind");
+                if check == next {
+                    stripped
+                } else {
+                    delta
+                }
+            }
+            None => delta,
+        };
         match self.vars.get_mut(name) {
             Some(var) => var.state = next,
             None => {

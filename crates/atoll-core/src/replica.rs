@@ -32,6 +32,10 @@ pub struct ReplicaConfig {
     pub retransmit_ms: u64,
     /// The most messages waiting in the outgoing queue. Default: 1024.
     pub max_queued_transmits: usize,
+    /// Ship each changed variable's whole state instead of the joined deltas:
+    /// a state-based mode of the same protocol, for comparing bytes sent.
+    /// Default: false.
+    pub state_based: bool,
 }
 
 impl Default for ReplicaConfig {
@@ -42,6 +46,7 @@ impl Default for ReplicaConfig {
             max_message_len: 16 << 20,
             retransmit_ms: 1000,
             max_queued_transmits: 1024,
+            state_based: false,
         }
     }
 }
@@ -513,6 +518,13 @@ impl<B: Backend> Replica<B> {
             return self.send_next(id, now);
         }
         p.in_flight = Some((to, now));
+        if self.config.state_based {
+            for (name, d) in joined.iter_mut() {
+                if let Some(state) = self.ks.state(name)? {
+                    *d = state.clone();
+                }
+            }
+        }
         let vars = joined
             .into_iter()
             .map(|(name, d)| VarDelta {

@@ -196,6 +196,14 @@ impl<T: Clone + PartialEq + Debug> Bag<T> {
         self.iter().filter(|(_, e)| e.owner == replica).count()
     }
 
+    /// What of `delta` this state does not already have (see
+    /// [`crate::CausalMap::strip`]).
+    pub fn strip(&mut self, delta: Bag<T>) -> Bag<T> {
+        Bag {
+            state: self.state.strip(delta.state),
+        }
+    }
+
     /// Checks the invariants a decoded state must hold.
     pub fn validate(&self) -> Result<(), InvalidState> {
         self.state.validate()

@@ -122,6 +122,25 @@ impl CausalContext {
         }
     }
 
+    /// Adds every dot `1..=n` of `replica`.
+    pub fn extend_vector(&mut self, replica: ReplicaId, n: u64) {
+        if n == 0 {
+            return;
+        }
+        match self.vv_pos(replica) {
+            Ok(i) => {
+                if n > self.vv[i].1 {
+                    self.vv[i].1 = n;
+                    self.compact_replica(i);
+                }
+            }
+            Err(i) => {
+                self.vv.insert(i, (replica, n));
+                self.compact_replica(i);
+            }
+        }
+    }
+
     /// The version vector: every dot `1..=n` of each replica.
     pub fn vector(&self) -> impl Iterator<Item = (ReplicaId, u64)> + '_ {
         self.vv.iter().copied()

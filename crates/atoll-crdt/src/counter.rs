@@ -64,6 +64,17 @@ impl GCounter {
         self.totals.iter().map(|&(_, v)| u128::from(v)).sum()
     }
 
+    /// The totals of `delta` that are higher than here: what it adds.
+    pub fn strip(&self, delta: GCounter) -> GCounter {
+        GCounter {
+            totals: delta
+                .totals
+                .into_iter()
+                .filter(|&(r, n)| n > self.total_of(r))
+                .collect(),
+        }
+    }
+
     /// One replica's total.
     pub fn total_of(&self, replica: ReplicaId) -> u64 {
         self.totals
@@ -105,6 +116,14 @@ impl PNCounter {
             delta.n = self.n.incr(replica, by.unsigned_abs())?;
         }
         Ok(delta)
+    }
+
+    /// What `delta` adds to this counter.
+    pub fn strip(&self, delta: PNCounter) -> PNCounter {
+        PNCounter {
+            p: self.p.strip(delta.p),
+            n: self.n.strip(delta.n),
+        }
     }
 
     /// The current value: all increments less all decrements.

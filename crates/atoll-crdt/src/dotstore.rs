@@ -20,6 +20,10 @@ pub trait DotStore: Clone + Default + PartialEq + Debug {
     /// Calls `f` with every dot held in the store.
     fn for_each_dot(&self, f: &mut dyn FnMut(Dot));
 
+    /// Keeps only the dots (and what they tag) for which `keep` holds; nested
+    /// stores left bottom are dropped.
+    fn retain_dots(&mut self, keep: &mut dyn FnMut(&Dot) -> bool);
+
     /// Joins `other` (with context `other_ctx`) into `self` (with context `ctx`).
     /// The caller joins the contexts afterwards.
     fn join_store(&mut self, ctx: &CausalContext, other: Self, other_ctx: &CausalContext);
@@ -117,6 +121,10 @@ impl DotStore for DotSet {
         }
     }
 
+    fn retain_dots(&mut self, keep: &mut dyn FnMut(&Dot) -> bool) {
+        self.0.retain(|d| keep(d));
+    }
+
     fn join_store(&mut self, ctx: &CausalContext, other: Self, other_ctx: &CausalContext) {
         self.0
             .retain(|d| other.contains(d) || !other_ctx.contains(d));
@@ -150,6 +158,10 @@ impl<V: Clone + PartialEq + Debug> DotStore for DotFun<V> {
         }
     }
 
+    fn retain_dots(&mut self, keep: &mut dyn FnMut(&Dot) -> bool) {
+        self.0.retain(|d, _| keep(d));
+    }
+
     fn join_store(&mut self, ctx: &CausalContext, other: Self, other_ctx: &CausalContext) {
         self.0
             .retain(|d, _| other.0.contains_key(d) || !other_ctx.contains(d));
@@ -181,6 +193,13 @@ impl<K: Ord + Clone + Debug, S: DotStore> DotStore for DotMap<K, S> {
         for s in self.0.values() {
             s.for_each_dot(f);
         }
+    }
+
+    fn retain_dots(&mut self, keep: &mut dyn FnMut(&Dot) -> bool) {
+        self.0.retain(|_, s| {
+            s.retain_dots(keep);
+            !s.is_bottom()
+        });
     }
 
     fn join_store(&mut self, ctx: &CausalContext, mut other: Self, other_ctx: &CausalContext) {
@@ -304,6 +323,76 @@ impl<K: Ord + Clone + Debug, S: DotStore> CausalMap<K, S> {
         self.ctx.validate()?;
         self.store.validate_in(&self.ctx)
     }
+}
+
+impl<K: Ord + Clone + Debug, S: DotStore> CausalMap<K, S> {
+    /// What of `delta` this state does not already have: the stored dots it has
+    /// not seen, and the context dots it has not seen or that remove dots it
+    /// still holds (redundancy removal, Enes et al. 2019). Joining the result
+    /// gives the same state as joining `delta`.
+    pub fn strip(&mut self, mut delta: Self) -> Self {
+        let index = self
+            .index
+            .get_or_insert_with(|| Self::build_index(&self.store));
+        let held_by_delta = delta.store.dots();
+        let ctx = strip_context(
+            &self.ctx,
+            &delta.ctx,
+            &held_by_delta,
+            |r, n| {
+                index
+                    .range(Dot::new(r, 1)..=Dot::new(r, n))
+                    .map(|(d, _)| *d)
+                    .collect()
+            },
+            |d| index.contains_key(d),
+        );
+        let seen = &self.ctx;
+        delta.store.retain_dots(&mut |d| !seen.contains(d));
+        CausalMap::from_parts(delta.store, ctx)
+    }
+}
+
+/// The context of a stripped delta, for a state with context `ctx` whose live
+/// dots `live_range(r, n)` lists (those of replica `r` up to `n`) and `is_live`
+/// tests. It holds the delta's context dots that the state has not seen, and
+/// those that remove a dot the state holds; never a dot the state holds that
+/// the delta holds too, which would remove it. A whole version-vector range is
+/// kept when that is safe; otherwise it is expanded dot by dot.
+pub(crate) fn strip_context(
+    ctx: &CausalContext,
+    delta_ctx: &CausalContext,
+    held_by_delta: &CausalContext,
+    live_range: impl Fn(crate::ReplicaId, u64) -> Vec<Dot>,
+    is_live: impl Fn(&Dot) -> bool,
+) -> CausalContext {
+    let mut out = CausalContext::new();
+    for (r, n) in delta_ctx.vector() {
+        let live = live_range(r, n);
+        if live.iter().all(|d| !held_by_delta.contains(d)) {
+            if n > ctx.version_of(r) || !live.is_empty() {
+                out.extend_vector(r, n);
+            }
+        } else {
+            for c in ctx.version_of(r) + 1..=n {
+                let d = Dot::new(r, c);
+                if !ctx.contains(&d) {
+                    out.insert(d);
+                }
+            }
+            for d in live {
+                if !held_by_delta.contains(&d) {
+                    out.insert(d);
+                }
+            }
+        }
+    }
+    for d in delta_ctx.cloud() {
+        if !ctx.contains(d) || (is_live(d) && !held_by_delta.contains(d)) {
+            out.insert(*d);
+        }
+    }
+    out
 }
 
 impl<K: Ord, S: PartialEq> PartialEq for CausalMap<K, S> {

@@ -97,6 +97,14 @@ impl<K: Ord + Clone + Debug, V: DotStore> OrMap<K, V> {
         self.state.store().0.is_empty()
     }
 
+    /// What of `delta` this state does not already have (see
+    /// [`crate::CausalMap::strip`]).
+    pub fn strip(&mut self, delta: OrMap<K, V>) -> OrMap<K, V> {
+        OrMap {
+            state: self.state.strip(delta.state),
+        }
+    }
+
     /// Checks the invariants a decoded state must hold.
     pub fn validate(&self) -> Result<(), InvalidState> {
         self.state.validate()
@@ -118,6 +126,9 @@ macro_rules! delegate_dot_store {
             }
             fn for_each_dot(&self, f: &mut dyn FnMut(Dot)) {
                 self.0.for_each_dot(f)
+            }
+            fn retain_dots(&mut self, keep: &mut dyn FnMut(&Dot) -> bool) {
+                self.0.retain_dots(keep)
             }
             fn join_store(&mut self, ctx: &CausalContext, other: Self, other_ctx: &CausalContext) {
                 self.0.join_store(ctx, other.0, other_ctx)

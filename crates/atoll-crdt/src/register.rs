@@ -1,6 +1,8 @@
 //! Registers: last-writer-wins and multi-value.
 
-use crate::{Causal, CausalContext, DotFun, DotStore, InvalidState, Lattice, ReplicaId, Timestamp};
+use crate::{
+    Causal, CausalContext, Dot, DotFun, DotStore, InvalidState, Lattice, ReplicaId, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 use std::fmt::Debug;
 
@@ -53,6 +55,14 @@ impl<T: Clone + Ord> LwwRegister<T> {
     /// The current value, if ever written.
     pub fn get(&self) -> Option<&T> {
         self.entry.as_ref().map(|e| &e.value)
+    }
+
+    /// `delta` if its write wins over this register's, else nothing.
+    pub fn strip(&self, delta: LwwRegister<T>) -> LwwRegister<T> {
+        match (&self.entry, &delta.entry) {
+            (Some(mine), Some(theirs)) if !theirs.wins_over(mine) => LwwRegister::default(),
+            _ => delta,
+        }
     }
 
     /// The winning write, with its timestamp and writer.
@@ -109,6 +119,27 @@ impl<T: Clone + PartialEq + Debug> MvRegister<T> {
     /// The current values, one per concurrent write, in dot order.
     pub fn values(&self) -> impl Iterator<Item = &T> {
         self.state.store.0.values()
+    }
+
+    /// `delta` less what this register already has.
+    pub fn strip(&self, mut delta: MvRegister<T>) -> MvRegister<T> {
+        let live = &self.state.store.0;
+        let held_by_delta = delta.state.store.dots();
+        let ctx = crate::dotstore::strip_context(
+            &self.state.ctx,
+            &delta.state.ctx,
+            &held_by_delta,
+            |r, n| {
+                live.range(Dot::new(r, 1)..=Dot::new(r, n))
+                    .map(|(d, _)| *d)
+                    .collect()
+            },
+            |d| live.contains_key(d),
+        );
+        let seen = &self.state.ctx;
+        delta.state.store.retain_dots(&mut |d| !seen.contains(d));
+        delta.state.ctx = ctx;
+        delta
     }
 
     /// Checks the invariants a decoded state must hold.

@@ -108,6 +108,14 @@ impl<T: Ord + Clone + Debug> OrSet<T> {
         self.state.ctx()
     }
 
+    /// What of `delta` this state does not already have (see
+    /// [`crate::CausalMap::strip`]).
+    pub fn strip(&mut self, delta: OrSet<T>) -> OrSet<T> {
+        OrSet {
+            state: self.state.strip(delta.state),
+        }
+    }
+
     /// Checks the invariants a decoded state must hold.
     pub fn validate(&self) -> Result<(), InvalidState> {
         self.state.validate()

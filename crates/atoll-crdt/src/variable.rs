@@ -119,6 +119,12 @@ impl DotStore for MapValue {
         self.set.for_each_dot(f);
     }
 
+    fn retain_dots(&mut self, keep: &mut dyn FnMut(&Dot) -> bool) {
+        self.counter.retain_dots(keep);
+        self.register.retain_dots(keep);
+        self.set.retain_dots(keep);
+    }
+
     fn join_store(&mut self, ctx: &CausalContext, other: Self, other_ctx: &CausalContext) {
         self.counter.join_store(ctx, other.counter, other_ctx);
         self.register.join_store(ctx, other.register, other_ctx);
@@ -205,6 +211,21 @@ impl State {
             }
         }
         Ok(())
+    }
+
+    /// What of `delta` (a state of the same kind) this state does not already
+    /// have: joining it gives the same state as joining `delta`. A delta of
+    /// another kind is returned whole.
+    pub fn strip(&mut self, delta: State) -> State {
+        match (self, delta) {
+            (State::Counter(a), State::Counter(d)) => State::Counter(a.strip(d)),
+            (State::Register(a), State::Register(d)) => State::Register(a.strip(d)),
+            (State::MvRegister(a), State::MvRegister(d)) => State::MvRegister(a.strip(d)),
+            (State::Set(a), State::Set(d)) => State::Set(a.strip(d)),
+            (State::Bag(a), State::Bag(d)) => State::Bag(a.strip(d)),
+            (State::Map(a), State::Map(d)) => State::Map(a.strip(d)),
+            (_, d) => d,
+        }
     }
 
     /// The latest last-writer-wins timestamp the state holds, so a receiver can

@@ -21,6 +21,8 @@ trait Model {
     fn op() -> BoxedStrategy<Self::Op>;
     /// Applies `op` at replica `r` of `n`; returns the delta.
     fn apply(s: &mut Self::S, r: usize, n: usize, op: &Self::Op) -> Self::S;
+    /// What of `d` the state `s` does not already have.
+    fn strip(s: &mut Self::S, d: Self::S) -> Self::S;
 }
 
 #[derive(Debug, Clone)]
@@ -71,7 +73,13 @@ fn run<M: Model>(n: usize, steps: &[Step<M::Op>]) -> Result<Run<M::S>, TestCaseE
             Step::Deliver(m, to) => {
                 if !deltas.is_empty() {
                     let d = deltas[m % deltas.len()].clone();
+                    // Redundancy removal: joining what is new has the same effect.
+                    let mut here = replicas[to % n].clone();
+                    let stripped = M::strip(&mut here, d.clone());
+                    let mut with_stripped = replicas[to % n].clone();
+                    with_stripped.join(stripped);
                     replicas[to % n].join(d);
+                    prop_assert_eq!(&with_stripped, &replicas[to % n], "strip lost information");
                 }
             }
             Step::SendState(from, to) => {
@@ -148,6 +156,9 @@ impl Model for G {
     fn op() -> BoxedStrategy<u32> {
         any::<u32>().boxed()
     }
+    fn strip(s: &mut GCounter, d: GCounter) -> GCounter {
+        s.strip(d)
+    }
     fn apply(s: &mut GCounter, r: usize, _: usize, op: &u32) -> GCounter {
         s.incr(rid(r), u64::from(*op)).unwrap()
     }
@@ -160,6 +171,9 @@ impl Model for Pn {
     fn op() -> BoxedStrategy<i32> {
         any::<i32>().boxed()
     }
+    fn strip(s: &mut PNCounter, d: PNCounter) -> PNCounter {
+        s.strip(d)
+    }
     fn apply(s: &mut PNCounter, r: usize, _: usize, op: &i32) -> PNCounter {
         s.add(rid(r), i64::from(*op)).unwrap()
     }
@@ -171,6 +185,9 @@ impl Model for Lww {
     type Op = (u8, u8);
     fn op() -> BoxedStrategy<(u8, u8)> {
         (0..4u8, 0..4u8).boxed()
+    }
+    fn strip(s: &mut LwwRegister<u8>, d: LwwRegister<u8>) -> LwwRegister<u8> {
+        s.strip(d)
     }
     fn apply(s: &mut LwwRegister<u8>, r: usize, _: usize, &(ts, v): &(u8, u8)) -> LwwRegister<u8> {
         let ts = Timestamp {
@@ -188,6 +205,9 @@ impl Model for Mv {
     fn op() -> BoxedStrategy<u8> {
         (0..4u8).boxed()
     }
+    fn strip(s: &mut MvRegister<u8>, d: MvRegister<u8>) -> MvRegister<u8> {
+        s.strip(d)
+    }
     fn apply(s: &mut MvRegister<u8>, r: usize, _: usize, v: &u8) -> MvRegister<u8> {
         s.write(rid(r), *v)
     }
@@ -199,6 +219,9 @@ impl Model for Set {
     type Op = (bool, u8);
     fn op() -> BoxedStrategy<(bool, u8)> {
         (any::<bool>(), 0..6u8).boxed()
+    }
+    fn strip(s: &mut OrSet<u8>, d: OrSet<u8>) -> OrSet<u8> {
+        s.strip(d)
     }
     fn apply(s: &mut OrSet<u8>, r: usize, _: usize, &(add, x): &(bool, u8)) -> OrSet<u8> {
         if add {
@@ -232,6 +255,9 @@ impl Model for M {
             k.prop_map(MapOp::Remove),
         ]
         .boxed()
+    }
+    fn strip(s: &mut Map, d: Map) -> Map {
+        s.strip(d)
     }
     fn apply(s: &mut Map, r: usize, _: usize, op: &MapOp) -> Map {
         let r = rid(r);
@@ -287,6 +313,9 @@ impl Model for B {
             (0..8usize, 0..5usize).prop_map(|(e, to)| BagOp::Transfer(e, to)),
         ]
         .boxed()
+    }
+    fn strip(s: &mut Bag<u8>, d: Bag<u8>) -> Bag<u8> {
+        s.strip(d)
     }
     fn apply(s: &mut Bag<u8>, r: usize, n: usize, op: &BagOp) -> Bag<u8> {
         match op {
