@@ -633,6 +633,23 @@ impl<B: Backend> Keyspace<B> {
         done
     }
 
+    /// Flushes the log (no checkpoint): everything written so far becomes
+    /// durable and may be shipped. For periodic flushing under buffered durability.
+    pub fn sync(&mut self) -> Result<()> {
+        self.check_writable()?;
+        let last = self.storage.last_seq();
+        match self.storage.flush() {
+            Ok(()) => {
+                self.flushed_through = last;
+                Ok(())
+            }
+            Err(e) => {
+                self.failed = Some(e.to_string());
+                Err(e.into())
+            }
+        }
+    }
+
     /// Checkpoints and flushes unless an earlier failure makes that unsafe; for closing.
     pub fn close(&mut self) -> Result<()> {
         if self.failed.is_some() {

@@ -468,7 +468,7 @@ async fn drive(
             _ = tokio::time::sleep(sleep) => store.replica().handle_timeout(now_ms()),
             _ = flush_tick.tick(), if flush_every.is_some() => {
                 let mut r = store.replica();
-                if let Err(e) = r.keyspace().flush() {
+                if let Err(e) = r.keyspace().sync() {
                     tracing::error!("background flush failed: {e}");
                 }
                 r.handle_local_writes(now_ms());
