@@ -119,9 +119,15 @@ async fn a_peer_from_another_ca_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_protocol_version_mismatch_is_refused_with_a_clear_reason_on_both_sides() {
-    let (da, db, _dc) = cluster();
+    let (da, db, dc) = cluster();
     let (a, mut ra) = node(da.path(), 1, 1);
     let (b, mut rb) = node(db.path(), 2, 2);
+    let (c, mut rc) = node(dc.path(), 3, 1);
+    let _dial_c = c.dial(a.local_addr().unwrap());
+    expect(&mut ra, "c connects", |e| {
+        matches!(e, NetEvent::Connected { peer: 3, .. })
+    })
+    .await;
     let _dial = b.dial(a.local_addr().unwrap());
     let NetEvent::Refused { reason, .. } = expect(&mut ra, "a refuses", |e| {
         matches!(e, NetEvent::Refused { .. })
@@ -142,7 +148,18 @@ async fn a_protocol_version_mismatch_is_refused_with_a_clear_reason_on_both_side
         unreachable!()
     };
     assert!(reason.contains("protocol version mismatch"), "{reason}");
-    assert!(a.connected().is_empty());
+    // a refused only b: c is still connected and served.
+    assert_eq!(
+        a.connected().iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        vec![3]
+    );
+    assert!(a.send(3, b"still served".to_vec()));
+    expect(
+        &mut rc,
+        "c still gets frames",
+        |e| matches!(e, NetEvent::Message { payload, .. } if payload == b"still served"),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
