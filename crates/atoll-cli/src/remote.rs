@@ -75,30 +75,24 @@ fn out(text: Vec<String>, json: Value) -> Output {
 pub(crate) fn run(r: &Remote, cmd: Cmd) -> Result<Output, String> {
     Ok(match cmd {
         Cmd::Counter(c) => {
-            let (name, v) = match c {
-                CounterCmd::Incr { name, n } => {
-                    let v = r.call(
-                        "POST",
-                        &format!("/v1/counter/{}", seg(&name)),
-                        Some(json!({"by": n})),
-                    )?;
-                    (name, v)
-                }
+            let v = match c {
+                CounterCmd::Incr { name, n } => r.call(
+                    "POST",
+                    &format!("/v1/counter/{}", seg(&name)),
+                    Some(json!({"by": n})),
+                )?,
                 CounterCmd::Decr { name, n } => {
                     let by = n.checked_neg().ok_or("decrement too large")?;
-                    let v = r.call(
+                    r.call(
                         "POST",
                         &format!("/v1/counter/{}", seg(&name)),
                         Some(json!({"by": by})),
-                    )?;
-                    (name, v)
+                    )?
                 }
                 CounterCmd::Get { name } => {
-                    let v = r.call("GET", &format!("/v1/counter/{}", seg(&name)), None)?;
-                    (name, v)
+                    r.call("GET", &format!("/v1/counter/{}", seg(&name)), None)?
                 }
             };
-            let _ = name;
             out(vec![v["value"].to_string()], v)
         }
         Cmd::Register(c) => match c {

@@ -439,9 +439,10 @@ impl<B: Backend> Replica<B> {
             if !p.connected || p.in_flight.is_some() {
                 continue;
             }
-            if let Err(e) = self.send_next(id, now) {
-                // Reading our own log failed: try again on the next input.
-                let _ = e;
+            // If reading our own log fails, nothing is sent to this peer now;
+            // the next input tries again.
+            if self.send_next(id, now).is_err() {
+                continue;
             }
         }
     }

@@ -107,7 +107,6 @@ pub fn decode_unvalidated<T: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::variable::Kind;
     use crate::ReplicaId;
 
     #[test]
@@ -138,6 +137,5 @@ mod tests {
         for cut in 1..bytes.len() {
             assert!(decode::<State>(&bytes[..cut], DEFAULT_MAX_LEN).is_err());
         }
-        let _ = Kind::ALL;
     }
 }

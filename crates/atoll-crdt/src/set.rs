@@ -133,7 +133,6 @@ mod tests {
     use super::*;
 
     const A: ReplicaId = ReplicaId(1);
-    const B: ReplicaId = ReplicaId(2);
 
     #[test]
     fn add_wins_over_concurrent_remove() {
@@ -164,6 +163,5 @@ mod tests {
         a.join(rm);
         assert!(!a.contains(&7) && !c.contains(&7));
         assert_eq!(a, c);
-        let _ = B;
     }
 }

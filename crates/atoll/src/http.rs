@@ -6,7 +6,7 @@
 //! `{"error": "..."}` with a 4xx or 5xx status.
 
 use crate::node::Control;
-use crate::{Error, Kind, Store};
+use crate::{Error, Store};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -447,6 +447,5 @@ async fn metrics(State(api): State<Api>, h: HeaderMap) -> Result<String, ApiErro
         "counter",
         per(&|p| p.stats.state_transfers),
     );
-    let _ = Kind::ALL;
     Ok(out)
 }
