@@ -75,6 +75,13 @@ pub enum Error {
     /// The node could not start or run (runtime, certificates, listen address).
     #[error("node: {0}")]
     Node(String),
+    /// A bag take or transfer was refused because this node has opened since
+    /// every peer last brought it up to date (see `Replica::fenced`).
+    #[error("bag {name:?}: takes and transfers wait until every peer has brought this node up to date since it started (so that an element taken before a restore is never taken again); retry once its peers are reachable")]
+    Fenced {
+        /// The bag.
+        name: String,
+    },
     /// An earlier flush failed; reopen the store.
     #[error("the store stopped accepting writes after a storage failure: {0}; reopen it")]
     Failed(String),

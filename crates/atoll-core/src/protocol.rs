@@ -10,7 +10,7 @@ use atoll_crdt::variable::Kind;
 use serde::{Deserialize, Serialize};
 
 /// The replication protocol's version, exchanged in the transport's handshake.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// One variable's delta (or whole state) in a message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +35,11 @@ pub enum Message {
         to: u64,
         /// The joined deltas.
         vars: Vec<VarDelta>,
+        /// The interval reaches the end of the sender's log: with it, the
+        /// receiver holds everything the sender held when sending it. (A
+        /// replica that just opened takes and transfers bag elements only once
+        /// every peer has sent it a complete interval.)
+        complete: bool,
     },
     /// The receiver of `Deltas` has joined the sender's log through `seq`.
     Ack {
@@ -92,6 +97,7 @@ mod tests {
                 kind: Kind::Counter,
                 delta: vec![1, 0, 0],
             }],
+            complete: false,
         };
         let bytes = m.encode();
         assert_eq!(Message::decode(&bytes, 1 << 20).unwrap(), m);

@@ -70,6 +70,9 @@ pub enum Event {
         /// The peer.
         peer: ReplicaId,
     },
+    /// Every peer has brought this replica up to date since it opened: bag
+    /// takes and transfers are allowed from now on (see [`Replica::fenced`]).
+    Unfenced,
 }
 
 /// Why a message was refused. After [`ProtocolError::Hostile`] the runtime should
@@ -117,6 +120,14 @@ struct Peer {
     transfer: Option<Transfer>,
     stats: PeerStats,
     last_contact: Option<u64>,
+    /// It sent us a complete interval since we opened (or it was added after
+    /// the fence lifted).
+    caught_up: bool,
+    /// Since it connected, it has not acknowledged a complete interval from us:
+    /// send one, even an empty one, so that it learns it is up to date.
+    announce: bool,
+    /// The end of the last complete interval sent to it.
+    complete_sent: Option<u64>,
 }
 
 /// Counters kept per peer.
@@ -151,6 +162,8 @@ pub struct PeerStatus {
     pub transferring: bool,
     /// When a message from it last arrived (the caller's clock).
     pub last_contact: Option<u64>,
+    /// Whether it has sent us everything it held since we opened.
+    pub caught_up: bool,
     /// Its counters.
     pub stats: PeerStats,
 }
@@ -162,6 +175,8 @@ pub struct Replica<B> {
     peers: BTreeMap<ReplicaId, Peer>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
+    /// Every peer has sent a complete interval since this replica opened.
+    unfenced: bool,
 }
 
 fn hostile(peer: ReplicaId, why: impl Into<String>) -> ProtocolError {
@@ -180,6 +195,26 @@ impl<B: Backend> Replica<B> {
             peers: BTreeMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            unfenced: false,
+        }
+    }
+
+    /// Whether bag takes and transfers must wait. A replica that just opened
+    /// may run on storage restored from an old backup, holding elements it
+    /// already took or handed away after that backup; only its peers know. So
+    /// from opening until every peer has sent it a complete interval (all that
+    /// peer held), it does not take or transfer. A replica with no peers is
+    /// never fenced; peers added once the fence lifted do not fence it again.
+    pub fn fenced(&self) -> bool {
+        !self.unfenced && !self.peers.values().all(|p| p.caught_up)
+    }
+
+    fn update_fence(&mut self) {
+        if !self.unfenced && self.peers.values().all(|p| p.caught_up) {
+            self.unfenced = true;
+            if !self.peers.is_empty() {
+                self.events.push_back(Event::Unfenced);
+            }
         }
     }
 
@@ -207,7 +242,11 @@ impl<B: Backend> Replica<B> {
     /// Adds a peer (disconnected until [`Replica::set_connected`]).
     pub fn add_peer(&mut self, id: ReplicaId) {
         if id != self.id() {
-            self.peers.entry(id).or_default();
+            let unfenced = self.unfenced;
+            self.peers.entry(id).or_insert_with(|| Peer {
+                caught_up: unfenced,
+                ..Peer::default()
+            });
             self.update_floor();
         }
     }
@@ -217,6 +256,9 @@ impl<B: Backend> Replica<B> {
         self.peers.remove(&id);
         self.transmits.retain(|t| t.to != id);
         self.update_floor();
+        if !self.peers.is_empty() {
+            self.update_fence();
+        }
     }
 
     /// Records that the runtime connected to a peer running as `incarnation`
@@ -228,6 +270,8 @@ impl<B: Backend> Replica<B> {
         if let Some(p) = self.peers.get_mut(&id) {
             p.connected = incarnation.is_some();
             p.in_flight = None;
+            p.announce = incarnation.is_some();
+            p.complete_sent = None;
             match incarnation {
                 Some(inc) => {
                     if p.incarnation.is_some_and(|old| old != inc) {
@@ -255,6 +299,7 @@ impl<B: Backend> Replica<B> {
                 lag: last.saturating_sub(p.acked),
                 transferring: p.transfer.is_some(),
                 last_contact: p.last_contact,
+                caught_up: p.caught_up,
                 stats: p.stats,
             })
             .collect()
@@ -262,6 +307,7 @@ impl<B: Backend> Replica<B> {
 
     /// Call after local writes: sends them to connected peers.
     pub fn handle_local_writes(&mut self, now: u64) {
+        self.update_fence();
         self.drive(now);
     }
 
@@ -286,11 +332,16 @@ impl<B: Backend> Replica<B> {
                 from: start,
                 to,
                 vars,
+                complete,
             } => {
                 if start > to {
                     return Err(hostile(from, "interval ends before it starts"));
                 }
                 self.merge_all(now, from, vars)?;
+                if complete {
+                    self.peers.get_mut(&from).expect("checked above").caught_up = true;
+                    self.update_fence();
+                }
                 self.send(from, &Message::Ack { seq: to });
             }
             Message::Ack { seq } => {
@@ -301,6 +352,10 @@ impl<B: Backend> Replica<B> {
                     ));
                 }
                 let p = self.peers.get_mut(&from).expect("checked above");
+                if p.complete_sent.is_some_and(|end| end <= seq) {
+                    p.announce = false;
+                    p.complete_sent = None;
+                }
                 if p.transfer.is_none() {
                     p.acked = p.acked.max(seq);
                     if p.in_flight.is_some_and(|(end, _)| end <= seq) {
@@ -382,9 +437,11 @@ impl<B: Backend> Replica<B> {
                 .is_some_and(|(_, sent)| now >= sent + self.config.retransmit_ms)
             {
                 p.in_flight = None;
+                p.complete_sent = None;
                 p.stats.retransmits += 1;
             }
         }
+        self.update_fence();
         self.drive(now);
     }
 
@@ -453,6 +510,23 @@ impl<B: Backend> Replica<B> {
         let p = &self.peers[&id];
         if p.transfer.is_none() {
             if p.acked >= last {
+                // Nothing to send; but a peer that connected since our last
+                // complete interval is told it has everything.
+                if p.announce && p.complete_sent.is_none() && last == self.ks.last_seq() {
+                    let acked = p.acked;
+                    let p = self.peers.get_mut(&id).expect("known");
+                    p.in_flight = Some((acked, now));
+                    p.complete_sent = Some(acked);
+                    self.send(
+                        id,
+                        &Message::Deltas {
+                            from: acked,
+                            to: acked,
+                            vars: Vec::new(),
+                            complete: true,
+                        },
+                    );
+                }
                 return Ok(());
             }
             let first = self.ks.storage().first_seq()?.unwrap_or(last + 1);
@@ -519,6 +593,10 @@ impl<B: Backend> Replica<B> {
             return self.send_next(id, now);
         }
         p.in_flight = Some((to, now));
+        let complete = to == self.ks.last_seq();
+        if complete {
+            p.complete_sent = Some(to);
+        }
         if self.config.state_based {
             for (name, d) in joined.iter_mut() {
                 if let Some(state) = self.ks.state(name)? {
@@ -540,6 +618,7 @@ impl<B: Backend> Replica<B> {
                 from: acked,
                 to,
                 vars,
+                complete,
             },
         );
         Ok(())

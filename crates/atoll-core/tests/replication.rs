@@ -230,6 +230,7 @@ fn hostile_messages_are_refused_without_changing_state() {
             kind: Kind::Counter,
             delta: vec![1, 42],
         }],
+        complete: false,
     };
     let e = n.handle_message(0, id(0), &bad_delta.encode()).unwrap_err();
     assert!(matches!(e, ProtocolError::Hostile { .. }), "{e}");

@@ -172,6 +172,12 @@ impl<T: Clone + PartialEq + Debug> Bag<T> {
             .and_then(|f| f.0.values().next_back())
     }
 
+    /// How many records of element `id` are held: 1 for a settled element, 2
+    /// while a later write arrived before the one it replaces, 0 if absent.
+    pub fn records_of(&self, id: ElementId) -> usize {
+        self.state.store().0.get(&id).map_or(0, |f| f.0.len())
+    }
+
     /// Every element known here (across all owners), by id.
     pub fn iter(&self) -> impl Iterator<Item = (ElementId, &BagEntry<T>)> {
         self.state

@@ -266,25 +266,28 @@ impl<T: Serialize + DeserializeOwned> Bag<T> {
     /// Takes one element this store owns (`None` if it owns none). An element is
     /// never taken twice, anywhere, even across a partition.
     pub fn take(&self) -> Result<Option<T>> {
-        let taken = self.store.update(&self.name, Kind::Bag, |state, ctx| {
-            let b = state_as!(state, Bag);
-            match b.take(ctx.node) {
-                Some((_, value, d)) => Ok((Some(State::Bag(d)), Some(value))),
-                None => Ok((None, None)),
-            }
-        })?;
+        let taken = self
+            .store
+            .update_owned(&self.name, Kind::Bag, |state, ctx| {
+                let b = state_as!(state, Bag);
+                match b.take(ctx.node) {
+                    Some((_, value, d)) => Ok((Some(State::Bag(d)), Some(value))),
+                    None => Ok((None, None)),
+                }
+            })?;
         taken.map(|b| decode(&self.name, &b)).transpose()
     }
 
     /// Hands element `id`, which this store must own, to replica `to`.
     pub fn transfer(&self, id: ElementId, to: ReplicaId) -> Result<()> {
-        self.store.update(&self.name, Kind::Bag, |state, ctx| {
-            let b = state_as!(state, Bag);
-            let d = b
-                .transfer_as(ctx.replica, ctx.node, id, to)
-                .map_err(crdt(&self.name))?;
-            Ok((Some(State::Bag(d)), ()))
-        })
+        self.store
+            .update_owned(&self.name, Kind::Bag, |state, ctx| {
+                let b = state_as!(state, Bag);
+                let d = b
+                    .transfer_as(ctx.replica, ctx.node, id, to)
+                    .map_err(crdt(&self.name))?;
+                Ok((Some(State::Bag(d)), ()))
+            })
     }
 
     /// Every element known here, across all owners, by id.

@@ -155,9 +155,35 @@ impl Store {
         kind: Kind,
         op: impl FnOnce(&mut State, &OpCtx) -> Result<(Option<State>, R)>,
     ) -> Result<R> {
+        self.update_as(false, name, kind, op)
+    }
+
+    /// [`Store::update`] for an operation only an element's owner may do (bag
+    /// take and transfer): refused while the replica is fenced after opening.
+    pub(crate) fn update_owned<R>(
+        &self,
+        name: &str,
+        kind: Kind,
+        op: impl FnOnce(&mut State, &OpCtx) -> Result<(Option<State>, R)>,
+    ) -> Result<R> {
+        self.update_as(true, name, kind, op)
+    }
+
+    fn update_as<R>(
+        &self,
+        owner_only: bool,
+        name: &str,
+        kind: Kind,
+        op: impl FnOnce(&mut State, &OpCtx) -> Result<(Option<State>, R)>,
+    ) -> Result<R> {
         let now = now_ms();
         let (out, applied) = {
             let mut r = self.replica();
+            if owner_only && r.fenced() {
+                return Err(crate::Error::Fenced {
+                    name: name.to_string(),
+                });
+            }
             let (out, applied) = r.keyspace().update(name, kind, now, op)?;
             if applied.is_some() {
                 r.handle_local_writes(now);

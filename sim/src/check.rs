@@ -1,0 +1,220 @@
+//! The invariants checked once the liveness phase has converged: every replica
+//! equal, and the final state agreeing with the history of acknowledged
+//! operations (Jepsen's vocabulary: *lost* is acknowledged but missing,
+//! *unexpected* is present but never acknowledged).
+
+use crate::trace::fnv;
+use crate::workload::{includes, Op, Outcome, Record};
+use atoll_crdt::codec;
+use atoll_crdt::variable::{Kind, State};
+use atoll_crdt::{ElementId, ReplicaId};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A digest of one replica's whole keyspace.
+pub fn digest(view: &BTreeMap<String, State>) -> u64 {
+    let mut bytes = Vec::new();
+    for (name, s) in view {
+        bytes.extend_from_slice(name.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(&codec::encode(s));
+    }
+    fnv(&bytes)
+}
+
+fn id_str(id: ElementId) -> String {
+    format!("{}.{}", id.replica.0, id.counter)
+}
+
+/// Checks the converged views (one per node) against each other and the
+/// history; returns every violation found.
+pub fn check(
+    views: &[BTreeMap<String, State>],
+    history: &[Record],
+    node_ids: &[ReplicaId],
+) -> Vec<String> {
+    let mut bad = Vec::new();
+    let Some(final_view) = views.first() else {
+        return bad;
+    };
+    // Convergence, by value and by digest.
+    let d0 = digest(final_view);
+    for (i, v) in views.iter().enumerate().skip(1) {
+        if v != final_view {
+            let differing: Vec<&String> = final_view
+                .keys()
+                .chain(v.keys())
+                .filter(|n| final_view.get(*n) != v.get(*n))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            bad.push(format!("n{i} differs from n0 on {differing:?}"));
+        }
+        let d = digest(v);
+        if d != d0 {
+            bad.push(format!(
+                "n{i}'s digest {d:016x} differs from n0's {d0:016x}"
+            ));
+        }
+    }
+    let kept: Vec<&Record> = history.iter().filter(|r| r.lost.is_none()).collect();
+    // Nothing acknowledged is lost: every delta is included in the final state.
+    for r in &kept {
+        let present = final_view
+            .get(&r.var)
+            .is_some_and(|s| includes(s, &r.delta));
+        if !present {
+            bad.push(format!("lost: acknowledged {r} is not in the final state"));
+        }
+    }
+    // Nothing unexpected: the final state is exactly the join of what was acknowledged.
+    let mut by_var: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
+    for r in &kept {
+        by_var.entry(r.var.as_str()).or_default().push(r);
+    }
+    for (name, state) in final_view {
+        let mut expected = State::new(state.kind());
+        for r in by_var.get(name.as_str()).into_iter().flatten() {
+            if expected.join(r.delta.clone()).is_err() {
+                bad.push(format!("{name}: {r} has the wrong kind"));
+            }
+        }
+        if &expected != state {
+            bad.push(format!(
+                "unexpected: {name} is not the join of its acknowledged operations{}",
+                set_diff(&expected, state)
+            ));
+        }
+    }
+    for name in by_var.keys() {
+        if !final_view.contains_key(*name) {
+            bad.push(format!("lost: variable {name} is missing"));
+        }
+    }
+    // Counters, by arithmetic.
+    for (name, recs) in &by_var {
+        let sum: i128 = recs
+            .iter()
+            .filter_map(|r| match r.op {
+                Op::CounterAdd(by) => Some(i128::from(by)),
+                _ => None,
+            })
+            .sum();
+        if let Some(State::Counter(c)) = final_view.get(*name) {
+            if c.value() != sum {
+                bad.push(format!(
+                    "counter {name} is {} but its acknowledged increments sum to {sum}",
+                    c.value()
+                ));
+            }
+        }
+    }
+    // Registers: the write with the highest (timestamp, incarnation) wins.
+    for (name, recs) in &by_var {
+        let winner = recs
+            .iter()
+            .filter_map(|r| match r.op {
+                Op::RegisterSet(v) => Some(((r.ts, r.actor), v)),
+                _ => None,
+            })
+            .max();
+        if let (Some((_, v)), Some(State::Register(reg))) = (winner, final_view.get(*name)) {
+            if reg.get() != Some(&v.to_le_bytes().to_vec()) {
+                bad.push(format!(
+                    "register {name} does not hold the last acknowledged write ({v})"
+                ));
+            }
+        }
+    }
+    bad.extend(check_bags(final_view, &by_var, node_ids));
+    bad
+}
+
+fn set_diff(expected: &State, actual: &State) -> String {
+    match (expected, actual) {
+        (State::Set(e), State::Set(a)) => {
+            let e: BTreeSet<&Vec<u8>> = e.iter().collect();
+            let a: BTreeSet<&Vec<u8>> = a.iter().collect();
+            format!(
+                " (lost elements: {:?}; unexpected elements: {:?})",
+                e.difference(&a).count(),
+                a.difference(&e).count()
+            )
+        }
+        _ => String::new(),
+    }
+}
+
+/// Bags: no element taken twice, every untaken element present exactly once
+/// with its last owner, nothing else present.
+fn check_bags(
+    final_view: &BTreeMap<String, State>,
+    by_var: &BTreeMap<&str, Vec<&Record>>,
+    node_ids: &[ReplicaId],
+) -> Vec<String> {
+    let mut bad = Vec::new();
+    for (name, recs) in by_var {
+        if recs.first().map(|r| r.op.kind()) != Some(Kind::Bag) {
+            continue;
+        }
+        let mut owner: BTreeMap<ElementId, ReplicaId> = BTreeMap::new();
+        let mut taken: BTreeMap<ElementId, Vec<u64>> = BTreeMap::new();
+        for r in recs {
+            let Outcome::Element(id) = r.outcome else {
+                continue;
+            };
+            match r.op {
+                Op::BagInsert(_) => {
+                    owner.insert(id, node_ids[r.node]);
+                }
+                Op::BagTake => taken.entry(id).or_default().push(r.id),
+                Op::BagTransfer { to, .. } => {
+                    owner.insert(id, to);
+                }
+                _ => {}
+            }
+        }
+        for (id, ops) in &taken {
+            if ops.len() > 1 {
+                bad.push(format!(
+                    "bag {name}: element {} taken twice, by ops {ops:?}",
+                    id_str(*id)
+                ));
+            }
+        }
+        let Some(State::Bag(bag)) = final_view.get(*name) else {
+            bad.push(format!("bag {name} is missing"));
+            continue;
+        };
+        for (id, who) in &owner {
+            let records = bag.records_of(*id);
+            if taken.contains_key(id) {
+                if records != 0 {
+                    bad.push(format!(
+                        "bag {name}: taken element {} is still present",
+                        id_str(*id)
+                    ));
+                }
+            } else if records != 1 {
+                bad.push(format!(
+                    "bag {name}: untaken element {} is present {records} times, not once",
+                    id_str(*id)
+                ));
+            } else if bag.get(*id).map(|e| e.owner) != Some(*who) {
+                bad.push(format!(
+                    "bag {name}: element {} is not owned by n{}, its last acknowledged owner",
+                    id_str(*id),
+                    who.0 - 1
+                ));
+            }
+        }
+        for (id, _) in bag.iter() {
+            if !owner.contains_key(&id) {
+                bad.push(format!(
+                    "bag {name}: unexpected element {} (never acknowledged)",
+                    id_str(id)
+                ));
+            }
+        }
+    }
+    bad
+}

@@ -1,0 +1,115 @@
+//! atoll's deterministic partition simulator.
+//!
+//! It drives the very code a node runs — [`atoll_core::Replica`] and
+//! [`atoll_core::Keyspace`] on [`atoll_store::MemoryBackend`] — with one
+//! virtual clock and one seeded RNG on one thread, through a network that
+//! delays, loses, duplicates and reorders messages, partitions that split,
+//! flap and clog, crashes, restores from old backups and clock jumps. A run
+//! has two phases, as in TigerBeetle's VOPR: a *safety* phase with every fault
+//! on and clients writing, then a *liveness* phase in which the network heals
+//! and every node is up, and the cluster must converge in bounded simulated
+//! time. Then the invariants of [`check`] are checked against the history of
+//! acknowledged operations.
+//!
+//! The same seed and options give the same run, event for event: the trace
+//! hash ([`RunResult::trace_hash`]) proves it.
+
+#![forbid(unsafe_code)]
+
+pub mod check;
+pub mod options;
+pub mod report;
+pub mod rng;
+pub mod scenario;
+pub mod trace;
+pub mod workload;
+pub mod world;
+
+pub use options::{Durability, Faults, Latency, Mix, Options, Topology, Workload};
+pub use world::{Mark, Sample, Sim, Stats, Step};
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
+
+/// What a run found.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    /// Its seed.
+    pub seed: u64,
+    /// Its options.
+    pub opts: Options,
+    /// The hash of its whole event trace.
+    pub trace_hash: u64,
+    /// Events in the trace.
+    pub trace_events: u64,
+    /// Every invariant violation (empty: the run passed).
+    pub failures: Vec<String>,
+    /// Counters.
+    pub stats: Stats,
+    /// When the liveness phase converged (simulated ms).
+    pub converged_at: Option<u64>,
+    /// Simulated time at the end (ms).
+    pub end_ms: u64,
+    /// The trace, if kept.
+    pub trace: Option<Vec<String>>,
+    /// The timeline, for reports.
+    pub marks: Vec<(u64, Mark)>,
+    /// Divergence samples, for reports.
+    pub samples: Vec<Sample>,
+    /// Wall-clock seconds the run took.
+    pub wall_secs: f64,
+}
+
+impl RunResult {
+    /// Whether every invariant held.
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// Runs one simulation: the random faults of `opts` plus a scenario's
+/// `script`, both phases, then the final invariants. A panic anywhere in the
+/// replica code is caught and reported as a failure of the run.
+pub fn run(seed: u64, opts: Options, script: Vec<(u64, Step)>, keep_trace: bool) -> RunResult {
+    let started = Instant::now();
+    let mut sim = Sim::new(seed, opts.clone(), script, keep_trace);
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        sim.run();
+        final_check(&mut sim)
+    }));
+    let mut failures = std::mem::take(&mut sim.failures);
+    match outcome {
+        Ok(found) => failures.extend(found),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic".into());
+            failures.push(format!("panic at {} ms: {msg}", sim.now));
+        }
+    }
+    RunResult {
+        seed,
+        opts,
+        trace_hash: sim.trace.hash(),
+        trace_events: sim.trace.len(),
+        failures,
+        stats: sim.stats.clone(),
+        converged_at: sim.converged_at,
+        end_ms: sim.now,
+        trace: sim.trace.lines().map(|l| l.to_vec()),
+        marks: std::mem::take(&mut sim.marks),
+        samples: std::mem::take(&mut sim.samples),
+        wall_secs: started.elapsed().as_secs_f64(),
+    }
+}
+
+fn final_check(sim: &mut Sim) -> Vec<String> {
+    if sim.converged_at.is_none() {
+        return Vec::new();
+    }
+    let views: Vec<_> = (0..sim.len()).map(|i| sim.view(i)).collect();
+    let ids: Vec<_> = (0..sim.len()).map(world::node_id).collect();
+    check::check(&views, &sim.history, &ids)
+}

@@ -1,0 +1,336 @@
+//! What a run simulates: cluster shape, workload, faults and protocol bounds,
+//! as plain data. [`Options::for_seed`] draws every intensity from the seed;
+//! a scenario or the command line may then override any field.
+
+use crate::rng::Rng;
+
+/// How acknowledged writes are made durable (the store's `Durability`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Every write is flushed before it is acknowledged: a crash loses nothing acknowledged.
+    Durable,
+    /// Writes are flushed every `flush_every_ms`; a crash may lose the last
+    /// interval's acknowledged writes (and only those).
+    Buffered {
+        /// The flush interval (simulated ms).
+        flush_every_ms: u64,
+    },
+}
+
+/// Who is a peer of whom.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topology {
+    /// Every pair of nodes.
+    Full,
+    /// A ring plus random chords, `degree` peers per node on average: updates
+    /// travel transitively.
+    Sparse {
+        /// Peers per node (at least 2).
+        degree: usize,
+    },
+}
+
+/// Message delivery delay: uniform in `min_ms..=max_ms`, plus with
+/// probability `spike` an extra `spike_ms` (a tail that reorders messages).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Latency {
+    /// Least delay.
+    pub min_ms: u64,
+    /// Greatest ordinary delay.
+    pub max_ms: u64,
+    /// Probability of a spike.
+    pub spike: f64,
+    /// A spike's extra delay.
+    pub spike_ms: u64,
+}
+
+/// The faults injected during the safety phase. All are data: a scenario sets
+/// them, [`Options::for_seed`] randomises them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Faults {
+    /// Delivery delay.
+    pub latency: Latency,
+    /// Probability that a message is dropped.
+    pub loss: f64,
+    /// Probability that a message is delivered twice.
+    pub duplicate: f64,
+    /// Mean simulated time between fault injections (ms).
+    pub every_ms: u64,
+    /// Random splits of the cluster into two or three sides.
+    pub partitions: bool,
+    /// One-way link failures: messages in one direction are dropped while the
+    /// connection stays up (a gray failure that only retransmission repairs).
+    pub one_way: bool,
+    /// A link that goes down and up again and again.
+    pub flapping: bool,
+    /// Swizzle-clogging: cut a random set of links one by one, then restore
+    /// them in random order.
+    pub clogging: bool,
+    /// Partitions lasting simulated hours to days (otherwise up to seconds).
+    pub long_partitions: bool,
+    /// Node crashes that lose what was not flushed, then restarts.
+    pub crashes: bool,
+    /// Restores of a node from an old backup of its storage.
+    pub restores: bool,
+    /// How often each node's storage is backed up (ms, 0 = never), for restores.
+    pub backup_every_ms: u64,
+    /// Each node's clock starts up to this far off (ms, either way).
+    pub clock_skew_ms: u64,
+    /// Sudden clock jumps, forward or back, of up to `clock_skew_ms`.
+    pub clock_jumps: bool,
+}
+
+impl Faults {
+    /// No faults: a perfect network with a fixed 1 ms delay.
+    pub fn none() -> Faults {
+        Faults {
+            latency: Latency {
+                min_ms: 1,
+                max_ms: 1,
+                spike: 0.0,
+                spike_ms: 0,
+            },
+            loss: 0.0,
+            duplicate: 0.0,
+            every_ms: 1_000,
+            partitions: false,
+            one_way: false,
+            flapping: false,
+            clogging: false,
+            long_partitions: false,
+            crashes: false,
+            restores: false,
+            backup_every_ms: 0,
+            clock_skew_ms: 0,
+            clock_jumps: false,
+        }
+    }
+
+    /// The names [`Faults::enable`] accepts.
+    pub const NAMES: [&'static str; 11] = [
+        "latency",
+        "loss",
+        "duplicate",
+        "partitions",
+        "one-way",
+        "flapping",
+        "clogging",
+        "long-partitions",
+        "crashes",
+        "restores",
+        "clock",
+    ];
+
+    /// Every fault on, with intensities drawn from `rng`.
+    pub fn random(rng: &mut Rng) -> Faults {
+        let min_ms = rng.range(1, 20);
+        Faults {
+            latency: Latency {
+                min_ms,
+                max_ms: min_ms + rng.range(0, 80),
+                spike: [0.0, 0.01, 0.05][rng.index(3)],
+                spike_ms: rng.range(100, 2_000),
+            },
+            loss: [0.0, 0.01, 0.05, 0.2][rng.index(4)],
+            duplicate: [0.0, 0.01, 0.05][rng.index(3)],
+            every_ms: rng.range(300, 3_000),
+            partitions: true,
+            one_way: true,
+            flapping: true,
+            clogging: true,
+            long_partitions: true,
+            crashes: true,
+            restores: true,
+            backup_every_ms: rng.range(2_000, 20_000),
+            clock_skew_ms: rng.range(0, 60_000),
+            clock_jumps: true,
+        }
+    }
+
+    /// Keeps only the faults named in `names` (see [`Faults::NAMES`]); the
+    /// others are turned off. `latency` keeps the drawn delays (otherwise 1 ms).
+    pub fn keep_only(&mut self, names: &[String]) -> Result<(), String> {
+        for n in names {
+            if !Faults::NAMES.contains(&n.as_str()) {
+                return Err(format!(
+                    "unknown fault {n:?}; the faults are: {}",
+                    Faults::NAMES.join(", ")
+                ));
+            }
+        }
+        let on = |n: &str| names.iter().any(|x| x == n);
+        let none = Faults::none();
+        if !on("latency") {
+            self.latency = none.latency;
+        }
+        if !on("loss") {
+            self.loss = 0.0;
+        }
+        if !on("duplicate") {
+            self.duplicate = 0.0;
+        }
+        self.partitions &= on("partitions");
+        self.one_way &= on("one-way");
+        self.flapping &= on("flapping");
+        self.clogging &= on("clogging");
+        self.long_partitions &= on("long-partitions");
+        self.crashes &= on("crashes");
+        self.restores &= on("restores");
+        if !on("clock") {
+            self.clock_skew_ms = 0;
+            self.clock_jumps = false;
+        }
+        Ok(())
+    }
+
+    /// Whether any fault injection (beyond delay, loss and duplication) is on.
+    pub fn injects(&self) -> bool {
+        self.partitions
+            || self.one_way
+            || self.flapping
+            || self.clogging
+            || self.crashes
+            || self.restores
+            || self.clock_jumps
+    }
+}
+
+/// Relative weights of the operation types clients issue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mix {
+    /// Counter increments and decrements.
+    pub counter: u32,
+    /// Last-writer-wins register writes.
+    pub register: u32,
+    /// Multi-value register writes.
+    pub mv_register: u32,
+    /// Set adds and removes.
+    pub set: u32,
+    /// Map key updates (counter, register, set fields) and key removals.
+    pub map: u32,
+    /// Bag inserts, takes and transfers.
+    pub bag: u32,
+}
+
+/// What clients do.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Workload {
+    /// Mean simulated time between two client operations, cluster-wide (ms).
+    pub op_every_ms: u64,
+    /// The mix of operation types.
+    pub mix: Mix,
+    /// Variables of each type (small, so that operations collide).
+    pub vars_per_type: usize,
+    /// Distinct set elements and map keys (small, so adds and removes collide).
+    pub elements: u64,
+}
+
+impl Workload {
+    /// Every type, evenly mixed.
+    pub fn default_mix() -> Workload {
+        Workload {
+            op_every_ms: 20,
+            mix: Mix {
+                counter: 3,
+                register: 2,
+                mv_register: 1,
+                set: 3,
+                map: 2,
+                bag: 3,
+            },
+            vars_per_type: 2,
+            elements: 12,
+        }
+    }
+}
+
+/// Everything a run needs besides its seed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    /// Nodes in the cluster.
+    pub nodes: usize,
+    /// Who peers with whom.
+    pub topology: Topology,
+    /// Length of the safety phase: faults and client operations (simulated ms).
+    pub safety_ms: u64,
+    /// The most simulated time the liveness phase may take to converge.
+    pub liveness_ms: u64,
+    /// Clients.
+    pub workload: Workload,
+    /// Faults.
+    pub faults: Faults,
+    /// Durability of acknowledged writes.
+    pub durability: Durability,
+    /// Protocol: how long before resending (ms).
+    pub retransmit_ms: u64,
+    /// Protocol: the most delta bytes per message.
+    pub max_batch_bytes: usize,
+    /// Protocol: the most log entries per message.
+    pub max_batch_entries: usize,
+    /// Storage: the most delta-log entries kept.
+    pub log_retain: u64,
+    /// Storage: log entries between checkpoints.
+    pub checkpoint_every: u64,
+    /// Remote timestamps further ahead than this are refused (ms).
+    pub max_clock_skew_ms: u64,
+    /// How often to sample divergence for the report (ms; 0 = never).
+    pub sample_every_ms: u64,
+}
+
+impl Options {
+    /// The options of a randomised run: every fault on, with cluster size,
+    /// intensities, durability and protocol bounds drawn from `seed`. Small
+    /// bounds are favoured, so that batching, log truncation and state
+    /// transfer happen often.
+    pub fn for_seed(seed: u64) -> Options {
+        // A stream of its own, so that adding a field here does not perturb the run's stream.
+        let mut rng = Rng::new(seed ^ 0x5eed_0f0f_0915_u64);
+        let faults = Faults::random(&mut rng);
+        let durability = if rng.chance(0.5) {
+            Durability::Durable
+        } else {
+            Durability::Buffered {
+                flush_every_ms: rng.range(5, 500),
+            }
+        };
+        Options {
+            nodes: rng.range(3, 6) as usize,
+            topology: Topology::Full,
+            safety_ms: rng.range(10_000, 40_000),
+            liveness_ms: 120_000,
+            workload: Workload {
+                op_every_ms: rng.range(5, 40),
+                ..Workload::default_mix()
+            },
+            faults,
+            durability,
+            retransmit_ms: rng.range(50, 1_000),
+            max_batch_bytes: [200, 2_000, 64 << 10][rng.index(3)],
+            max_batch_entries: [4, 64, 4096][rng.index(3)],
+            log_retain: rng.range(20, 400),
+            checkpoint_every: rng.range(4, 64),
+            max_clock_skew_ms: 300_000,
+            sample_every_ms: 0,
+        }
+    }
+
+    /// A quiet cluster: no faults, durable, the default workload.
+    pub fn calm(nodes: usize) -> Options {
+        Options {
+            nodes,
+            topology: Topology::Full,
+            safety_ms: 10_000,
+            liveness_ms: 120_000,
+            workload: Workload::default_mix(),
+            faults: Faults::none(),
+            durability: Durability::Durable,
+            retransmit_ms: 200,
+            max_batch_bytes: 64 << 10,
+            max_batch_entries: 4096,
+            log_retain: 10_000,
+            checkpoint_every: 256,
+            max_clock_skew_ms: 300_000,
+            sample_every_ms: 0,
+        }
+    }
+}

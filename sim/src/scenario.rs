@@ -1,0 +1,195 @@
+//! Scripted scenarios: a cluster, a workload, and faults at chosen times, beside
+//! (or instead of) the random ones. Build one with [`Scenario::new`] and
+//! [`Scenario::at`], then [`Scenario::run`] it; the liveness phase and the
+//! final invariants follow the script as in any run.
+
+use crate::options::{Durability, Faults, Options, Workload};
+use crate::world::{Sim, Step};
+use crate::{run, RunResult};
+
+const MIN: u64 = 60_000;
+const HOUR: u64 = 60 * MIN;
+const DAY: u64 = 24 * HOUR;
+
+/// A scripted scenario.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// Its name, for `--scenario`.
+    pub name: &'static str,
+    /// What it shows.
+    pub about: &'static str,
+    /// The cluster, workload and background faults.
+    pub options: Options,
+    /// The steps, by simulated time (ms).
+    pub steps: Vec<(u64, Step)>,
+}
+
+impl Scenario {
+    /// A scenario with no steps yet.
+    pub fn new(name: &'static str, about: &'static str, options: Options) -> Scenario {
+        Scenario {
+            name,
+            about,
+            options,
+            steps: Vec::new(),
+        }
+    }
+
+    /// Adds `step` at simulated time `at_ms`.
+    pub fn at(mut self, at_ms: u64, step: Step) -> Scenario {
+        self.steps.push((at_ms, step));
+        self
+    }
+
+    /// Runs it with `seed` (which drives the workload and the network's delays).
+    pub fn run(&self, seed: u64, keep_trace: bool) -> RunResult {
+        run(seed, self.options.clone(), self.steps.clone(), keep_trace)
+    }
+}
+
+fn quiet(nodes: usize, safety_ms: u64, op_every_ms: u64) -> Options {
+    let mut o = Options::calm(nodes);
+    o.safety_ms = safety_ms;
+    o.workload = Workload {
+        op_every_ms,
+        ..Workload::default_mix()
+    };
+    o.faults = Faults {
+        latency: crate::Latency {
+            min_ms: 2,
+            max_ms: 40,
+            spike: 0.0,
+            spike_ms: 0,
+        },
+        ..Faults::none()
+    };
+    o
+}
+
+const SPLIT_AT: u64 = HOUR;
+const WEEK: u64 = 7 * DAY;
+
+fn both_sites_wrote(sim: &mut Sim) -> Result<(), String> {
+    let during = |r: &&crate::workload::Record| r.at > SPLIT_AT && r.at < SPLIT_AT + WEEK;
+    let west = sim
+        .history
+        .iter()
+        .filter(during)
+        .filter(|r| r.node < 3)
+        .count();
+    let east = sim
+        .history
+        .iter()
+        .filter(during)
+        .filter(|r| r.node >= 3)
+        .count();
+    if west == 0 || east == 0 {
+        return Err(format!(
+            "both sites should keep writing through the split (west {west}, east {east})"
+        ));
+    }
+    Ok(())
+}
+
+fn sites_diverged(sim: &mut Sim) -> Result<(), String> {
+    if sim.converged() {
+        return Err("after a week apart with writes on both sides, the sites should differ".into());
+    }
+    Ok(())
+}
+
+fn all_up(sim: &mut Sim) -> Result<(), String> {
+    match (0..sim.len()).find(|&i| !sim.is_up(i)) {
+        Some(i) => Err(format!("n{i} should be up again")),
+        None => Ok(()),
+    }
+}
+
+/// The scenarios that ship with the simulator.
+pub fn shipped() -> Vec<Scenario> {
+    let mut out = Vec::new();
+
+    // Two sites, three nodes and two, split for a week; one write a minute.
+    let mut o = quiet(5, SPLIT_AT + WEEK + HOUR, MIN);
+    o.durability = Durability::Buffered {
+        flush_every_ms: 1_000,
+    };
+    out.push(
+        Scenario::new(
+            "week-split",
+            "two sites (3 + 2 nodes) split for a simulated week, writing on both sides; they converge when it heals",
+            o,
+        )
+        .at(SPLIT_AT, Step::Split(vec![vec![0, 1, 2], vec![3, 4]]))
+        .at(SPLIT_AT + WEEK - 1, Step::Check("sites diverged", sites_diverged))
+        .at(SPLIT_AT + WEEK - 1, Step::Check("both sites wrote", both_sites_wrote))
+        .at(SPLIT_AT + WEEK, Step::HealAll),
+    );
+
+    // A node restored from last month's backup; one write every ten minutes.
+    let mut o = quiet(4, 32 * DAY, 10 * MIN);
+    o.faults.backup_every_ms = DAY;
+    o.log_retain = 200;
+    out.push(
+        Scenario::new(
+            "old-backup",
+            "n2 is restored from its oldest backup (a month old): it must not reissue dots, lose others' writes, or take a bag element twice",
+            o,
+        )
+        .at(31 * DAY, Step::RestoreOldest(2))
+        .at(31 * DAY + HOUR, Step::Check("n2 is back", all_up)),
+    );
+
+    // A flapping link between n0 and n1 for 20 s, under loss.
+    let mut o = quiet(3, 30_000, 10);
+    o.faults.loss = 0.05;
+    o.retransmit_ms = 100;
+    let mut s = Scenario::new(
+        "flapping-link",
+        "the n0-n1 link goes down and up every 300 ms for 20 s, with 5% loss",
+        o,
+    );
+    let mut t = 5_000;
+    while t < 25_000 {
+        s = s.at(t, Step::Cut(0, 1)).at(t + 300, Step::Heal(0, 1));
+        t += 600;
+    }
+    out.push(s);
+
+    // A rolling restart: each node in turn is down for two seconds.
+    let mut o = quiet(5, 30_000, 10);
+    o.durability = Durability::Buffered {
+        flush_every_ms: 100,
+    };
+    let mut s = Scenario::new(
+        "rolling-restart",
+        "each of five nodes in turn crashes and restarts (2 s down), while clients keep writing",
+        o,
+    );
+    for i in 0..5 {
+        let t = 3_000 + i as u64 * 5_000;
+        s = s.at(t, Step::Crash(i)).at(t + 2_000, Step::Restart(i));
+    }
+    s = s.at(29_000, Step::Check("every node is up", all_up));
+    out.push(s);
+
+    // A clock that jumps back by a minute while a message is unacknowledged.
+    let mut o = quiet(3, 20_000, 10);
+    o.faults.loss = 0.2;
+    o.retransmit_ms = 200;
+    out.push(
+        Scenario::new(
+            "clock-back",
+            "n1's clock jumps back a minute, then forward, under 20% loss: retransmission must not stall",
+            o,
+        )
+        .at(5_000, Step::ClockJump(1, -60_000))
+        .at(12_000, Step::ClockJump(1, 90_000)),
+    );
+    out
+}
+
+/// The shipped scenario called `name`.
+pub fn find(name: &str) -> Option<Scenario> {
+    shipped().into_iter().find(|s| s.name == name)
+}
