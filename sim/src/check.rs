@@ -56,7 +56,17 @@ pub fn check(
             ));
         }
     }
-    let kept: Vec<&Record> = history.iter().filter(|r| r.lost.is_none()).collect();
+    // An operation lost to a restore can come back with a later restore from a
+    // newer backup: what is present counts, lost or not.
+    let kept: Vec<&Record> = history
+        .iter()
+        .filter(|r| {
+            r.lost.is_none()
+                || final_view
+                    .get(&r.var)
+                    .is_some_and(|s| includes(s, &r.delta))
+        })
+        .collect();
     // Nothing acknowledged is lost: every delta is included in the final state.
     for r in &kept {
         let present = final_view
@@ -157,7 +167,7 @@ fn check_bags(
             continue;
         }
         let mut owner: BTreeMap<ElementId, ReplicaId> = BTreeMap::new();
-        let mut taken: BTreeMap<ElementId, Vec<u64>> = BTreeMap::new();
+        let mut taken: BTreeMap<ElementId, Vec<(u64, bool)>> = BTreeMap::new();
         for r in recs {
             let Outcome::Element(id) = r.outcome else {
                 continue;
@@ -166,14 +176,16 @@ fn check_bags(
                 Op::BagInsert(_) => {
                     owner.insert(id, node_ids[r.node]);
                 }
-                Op::BagTake => taken.entry(id).or_default().push(r.id),
+                // A take lost before the next one was made does not count twice.
+                Op::BagTake => taken.entry(id).or_default().push((r.id, r.lost.is_none())),
                 Op::BagTransfer { to, .. } => {
                     owner.insert(id, to);
                 }
                 _ => {}
             }
         }
-        for (id, ops) in &taken {
+        for (id, takes) in &taken {
+            let ops: Vec<u64> = takes.iter().filter(|t| t.1).map(|t| t.0).collect();
             if ops.len() > 1 {
                 bad.push(format!(
                     "bag {name}: element {} taken twice, by ops {ops:?}",

@@ -200,6 +200,9 @@ pub struct Sim {
     pub converged_at: Option<u64>,
 }
 
+/// Where simulated time 0 falls on the nodes' wall clocks.
+const EPOCH_MS: i64 = 1_700_000_000_000;
+
 /// The node id of node `i`.
 pub fn node_id(i: usize) -> ReplicaId {
     ReplicaId(i as u64 + 1)
@@ -341,9 +344,10 @@ impl Sim {
         self.queue.insert((self.now + after, self.order), ev);
     }
 
-    /// Node `i`'s clock: the simulated time plus its skew (never negative).
+    /// Node `i`'s wall clock (ms since the Unix epoch): the simulation starts
+    /// on 2023-11-14, and each node's clock is off by its skew.
     pub fn local_now(&self, i: usize) -> u64 {
-        (self.now as i64 + self.nodes[i].offset).max(0) as u64
+        (EPOCH_MS + self.now as i64 + self.nodes[i].offset) as u64
     }
 
     /// How many nodes.
@@ -540,7 +544,7 @@ impl Sim {
         }
         // The replica's deadline is on its own clock.
         let at = deadline.map(|d| {
-            let global = d as i64 - self.nodes[i].offset;
+            let global = d as i64 - self.nodes[i].offset - EPOCH_MS;
             (global.max(self.now as i64) as u64).max(self.now)
         });
         if at != self.nodes[i].timer {
@@ -1125,6 +1129,41 @@ impl Sim {
         });
     }
 
+    /// Each node's log end and its view of each peer, for diagnosing a stall.
+    pub fn sync_report(&self) -> String {
+        let mut out = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let Some(r) = &n.replica else {
+                out.push(format!("n{i} down"));
+                continue;
+            };
+            let ks = r.keyspace_ref();
+            let peers: Vec<String> = r
+                .peers()
+                .iter()
+                .map(|p| {
+                    format!(
+                        "n{}: acked {} lag {}{}{}{}",
+                        index_of(p.id),
+                        p.acked,
+                        p.lag,
+                        if p.connected { "" } else { " disconnected" },
+                        if p.transferring { " transferring" } else { "" },
+                        if p.caught_up { "" } else { " not caught up" },
+                    )
+                })
+                .collect();
+            out.push(format!(
+                "n{i} log {} (flushed {}){} [{}]",
+                ks.last_seq(),
+                ks.flushed_seq(),
+                if r.fenced() { " fenced" } else { "" },
+                peers.join(", ")
+            ));
+        }
+        out.join("; ")
+    }
+
     /// Whether every node is up and holds the same variables with the same states.
     pub fn converged(&mut self) -> bool {
         if !(0..self.nodes.len()).all(|i| self.is_up(i)) {
@@ -1264,8 +1303,9 @@ impl Sim {
         self.run_until(end);
         if self.converged_at.is_none() {
             self.phase = Phase::Done;
+            let why = self.sync_report();
             self.fail(format!(
-                "liveness: the cluster did not converge within {} ms of healing",
+                "liveness: the cluster did not converge within {} ms of healing; {why}",
                 self.opts.liveness_ms
             ));
         }

@@ -312,9 +312,10 @@ impl<B: Backend> Keyspace<B> {
             flushed_through: 0,
         };
         ks.flushed_through = ks.storage.last_seq();
-        if ks.recover()? > 0 {
-            ks.checkpoint()?;
-        }
+        ks.recover()?;
+        // Also when nothing was replayed: a crash may have lost the truncation
+        // that followed the last checkpoint, leaving the log over its bound.
+        ks.checkpoint()?;
         Ok(ks)
     }
 

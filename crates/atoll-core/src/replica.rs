@@ -177,6 +177,8 @@ pub struct Replica<B> {
     events: VecDeque<Event>,
     /// Every peer has sent a complete interval since this replica opened.
     unfenced: bool,
+    /// The latest `now` given.
+    last_now: u64,
 }
 
 fn hostile(peer: ReplicaId, why: impl Into<String>) -> ProtocolError {
@@ -196,7 +198,22 @@ impl<B: Backend> Replica<B> {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             unfenced: false,
+            last_now: 0,
         }
+    }
+
+    /// Notes the time of an input. If the caller's clock went back (a wall
+    /// clock set back), what is in flight counts as sent now: otherwise its
+    /// retransmission would wait until the clock caught up again.
+    fn observe(&mut self, now: u64) {
+        if now < self.last_now {
+            for p in self.peers.values_mut() {
+                if let Some((_, sent)) = &mut p.in_flight {
+                    *sent = (*sent).min(now);
+                }
+            }
+        }
+        self.last_now = now;
     }
 
     /// Whether bag takes and transfers must wait. A replica that just opened
@@ -267,6 +284,7 @@ impl<B: Backend> Replica<B> {
     /// restarted, or restored, peer may hold less than it once acknowledged, so
     /// it is sent everything again (by deltas, or by state transfer).
     pub fn set_connected(&mut self, id: ReplicaId, incarnation: Option<ReplicaId>, now: u64) {
+        self.observe(now);
         if let Some(p) = self.peers.get_mut(&id) {
             p.connected = incarnation.is_some();
             p.in_flight = None;
@@ -307,6 +325,7 @@ impl<B: Backend> Replica<B> {
 
     /// Call after local writes: sends them to connected peers.
     pub fn handle_local_writes(&mut self, now: u64) {
+        self.observe(now);
         self.update_fence();
         self.drive(now);
     }
@@ -318,6 +337,7 @@ impl<B: Backend> Replica<B> {
         from: ReplicaId,
         bytes: &[u8],
     ) -> Result<(), ProtocolError> {
+        self.observe(now);
         let peer = self
             .peers
             .get_mut(&from)
@@ -432,6 +452,7 @@ impl<B: Backend> Replica<B> {
 
     /// Handles the passing of time: re-sends what was not acknowledged in time.
     pub fn handle_timeout(&mut self, now: u64) {
+        self.observe(now);
         for p in self.peers.values_mut() {
             if p.in_flight
                 .is_some_and(|(_, sent)| now >= sent + self.config.retransmit_ms)
