@@ -147,6 +147,8 @@ struct Node {
     offset: i64,
     timer: Option<u64>,
     backups: Vec<(u64, MemoryBackend)>,
+    /// The log may have been truncated through here.
+    may_drop: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -277,6 +279,7 @@ impl Sim {
                 offset,
                 timer: None,
                 backups: Vec::new(),
+                may_drop: 0,
             });
         }
         for i in 0..sim.opts.nodes {
@@ -505,6 +508,22 @@ impl Sim {
             .first_seq()
             .expect("in-memory storage cannot fail");
         let log_len = first.map_or(0, |f| last + 1 - f);
+        // Entries may leave the log only once every peer acknowledged them, or
+        // when the retention bound forces them out.
+        let floor = r.peers().iter().map(|p| p.acked).min().unwrap_or(last);
+        let allowed = self.nodes[i]
+            .may_drop
+            .max(floor)
+            .max(last.saturating_sub(self.opts.log_retain));
+        self.nodes[i].may_drop = allowed;
+        if let Some(f) = first {
+            if f > allowed + 1 {
+                self.fail(format!(
+                    "n{i} dropped log entries through {} before every peer acknowledged them (allowed through {allowed})",
+                    f - 1
+                ));
+            }
+        }
         let bound = self.opts.log_retain + self.opts.checkpoint_every;
         self.stats.max_log = self.stats.max_log.max(log_len);
         if log_len > bound {
