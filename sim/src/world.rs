@@ -747,15 +747,31 @@ impl Sim {
         }
     }
 
-    /// After node `i` lost data: marks every acknowledged operation no node
-    /// holds any more as lost, and why.
-    fn mark_losses(&mut self, i: usize, restore: bool) {
+    /// After node `i` lost data (its states were `before`): marks every
+    /// acknowledged operation no node holds any more as lost, and why. Only
+    /// operations on variables whose state at `i` changed can have been lost.
+    fn mark_losses(&mut self, i: usize, before: &BTreeMap<String, State>, restore: bool) {
         let durable = self.opts.durability == Durability::Durable;
+        let after = self.view(i);
+        let changed: std::collections::BTreeSet<&String> = before
+            .iter()
+            .filter(|(n, s)| after.get(*n) != Some(s))
+            .map(|(n, _)| n)
+            .collect();
+        if changed.is_empty() {
+            return;
+        }
         for k in 0..self.history.len() {
-            if self.history[k].lost.is_some() {
+            if self.history[k].lost.is_some() || !changed.contains(&self.history[k].var) {
                 continue;
             }
             let var = self.history[k].var.clone();
+            if after
+                .get(&var)
+                .is_some_and(|s| workload::includes(s, &self.history[k].delta))
+            {
+                continue;
+            }
             let held = (0..self.nodes.len()).any(|n| {
                 self.state_of(n, &var)
                     .is_some_and(|s| workload::includes(&s, &self.history[k].delta))
@@ -788,9 +804,11 @@ impl Sim {
     /// Crashes node `i`: it stops, and its storage loses whatever was not flushed
     /// (some of the newest unflushed batches may survive).
     pub fn crash(&mut self, i: usize) {
-        if self.nodes[i].replica.take().is_none() {
+        if !self.is_up(i) {
             return;
         }
+        let before = self.view(i);
+        self.nodes[i].replica = None;
         self.stats.crashes += 1;
         let backend = self.nodes[i].backend.clone();
         let keep = self.fault_rng.range(0, backend.unflushed() as u64) as usize;
@@ -821,7 +839,7 @@ impl Sim {
         for p in self.peers[i].clone() {
             self.refresh_link(i, p);
         }
-        self.mark_losses(i, false);
+        self.mark_losses(i, &before, false);
     }
 
     /// Restarts node `i` from its storage, if it is down.
@@ -840,6 +858,7 @@ impl Sim {
             return;
         }
         self.crash(i);
+        let before = self.view(i);
         let k = which.unwrap_or(0).min(self.nodes[i].backups.len() - 1);
         let (taken, backup) = &self.nodes[i].backups[k];
         let taken = *taken;
@@ -851,7 +870,7 @@ impl Sim {
         );
         self.marks.push((self.now, Mark::Up(i, Some(taken))));
         self.start_node(i);
-        self.mark_losses(i, true);
+        self.mark_losses(i, &before, true);
     }
 
     fn cut_link(&mut self, a: usize, b: usize) {
