@@ -49,6 +49,9 @@ struct Args {
     /// Mean simulated time between client operations, cluster-wide (ms).
     #[arg(long)]
     op_every_ms: Option<u64>,
+    /// Mean simulated time between injected faults (ms; default: drawn, 0.3-3 s).
+    #[arg(long)]
+    fault_every_ms: Option<u64>,
     /// durable, or buffered:MS (flush every MS).
     #[arg(long)]
     durability: Option<String>,
@@ -117,6 +120,9 @@ impl Args {
         if let Some(v) = self.liveness_ms {
             o.liveness_ms = v;
         }
+        if let Some(v) = self.fault_every_ms {
+            o.faults.every_ms = v.max(1);
+        }
         if let Some(v) = self.op_every_ms {
             o.workload.op_every_ms = v.max(1);
         }
@@ -154,6 +160,7 @@ impl Args {
         push("safety-ms", self.safety_ms.map(|v| v.to_string()));
         push("liveness-ms", self.liveness_ms.map(|v| v.to_string()));
         push("op-every-ms", self.op_every_ms.map(|v| v.to_string()));
+        push("fault-every-ms", self.fault_every_ms.map(|v| v.to_string()));
         push("durability", self.durability.clone());
         format!("{cmd}   # at git {}", git_revision())
     }

@@ -1168,8 +1168,22 @@ impl Sim {
     }
 
     /// Each node's log end and its view of each peer, for diagnosing a stall.
-    pub fn sync_report(&self) -> String {
+    pub fn sync_report(&mut self) -> String {
         let mut out = Vec::new();
+        let views: Vec<BTreeMap<String, State>> =
+            (0..self.nodes.len()).map(|i| self.view(i)).collect();
+        for (i, v) in views.iter().enumerate().skip(1) {
+            let differ: Vec<&String> = v
+                .keys()
+                .chain(views[0].keys())
+                .filter(|n| v.get(*n) != views[0].get(*n))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if !differ.is_empty() {
+                out.push(format!("n{i} differs from n0 on {differ:?}"));
+            }
+        }
         for (i, n) in self.nodes.iter().enumerate() {
             let Some(r) = &n.replica else {
                 out.push(format!("n{i} down"));

@@ -412,7 +412,7 @@ impl<B: Backend> Replica<B> {
                         t.cursor = through;
                         p.in_flight = None;
                         if last {
-                            p.acked = p.acked.max(as_of.saturating_sub(1));
+                            p.acked = p.acked.max(as_of);
                             p.transfer = None;
                             self.update_floor();
                         }
