@@ -184,6 +184,9 @@ pub struct Sim {
     one_way: BTreeMap<(usize, usize), u32>,
     conns: BTreeMap<(usize, usize), Conn>,
     in_flight: BTreeMap<(usize, usize), u64>,
+    /// The end of the last `Deltas` each node sent each peer, and on which connection.
+    deltas_to: BTreeMap<(usize, usize), (u64, u64)>,
+    deltas_sent: BTreeMap<(usize, usize), u64>,
     phase: Phase,
     script: Vec<(u64, Step)>,
     /// Every acknowledged operation.
@@ -252,6 +255,8 @@ impl Sim {
             one_way: BTreeMap::new(),
             conns: BTreeMap::new(),
             in_flight: BTreeMap::new(),
+            deltas_to: BTreeMap::new(),
+            deltas_sent: BTreeMap::new(),
             phase: Phase::Safety,
             script,
             history: Vec::new(),
@@ -579,7 +584,13 @@ impl Sim {
         self.stats.sent += 1;
         let c = self.conns.get(&pair(from, to)).copied().unwrap_or_default();
         let kind = match Message::decode(&bytes, usize::MAX) {
-            Ok(m) => atoll_core::testkit::kind_name(&m),
+            Ok(m) => {
+                if let Message::Deltas { to: end, .. } = m {
+                    self.deltas_to.insert((from, to), (c.gen, end));
+                    *self.deltas_sent.entry((from, to)).or_default() += 1;
+                }
+                atoll_core::testkit::kind_name(&m)
+            }
             Err(_) => "undecodable",
         };
         if !c.up
@@ -654,15 +665,25 @@ impl Sim {
             return;
         }
         let now = self.local_now(to);
-        let Some(r) = self.nodes[to].replica.as_mut() else {
+        if !self.is_up(to) {
             return;
-        };
+        }
         self.stats.delivered += 1;
         self.stats.bytes += bytes.len() as u64;
         self.trace.record(
             self.now,
             format_args!("deliver n{from}->n{to} {}B", bytes.len()),
         );
+        // An ack covering the interval in flight must release the next one at once.
+        let covers = match Message::decode(&bytes, usize::MAX) {
+            Ok(Message::Ack { seq }) => self
+                .deltas_to
+                .get(&(to, from))
+                .is_some_and(|&(g, end)| g == gen && end <= seq),
+            _ => false,
+        };
+        let sent_before = self.deltas_sent.get(&(to, from)).copied().unwrap_or(0);
+        let r = self.nodes[to].replica.as_mut().expect("up");
         match r.handle_message(now, node_id(from), &bytes) {
             Ok(()) => {}
             Err(e @ (ProtocolError::Hostile { .. } | ProtocolError::UnknownPeer(_))) => {
@@ -673,6 +694,21 @@ impl Sim {
             }
         }
         self.after_input(to);
+        if covers {
+            let r = self.nodes[to].replica.as_ref().expect("up");
+            let shippable = r.keyspace_ref().flushed_seq();
+            let behind = r
+                .peers()
+                .iter()
+                .find(|p| p.id == node_id(from))
+                .is_some_and(|p| p.connected && !p.transferring && p.acked < shippable);
+            let sent = self.deltas_sent.get(&(to, from)).copied().unwrap_or(0) > sent_before;
+            if behind && !sent {
+                self.fail(format!(
+                    "n{to} got n{from}'s ack of its interval in flight, has more to send, and sent nothing"
+                ));
+            }
+        }
     }
 
     fn client_op(&mut self) {
