@@ -183,6 +183,20 @@ fn run_node(path: &Path, json: bool) -> Result<(), String> {
         let _ = writeln!(out, "{line}");
         let _ = out.flush();
     };
+    // The signal handlers exist before the node says it is up, so that a
+    // SIGTERM right after that line still stops it gracefully.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let (mut term, mut int) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _in_runtime = rt.enter();
+        (
+            signal(SignalKind::terminate()).map_err(|e| e.to_string())?,
+            signal(SignalKind::interrupt()).map_err(|e| e.to_string())?,
+        )
+    };
     if json {
         say(json!({"node": node.replica_id().to_string(), "listen": node.local_addr().to_string(), "http": http, "data_dir": data.display().to_string()}).to_string());
     } else {
@@ -194,19 +208,12 @@ fn run_node(path: &Path, json: bool) -> Result<(), String> {
             data.display()
         ));
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
     rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| e.to_string())?;
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
-        Ok::<_, String>(())
-    })?;
+    });
     node.shutdown().map_err(|e| e.to_string())?;
     if !json {
         say("stopped; data flushed".to_string());

@@ -51,6 +51,8 @@ pub fn inc(i: usize) -> ReplicaId {
 /// A message's type, for counting.
 pub fn kind_name(m: &Message) -> &'static str {
     match m {
+        // An empty complete interval: "you have everything I hold".
+        Message::Deltas { vars, .. } if vars.is_empty() => "deltas-empty",
         Message::Deltas { .. } => "deltas",
         Message::Ack { .. } => "ack",
         Message::State { .. } => "state",

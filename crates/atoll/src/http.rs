@@ -37,6 +37,8 @@ impl From<Error> for ApiError {
             Error::Storage(_) | Error::Failed(_) | Error::Node(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
+            // Retry later: the node is catching up with its peers.
+            Error::Fenced { .. } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         };
         ApiError(status, e.to_string())

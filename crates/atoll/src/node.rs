@@ -451,6 +451,11 @@ async fn drive(
                     Event::StateTransferStarted { peer } => {
                         tracing::info!(%peer, "state transfer started");
                     }
+                    Event::Unfenced => {
+                        tracing::info!(
+                            "every peer has brought this node up to date; bag takes allowed"
+                        );
+                    }
                 }
             }
             (r.poll_timeout(), applied)
