@@ -532,7 +532,7 @@ impl<B: Backend> Keyspace<B> {
                 })?;
         }
         let created = self.load(name)?.is_none();
-        let mut next = match self.vars.get(name) {
+        match self.vars.get(name) {
             Some(var) if var.meta.kind != kind => {
                 return Err(Error::TypeMismatch {
                     name: name.to_string(),
@@ -540,40 +540,30 @@ impl<B: Backend> Keyspace<B> {
                     found: var.meta.kind,
                 })
             }
-            Some(var) => var.state.clone(),
-            None => State::new(kind),
-        };
-        next.join(delta.clone()).expect("kinds checked above");
-        if !created && self.vars[name].state == next {
-            return Ok(None);
-        }
-        if let Some(ts) = delta.max_timestamp() {
-            self.clock.witness(ts);
-        }
-        // Redundancy removal: log (and so forward) only what was new here. The
-        // stripped delta is checked to have the same effect, or the whole one is kept.
-        let delta = match self.vars.get_mut(name) {
-            Some(var) => {
-                let stripped = var.state.strip(delta.clone());
-                let mut check = var.state.clone();
-                check.join(stripped.clone()).expect("same kind");
-                if check == next {
-                    stripped
-                } else {
-                    delta
-                }
-            }
-            None => delta,
-        };
-        match self.vars.get_mut(name) {
-            Some(var) => var.state = next,
+            Some(_) => {}
             None => {
                 let var = Var {
                     meta: VarMeta::new(kind),
-                    state: next,
+                    state: State::new(kind),
                 };
                 self.vars.insert(name.to_string(), var);
             }
+        }
+        let var = self.vars.get_mut(name).expect("loaded or inserted above");
+        // Redundancy removal: log (and so forward) only what is new here. By
+        // the strip law (state ⊔ strip(δ) = state ⊔ δ, a property test), an
+        // empty remainder means the delta changes nothing. Both steps cost
+        // O(delta), not O(state).
+        let delta = var.state.strip(delta);
+        if delta.is_bottom() {
+            if created {
+                self.vars.remove(name);
+            }
+            return Ok(None);
+        }
+        var.state.join(delta.clone()).expect("kinds checked above");
+        if let Some(ts) = delta.max_timestamp() {
+            self.clock.witness(ts);
         }
         let seq = self.persist(name, created, &delta, origin)?;
         Ok(Some(Applied {

@@ -181,6 +181,11 @@ impl State {
         }
     }
 
+    /// Whether this is the bottom state of its kind (a delta that holds nothing).
+    pub fn is_bottom(&self) -> bool {
+        *self == State::new(self.kind())
+    }
+
     /// The state's kind.
     pub fn kind(&self) -> Kind {
         match self {
