@@ -61,6 +61,9 @@ struct Args {
     /// Write an HTML timeline of the run to this file.
     #[arg(long)]
     report: Option<std::path::PathBuf>,
+    /// Stop a sweep once this many seeds have failed.
+    #[arg(long)]
+    max_failures: Option<usize>,
     /// Threads for a sweep (default: the machine's cores).
     #[arg(long)]
     jobs: Option<usize>,
@@ -290,6 +293,12 @@ fn sweep(args: &Args, (from, to): (u64, u64)) -> Result<ExitCode, String> {
     std::thread::scope(|s| {
         for _ in 0..jobs {
             s.spawn(|| loop {
+                if args
+                    .max_failures
+                    .is_some_and(|m| failed.load(Ordering::Relaxed) >= m)
+                {
+                    return;
+                }
                 let seed = next.fetch_add(1, Ordering::Relaxed);
                 if seed >= to {
                     return;
@@ -310,12 +319,18 @@ fn sweep(args: &Args, (from, to): (u64, u64)) -> Result<ExitCode, String> {
     let wall = started.elapsed().as_secs_f64();
     let sum = |f: fn(&RunResult) -> u64| results.iter().map(f).sum::<u64>();
     let failures: Vec<&RunResult> = results.iter().filter(|r| !r.passed()).collect();
+    if results.len() < total {
+        println!(
+            "\nstopped after {} failed seeds (--max-failures)",
+            failures.len()
+        );
+    }
     println!(
         "\n{:<24} {:>12}\n{:<24} {:>12}\n{:<24} {:>12}",
         "seeds",
-        total,
+        results.len(),
         "passed",
-        total - failures.len(),
+        results.len() - failures.len(),
         "failed",
         failures.len()
     );
