@@ -267,6 +267,8 @@ pub struct Options {
     pub max_batch_bytes: usize,
     /// Protocol: the most log entries per message.
     pub max_batch_entries: usize,
+    /// Protocol: the most intervals in flight per peer (1 = stop-and-wait).
+    pub max_in_flight: usize,
     /// Storage: the most delta-log entries kept.
     pub log_retain: u64,
     /// Storage: log entries between checkpoints.
@@ -307,6 +309,7 @@ impl Options {
             retransmit_ms: rng.range(50, 1_000),
             max_batch_bytes: [200, 2_000, 64 << 10][rng.index(3)],
             max_batch_entries: [4, 64, 4096][rng.index(3)],
+            max_in_flight: [1, 2, 4, 8][rng.index(4)],
             log_retain: rng.range(20, 400),
             checkpoint_every: rng.range(4, 64),
             max_clock_skew_ms: 300_000,
@@ -327,6 +330,7 @@ impl Options {
             retransmit_ms: 200,
             max_batch_bytes: 64 << 10,
             max_batch_entries: 4096,
+            max_in_flight: 8,
             log_retain: 10_000,
             checkpoint_every: 256,
             max_clock_skew_ms: 300_000,

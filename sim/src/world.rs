@@ -392,6 +392,7 @@ impl Sim {
         ReplicaConfig {
             max_batch_bytes: self.opts.max_batch_bytes,
             max_batch_entries: self.opts.max_batch_entries,
+            max_in_flight: self.opts.max_in_flight,
             retransmit_ms: self.opts.retransmit_ms,
             ..ReplicaConfig::default()
         }
@@ -676,7 +677,7 @@ impl Sim {
         );
         // An ack covering the interval in flight must release the next one at once.
         let covers = match Message::decode(&bytes, usize::MAX) {
-            Ok(Message::Ack { seq }) => self
+            Ok(Message::Ack { seq, .. }) => self
                 .deltas_to
                 .get(&(to, from))
                 .is_some_and(|&(g, end)| g == gen && end <= seq),
@@ -701,7 +702,10 @@ impl Sim {
                 .peers()
                 .iter()
                 .find(|p| p.id == node_id(from))
-                .is_some_and(|p| p.connected && !p.transferring && p.acked < shippable);
+                .is_some_and(|p| {
+                    let last_end = self.deltas_to.get(&(to, from)).map_or(0, |d| d.1);
+                    p.connected && !p.transferring && p.acked >= last_end && p.acked < shippable
+                });
             let sent = self.deltas_sent.get(&(to, from)).copied().unwrap_or(0) > sent_before;
             if behind && !sent {
                 self.fail(format!(

@@ -10,7 +10,7 @@ use atoll_crdt::variable::Kind;
 use serde::{Deserialize, Serialize};
 
 /// The replication protocol's version, exchanged in the transport's handshake.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// One variable's delta (or whole state) in a message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,9 +41,13 @@ pub enum Message {
         /// every peer has sent it a complete interval.)
         complete: bool,
     },
-    /// The receiver of `Deltas` has joined the sender's log through `seq`.
+    /// The receiver of `Deltas { from, to: seq }` joined that interval.
+    /// Intervals may be acknowledged out of order; the sender advances its
+    /// record of what the receiver holds only over contiguous intervals.
     Ack {
-        /// The acknowledged sequence number of the sender's log.
+        /// The interval's exclusive start.
+        from: u64,
+        /// The interval's inclusive end.
         seq: u64,
     },
     /// One chunk of a state transfer: whole states of the variables after

@@ -30,6 +30,9 @@ pub struct ReplicaConfig {
     pub max_message_len: usize,
     /// How long to wait for an acknowledgement before sending again (ms). Default: 1000.
     pub retransmit_ms: u64,
+    /// The most delta intervals in flight to one peer, unacknowledged
+    /// (pipelining; 1 is stop-and-wait). Default: 8.
+    pub max_in_flight: usize,
     /// The most messages waiting in the outgoing queue. Default: 1024.
     pub max_queued_transmits: usize,
     /// Ship each changed variable's whole state instead of the joined deltas:
@@ -45,6 +48,7 @@ impl Default for ReplicaConfig {
             max_batch_entries: 4096,
             max_message_len: 16 << 20,
             retransmit_ms: 1000,
+            max_in_flight: 8,
             max_queued_transmits: 1024,
             state_based: false,
         }
@@ -115,8 +119,15 @@ struct Peer {
     incarnation: Option<ReplicaId>,
     /// The highest sequence of our log the peer acknowledged.
     acked: u64,
-    /// The interval or state chunk in flight: its end and when it was sent.
-    in_flight: Option<(u64, u64)>,
+    /// The delta intervals in flight, oldest first: each one's end and when it
+    /// was sent. They are contiguous, from `acked` to `sent_through`.
+    flights: VecDeque<(u64, u64)>,
+    /// The end of the last interval sent (at least `acked`).
+    sent_through: u64,
+    /// Acknowledged intervals not yet contiguous with `acked`: start -> end.
+    early_acks: BTreeMap<u64, u64>,
+    /// The state-transfer chunk in flight: its `as_of` and when it was sent.
+    chunk: Option<(u64, u64)>,
     transfer: Option<Transfer>,
     stats: PeerStats,
     last_contact: Option<u64>,
@@ -181,6 +192,27 @@ pub struct Replica<B> {
     last_now: u64,
 }
 
+/// Advances `acked` over the early acknowledgements now contiguous with it,
+/// and retires the intervals in flight it covers.
+fn absorb_acks(p: &mut Peer) {
+    while let Some((&start, &end)) = p.early_acks.first_key_value() {
+        if start > p.acked {
+            break;
+        }
+        p.early_acks.remove(&start);
+        p.acked = p.acked.max(end);
+    }
+    let acked = p.acked;
+    while p.flights.front().is_some_and(|(end, _)| *end <= acked) {
+        p.flights.pop_front();
+    }
+    p.sent_through = p.sent_through.max(acked);
+    if p.complete_sent.is_some_and(|end| end <= acked) {
+        p.announce = false;
+        p.complete_sent = None;
+    }
+}
+
 fn hostile(peer: ReplicaId, why: impl Into<String>) -> ProtocolError {
     ProtocolError::Hostile {
         peer,
@@ -208,7 +240,7 @@ impl<B: Backend> Replica<B> {
     fn observe(&mut self, now: u64) {
         if now < self.last_now {
             for p in self.peers.values_mut() {
-                if let Some((_, sent)) = &mut p.in_flight {
+                for (_, sent) in p.flights.iter_mut().chain(p.chunk.as_mut()) {
                     *sent = (*sent).min(now);
                 }
             }
@@ -287,7 +319,9 @@ impl<B: Backend> Replica<B> {
         self.observe(now);
         if let Some(p) = self.peers.get_mut(&id) {
             p.connected = incarnation.is_some();
-            p.in_flight = None;
+            p.flights.clear();
+            p.early_acks.clear();
+            p.chunk = None;
             p.announce = incarnation.is_some();
             p.complete_sent = None;
             match incarnation {
@@ -297,6 +331,7 @@ impl<B: Backend> Replica<B> {
                         p.transfer = None;
                     }
                     p.incarnation = Some(inc);
+                    p.sent_through = p.acked;
                 }
                 None => self.transmits.retain(|t| t.to != id),
             }
@@ -362,25 +397,36 @@ impl<B: Backend> Replica<B> {
                     self.peers.get_mut(&from).expect("checked above").caught_up = true;
                     self.update_fence();
                 }
-                self.send(from, &Message::Ack { seq: to });
+                self.send(
+                    from,
+                    &Message::Ack {
+                        from: start,
+                        seq: to,
+                    },
+                );
             }
-            Message::Ack { seq } => {
+            Message::Ack { from: start, seq } => {
                 if seq > self.ks.last_seq() {
                     return Err(hostile(
                         from,
                         format!("ack of {seq} beyond our log end {}", self.ks.last_seq()),
                     ));
                 }
-                let p = self.peers.get_mut(&from).expect("checked above");
-                if p.complete_sent.is_some_and(|end| end <= seq) {
-                    p.announce = false;
-                    p.complete_sent = None;
+                if start > seq {
+                    return Err(hostile(from, "acknowledged interval ends before it starts"));
                 }
+                let window = self.config.max_in_flight.max(1);
+                let p = self.peers.get_mut(&from).expect("checked above");
                 if p.transfer.is_none() {
-                    p.acked = p.acked.max(seq);
-                    if p.in_flight.is_some_and(|(end, _)| end <= seq) {
-                        p.in_flight = None;
+                    // The peer holds (start, seq]; it holds everything through
+                    // `seq` only once that joins what it acknowledged before.
+                    if start <= p.acked {
+                        p.acked = p.acked.max(seq);
+                    } else if p.early_acks.len() < 4 * window {
+                        let end = p.early_acks.entry(start).or_insert(seq);
+                        *end = (*end).max(seq);
                     }
+                    absorb_acks(p);
                     self.update_floor();
                 }
             }
@@ -410,9 +456,10 @@ impl<B: Backend> Replica<B> {
                 if let Some(t) = &mut p.transfer {
                     if t.as_of == as_of && through >= t.cursor {
                         t.cursor = through;
-                        p.in_flight = None;
+                        p.chunk = None;
                         if last {
                             p.acked = p.acked.max(as_of);
+                            p.sent_through = p.acked;
                             p.transfer = None;
                             self.update_floor();
                         }
@@ -453,12 +500,18 @@ impl<B: Backend> Replica<B> {
     /// Handles the passing of time: re-sends what was not acknowledged in time.
     pub fn handle_timeout(&mut self, now: u64) {
         self.observe(now);
+        let late = |sent: &u64| now >= sent + self.config.retransmit_ms;
         for p in self.peers.values_mut() {
-            if p.in_flight
-                .is_some_and(|(_, sent)| now >= sent + self.config.retransmit_ms)
-            {
-                p.in_flight = None;
+            // Go-back-N: when the oldest interval is overdue, everything after
+            // what the peer acknowledged is sent again.
+            if p.flights.front().is_some_and(|(_, sent)| late(sent)) {
+                p.flights.clear();
+                p.sent_through = p.acked;
                 p.complete_sent = None;
+                p.stats.retransmits += 1;
+            }
+            if p.chunk.as_ref().is_some_and(|(_, sent)| late(sent)) {
+                p.chunk = None;
                 p.stats.retransmits += 1;
             }
         }
@@ -484,10 +537,8 @@ impl<B: Backend> Replica<B> {
         self.peers
             .values()
             .filter(|p| p.connected)
-            .filter_map(|p| {
-                p.in_flight
-                    .map(|(_, sent)| sent + self.config.retransmit_ms)
-            })
+            .flat_map(|p| p.flights.front().into_iter().chain(p.chunk.as_ref()))
+            .map(|(_, sent)| sent + self.config.retransmit_ms)
             .min()
     }
 
@@ -509,34 +560,60 @@ impl<B: Backend> Replica<B> {
         self.ks.set_acked_floor(floor);
     }
 
-    /// Sends each connected peer with nothing in flight what it has not acknowledged.
+    /// Sends each connected peer what it has not acknowledged, up to
+    /// `max_in_flight` intervals (or one state chunk) ahead of its acks.
     fn drive(&mut self, now: u64) {
         let ids: Vec<ReplicaId> = self.peers.keys().copied().collect();
+        let window = self.config.max_in_flight.max(1);
         for id in ids {
-            let p = &self.peers[&id];
-            if !p.connected || p.in_flight.is_some() {
-                continue;
-            }
-            // If reading our own log fails, nothing is sent to this peer now;
-            // the next input tries again.
-            if self.send_next(id, now).is_err() {
-                continue;
+            // Bounded: each round sends one message or advances past entries
+            // the peer already has.
+            for _ in 0..window + 64 {
+                let p = &self.peers[&id];
+                if !p.connected || p.chunk.is_some() || p.flights.len() >= window {
+                    break;
+                }
+                match self.send_next(id, now) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    // If reading our own log fails, nothing is sent to this
+                    // peer now; the next input tries again.
+                    Err(_) => break,
+                }
             }
         }
     }
 
-    fn send_next(&mut self, id: ReplicaId, now: u64) -> crate::Result<()> {
+    /// Sends the next interval, chunk or announcement to `id`; `false` if
+    /// there was nothing to send.
+    fn send_next(&mut self, id: ReplicaId, now: u64) -> crate::Result<bool> {
         // Only what is on disk leaves this replica.
         let last = self.ks.flushed_seq();
         let p = &self.peers[&id];
         if p.transfer.is_none() {
-            if p.acked >= last {
+            let first = self.ks.storage().first_seq()?.unwrap_or(last + 1);
+            if p.acked < last && p.acked + 1 < first {
+                let p = self.peers.get_mut(&id).expect("known");
+                p.flights.clear();
+                p.early_acks.clear();
+                p.transfer = Some(Transfer {
+                    as_of: last,
+                    cursor: String::new(),
+                });
+                p.stats.state_transfers += 1;
+                self.events
+                    .push_back(Event::StateTransferStarted { peer: id });
+            } else if p.sent_through >= last {
                 // Nothing to send; but a peer that connected since our last
                 // complete interval is told it has everything.
-                if p.announce && p.complete_sent.is_none() && last == self.ks.last_seq() {
+                if p.flights.is_empty()
+                    && p.announce
+                    && p.complete_sent.is_none()
+                    && last == self.ks.last_seq()
+                {
                     let acked = p.acked;
                     let p = self.peers.get_mut(&id).expect("known");
-                    p.in_flight = Some((acked, now));
+                    p.flights.push_back((acked, now));
                     p.complete_sent = Some(acked);
                     self.send(
                         id,
@@ -548,35 +625,25 @@ impl<B: Backend> Replica<B> {
                         },
                     );
                 }
-                return Ok(());
-            }
-            let first = self.ks.storage().first_seq()?.unwrap_or(last + 1);
-            if p.acked + 1 < first {
-                let p = self.peers.get_mut(&id).expect("known");
-                p.transfer = Some(Transfer {
-                    as_of: last,
-                    cursor: String::new(),
-                });
-                p.stats.state_transfers += 1;
-                self.events
-                    .push_back(Event::StateTransferStarted { peer: id });
+                return Ok(false);
             }
         }
         let p = &self.peers[&id];
         match p.transfer.clone() {
-            Some(t) => self.send_state_chunk(id, t, now),
-            None => self.send_interval(id, p.acked, now),
+            Some(t) => self.send_state_chunk(id, t, now).map(|()| true),
+            None => self.send_interval(id, p.sent_through, now),
         }
     }
 
-    fn send_interval(&mut self, id: ReplicaId, acked: u64, now: u64) -> crate::Result<()> {
+    /// Sends the interval after `from`; `false` if nothing could be sent.
+    fn send_interval(&mut self, id: ReplicaId, from: u64, now: u64) -> crate::Result<bool> {
         let peer_incarnation = self.peers[&id].incarnation.unwrap_or(id);
         let shippable = self.ks.flushed_seq();
-        let mut entries = self.ks.deltas_since(acked, self.config.max_batch_entries)?;
+        let mut entries = self.ks.deltas_since(from, self.config.max_batch_entries)?;
         entries.retain(|(seq, _)| *seq <= shippable);
         let mut joined: BTreeMap<String, State> = BTreeMap::new();
         let mut bytes = 0;
-        let mut to = acked;
+        let mut to = from;
         for (seq, entry) in entries {
             if bytes >= self.config.max_batch_bytes {
                 break;
@@ -603,17 +670,20 @@ impl<B: Backend> Replica<B> {
                 }
             }
         }
-        if to == acked {
-            return Ok(());
+        if to == from {
+            return Ok(false);
         }
         let p = self.peers.get_mut(&id).expect("known");
+        p.sent_through = to;
         if joined.is_empty() {
-            // Everything in the interval came from the peer itself.
-            p.acked = to;
+            // Everything in the interval came from the peer itself: it holds
+            // the interval, as if it had acknowledged it.
+            p.early_acks.insert(from, to);
+            absorb_acks(p);
             self.update_floor();
-            return self.send_next(id, now);
+            return Ok(true);
         }
-        p.in_flight = Some((to, now));
+        p.flights.push_back((to, now));
         let complete = to == self.ks.last_seq();
         if complete {
             p.complete_sent = Some(to);
@@ -636,13 +706,13 @@ impl<B: Backend> Replica<B> {
         self.send(
             id,
             &Message::Deltas {
-                from: acked,
+                from,
                 to,
                 vars,
                 complete,
             },
         );
-        Ok(())
+        Ok(true)
     }
 
     fn send_state_chunk(&mut self, id: ReplicaId, t: Transfer, now: u64) -> crate::Result<()> {
@@ -670,7 +740,7 @@ impl<B: Backend> Replica<B> {
         }
         let last = vars.len() == names.len();
         let p = self.peers.get_mut(&id).expect("known");
-        p.in_flight = Some((t.as_of, now));
+        p.chunk = Some((t.as_of, now));
         self.send(
             id,
             &Message::State {

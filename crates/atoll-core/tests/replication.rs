@@ -215,11 +215,19 @@ fn hostile_messages_are_refused_without_changing_state() {
         .unwrap_err();
     assert!(matches!(e, ProtocolError::Hostile { .. }), "{e}");
     let e = n
-        .handle_message(0, id(0), &Message::Ack { seq: 1_000 }.encode())
+        .handle_message(
+            0,
+            id(0),
+            &Message::Ack {
+                from: 0,
+                seq: 1_000,
+            }
+            .encode(),
+        )
         .unwrap_err();
     assert!(e.to_string().contains("beyond our log end"), "{e}");
     let e = n
-        .handle_message(0, ReplicaId(7), &Message::Ack { seq: 0 }.encode())
+        .handle_message(0, ReplicaId(7), &Message::Ack { from: 0, seq: 0 }.encode())
         .unwrap_err();
     assert!(matches!(e, ProtocolError::UnknownPeer(ReplicaId(7))));
     let bad_delta = Message::Deltas {
