@@ -100,6 +100,8 @@ struct RunConfig {
     retransmit_ms: Option<u64>,
     /// The most delta bytes per message (default 262144).
     max_batch_bytes: Option<usize>,
+    /// The most delta messages in flight to one peer (default 8; 1 is stop-and-wait).
+    max_in_flight: Option<usize>,
 }
 
 fn init(new_cluster: Option<PathBuf>, join: Option<Vec<PathBuf>>) -> Result<Output, String> {
@@ -167,6 +169,12 @@ fn node_config(path: &Path) -> Result<atoll::NodeConfig, String> {
     }
     if let Some(v) = rc.max_batch_bytes {
         c.replica.max_batch_bytes = v;
+    }
+    if let Some(v) = rc.max_in_flight {
+        if v == 0 {
+            return Err("max_in_flight must be at least 1".into());
+        }
+        c.replica.max_in_flight = v;
     }
     Ok(c)
 }
