@@ -684,6 +684,18 @@ impl Sim {
             _ => false,
         };
         let sent_before = self.deltas_sent.get(&(to, from)).copied().unwrap_or(0);
+        // The last chunk of a state transfer leaves the peer acknowledged through `as_of`.
+        let transfer_done = match Message::decode(&bytes, usize::MAX) {
+            Ok(Message::StateAck {
+                as_of, last: true, ..
+            }) => self.nodes[to].replica.as_ref().and_then(|r| {
+                r.peers()
+                    .iter()
+                    .find(|p| p.id == node_id(from) && p.transferring)
+                    .map(|_| as_of)
+            }),
+            _ => None,
+        };
         let r = self.nodes[to].replica.as_mut().expect("up");
         match r.handle_message(now, node_id(from), &bytes) {
             Ok(()) => {}
@@ -695,6 +707,17 @@ impl Sim {
             }
         }
         self.after_input(to);
+        if let Some(as_of) = transfer_done {
+            let r = self.nodes[to].replica.as_ref().expect("up");
+            if let Some(p) = r.peers().iter().find(|p| p.id == node_id(from)) {
+                if !p.transferring && p.acked < as_of {
+                    self.fail(format!(
+                        "n{to} finished a state transfer to n{from} as of {as_of} but holds it acknowledged only through {}",
+                        p.acked
+                    ));
+                }
+            }
+        }
         if covers {
             let r = self.nodes[to].replica.as_ref().expect("up");
             let shippable = r.keyspace_ref().flushed_seq();
