@@ -15,8 +15,8 @@ S = "crates/atoll-store/src/storage.rs"
 
 MUTANTS = [
     ("ack: acknowledge one short of the interval", R,
-     "self.send(from, &Message::Ack { from: start, seq: to });",
-     "self.send(from, &Message::Ack { from: start, seq: to.saturating_sub(1).max(start) });"),
+     "                        from: start,\n                        seq: to,\n",
+     "                        from: start,\n                        seq: to.saturating_sub(1).max(start),\n"),
     ("ack: sender takes an ack as one more than it says", R,
      "p.acked = p.acked.max(seq);",
      "p.acked = p.acked.max(seq + 1).min(self.ks.last_seq());"),
