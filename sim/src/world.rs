@@ -553,6 +553,12 @@ impl Sim {
                         format_args!("n{i} state transfer to n{}", index_of(peer)),
                     );
                 }
+                Event::SendFailed { peer, error } => {
+                    self.fail(format!(
+                        "n{i} could not read its log to send to n{}: {error}",
+                        index_of(peer)
+                    ));
+                }
                 Event::Unfenced => {
                     self.trace.record(self.now, format_args!("n{i} unfenced"));
                 }

@@ -77,6 +77,14 @@ pub enum Event {
     /// Every peer has brought this replica up to date since it opened: bag
     /// takes and transfers are allowed from now on (see [`Replica::fenced`]).
     Unfenced,
+    /// Reading this replica's own log or states to send to a peer failed;
+    /// nothing was sent to it, and the next input tries again.
+    SendFailed {
+        /// The peer.
+        peer: ReplicaId,
+        /// Why.
+        error: String,
+    },
 }
 
 /// Why a message was refused. After [`ProtocolError::Hostile`] the runtime should
@@ -576,9 +584,13 @@ impl<B: Backend> Replica<B> {
                 match self.send_next(id, now) {
                     Ok(true) => {}
                     Ok(false) => break,
-                    // If reading our own log fails, nothing is sent to this
-                    // peer now; the next input tries again.
-                    Err(_) => break,
+                    Err(e) => {
+                        self.events.push_back(Event::SendFailed {
+                            peer: id,
+                            error: e.to_string(),
+                        });
+                        break;
+                    }
                 }
             }
         }

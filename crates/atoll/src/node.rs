@@ -451,6 +451,9 @@ async fn drive(
                     Event::StateTransferStarted { peer } => {
                         tracing::info!(%peer, "state transfer started");
                     }
+                    Event::SendFailed { peer, error } => {
+                        tracing::error!(%peer, %error, "could not read the log to send to a peer; retrying on the next input");
+                    }
                     Event::Unfenced => {
                         tracing::info!(
                             "every peer has brought this node up to date; bag takes allowed"
