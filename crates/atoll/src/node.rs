@@ -324,8 +324,7 @@ impl Node {
             flush_every,
         ));
         if config.learn_peers {
-            let watcher = store.watch(PEERS_VAR)?;
-            runtime.spawn(watch_membership(store.clone(), control.clone(), watcher));
+            runtime.spawn(watch_membership(store.clone(), control.clone()));
         }
         let node = Node {
             store,
@@ -414,15 +413,13 @@ impl Drop for Node {
 
 const MAX_REFUSALS: usize = 16;
 
-async fn watch_membership(store: Store, control: Arc<Control>, mut feed: crate::ChangeFeed) {
+/// Applies changes of the replicated peer set. It wakes only for those (not
+/// for every write), and ends with the node's runtime.
+async fn watch_membership(store: Store, control: Arc<Control>) {
     loop {
-        match feed.recv().await {
-            Ok(_) | Err(crate::FeedError::Lagged(_)) => {
-                if let Err(e) = control.sync_membership(&store) {
-                    tracing::warn!("peer set: {e}");
-                }
-            }
-            Err(crate::FeedError::Closed) => return,
+        store.peers_changed().await;
+        if let Err(e) = control.sync_membership(&store) {
+            tracing::warn!("peer set: {e}");
         }
     }
 }

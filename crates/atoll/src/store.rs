@@ -25,6 +25,8 @@ struct Inner {
     feed: broadcast::Sender<Change>,
     /// Wakes a node's driver after a local write (unused without a node).
     wake: tokio::sync::Notify,
+    /// Wakes a node's membership watcher when the peer set changes.
+    peers_changed: tokio::sync::Notify,
     /// Local writes and merged deltas, for metrics.
     local_ops: std::sync::atomic::AtomicU64,
     merged: std::sync::atomic::AtomicU64,
@@ -93,6 +95,7 @@ impl Store {
                 config,
                 feed,
                 wake: tokio::sync::Notify::new(),
+                peers_changed: tokio::sync::Notify::new(),
                 local_ops: Default::default(),
                 merged: Default::default(),
             }),
@@ -205,6 +208,9 @@ impl Store {
             &self.inner.merged
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if a.name == crate::node::PEERS_VAR {
+            self.inner.peers_changed.notify_one();
+        }
         // No subscriber is not an error.
         let _ = self.inner.feed.send(Change {
             local,
@@ -291,6 +297,13 @@ impl Store {
     /// Subscribes to every change, local or merged.
     pub fn changes(&self) -> ChangeFeed {
         ChangeFeed::new(self.inner.feed.subscribe(), None)
+    }
+
+    /// Returns once the replicated peer set changes (or changed since the
+    /// last call): the membership watcher's wake-up, which other writes do
+    /// not disturb.
+    pub(crate) async fn peers_changed(&self) {
+        self.inner.peers_changed.notified().await;
     }
 
     /// Subscribes to the changes of one variable.
