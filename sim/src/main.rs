@@ -191,7 +191,7 @@ fn git_revision() -> String {
 fn summary_line(r: &RunResult) -> String {
     let s = &r.stats;
     format!(
-        "seed {}: {} | {} nodes, {} ops acked, {} crashes, {} restores, {} cuts, {} clock jumps, {} state transfers, {} msgs ({} dropped) | converged {} | {:.0} events/s | trace {:016x}",
+        "seed {}: {} | {} nodes, {} ops acked, {} crashes, {} restores, {} cuts, {} clock jumps, {} state transfers, {} msgs ({} dropped) | converged {} | {} events in {:.1} s, {:.0} events/s | trace {:016x}",
         r.seed,
         if r.passed() { "ok" } else { "FAILED" },
         r.opts.nodes,
@@ -204,6 +204,8 @@ fn summary_line(r: &RunResult) -> String {
         s.sent,
         s.dropped,
         r.converged_at.map_or("never".into(), |t| format!("at {}", report::human_ms(t))),
+        s.events,
+        r.wall_secs,
         s.events as f64 / r.wall_secs.max(1e-9),
         r.trace_hash,
     )
