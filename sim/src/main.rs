@@ -52,6 +52,10 @@ struct Args {
     /// Mean simulated time between injected faults (ms; default: drawn, 0.3-3 s).
     #[arg(long)]
     fault_every_ms: Option<u64>,
+    /// How often each node's storage is backed up, for restores (simulated ms;
+    /// default: drawn, 2-20 s).
+    #[arg(long)]
+    backup_every_ms: Option<u64>,
     /// durable, or buffered:MS (flush every MS).
     #[arg(long)]
     durability: Option<String>,
@@ -126,6 +130,9 @@ impl Args {
         if let Some(v) = self.fault_every_ms {
             o.faults.every_ms = v.max(1);
         }
+        if let Some(v) = self.backup_every_ms {
+            o.faults.backup_every_ms = v;
+        }
         if let Some(v) = self.op_every_ms {
             o.workload.op_every_ms = v.max(1);
         }
@@ -164,6 +171,10 @@ impl Args {
         push("liveness-ms", self.liveness_ms.map(|v| v.to_string()));
         push("op-every-ms", self.op_every_ms.map(|v| v.to_string()));
         push("fault-every-ms", self.fault_every_ms.map(|v| v.to_string()));
+        push(
+            "backup-every-ms",
+            self.backup_every_ms.map(|v| v.to_string()),
+        );
         push("durability", self.durability.clone());
         format!("{cmd}   # at git {}", git_revision())
     }
