@@ -396,3 +396,30 @@ fn the_http_api_checks_its_token_and_serves_metrics() {
     let e = Node::start(open).err().expect("must refuse");
     assert!(e.to_string().contains("set http_token"), "{e}");
 }
+
+/// A node restarted (it could be a restored backup) takes bag elements only
+/// once its peers have brought it up to date; until then `take` says why.
+#[test]
+fn bag_takes_wait_for_peers_after_a_restart() {
+    let c = Cluster::new(2);
+    let a = c.start(0, &[]);
+    let b = c.start(1, &[a.local_addr()]);
+    let jobs = b.bag::<String>("jobs").unwrap();
+    jobs.insert(&"j1".to_string()).unwrap();
+    jobs.insert(&"j2".to_string()).unwrap();
+    wait_until("b is unfenced and a has the jobs", || {
+        !b.fenced() && a.bag::<String>("jobs").unwrap().len().unwrap() == 2
+    });
+    let a_addr = a.local_addr();
+    drop(jobs);
+    b.shutdown().unwrap();
+    a.shutdown().unwrap();
+    // b comes back while a is down: it must not take.
+    let b = c.start(1, &[a_addr]);
+    let e = b.bag::<String>("jobs").unwrap().take().unwrap_err();
+    assert!(matches!(e, atoll::Error::Fenced { .. }), "{e}");
+    assert!(e.to_string().contains("retry"), "{e}");
+    // Other types stay available.
+    b.counter("hits").unwrap().incr(1).unwrap();
+    drop(b);
+}

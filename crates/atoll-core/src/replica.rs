@@ -198,6 +198,9 @@ pub struct Replica<B> {
     unfenced: bool,
     /// The latest `now` given.
     last_now: u64,
+    /// The fence lifts only once at least this many peers are known (see
+    /// [`Replica::expect_peers`]).
+    expected_peers: usize,
 }
 
 /// Advances `acked` over the early acknowledgements now contiguous with it,
@@ -239,7 +242,17 @@ impl<B: Backend> Replica<B> {
             events: VecDeque::new(),
             unfenced: false,
             last_now: 0,
+            expected_peers: 0,
         }
+    }
+
+    /// Keeps the bag fence up until at least `n` peers are known and every
+    /// known peer has sent a complete interval. A runtime that learns peer
+    /// ids only as they connect calls this at start with the size of its peer
+    /// set, so that a write or a first connection cannot lift the fence
+    /// before the others were heard from.
+    pub fn expect_peers(&mut self, n: usize) {
+        self.expected_peers = n;
     }
 
     /// Notes the time of an input. If the caller's clock went back (a wall
@@ -263,11 +276,15 @@ impl<B: Backend> Replica<B> {
     /// peer held), it does not take or transfer. A replica with no peers is
     /// never fenced; peers added once the fence lifted do not fence it again.
     pub fn fenced(&self) -> bool {
-        !self.unfenced && !self.peers.values().all(|p| p.caught_up)
+        !self.unfenced
+            && (self.peers.len() < self.expected_peers || !self.peers.values().all(|p| p.caught_up))
     }
 
     fn update_fence(&mut self) {
-        if !self.unfenced && self.peers.values().all(|p| p.caught_up) {
+        if !self.unfenced
+            && self.peers.len() >= self.expected_peers
+            && self.peers.values().all(|p| p.caught_up)
+        {
             self.unfenced = true;
             if !self.peers.is_empty() {
                 self.events.push_back(Event::Unfenced);

@@ -265,6 +265,7 @@ impl Node {
         let identity = Identity::load(&config.cert_dir).map_err(|e| Error::Node(e.to_string()))?;
         let store = Store::open_with(config.store.clone())?;
         store.replica().set_config(config.replica.clone());
+
         let mut tc = config
             .transport
             .clone()
@@ -280,6 +281,20 @@ impl Node {
         let listen = transport
             .local_addr()
             .map_err(|e| Error::Node(e.to_string()))?;
+        // Bag takes wait until every peer in the peer set has brought this
+        // node up to date (it may run on a restored backup). Peer ids are
+        // learned only as peers connect, so the replica is told how many
+        // addresses to wait for (all but this node's own).
+        {
+            let mut known: BTreeSet<String> = store
+                .set::<String>(PEERS_VAR)?
+                .members()?
+                .into_iter()
+                .collect();
+            known.extend(config.peers.iter().map(|a| a.to_string()));
+            known.remove(&listen.to_string());
+            store.replica().expect_peers(known.len());
+        }
         let control = Arc::new(Control {
             transport: Arc::new(transport),
             shared: Mutex::new(Shared::default()),

@@ -306,6 +306,13 @@ impl Store {
         self.inner.peers_changed.notified().await;
     }
 
+    /// Whether bag takes and transfers are refused for now: after it opens, a
+    /// node's store takes only once its peers have brought it up to date
+    /// (see `Error::Fenced`).
+    pub fn fenced(&self) -> bool {
+        self.replica().fenced()
+    }
+
     /// Subscribes to the changes of one variable.
     pub fn watch(&self, name: &str) -> Result<ChangeFeed> {
         validate_name(name)?;
