@@ -4,7 +4,7 @@
 //! *unexpected* is present but never acknowledged).
 
 use crate::trace::fnv;
-use crate::workload::{includes, Op, Outcome, Record};
+use crate::workload::{includes_fast, Op, Outcome, Record};
 use atoll_crdt::codec;
 use atoll_crdt::variable::{Kind, State};
 use atoll_crdt::{ElementId, ReplicaId};
@@ -58,21 +58,19 @@ pub fn check(
     }
     // An operation lost to a restore can come back with a later restore from a
     // newer backup: what is present counts, lost or not.
+    let mut scratch = final_view.clone();
+    let mut present = |r: &Record| {
+        scratch
+            .get_mut(&r.var)
+            .is_some_and(|s| includes_fast(s, &r.delta))
+    };
     let kept: Vec<&Record> = history
         .iter()
-        .filter(|r| {
-            r.lost.is_none()
-                || final_view
-                    .get(&r.var)
-                    .is_some_and(|s| includes(s, &r.delta))
-        })
+        .filter(|r| r.lost.is_none() || present(r))
         .collect();
     // Nothing acknowledged is lost: every delta is included in the final state.
     for r in &kept {
-        let present = final_view
-            .get(&r.var)
-            .is_some_and(|s| includes(s, &r.delta));
-        if !present {
+        if !present(r) {
             bad.push(format!("lost: acknowledged {r} is not in the final state"));
         }
     }

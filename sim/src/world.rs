@@ -821,30 +821,45 @@ impl Sim {
     /// operations on variables whose state at `i` changed can have been lost.
     fn mark_losses(&mut self, i: usize, before: &BTreeMap<String, State>, restore: bool) {
         let durable = self.opts.durability == Durability::Durable;
-        let after = self.view(i);
-        let changed: std::collections::BTreeSet<&String> = before
+        let mut after = self.view(i);
+        let changed: std::collections::BTreeSet<String> = before
             .iter()
             .filter(|(n, s)| after.get(*n) != Some(s))
-            .map(|(n, _)| n)
+            .map(|(n, _)| n.clone())
             .collect();
         if changed.is_empty() {
             return;
         }
+        // Each node's state of a variable, copied once for the whole pass.
+        let mut states: BTreeMap<(usize, String), Option<State>> = BTreeMap::new();
         for k in 0..self.history.len() {
             if self.history[k].lost.is_some() || !changed.contains(&self.history[k].var) {
                 continue;
             }
             let var = self.history[k].var.clone();
+            let delta = self.history[k].delta.clone();
             if after
-                .get(&var)
-                .is_some_and(|s| workload::includes(s, &self.history[k].delta))
+                .get_mut(&var)
+                .is_some_and(|s| workload::includes_fast(s, &delta))
             {
                 continue;
             }
-            let held = (0..self.nodes.len()).any(|n| {
-                self.state_of(n, &var)
-                    .is_some_and(|s| workload::includes(&s, &self.history[k].delta))
-            });
+            let mut held = false;
+            for n in 0..self.nodes.len() {
+                let key = (n, var.clone());
+                if !states.contains_key(&key) {
+                    let s = self.state_of(n, &var);
+                    states.insert(key.clone(), s);
+                }
+                if states
+                    .get_mut(&key)
+                    .and_then(|s| s.as_mut())
+                    .is_some_and(|s| workload::includes_fast(s, &delta))
+                {
+                    held = true;
+                    break;
+                }
+            }
             if held {
                 continue;
             }
