@@ -5,6 +5,10 @@ and reports whether the sweep caught it. Restores every file afterwards.
 
     python3 sim/mutants.py            # all mutants, 200 seeds each
     python3 sim/mutants.py 3 --seeds 1..100
+
+It edits the sources in place while it runs: run it in a separate worktree
+(`git worktree add /tmp/mut HEAD`), never in a checkout you edit or commit
+from meanwhile.
 """
 import subprocess, sys, pathlib
 
