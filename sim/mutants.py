@@ -70,8 +70,8 @@ MUTANTS = [
      "if p.acked < last && p.acked + 1 < first {",
      "if p.acked < last && p.acked + 1 < first && first > last {"),
     ("fence: takes allowed right after opening", R,
-     "!self.unfenced && !self.peers.values().all(|p| p.caught_up)",
-     "false"),
+     "        !self.unfenced\n            && (self.peers.len() < self.expected_peers || !self.peers.values().all(|p| p.caught_up))\n",
+     "        false\n"),
 ]
 
 def sh(cmd):
