@@ -682,8 +682,10 @@ impl Sim {
             format_args!("deliver n{from}->n{to} {}B", bytes.len()),
         );
         // An ack covering the interval in flight must release the next one at once.
-        let covers = match Message::decode(&bytes, usize::MAX) {
-            Ok(Message::Ack { seq, .. }) => self
+        // Decoded once here for both checks (the replica decodes its own copy).
+        let msg = Message::decode(&bytes, usize::MAX).ok();
+        let covers = match msg {
+            Some(Message::Ack { seq, .. }) => self
                 .deltas_to
                 .get(&(to, from))
                 .is_some_and(|&(g, end)| g == gen && end <= seq),
@@ -691,8 +693,8 @@ impl Sim {
         };
         let sent_before = self.deltas_sent.get(&(to, from)).copied().unwrap_or(0);
         // The last chunk of a state transfer leaves the peer acknowledged through `as_of`.
-        let transfer_done = match Message::decode(&bytes, usize::MAX) {
-            Ok(Message::StateAck {
+        let transfer_done = match msg {
+            Some(Message::StateAck {
                 as_of, last: true, ..
             }) => self.nodes[to].replica.as_ref().and_then(|r| {
                 r.peers()
