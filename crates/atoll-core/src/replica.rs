@@ -281,10 +281,7 @@ impl<B: Backend> Replica<B> {
     }
 
     fn update_fence(&mut self) {
-        if !self.unfenced
-            && self.peers.len() >= self.expected_peers
-            && self.peers.values().all(|p| p.caught_up)
-        {
+        if !self.unfenced && !self.fenced() {
             self.unfenced = true;
             if !self.peers.is_empty() {
                 self.events.push_back(Event::Unfenced);
