@@ -359,7 +359,6 @@ impl<B: Backend> Replica<B> {
             }
         }
         self.update_floor();
-        self.drive(now);
     }
 
     /// Every peer's sync state, by id.
@@ -384,7 +383,6 @@ impl<B: Backend> Replica<B> {
     pub fn handle_local_writes(&mut self, now: u64) {
         self.observe(now);
         self.update_fence();
-        self.drive(now);
     }
 
     /// Handles a message from peer `from`.
@@ -489,7 +487,6 @@ impl<B: Backend> Replica<B> {
                 }
             }
         }
-        self.drive(now);
         Ok(())
     }
 
@@ -538,12 +535,18 @@ impl<B: Backend> Replica<B> {
             }
         }
         self.update_fence();
-        self.drive(now);
     }
 
-    /// The next message to send.
+    /// The next message to send. Intervals and state chunks are built here,
+    /// one per call, as quinn-proto builds packets: a runtime that hands each
+    /// one to the network before asking for the next overlaps this replica's
+    /// work with the network and the peer's. Call it until `None` after every
+    /// input.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if self.transmits.is_empty() {
+            self.build_next(self.last_now);
+        }
         self.transmits.pop_front()
     }
 
@@ -582,9 +585,10 @@ impl<B: Backend> Replica<B> {
         self.ks.set_acked_floor(floor);
     }
 
-    /// Sends each connected peer what it has not acknowledged, up to
-    /// `max_in_flight` intervals (or one state chunk) ahead of its acks.
-    fn drive(&mut self, now: u64) {
+    /// Queues the next message for the first connected peer (in id order)
+    /// that is owed one: what it has not acknowledged, up to `max_in_flight`
+    /// intervals (or one state chunk) ahead of its acks.
+    fn build_next(&mut self, now: u64) {
         let ids: Vec<ReplicaId> = self.peers.keys().copied().collect();
         let window = self.config.max_in_flight.max(1);
         for id in ids {
@@ -595,7 +599,12 @@ impl<B: Backend> Replica<B> {
                 if !p.connected || p.chunk.is_some() || p.flights.len() >= window {
                     break;
                 }
-                match self.send_next(id, now) {
+                let queued = self.transmits.len();
+                let sent = self.send_next(id, now);
+                if self.transmits.len() > queued {
+                    return;
+                }
+                match sent {
                     Ok(true) => {}
                     Ok(false) => break,
                     Err(e) => {

@@ -202,6 +202,12 @@ impl<T: Clone + PartialEq + Debug> Bag<T> {
         self.iter().filter(|(_, e)| e.owner == replica).count()
     }
 
+    /// See [`crate::CausalMap::set_index`].
+    #[doc(hidden)]
+    pub fn set_index(&mut self, on: bool) {
+        self.state.set_index(on);
+    }
+
     /// What of `delta` this state does not already have (see
     /// [`crate::CausalMap::strip`]).
     pub fn strip(&mut self, delta: Bag<T>) -> Bag<T> {

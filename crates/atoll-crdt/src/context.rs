@@ -146,6 +146,11 @@ impl CausalContext {
         self.vv.iter().copied()
     }
 
+    /// How many dots the context holds.
+    pub fn dot_count(&self) -> u128 {
+        self.vv.iter().map(|&(_, n)| u128::from(n)).sum::<u128>() + self.cloud.len() as u128
+    }
+
     /// The dots outside the version vector.
     pub fn cloud(&self) -> impl Iterator<Item = &Dot> + '_ {
         self.cloud.iter()

@@ -42,6 +42,24 @@ pub trait DotStore: Clone + Default + PartialEq + Debug {
         }
     }
 
+    /// Whether a lookup of one dot ([`DotStore::holds_dot`]) is cheap: true
+    /// for the leaf stores, false for nested maps (it walks them).
+    const FLAT: bool = false;
+
+    /// Whether the store holds `dot`.
+    fn holds_dot(&self, dot: &Dot) -> bool {
+        let mut held = false;
+        self.for_each_dot(&mut |d| held |= d == *dot);
+        held
+    }
+
+    /// How many dots the store holds.
+    fn dot_count(&self) -> u64 {
+        let mut n = 0u64;
+        self.for_each_dot(&mut |_| n += 1);
+        n
+    }
+
     /// The dots held in the store, as a context.
     fn dots(&self) -> CausalContext {
         let mut c = CausalContext::new();
@@ -121,6 +139,12 @@ impl DotStore for DotSet {
         }
     }
 
+    const FLAT: bool = true;
+
+    fn holds_dot(&self, dot: &Dot) -> bool {
+        self.0.contains(dot)
+    }
+
     fn retain_dots(&mut self, keep: &mut dyn FnMut(&Dot) -> bool) {
         self.0.retain(|d| keep(d));
     }
@@ -156,6 +180,12 @@ impl<V: Clone + PartialEq + Debug> DotStore for DotFun<V> {
         for d in self.0.keys() {
             f(*d);
         }
+    }
+
+    const FLAT: bool = true;
+
+    fn holds_dot(&self, dot: &Dot) -> bool {
+        self.0.contains_key(dot)
     }
 
     fn retain_dots(&mut self, keep: &mut dyn FnMut(&Dot) -> bool) {
@@ -308,6 +338,21 @@ impl<K: Ord + Clone + Debug, S: DotStore> CausalMap<K, S> {
         index
     }
 
+    /// Whether a delta with this store and context removes nothing: its
+    /// context holds no dot but those of its store (it only adds). Its join
+    /// then touches only the keys it holds, and needs no index to find others.
+    /// Relies on the store's dots being in the context (checked on decode).
+    fn adds_only(store: &DotMap<K, S>, ctx: &CausalContext) -> bool {
+        u128::from(store.dot_count()) == ctx.dot_count()
+    }
+
+    /// Builds the dot index now (`true`), or drops it (`false`) until a join
+    /// needs one. Tests compare the paths with and without it.
+    #[doc(hidden)]
+    pub fn set_index(&mut self, on: bool) {
+        self.index = on.then(|| Self::build_index(&self.store));
+    }
+
     /// The live entries.
     pub fn store(&self) -> &DotMap<K, S> {
         &self.store
@@ -331,10 +376,40 @@ impl<K: Ord + Clone + Debug, S: DotStore> CausalMap<K, S> {
     /// still holds (redundancy removal, Enes et al. 2019). Joining the result
     /// gives the same state as joining `delta`.
     pub fn strip(&mut self, mut delta: Self) -> Self {
+        let held_by_delta = delta.store.dots();
+        if self.index.is_none() && S::FLAT && Self::adds_only(&delta.store, &delta.ctx) {
+            // Without an index: the state's live dots in the delta's context
+            // are all held by the delta (it removes nothing), at the same keys
+            // (a dot tags one key), so looking up the delta's own keys finds them.
+            let mut live = Vec::new();
+            for (k, theirs) in &delta.store.0 {
+                if let Some(mine) = self.store.0.get(k) {
+                    theirs.for_each_dot(&mut |d| {
+                        if mine.holds_dot(&d) {
+                            live.push(d);
+                        }
+                    });
+                }
+            }
+            live.sort_unstable();
+            let ctx = strip_context(
+                &self.ctx,
+                &delta.ctx,
+                &held_by_delta,
+                |r, n| {
+                    let from = live.partition_point(|d| *d < Dot::new(r, 1));
+                    let to = live.partition_point(|d| *d <= Dot::new(r, n));
+                    live[from..to].to_vec()
+                },
+                |d| live.binary_search(d).is_ok(),
+            );
+            let seen = &self.ctx;
+            delta.store.retain_dots(&mut |d| !seen.contains(d));
+            return CausalMap::from_parts(delta.store, ctx);
+        }
         let index = self
             .index
             .get_or_insert_with(|| Self::build_index(&self.store));
-        let held_by_delta = delta.store.dots();
         let ctx = strip_context(
             &self.ctx,
             &delta.ctx,
@@ -411,6 +486,28 @@ impl<K: Ord + Clone + Debug, S: DotStore> Lattice for CausalMap<K, S> {
             ctx: their_ctx,
             ..
         } = other;
+        if self.index.is_none() && Self::adds_only(&theirs, &their_ctx) {
+            // Only the keys the delta holds can change, and no index is kept up.
+            for (k, theirs_k) in theirs.0 {
+                match self.store.0.get_mut(&k) {
+                    Some(mine) => {
+                        mine.join_store(&self.ctx, theirs_k, &their_ctx);
+                        if mine.is_bottom() {
+                            self.store.0.remove(&k);
+                        }
+                    }
+                    None => {
+                        let mut mine = S::default();
+                        mine.join_store(&self.ctx, theirs_k, &their_ctx);
+                        if !mine.is_bottom() {
+                            self.store.0.insert(k, mine);
+                        }
+                    }
+                }
+            }
+            self.ctx.join(&their_ctx);
+            return;
+        }
         let index = self
             .index
             .get_or_insert_with(|| Self::build_index(&self.store));

@@ -108,6 +108,12 @@ impl<T: Ord + Clone + Debug> OrSet<T> {
         self.state.ctx()
     }
 
+    /// See [`crate::CausalMap::set_index`].
+    #[doc(hidden)]
+    pub fn set_index(&mut self, on: bool) {
+        self.state.set_index(on);
+    }
+
     /// What of `delta` this state does not already have (see
     /// [`crate::CausalMap::strip`]).
     pub fn strip(&mut self, delta: OrSet<T>) -> OrSet<T> {

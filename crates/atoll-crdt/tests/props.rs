@@ -23,12 +23,16 @@ trait Model {
     fn apply(s: &mut Self::S, r: usize, n: usize, op: &Self::Op) -> Self::S;
     /// What of `d` the state `s` does not already have.
     fn strip(s: &mut Self::S, d: Self::S) -> Self::S;
+    /// Builds (`true`) or drops the state's dot index, for types that keep one.
+    fn set_index(_s: &mut Self::S, _on: bool) {}
 }
 
 #[derive(Debug, Clone)]
 enum Step<Op> {
     Local(usize, Op),
     Deliver(usize, usize),
+    /// The join of up to 8 deltas from the `m`th on, as one interval.
+    DeliverJoined(usize, usize, usize),
     SendState(usize, usize),
 }
 
@@ -36,6 +40,7 @@ fn steps<M: Model>() -> impl Strategy<Value = (usize, Vec<Step<M::Op>>, Vec<u32>
     let step = prop_oneof![
         3 => (0..5usize, M::op()).prop_map(|(r, o)| Step::Local(r, o)),
         2 => (0..1000usize, 0..5usize).prop_map(|(m, t)| Step::Deliver(m, t)),
+        1 => (0..1000usize, 1..8usize, 0..5usize).prop_map(|(m, k, t)| Step::DeliverJoined(m, k, t)),
         1 => (0..5usize, 0..5usize).prop_map(|(f, t)| Step::SendState(f, t)),
     ];
     (
@@ -70,14 +75,39 @@ fn run<M: Model>(n: usize, steps: &[Step<M::Op>]) -> Result<Run<M::S>, TestCaseE
                 );
                 deltas.push(delta);
             }
-            Step::Deliver(m, to) => {
+            Step::Deliver(..) | Step::DeliverJoined(..) => {
                 if !deltas.is_empty() {
-                    let d = deltas[m % deltas.len()].clone();
+                    let (d, to) = match *step {
+                        Step::Deliver(m, to) => (deltas[m % deltas.len()].clone(), to),
+                        Step::DeliverJoined(m, k, to) => {
+                            let mut d = M::S::default();
+                            for x in deltas.iter().cycle().skip(m % deltas.len()).take(k) {
+                                d.join(x.clone());
+                            }
+                            (d, to)
+                        }
+                        _ => unreachable!(),
+                    };
                     // Redundancy removal: joining what is new has the same effect.
                     let mut here = replicas[to % n].clone();
                     let stripped = M::strip(&mut here, d.clone());
                     let mut with_stripped = replicas[to % n].clone();
                     with_stripped.join(stripped);
+                    // With and without the dot index, strip and join agree.
+                    let (mut indexed, mut plain) =
+                        (replicas[to % n].clone(), replicas[to % n].clone());
+                    M::set_index(&mut indexed, true);
+                    M::set_index(&mut plain, false);
+                    let (s_indexed, s_plain) = (
+                        M::strip(&mut indexed, d.clone()),
+                        M::strip(&mut plain, d.clone()),
+                    );
+                    prop_assert_eq!(&s_indexed, &s_plain, "strip differs with the index");
+                    M::set_index(&mut indexed, true);
+                    M::set_index(&mut plain, false);
+                    indexed.join(d.clone());
+                    plain.join(d.clone());
+                    prop_assert_eq!(&indexed, &plain, "join differs with the index");
                     replicas[to % n].join(d);
                     prop_assert_eq!(&with_stripped, &replicas[to % n], "strip lost information");
                 }
@@ -223,6 +253,9 @@ impl Model for Set {
     fn strip(s: &mut OrSet<u8>, d: OrSet<u8>) -> OrSet<u8> {
         s.strip(d)
     }
+    fn set_index(s: &mut OrSet<u8>, on: bool) {
+        s.set_index(on);
+    }
     fn apply(s: &mut OrSet<u8>, r: usize, _: usize, &(add, x): &(bool, u8)) -> OrSet<u8> {
         if add {
             s.add(rid(r), x)
@@ -317,6 +350,9 @@ impl Model for B {
     fn strip(s: &mut Bag<u8>, d: Bag<u8>) -> Bag<u8> {
         s.strip(d)
     }
+    fn set_index(s: &mut Bag<u8>, on: bool) {
+        s.set_index(on);
+    }
     fn apply(s: &mut Bag<u8>, r: usize, n: usize, op: &BagOp) -> Bag<u8> {
         match op {
             BagOp::Insert(v) => s.insert(rid(r), *v).1,
@@ -410,7 +446,7 @@ proptest! {
                     let d = B::apply(&mut replicas[r % n], r % n, n, op);
                     deltas.push(d);
                 }
-                Step::Deliver(m, to) => if !deltas.is_empty() {
+                Step::Deliver(m, to) | Step::DeliverJoined(m, _, to) => if !deltas.is_empty() {
                     let d = deltas[m % deltas.len()].clone();
                     replicas[to % n].join(d);
                 }

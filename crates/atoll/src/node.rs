@@ -450,12 +450,21 @@ async fn drive(
     let mut flush_tick = tokio::time::interval(flush_every.unwrap_or(Duration::from_secs(3600)));
     loop {
         // Outputs first: transmits, then events, then the next deadline.
+        // The replica builds each interval as it is polled; the lock is let go
+        // between them, so that the network carries one while the next is built
+        // and local writes are not held up.
+        loop {
+            let Some(t) = store.replica().poll_transmit() else {
+                break;
+            };
+            // A full or missing connection drops the frame; the replica sends again.
+            transport.send(t.to.0, t.payload);
+            // The connection's writer was woken into this worker's LIFO slot,
+            // which no other worker steals: let it run now.
+            tokio::task::yield_now().await;
+        }
         let (deadline, applied) = {
             let mut r = store.replica();
-            while let Some(t) = r.poll_transmit() {
-                // A full or missing connection drops the frame; the replica sends again.
-                transport.send(t.to.0, t.payload);
-            }
             let mut applied = Vec::new();
             while let Some(e) = r.poll_event() {
                 match e {
