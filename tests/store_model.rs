@@ -111,6 +111,10 @@ fn check(s: &Store, m: &Model) -> Result<(), TestCaseError> {
         let want = m.map.get(&k).copied().unwrap_or(0);
         prop_assert_eq!(s.map("m").unwrap().counter(&format!("k{k}")).unwrap(), want);
     }
+    // A key incremented by 0 is present with 0: presence is checked too.
+    let keys: BTreeSet<String> = s.map("m").unwrap().keys().unwrap().into_iter().collect();
+    let want: BTreeSet<String> = m.map.keys().map(|k| format!("k{k}")).collect();
+    prop_assert_eq!(keys, want);
     for k in 0..2u8 {
         prop_assert_eq!(
             s.register::<u16>(&format!("r{k}")).unwrap().get().unwrap(),

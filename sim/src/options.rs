@@ -273,6 +273,11 @@ pub struct Options {
     pub log_retain: u64,
     /// Storage: log entries between checkpoints.
     pub checkpoint_every: u64,
+    /// Storage: runs of log entries are joined at checkpoints into entries of
+    /// up to this many bytes (0: never).
+    pub coalesce_bytes: usize,
+    /// Protocol: log entries this large are sent as they are, unjoined.
+    pub ship_whole_bytes: usize,
     /// Remote timestamps further ahead than this are refused (ms).
     pub max_clock_skew_ms: u64,
     /// How often to sample divergence for the report (ms; 0 = never).
@@ -314,6 +319,9 @@ impl Options {
             checkpoint_every: rng.range(4, 64),
             max_clock_skew_ms: 300_000,
             sample_every_ms: 0,
+            // Drawn last, so that the draws above stay as they were.
+            coalesce_bytes: [0, 300, 3_000, 64 << 10][rng.index(4)],
+            ship_whole_bytes: [100, 1_000, 4 << 10][rng.index(3)],
         }
     }
 
@@ -335,6 +343,8 @@ impl Options {
             checkpoint_every: 256,
             max_clock_skew_ms: 300_000,
             sample_every_ms: 0,
+            coalesce_bytes: 64 << 10,
+            ship_whole_bytes: 4 << 10,
         }
     }
 }

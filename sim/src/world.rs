@@ -385,6 +385,7 @@ impl Sim {
             max_delta_len: 16 << 20,
             checkpoint_every: self.opts.checkpoint_every,
             log_retain: self.opts.log_retain,
+            coalesce_bytes: self.opts.coalesce_bytes,
         }
     }
 
@@ -394,6 +395,7 @@ impl Sim {
             max_batch_entries: self.opts.max_batch_entries,
             max_in_flight: self.opts.max_in_flight,
             retransmit_ms: self.opts.retransmit_ms,
+            ship_whole_bytes: self.opts.ship_whole_bytes,
             ..ReplicaConfig::default()
         }
     }

@@ -96,6 +96,9 @@ struct RunConfig {
     log_retain: Option<u64>,
     /// Delta-log entries between checkpoints (default 4096).
     checkpoint_every: Option<u64>,
+    /// Join runs of delta-log entries into entries of up to this many bytes
+    /// at each checkpoint (default 65536; 0: never).
+    coalesce_bytes: Option<usize>,
     /// Re-send unacknowledged deltas after this long (default 1000).
     retransmit_ms: Option<u64>,
     /// The most delta bytes per message (default 262144).
@@ -163,6 +166,9 @@ fn node_config(path: &Path) -> Result<atoll::NodeConfig, String> {
     }
     if let Some(v) = rc.checkpoint_every {
         c.store.checkpoint_every = v;
+    }
+    if let Some(v) = rc.coalesce_bytes {
+        c.store.coalesce_bytes = v;
     }
     if let Some(v) = rc.retransmit_ms {
         c.replica.retransmit_ms = v;

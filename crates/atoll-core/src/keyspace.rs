@@ -72,6 +72,9 @@ pub struct Keyspace<B> {
     /// leave this replica, so that a crash can never lose an entry (and then
     /// reissue its dots) that a peer already has.
     flushed_through: u64,
+    /// Log entries through this were considered for joining (see
+    /// [`KeyspaceConfig::coalesce_bytes`]).
+    coalesced_through: u64,
 }
 
 /// How a [`Keyspace`] behaves.
@@ -88,6 +91,11 @@ pub struct KeyspaceConfig {
     pub checkpoint_every: u64,
     /// The most log entries kept.
     pub log_retain: u64,
+    /// At each checkpoint, runs of log entries of one variable from one
+    /// origin written since the last checkpoint are joined into entries of up
+    /// to this many bytes, so that a peer catching up is sent a few large
+    /// deltas rather than one per operation (0: never).
+    pub coalesce_bytes: usize,
 }
 
 impl Default for KeyspaceConfig {
@@ -98,6 +106,7 @@ impl Default for KeyspaceConfig {
             max_delta_len: 16 << 20,
             checkpoint_every: 4096,
             log_retain: 100_000,
+            coalesce_bytes: 64 << 10,
         }
     }
 }
@@ -252,6 +261,9 @@ impl<B: Backend> Keyspace<B> {
             self.dirty.clear();
             self.since_checkpoint = 0;
         }
+        // Only flushed entries: a run moved past the flush would be held back
+        // from peers until the next one.
+        self.coalesce(last.min(self.flushed_through))?;
         let forced = last.saturating_sub(self.config.log_retain);
         let through = self.acked_floor.map_or(forced, |acked| acked.max(forced));
         if self
@@ -264,6 +276,90 @@ impl<B: Backend> Keyspace<B> {
             self.flushed_through = last;
             self.storage.truncate_log(through)?;
         }
+        Ok(())
+    }
+
+    /// Joins runs of log entries written since the last call, through
+    /// `through` (covered by a checkpoint, so never replayed): entries of one
+    /// variable from one origin, up to [`KeyspaceConfig::coalesce_bytes`], become
+    /// one entry at the sequence number of the run's last. Nothing moves to an
+    /// earlier sequence number, so a peer that acknowledged a sequence still
+    /// receives everything after it (and some of it again). One atomic batch.
+    fn coalesce(&mut self, through: u64) -> Result<()> {
+        struct Run {
+            delta: State,
+            seqs: Vec<u64>,
+            bytes: usize,
+        }
+        let cap = self.config.coalesce_bytes;
+        let start = self.coalesced_through;
+        if cap == 0 || through <= start + 1 {
+            self.coalesced_through = self.coalesced_through.max(through);
+            return Ok(());
+        }
+        let limit = usize::try_from(through - start).unwrap_or(usize::MAX);
+        let entries = self.storage.log_after(start, limit)?;
+        let mut open: BTreeMap<(String, ReplicaId), Run> = BTreeMap::new();
+        let mut done: Vec<((String, ReplicaId), Run)> = Vec::new();
+        for (seq, entry) in entries {
+            if seq > through {
+                break;
+            }
+            if entry.delta.len() >= cap {
+                continue;
+            }
+            let delta: State =
+                codec::decode(&entry.delta, atoll_store::MAX_RECORD_LEN).map_err(|source| {
+                    atoll_store::StoreError::Corrupt {
+                        key: format!("log entry {seq}"),
+                        source,
+                    }
+                })?;
+            let key = (entry.name, entry.origin);
+            if let Some(run) = open.get_mut(&key) {
+                if run.bytes + entry.delta.len() <= cap && run.delta.kind() == delta.kind() {
+                    run.delta.join(delta).expect("same kind, checked");
+                    run.seqs.push(seq);
+                    run.bytes += entry.delta.len();
+                    continue;
+                }
+                let full = open.remove(&key).expect("just found");
+                done.push((key.clone(), full));
+            }
+            open.insert(
+                key,
+                Run {
+                    delta,
+                    seqs: vec![seq],
+                    bytes: entry.delta.len(),
+                },
+            );
+        }
+        done.extend(open);
+        let mut remove = Vec::new();
+        let mut put = Vec::new();
+        for ((name, origin), run) in done {
+            let Some(&last) = run.seqs.last() else {
+                continue;
+            };
+            if run.seqs.len() < 2 {
+                continue;
+            }
+            remove.extend_from_slice(&run.seqs[..run.seqs.len() - 1]);
+            put.push((
+                last,
+                LogEntry {
+                    name,
+                    kind: run.delta.kind(),
+                    origin,
+                    delta: codec::encode(&run.delta),
+                },
+            ));
+        }
+        if !remove.is_empty() {
+            self.storage.rewrite_log(&remove, &put)?;
+        }
+        self.coalesced_through = through;
         Ok(())
     }
 
@@ -310,8 +406,11 @@ impl<B: Backend> Keyspace<B> {
             failed: None,
             acked_floor: None,
             flushed_through: 0,
+            coalesced_through: 0,
         };
         ks.flushed_through = ks.storage.last_seq();
+        // What an earlier opening wrote stays as it is.
+        ks.coalesced_through = ks.storage.last_seq();
         ks.recover()?;
         // Also when nothing was replayed: a crash may have lost the truncation
         // that followed the last checkpoint, leaving the log over its bound.

@@ -39,6 +39,11 @@ pub struct ReplicaConfig {
     /// a state-based mode of the same protocol, for comparing bytes sent.
     /// Default: false.
     pub state_based: bool,
+    /// Log entries at least this large (usually runs joined at a checkpoint)
+    /// are sent as they are, not decoded and joined with the interval's other
+    /// entries of their variable: the peer merges them one by one for less
+    /// than that would cost here. Default: 4 KiB.
+    pub ship_whole_bytes: usize,
 }
 
 impl Default for ReplicaConfig {
@@ -51,6 +56,7 @@ impl Default for ReplicaConfig {
             max_in_flight: 8,
             max_queued_transmits: 1024,
             state_based: false,
+            ship_whole_bytes: 4 << 10,
         }
     }
 }
@@ -677,6 +683,7 @@ impl<B: Backend> Replica<B> {
         let mut entries = self.ks.deltas_since(from, self.config.max_batch_entries)?;
         entries.retain(|(seq, _)| *seq <= shippable);
         let mut joined: BTreeMap<String, State> = BTreeMap::new();
+        let mut whole: Vec<VarDelta> = Vec::new();
         let mut bytes = 0;
         let mut to = from;
         for (seq, entry) in entries {
@@ -687,6 +694,18 @@ impl<B: Backend> Replica<B> {
             // Back-propagation avoidance: the peer (this incarnation of it) has
             // what came from it.
             if entry.origin == peer_incarnation {
+                continue;
+            }
+            if entry.delta.len() >= self.config.ship_whole_bytes && !self.config.state_based {
+                // A large entry (usually runs joined at a checkpoint) goes as
+                // it is: decoding and joining it here would cost more than the
+                // peer's merging it on its own.
+                bytes += entry.delta.len();
+                whole.push(VarDelta {
+                    name: entry.name,
+                    kind: entry.kind,
+                    delta: entry.delta,
+                });
                 continue;
             }
             let delta: State =
@@ -710,7 +729,7 @@ impl<B: Backend> Replica<B> {
         }
         let p = self.peers.get_mut(&id).expect("known");
         p.sent_through = to;
-        if joined.is_empty() {
+        if joined.is_empty() && whole.is_empty() {
             // Everything in the interval came from the peer itself: it holds
             // the interval, as if it had acknowledged it.
             p.early_acks.insert(from, to);
@@ -730,14 +749,12 @@ impl<B: Backend> Replica<B> {
                 }
             }
         }
-        let vars = joined
-            .into_iter()
-            .map(|(name, d)| VarDelta {
-                name,
-                kind: d.kind(),
-                delta: codec::encode(&d),
-            })
-            .collect();
+        let mut vars = whole;
+        vars.extend(joined.into_iter().map(|(name, d)| VarDelta {
+            name,
+            kind: d.kind(),
+            delta: codec::encode(&d),
+        }));
         self.send(
             id,
             &Message::Deltas {

@@ -311,3 +311,45 @@ fn a_keyspace_restored_from_a_backup_never_reissues_dots() {
     };
     assert_eq!(total, 5 + 3 + 4, "an acknowledged increment was lost");
 }
+
+#[test]
+fn a_peer_catching_up_is_sent_joined_runs() {
+    let config = KeyspaceConfig {
+        checkpoint_every: 256,
+        ..KeyspaceConfig::default()
+    };
+    let mut net = Net::new(2, config);
+    net.full_mesh();
+    net.cut(0, 1);
+    let mut hits = 0;
+    for i in 0..3000u32 {
+        net.write(0, "members", Kind::Set, |s, r, _| match s {
+            State::Set(x) => Ok(State::Set(x.add(r, i.to_be_bytes().to_vec()))),
+            _ => unreachable!(),
+        });
+        if i % 7 == 0 {
+            net.incr(0, "hits", 1);
+            hits += 1;
+        }
+    }
+    let ops = 3000 + hits as usize;
+    // At each checkpoint, each variable's run became one entry; the log still
+    // holds everything from the start.
+    let storage = net.nodes[0].keyspace().storage();
+    let log = storage.log_after(0, usize::MAX).unwrap();
+    assert!(
+        log.len() * 10 < ops,
+        "{} entries for {ops} operations",
+        log.len()
+    );
+    assert_eq!(storage.first_seq().unwrap(), Some(1));
+    assert_eq!(log.last().map(|(seq, _)| *seq), Some(ops as u64));
+    net.heal(0, 1);
+    net.run(10_000);
+    net.assert_converged(&["members", "hits"]);
+    assert_eq!(net.counter(1, "hits"), hits);
+    let State::Set(members) = net.state(1, "members").unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(members.len(), 3000);
+}

@@ -146,6 +146,25 @@ impl CausalContext {
         self.vv.iter().copied()
     }
 
+    /// Whether no dot is in both contexts.
+    pub fn is_disjoint(&self, other: &CausalContext) -> bool {
+        for &(r, n) in &other.vv {
+            // `other` holds r's dots 1..=n: is any of them here?
+            if self.version_of(r) > 0 {
+                return false;
+            }
+            let i = self.cloud.partition_point(|d| d.replica < r);
+            if self
+                .cloud
+                .get(i)
+                .is_some_and(|d| d.replica == r && d.counter <= n)
+            {
+                return false;
+            }
+        }
+        other.cloud.iter().all(|d| !self.contains(d))
+    }
+
     /// How many dots the context holds.
     pub fn dot_count(&self) -> u128 {
         self.vv.iter().map(|&(_, n)| u128::from(n)).sum::<u128>() + self.cloud.len() as u128
@@ -260,6 +279,23 @@ mod tests {
         assert_eq!(xy, z);
         assert_eq!(xy.cloud_len(), 0);
         xy.validate().unwrap();
+    }
+
+    #[test]
+    fn disjointness_sees_ranges_and_clouds() {
+        let ctx = |dots: &[(ReplicaId, u64)]| -> CausalContext {
+            dots.iter().map(|&(r, c)| Dot::new(r, c)).collect()
+        };
+        let a13 = ctx(&[(A, 1), (A, 2), (A, 3)]);
+        assert!(a13.is_disjoint(&ctx(&[(A, 5)])));
+        assert!(!a13.is_disjoint(&ctx(&[(A, 2)])));
+        assert!(a13.is_disjoint(&ctx(&[(B, 1), (B, 2)])));
+        let a5 = ctx(&[(A, 5)]);
+        assert!(a5.is_disjoint(&ctx(&[(A, 1), (A, 2), (A, 3), (A, 4)])));
+        assert!(!a5.is_disjoint(&ctx(&[(A, 1), (A, 2), (A, 3), (A, 4), (A, 5)])));
+        assert!(!ctx(&[(A, 1)]).is_disjoint(&ctx(&[(A, 1), (A, 2)])));
+        assert!(CausalContext::new().is_disjoint(&a13));
+        assert_eq!(a13.dot_count() + a5.dot_count(), 4);
     }
 
     #[test]

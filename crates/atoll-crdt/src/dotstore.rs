@@ -9,6 +9,7 @@
 use crate::{CausalContext, Dot, InvalidState, Lattice};
 use serde::{Deserialize, Serialize};
 use smallvec::{smallvec, SmallVec};
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 
@@ -204,9 +205,45 @@ impl<V: Clone + PartialEq + Debug> DotStore for DotFun<V> {
 }
 
 /// A map from keys to nested dot stores; a key is present while its store is not bottom.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct DotMap<K: Ord, S>(pub BTreeMap<K, S>);
+
+/// Decodes the keys in the order they are encoded in, strictly increasing
+/// (anything else is refused), and builds the map in one pass rather than
+/// by one insertion per key.
+impl<'de, K: Ord + Deserialize<'de>, S: Deserialize<'de>> Deserialize<'de> for DotMap<K, S> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct InOrder<K, S>(std::marker::PhantomData<(K, S)>);
+        impl<'de, K: Ord + Deserialize<'de>, S: Deserialize<'de>> serde::de::Visitor<'de>
+            for InOrder<K, S>
+        {
+            type Value = DotMap<K, S>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map with its keys in increasing order")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                // The length is untrusted: preallocate only a little.
+                let mut entries: Vec<(K, S)> =
+                    Vec::with_capacity(map.size_hint().unwrap_or(0).min(1024));
+                while let Some((k, v)) = map.next_entry::<K, S>()? {
+                    if entries.last().is_some_and(|(last, _)| *last >= k) {
+                        return Err(serde::de::Error::custom(
+                            "map keys are not in increasing order",
+                        ));
+                    }
+                    entries.push((k, v));
+                }
+                // Sorted already: `collect` builds the tree in bulk.
+                Ok(DotMap(entries.into_iter().collect()))
+            }
+        }
+        d.deserialize_map(InOrder(std::marker::PhantomData))
+    }
+}
 
 impl<K: Ord, S> Default for DotMap<K, S> {
     fn default() -> Self {
@@ -376,8 +413,12 @@ impl<K: Ord + Clone + Debug, S: DotStore> CausalMap<K, S> {
     /// still holds (redundancy removal, Enes et al. 2019). Joining the result
     /// gives the same state as joining `delta`.
     pub fn strip(&mut self, mut delta: Self) -> Self {
-        let held_by_delta = delta.store.dots();
         if self.index.is_none() && S::FLAT && Self::adds_only(&delta.store, &delta.ctx) {
+            if self.ctx.is_disjoint(&delta.ctx) {
+                // Nothing of it was seen here: all of it is new.
+                return delta;
+            }
+            let held_by_delta = delta.store.dots();
             // Without an index: the state's live dots in the delta's context
             // are all held by the delta (it removes nothing), at the same keys
             // (a dot tags one key), so looking up the delta's own keys finds them.
@@ -407,6 +448,7 @@ impl<K: Ord + Clone + Debug, S: DotStore> CausalMap<K, S> {
             delta.store.retain_dots(&mut |d| !seen.contains(d));
             return CausalMap::from_parts(delta.store, ctx);
         }
+        let held_by_delta = delta.store.dots();
         let index = self
             .index
             .get_or_insert_with(|| Self::build_index(&self.store));
@@ -489,18 +531,18 @@ impl<K: Ord + Clone + Debug, S: DotStore> Lattice for CausalMap<K, S> {
         if self.index.is_none() && Self::adds_only(&theirs, &their_ctx) {
             // Only the keys the delta holds can change, and no index is kept up.
             for (k, theirs_k) in theirs.0 {
-                match self.store.0.get_mut(&k) {
-                    Some(mine) => {
-                        mine.join_store(&self.ctx, theirs_k, &their_ctx);
-                        if mine.is_bottom() {
-                            self.store.0.remove(&k);
+                match self.store.0.entry(k) {
+                    Entry::Occupied(mut mine) => {
+                        mine.get_mut().join_store(&self.ctx, theirs_k, &their_ctx);
+                        if mine.get().is_bottom() {
+                            mine.remove();
                         }
                     }
-                    None => {
+                    Entry::Vacant(slot) => {
                         let mut mine = S::default();
                         mine.join_store(&self.ctx, theirs_k, &their_ctx);
                         if !mine.is_bottom() {
-                            self.store.0.insert(k, mine);
+                            slot.insert(mine);
                         }
                     }
                 }

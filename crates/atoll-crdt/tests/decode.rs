@@ -104,3 +104,28 @@ proptest! {
         prop_assert!(decode::<State>(&v, DEFAULT_MAX_LEN).is_err());
     }
 }
+
+/// A map's keys must come in strictly increasing order, as the encoder writes
+/// them: reordered or repeated keys are refused, not silently merged.
+#[test]
+fn map_keys_out_of_order_are_refused() {
+    use atoll_crdt::codec::decode_unvalidated;
+    let dots = |c: u64| {
+        let mut d = DotSet::new();
+        d.insert(Dot::new(ReplicaId(1), c));
+        d
+    };
+    // A map encodes exactly as its sequence of pairs.
+    let sorted = encode(&vec![(1u8, dots(1)), (2u8, dots(2))]);
+    let map: DotMap<u8, DotSet> = decode_unvalidated(&sorted, DEFAULT_MAX_LEN).unwrap();
+    assert_eq!(map.0.len(), 2);
+    assert_eq!(sorted, encode(&map));
+    for bad in [
+        vec![(2u8, dots(2)), (1u8, dots(1))],
+        vec![(1u8, dots(1)), (1u8, dots(2))],
+    ] {
+        // postcard keeps no custom message: that it fails is what counts.
+        let decoded = decode_unvalidated::<DotMap<u8, DotSet>>(&encode(&bad), DEFAULT_MAX_LEN);
+        assert!(decoded.is_err(), "{bad:?} decoded");
+    }
+}

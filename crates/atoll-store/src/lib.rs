@@ -48,6 +48,10 @@ pub enum StoreError {
         /// Why it could not be decoded.
         source: atoll_crdt::codec::DecodeError,
     },
+    /// A caller asked for something the store does not allow (a bug in the
+    /// caller, not damage on disk).
+    #[error("invalid storage request: {0}")]
+    Invalid(String),
 }
 
 impl From<sled::Error> for StoreError {

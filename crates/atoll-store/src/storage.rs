@@ -66,6 +66,9 @@ pub struct Storage<B> {
     backend: B,
     last_seq: u64,
     checkpoint: u64,
+    /// The log holds every entry after this (some moved to later sequence
+    /// numbers by [`Storage::rewrite_log`]); those up to it were truncated.
+    dropped: u64,
 }
 
 fn key(prefix: u8, name: &str) -> Vec<u8> {
@@ -131,6 +134,7 @@ impl<B: Backend> Storage<B> {
             backend,
             last_seq: dropped.max(newest).max(checkpoint),
             checkpoint,
+            dropped,
         })
     }
 
@@ -246,9 +250,40 @@ impl<B: Backend> Storage<B> {
             .collect()
     }
 
-    /// The sequence number of the oldest log entry still held.
+    /// The sequence number from which the log holds every entry, if it holds
+    /// any: one past the last truncation. An entry there may have been moved
+    /// to a later sequence number, joined with others ([`Storage::rewrite_log`]).
     pub fn first_seq(&self) -> Result<Option<u64>> {
-        Ok(self.log_after(0, 1)?.first().map(|(s, _)| *s))
+        Ok(self
+            .log_after(self.dropped, 1)?
+            .first()
+            .map(|_| self.dropped + 1))
+    }
+
+    /// Replaces log entries, in one atomic batch: deletes those at `remove`,
+    /// then writes `put`. Used to join runs of small entries into one; the
+    /// caller keeps every entry at or after its original sequence number, so
+    /// that a peer is never skipped past something it lacks. Does not flush.
+    pub fn rewrite_log(&mut self, remove: &[u64], put: &[(u64, LogEntry)]) -> Result<()> {
+        if let Some(seq) = remove
+            .iter()
+            .chain(put.iter().map(|(s, _)| s))
+            .find(|s| **s <= self.dropped || **s > self.last_seq)
+        {
+            return Err(StoreError::Invalid(format!(
+                "log rewrite at {seq}, outside the log ({}, {}]",
+                self.dropped, self.last_seq
+            )));
+        }
+        let mut ops: Vec<BatchOp> = remove
+            .iter()
+            .map(|s| BatchOp::Delete(log_key(*s)))
+            .collect();
+        ops.extend(
+            put.iter()
+                .map(|(s, e)| BatchOp::Put(log_key(*s), codec::encode(e))),
+        );
+        self.backend.apply(ops)
     }
 
     /// Drops log entries with sequence numbers up to `through`, which must not
@@ -261,6 +296,15 @@ impl<B: Backend> Storage<B> {
                 self.backend
                     .range(&log_key(0), &log_key(through.saturating_add(1)), 1024)?;
             if rows.is_empty() {
+                if through > self.dropped {
+                    // Nothing left to delete (entries may have moved past
+                    // `through`); the log now starts after it all the same.
+                    self.backend.apply(vec![BatchOp::Put(
+                        DROPPED.to_vec(),
+                        through.to_be_bytes().to_vec(),
+                    )])?;
+                    self.dropped = through;
+                }
                 return Ok(dropped);
             }
             dropped += rows.len();
@@ -271,6 +315,7 @@ impl<B: Backend> Storage<B> {
                 through.to_be_bytes().to_vec(),
             ));
             self.backend.apply(ops)?;
+            self.dropped = self.dropped.max(through);
         }
     }
 
@@ -326,5 +371,41 @@ mod tests {
         assert_eq!(s.first_seq().unwrap(), None);
         let s2 = Storage::open(s.backend().clone()).unwrap();
         assert_eq!(s2.last_seq(), 5);
+    }
+
+    #[test]
+    fn a_rewritten_log_still_starts_where_it_did() {
+        let mut s = Storage::open(MemoryBackend::new()).unwrap();
+        for _ in 0..5 {
+            s.append(None, &entry("x")).unwrap();
+        }
+        let joined = LogEntry {
+            delta: vec![9],
+            ..entry("x")
+        };
+        s.rewrite_log(&[1, 2], &[(3, joined.clone())]).unwrap();
+        // Entries 1 and 2 moved into 3: the log still covers everything after 0.
+        assert_eq!(s.first_seq().unwrap(), Some(1));
+        let seqs: Vec<u64> = s
+            .log_after(0, 10)
+            .unwrap()
+            .iter()
+            .map(|(q, _)| *q)
+            .collect();
+        assert_eq!(seqs, vec![3, 4, 5]);
+        assert_eq!(s.log_after(0, 1).unwrap(), vec![(3, joined)]);
+        // Truncating through 2 finds nothing to delete, and moves the start.
+        s.checkpoint(Vec::<(&str, Vec<u8>)>::new(), 5).unwrap();
+        assert_eq!(s.truncate_log(2).unwrap(), 0);
+        assert_eq!(s.first_seq().unwrap(), Some(3));
+        let reopened = Storage::open(s.backend().clone()).unwrap();
+        assert_eq!(reopened.first_seq().unwrap(), Some(3));
+        // Nothing may be written outside the log.
+        for bad in [2, 6] {
+            let e = s.rewrite_log(&[], &[(bad, entry("x"))]).unwrap_err();
+            assert!(matches!(e, StoreError::Invalid(_)), "{e}");
+        }
+        let e = s.rewrite_log(&[1], &[]).unwrap_err();
+        assert!(matches!(e, StoreError::Invalid(_)), "{e}");
     }
 }

@@ -41,6 +41,11 @@ pub struct Config {
     /// The most delta-log entries kept; older ones are dropped at checkpoints.
     /// Default: 100 000.
     pub log_retain: u64,
+    /// At each checkpoint, runs of delta-log entries of one variable are
+    /// joined into entries of up to this many bytes, so that a peer catching
+    /// up after a split or restart is sent a few large deltas instead of one
+    /// per operation. 0 turns it off. Default: 65 536.
+    pub coalesce_bytes: usize,
 }
 
 impl Config {
@@ -63,6 +68,7 @@ impl Config {
             change_feed_capacity: 1024,
             checkpoint_every: 4096,
             log_retain: 100_000,
+            coalesce_bytes: 64 << 10,
         }
     }
 

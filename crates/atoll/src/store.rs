@@ -78,6 +78,7 @@ impl Store {
             max_delta_len: config.max_delta_len,
             checkpoint_every: config.checkpoint_every,
             log_retain: config.log_retain,
+            coalesce_bytes: config.coalesce_bytes,
         };
         let keyspace = Keyspace::open(
             backend,
