@@ -278,6 +278,8 @@ pub struct Options {
     pub coalesce_bytes: usize,
     /// Protocol: log entries this large are sent as they are, unjoined.
     pub ship_whole_bytes: usize,
+    /// Protocol: the least time between two new intervals to one peer (ms).
+    pub gossip_interval_ms: u64,
     /// Remote timestamps further ahead than this are refused (ms).
     pub max_clock_skew_ms: u64,
     /// How often to sample divergence for the report (ms; 0 = never).
@@ -322,6 +324,7 @@ impl Options {
             // Drawn last, so that the draws above stay as they were.
             coalesce_bytes: [0, 300, 3_000, 64 << 10][rng.index(4)],
             ship_whole_bytes: [100, 1_000, 4 << 10][rng.index(3)],
+            gossip_interval_ms: [0, 0, 10, 150][rng.index(4)],
         }
     }
 
@@ -345,6 +348,7 @@ impl Options {
             sample_every_ms: 0,
             coalesce_bytes: 64 << 10,
             ship_whole_bytes: 4 << 10,
+            gossip_interval_ms: 0,
         }
     }
 }

@@ -101,6 +101,9 @@ struct RunConfig {
     coalesce_bytes: Option<usize>,
     /// Re-send unacknowledged deltas after this long (default 1000).
     retransmit_ms: Option<u64>,
+    /// The least time between two delta messages to one peer, so that writes
+    /// in between travel together (default 0: send each write at once).
+    gossip_interval_ms: Option<u64>,
     /// The most delta bytes per message (default 262144).
     max_batch_bytes: Option<usize>,
     /// The most delta messages in flight to one peer (default 8; 1 is stop-and-wait).
@@ -172,6 +175,9 @@ fn node_config(path: &Path) -> Result<atoll::NodeConfig, String> {
     }
     if let Some(v) = rc.retransmit_ms {
         c.replica.retransmit_ms = v;
+    }
+    if let Some(v) = rc.gossip_interval_ms {
+        c.replica.gossip_interval_ms = v;
     }
     if let Some(v) = rc.max_batch_bytes {
         c.replica.max_batch_bytes = v;

@@ -44,6 +44,12 @@ pub struct ReplicaConfig {
     /// entries of their variable: the peer merges them one by one for less
     /// than that would cost here. Default: 4 KiB.
     pub ship_whole_bytes: usize,
+    /// The least time between two delta intervals sent to one peer (ms):
+    /// writes made in between travel together, in fewer and larger messages,
+    /// at the cost of up to this much more latency. 0 sends each write as soon
+    /// as it is flushed. Acknowledgements, retransmissions and state chunks are
+    /// not held back. Default: 0.
+    pub gossip_interval_ms: u64,
 }
 
 impl Default for ReplicaConfig {
@@ -57,6 +63,7 @@ impl Default for ReplicaConfig {
             max_queued_transmits: 1024,
             state_based: false,
             ship_whole_bytes: 4 << 10,
+            gossip_interval_ms: 0,
         }
     }
 }
@@ -153,6 +160,11 @@ struct Peer {
     announce: bool,
     /// The end of the last complete interval sent to it.
     complete_sent: Option<u64>,
+    /// When the last new delta interval was sent to it (for the gossip interval).
+    last_interval_at: Option<u64>,
+    /// The furthest end of an interval sent since it connected: intervals
+    /// before it are retransmissions.
+    sent_max: u64,
 }
 
 /// Counters kept per peer.
@@ -270,6 +282,9 @@ impl<B: Backend> Replica<B> {
                 for (_, sent) in p.flights.iter_mut().chain(p.chunk.as_mut()) {
                     *sent = (*sent).min(now);
                 }
+                if let Some(at) = &mut p.last_interval_at {
+                    *at = (*at).min(now);
+                }
             }
         }
         self.last_now = now;
@@ -352,6 +367,7 @@ impl<B: Backend> Replica<B> {
             p.chunk = None;
             p.announce = incarnation.is_some();
             p.complete_sent = None;
+            p.last_interval_at = None;
             match incarnation {
                 Some(inc) => {
                     if p.incarnation.is_some_and(|old| old != inc) {
@@ -360,6 +376,7 @@ impl<B: Backend> Replica<B> {
                     }
                     p.incarnation = Some(inc);
                     p.sent_through = p.acked;
+                    p.sent_max = p.acked;
                 }
                 None => self.transmits.retain(|t| t.to != id),
             }
@@ -565,12 +582,21 @@ impl<B: Backend> Replica<B> {
     /// When to call [`Replica::handle_timeout`] next, if anything waits on time.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.peers
+        let retransmit = self
+            .peers
             .values()
             .filter(|p| p.connected)
             .flat_map(|p| p.flights.front().into_iter().chain(p.chunk.as_ref()))
-            .map(|(_, sent)| sent + self.config.retransmit_ms)
-            .min()
+            .map(|(_, sent)| sent + self.config.retransmit_ms);
+        // A peer owed new deltas that the gossip interval holds back.
+        let window = self.config.max_in_flight.max(1);
+        let flushed = self.ks.flushed_seq();
+        let gossip = self
+            .peers
+            .values()
+            .filter(|p| p.connected && p.sent_through < flushed && p.flights.len() < window)
+            .filter_map(|p| self.gossip_gate(p, self.last_now));
+        retransmit.chain(gossip).min()
     }
 
     fn send(&mut self, to: ReplicaId, msg: &Message) {
@@ -591,6 +617,17 @@ impl<B: Backend> Replica<B> {
         self.ks.set_acked_floor(floor);
     }
 
+    /// If the gossip interval holds back the next new interval to `p`, when
+    /// it lets it go.
+    fn gossip_gate(&self, p: &Peer, now: u64) -> Option<u64> {
+        let gap = self.config.gossip_interval_ms;
+        if gap == 0 || p.transfer.is_some() || p.sent_through < p.sent_max {
+            return None;
+        }
+        let at = p.last_interval_at? + gap;
+        (now < at).then_some(at)
+    }
+
     /// Queues the next message for the first connected peer (in id order)
     /// that is owed one: what it has not acknowledged, up to `max_in_flight`
     /// intervals (or one state chunk) ahead of its acks.
@@ -602,7 +639,11 @@ impl<B: Backend> Replica<B> {
             // the peer already has.
             for _ in 0..window + 64 {
                 let p = &self.peers[&id];
-                if !p.connected || p.chunk.is_some() || p.flights.len() >= window {
+                if !p.connected
+                    || p.chunk.is_some()
+                    || p.flights.len() >= window
+                    || self.gossip_gate(p, now).is_some()
+                {
                     break;
                 }
                 let queued = self.transmits.len();
@@ -738,6 +779,10 @@ impl<B: Backend> Replica<B> {
             return Ok(true);
         }
         p.flights.push_back((to, now));
+        if to > p.sent_max {
+            p.sent_max = to;
+            p.last_interval_at = Some(now);
+        }
         let complete = to == self.ks.last_seq();
         if complete {
             p.complete_sent = Some(to);

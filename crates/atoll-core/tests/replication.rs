@@ -3,7 +3,7 @@
 
 use atoll_core::protocol::Message;
 use atoll_core::testkit::{id, Net};
-use atoll_core::{Event, Keyspace, KeyspaceConfig, ProtocolError};
+use atoll_core::{Event, Keyspace, KeyspaceConfig, ProtocolError, ReplicaConfig};
 use atoll_crdt::variable::{Kind, MapValue, State};
 use atoll_crdt::{set_add, ReplicaId};
 use atoll_store::MemoryBackend;
@@ -352,4 +352,40 @@ fn a_peer_catching_up_is_sent_joined_runs() {
         unreachable!()
     };
     assert_eq!(members.len(), 3000);
+}
+
+#[test]
+fn the_gossip_interval_sends_writes_together() {
+    // 100 writes, one per millisecond (the link's latency is 5 ms).
+    let run = |gossip_interval_ms| {
+        let config = ReplicaConfig {
+            retransmit_ms: 500,
+            gossip_interval_ms,
+            ..ReplicaConfig::default()
+        };
+        let mut net = Net::with_config(2, KeyspaceConfig::default(), config);
+        net.full_mesh();
+        net.run(1_000);
+        let before = net.delivered.get(&(0, 1, "deltas")).copied().unwrap_or(0);
+        for _ in 0..100 {
+            net.incr(0, "hits", 1);
+            net.run(1);
+        }
+        net.run(5_000);
+        assert_eq!(
+            net.counter(1, "hits"),
+            100,
+            "gossip interval {gossip_interval_ms}"
+        );
+        net.delivered[&(0, 1, "deltas")] - before
+    };
+    let eager = run(0);
+    let batched = run(40);
+    // Nearly one interval per write (a few join while the window is full).
+    assert!(eager >= 50, "without a gossip interval: {eager} intervals");
+    // One at the first write, then at most one per 40 ms of the ~100 ms.
+    assert!(
+        (2..=5).contains(&batched),
+        "with 40 ms: {batched} intervals"
+    );
 }
