@@ -75,7 +75,14 @@ pub struct Keyspace<B> {
     /// Log entries through this were considered for joining (see
     /// [`KeyspaceConfig::coalesce_bytes`]).
     coalesced_through: u64,
+    /// The incarnations this store was opened as, oldest first, with the
+    /// first log sequence number of each.
+    history: Vec<(ReplicaId, u64)>,
 }
+
+/// The most incarnations remembered: a peer that last heard from an older
+/// one is sent everything again.
+const MAX_INCARNATIONS: usize = 64;
 
 /// How a [`Keyspace`] behaves.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -407,8 +414,18 @@ impl<B: Backend> Keyspace<B> {
             acked_floor: None,
             flushed_through: 0,
             coalesced_through: 0,
+            history: Vec::new(),
         };
         ks.flushed_through = ks.storage.last_seq();
+        // This opening's entries start after the log's end: peers holding the
+        // log as an earlier opening numbered it resume from there (see
+        // `Keyspace::resume_point`). Durable before anything is written.
+        let mut history = ks.storage.incarnations()?;
+        history.push((ks.incarnation, ks.storage.last_seq() + 1));
+        let keep = history.len().saturating_sub(MAX_INCARNATIONS);
+        history.drain(..keep);
+        ks.storage.put_incarnations(&history)?;
+        ks.history = history;
         // What an earlier opening wrote stays as it is.
         ks.coalesced_through = ks.storage.last_seq();
         ks.recover()?;
@@ -416,6 +433,39 @@ impl<B: Backend> Keyspace<B> {
         // that followed the last checkpoint, leaving the log over its bound.
         ks.checkpoint()?;
         Ok(ks)
+    }
+
+    /// Where to resume sending to a peer that holds this replica's log
+    /// through `seq` as incarnation `incarnation` of it numbered it: `seq`, or
+    /// less if the log since diverged from that incarnation's (this store was
+    /// restored from a copy taken before `seq`), or 0 if that incarnation is
+    /// not in this store's history (a copy older than it, or forgotten).
+    pub fn resume_point(&self, incarnation: ReplicaId, seq: u64) -> u64 {
+        let Some(i) = self.history.iter().position(|(inc, _)| *inc == incarnation) else {
+            return 0;
+        };
+        // Entries after the next opening's first were numbered by this store
+        // after that incarnation: the same numbers as it saw only up to there.
+        let end = self
+            .history
+            .get(i + 1)
+            .map_or(self.storage.last_seq(), |(_, first)| {
+                first.saturating_sub(1)
+            });
+        seq.min(end).min(self.storage.last_seq())
+    }
+
+    /// What this store holds of peer `node`'s log: through a sequence number,
+    /// as the named incarnation of the peer numbered it.
+    pub fn peer_holds(&self, node: ReplicaId) -> Result<Option<(ReplicaId, u64)>> {
+        Ok(self.storage.peer_holds(node)?)
+    }
+
+    /// Records what this store holds of peer `node`'s log (after the entries
+    /// it covers were written). Flushed with them.
+    pub fn set_peer_holds(&mut self, node: ReplicaId, holds: (ReplicaId, u64)) -> Result<()> {
+        self.check_writable()?;
+        Ok(self.storage.put_peer_holds(node, holds)?)
     }
 
     /// This keyspace's node id (stable across openings).

@@ -10,7 +10,7 @@ use atoll_crdt::variable::Kind;
 use serde::{Deserialize, Serialize};
 
 /// The replication protocol's version, exchanged in the transport's handshake.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// One variable's delta (or whole state) in a message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +63,14 @@ pub enum Message {
         vars: Vec<VarDelta>,
         /// Whether this is the last chunk.
         last: bool,
+    },
+    /// Sent by each side on connecting: what the sender durably holds of the
+    /// receiver's delta log, so that a replica that restarted (or whose peer
+    /// did) resumes from there instead of sending everything again.
+    Hello {
+        /// Every entry of the receiver's log through this sequence number, as
+        /// this incarnation of the receiver numbered them; `None` if nothing.
+        holds: Option<(atoll_crdt::ReplicaId, u64)>,
     },
     /// The receiver of `State` joined the chunk that ended at `through`.
     StateAck {

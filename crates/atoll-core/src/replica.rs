@@ -165,6 +165,15 @@ struct Peer {
     /// The furthest end of an interval sent since it connected: intervals
     /// before it are retransmissions.
     sent_max: u64,
+    /// It connected as an incarnation we had not heard from: nothing is sent
+    /// until its `Hello` says what it holds, or until this deadline.
+    hello_pending: Option<u64>,
+    /// What we hold of its log, contiguously, in this connection: set by the
+    /// first interval it sends (which starts where it resumed), advanced by
+    /// contiguous ones, and recorded in storage.
+    held: Option<u64>,
+    /// The `as_of` of a state transfer from it whose first chunk we received.
+    transfer_in: Option<u64>,
 }
 
 /// Counters kept per peer.
@@ -278,7 +287,11 @@ impl<B: Backend> Replica<B> {
     /// retransmission would wait until the clock caught up again.
     fn observe(&mut self, now: u64) {
         if now < self.last_now {
+            let wait = self.config.retransmit_ms;
             for p in self.peers.values_mut() {
+                if let Some(at) = &mut p.hello_pending {
+                    *at = (*at).min(now + wait);
+                }
                 for (_, sent) in p.flights.iter_mut().chain(p.chunk.as_mut()) {
                     *sent = (*sent).min(now);
                 }
@@ -368,17 +381,29 @@ impl<B: Backend> Replica<B> {
             p.announce = incarnation.is_some();
             p.complete_sent = None;
             p.last_interval_at = None;
+            p.held = None;
+            p.transfer_in = None;
+            p.hello_pending = None;
             match incarnation {
                 Some(inc) => {
-                    if p.incarnation.is_some_and(|old| old != inc) {
+                    if p.incarnation != Some(inc) {
+                        // A restarted (or restored) peer, or us restarted: it
+                        // may hold less than it acknowledged, or we forgot
+                        // what it did. Its Hello says what it holds.
                         p.acked = 0;
                         p.transfer = None;
+                        p.hello_pending = Some(now + self.config.retransmit_ms);
                     }
                     p.incarnation = Some(inc);
                     p.sent_through = p.acked;
                     p.sent_max = p.acked;
                 }
                 None => self.transmits.retain(|t| t.to != id),
+            }
+            if incarnation.is_some() {
+                // Unreadable storage says nothing: the peer then resends all.
+                let holds = self.ks.peer_holds(id).ok().flatten();
+                self.send(id, &Message::Hello { holds });
             }
         }
         self.update_floor();
@@ -436,6 +461,13 @@ impl<B: Backend> Replica<B> {
                     return Err(hostile(from, "interval ends before it starts"));
                 }
                 self.merge_all(now, from, vars)?;
+                // The first interval of a connection starts where the peer
+                // resumed, which we hold; contiguous ones extend it.
+                let p = self.peers.get_mut(&from).expect("checked above");
+                let held = p.held.unwrap_or(start);
+                if start <= held {
+                    self.record_held(from, held.max(to))?;
+                }
                 if complete {
                     self.peers.get_mut(&from).expect("checked above").caught_up = true;
                     self.update_fence();
@@ -479,8 +511,21 @@ impl<B: Backend> Replica<B> {
                 vars,
                 last,
             } => {
+                let first = after.is_empty();
                 let through = vars.last().map_or(after, |v| v.name.clone());
+                if first {
+                    self.peers
+                        .get_mut(&from)
+                        .expect("checked above")
+                        .transfer_in = Some(as_of);
+                }
                 self.merge_all(now, from, vars)?;
+                let p = &self.peers[&from];
+                if last && p.transfer_in == Some(as_of) {
+                    // Every chunk since the first: all it held through `as_of`.
+                    let held = p.held.unwrap_or(0).max(as_of);
+                    self.record_held(from, held)?;
+                }
                 self.send(
                     from,
                     &Message::StateAck {
@@ -489,6 +534,18 @@ impl<B: Backend> Replica<B> {
                         last,
                     },
                 );
+            }
+            Message::Hello { holds } => {
+                let p = self.peers.get_mut(&from).expect("checked above");
+                if p.hello_pending.is_some() {
+                    let resume = holds.map_or(0, |(inc, seq)| self.ks.resume_point(inc, seq));
+                    p.hello_pending = None;
+                    p.acked = resume;
+                    p.sent_through = resume;
+                    p.sent_max = resume;
+                    p.early_acks.clear();
+                    self.update_floor();
+                }
             }
             Message::StateAck {
                 as_of,
@@ -511,6 +568,19 @@ impl<B: Backend> Replica<B> {
             }
         }
         Ok(())
+    }
+
+    /// Notes (and stores) that we hold peer `from`'s log through `seq`.
+    fn record_held(&mut self, from: ReplicaId, seq: u64) -> Result<(), ProtocolError> {
+        let p = self.peers.get_mut(&from).expect("known");
+        if p.held == Some(seq) {
+            return Ok(());
+        }
+        p.held = Some(seq);
+        let inc = p.incarnation.unwrap_or(from);
+        self.ks
+            .set_peer_holds(from, (inc, seq))
+            .map_err(|source| ProtocolError::Merge { peer: from, source })
     }
 
     fn merge_all(
@@ -556,6 +626,10 @@ impl<B: Backend> Replica<B> {
                 p.chunk = None;
                 p.stats.retransmits += 1;
             }
+            if p.hello_pending.is_some_and(|at| now >= at) {
+                // No Hello: send it everything.
+                p.hello_pending = None;
+            }
         }
         self.update_fence();
     }
@@ -596,7 +670,12 @@ impl<B: Backend> Replica<B> {
             .values()
             .filter(|p| p.connected && p.sent_through < flushed && p.flights.len() < window)
             .filter_map(|p| self.gossip_gate(p, self.last_now));
-        retransmit.chain(gossip).min()
+        let hello = self
+            .peers
+            .values()
+            .filter(|p| p.connected)
+            .filter_map(|p| p.hello_pending);
+        retransmit.chain(gossip).chain(hello).min()
     }
 
     fn send(&mut self, to: ReplicaId, msg: &Message) {
@@ -640,6 +719,7 @@ impl<B: Backend> Replica<B> {
             for _ in 0..window + 64 {
                 let p = &self.peers[&id];
                 if !p.connected
+                    || p.hello_pending.is_some()
                     || p.chunk.is_some()
                     || p.flights.len() >= window
                     || self.gossip_gate(p, now).is_some()

@@ -57,6 +57,7 @@ pub fn kind_name(m: &Message) -> &'static str {
         Message::Ack { .. } => "ack",
         Message::State { .. } => "state",
         Message::StateAck { .. } => "state-ack",
+        Message::Hello { .. } => "hello",
     }
 }
 

@@ -3,7 +3,7 @@
 
 use atoll_core::protocol::Message;
 use atoll_core::testkit::{id, Net};
-use atoll_core::{Event, Keyspace, KeyspaceConfig, ProtocolError, ReplicaConfig};
+use atoll_core::{Event, Keyspace, KeyspaceConfig, ProtocolError, Replica, ReplicaConfig};
 use atoll_crdt::variable::{Kind, MapValue, State};
 use atoll_crdt::{set_add, ReplicaId};
 use atoll_store::MemoryBackend;
@@ -388,4 +388,80 @@ fn the_gossip_interval_sends_writes_together() {
         (2..=5).contains(&batched),
         "with 40 ms: {batched} intervals"
     );
+}
+
+/// Restarts replica `i` from its storage as a new incarnation (and, if
+/// `wipe`, from empty storage instead), and reconnects it to replica 0.
+fn restart(net: &mut Net, i: usize, incarnation: u64, wipe: bool) {
+    net.cut(0, i);
+    let backend = if wipe {
+        MemoryBackend::new()
+    } else {
+        net.nodes[i].keyspace().storage().backend().clone()
+    };
+    let ks = Keyspace::open(
+        backend,
+        KeyspaceConfig::default(),
+        id(i),
+        ReplicaId(incarnation),
+        net.now,
+    )
+    .unwrap();
+    net.nodes[i] = Replica::new(ks, ReplicaConfig::default());
+    net.nodes[i].add_peer(id(0));
+    net.down.remove(&(0, i));
+    net.down.remove(&(i, 0));
+    let (inc0, inc_i) = (
+        net.nodes[0].keyspace().incarnation(),
+        net.nodes[i].keyspace().incarnation(),
+    );
+    net.nodes[0].set_connected(id(i), Some(inc_i), net.now);
+    net.nodes[i].set_connected(id(0), Some(inc0), net.now);
+}
+
+#[test]
+fn a_restarted_peer_resumes_where_it_was() {
+    let mut net = Net::new(3, KeyspaceConfig::default());
+    net.link(&[(0, 1), (0, 2)]);
+    for i in 0..400u32 {
+        net.write(0, "members", Kind::Set, |s, r, _| match s {
+            State::Set(x) => Ok(State::Set(x.add(r, i.to_be_bytes().to_vec()))),
+            _ => unreachable!(),
+        });
+    }
+    net.run(5_000);
+    // Replica 1 restarts from its storage; replica 2 loses its storage.
+    let sent_to =
+        |net: &Net, i: usize, kind| net.delivered.get(&(0, i, kind)).copied().unwrap_or(0);
+    let bytes = |net: &mut Net| {
+        let before = net.bytes_delivered;
+        net.run(5_000);
+        net.bytes_delivered - before
+    };
+    let before = (sent_to(&net, 1, "deltas"), sent_to(&net, 1, "deltas-empty"));
+    restart(&mut net, 1, 0xbeef, false);
+    let resumed = bytes(&mut net);
+    let intervals_after_restart = sent_to(&net, 1, "deltas") - before.0;
+    let empty_after_restart = sent_to(&net, 1, "deltas-empty") - before.1;
+    restart(&mut net, 2, 0xcafe, true);
+    let full = bytes(&mut net);
+    // The restarted one was sent no deltas, only told that it holds
+    // everything (an empty, complete interval); the wiped one was sent all
+    // 400 elements.
+    assert_eq!(intervals_after_restart, 0);
+    assert_eq!(empty_after_restart, 1);
+    assert!(
+        resumed * 20 < full,
+        "resumed {resumed} bytes, full resync {full}"
+    );
+    net.write(0, "members", Kind::Set, |s, r, _| match s {
+        State::Set(x) => Ok(State::Set(x.add(r, vec![1]))),
+        _ => unreachable!(),
+    });
+    net.run(5_000);
+    net.assert_converged(&["members"]);
+    let State::Set(members) = net.state(1, "members").unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(members.len(), 401);
 }

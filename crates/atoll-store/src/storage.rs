@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 pub const MAX_RECORD_LEN: usize = 256 << 20;
 
 const NODE: &[u8] = b"n";
+const HISTORY: &[u8] = b"i";
+const HOLDS: u8 = b'h';
 const CHECKPOINT: &[u8] = b"c";
 const DROPPED: &[u8] = b"q";
 const META: u8 = b'm';
@@ -78,6 +80,12 @@ fn key(prefix: u8, name: &str) -> Vec<u8> {
     k
 }
 
+fn holds_key(node: ReplicaId) -> Vec<u8> {
+    let mut k = vec![HOLDS];
+    k.extend_from_slice(&node.0.to_be_bytes());
+    k
+}
+
 fn log_key(seq: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(9);
     k.push(LOG);
@@ -141,6 +149,45 @@ impl<B: Backend> Storage<B> {
     /// The backend.
     pub fn backend(&self) -> &B {
         &self.backend
+    }
+
+    /// The incarnations this store was opened as, oldest first, each with
+    /// the first log sequence number written under it (the newest ones; see
+    /// [`Storage::put_incarnations`]).
+    pub fn incarnations(&self) -> Result<Vec<(ReplicaId, u64)>> {
+        Ok(self
+            .backend
+            .get(HISTORY)?
+            .map(|v| decode_record(HISTORY, &v))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    /// Writes the incarnation history and flushes it.
+    pub fn put_incarnations(&mut self, history: &[(ReplicaId, u64)]) -> Result<()> {
+        self.backend.apply(vec![BatchOp::Put(
+            HISTORY.to_vec(),
+            codec::encode(&history.to_vec()),
+        )])?;
+        self.backend.flush()
+    }
+
+    /// What this store holds of peer `node`'s delta log: every entry through
+    /// the sequence number, as the peer's incarnation named here numbered them.
+    pub fn peer_holds(&self, node: ReplicaId) -> Result<Option<(ReplicaId, u64)>> {
+        let k = holds_key(node);
+        self.backend
+            .get(&k)?
+            .map(|v| decode_record(&k, &v))
+            .transpose()
+    }
+
+    /// Records what this store holds of peer `node`'s log. Written after the
+    /// entries it covers, so that a crash never keeps it without them. Does
+    /// not flush.
+    pub fn put_peer_holds(&mut self, node: ReplicaId, holds: (ReplicaId, u64)) -> Result<()> {
+        self.backend
+            .apply(vec![BatchOp::Put(holds_key(node), codec::encode(&holds))])
     }
 
     /// The store's own metadata, if it was ever written.
