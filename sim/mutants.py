@@ -72,6 +72,21 @@ MUTANTS = [
     ("fence: takes allowed right after opening", R,
      "        !self.unfenced\n            && (self.peers.len() < self.expected_peers || !self.peers.values().all(|p| p.caught_up))\n",
      "        false\n"),
+    ("resume: a claim past where the log diverged is trusted", K,
+     "        seq.min(end).min(self.storage.last_seq())",
+     "        let _ = end;\n        seq.min(self.storage.last_seq())"),
+    ("resume: a claim on an unknown incarnation is trusted", K,
+     "            return 0;\n        };",
+     "            return seq;\n        };"),
+    ("resume: an interval after a gap advances what is held", R,
+     "                if start <= held {",
+     "                if start <= held || true {"),
+    ("coalesce: a run moves to its first entry's sequence", K,
+     "let Some(&last) = run.seqs.last() else {",
+     "let Some(&last) = run.seqs.first() else {"),
+    ("gossip: an interval held back sets no timer", R,
+     "retransmit.chain(gossip).chain(hello).min()",
+     "retransmit.chain(hello).min().or(gossip.min().map(|_| u64::MAX))"),
 ]
 
 def sh(cmd):
