@@ -33,6 +33,10 @@ pub enum Message {
         from: u64,
         /// The interval's inclusive end.
         to: u64,
+        /// Where the sender began sending in this connection: the receiver
+        /// holds its log through here (as the sender judged from the
+        /// receiver's `Hello` or earlier acks). Constant for a connection.
+        base: u64,
         /// The joined deltas.
         vars: Vec<VarDelta>,
         /// The interval reaches the end of the sender's log: with it, the
@@ -104,6 +108,7 @@ mod tests {
         let m = Message::Deltas {
             from: 3,
             to: 9,
+            base: 3,
             vars: vec![VarDelta {
                 name: "x".into(),
                 kind: Kind::Counter,

@@ -168,10 +168,12 @@ struct Peer {
     /// It connected as an incarnation we had not heard from: nothing is sent
     /// until its `Hello` says what it holds, or until this deadline.
     hello_pending: Option<u64>,
-    /// What we hold of its log, contiguously, in this connection: set by the
-    /// first interval it sends (which starts where it resumed), advanced by
-    /// contiguous ones, and recorded in storage.
+    /// What we hold of its log, contiguously, in this connection: from the
+    /// `base` its intervals name, advanced by contiguous ones, and recorded
+    /// in storage.
     held: Option<u64>,
+    /// Where we began sending to it in this connection (sent as `base`).
+    base: u64,
     /// The `as_of` of a state transfer from it whose first chunk we received.
     transfer_in: Option<u64>,
 }
@@ -397,6 +399,7 @@ impl<B: Backend> Replica<B> {
                     p.incarnation = Some(inc);
                     p.sent_through = p.acked;
                     p.sent_max = p.acked;
+                    p.base = p.acked;
                 }
                 None => self.transmits.retain(|t| t.to != id),
             }
@@ -454,6 +457,7 @@ impl<B: Backend> Replica<B> {
             Message::Deltas {
                 from: start,
                 to,
+                base,
                 vars,
                 complete,
             } => {
@@ -461,10 +465,10 @@ impl<B: Backend> Replica<B> {
                     return Err(hostile(from, "interval ends before it starts"));
                 }
                 self.merge_all(now, from, vars)?;
-                // The first interval of a connection starts where the peer
-                // resumed, which we hold; contiguous ones extend it.
+                // We hold the peer's log through where it began sending in
+                // this connection; contiguous intervals extend that.
                 let p = self.peers.get_mut(&from).expect("checked above");
-                let held = p.held.unwrap_or(start);
+                let held = p.held.unwrap_or(base);
                 if start <= held {
                     self.record_held(from, held.max(to))?;
                 }
@@ -540,6 +544,7 @@ impl<B: Backend> Replica<B> {
                 if p.hello_pending.is_some() {
                     let resume = holds.map_or(0, |(inc, seq)| self.ks.resume_point(inc, seq));
                     p.hello_pending = None;
+                    p.base = resume;
                     p.acked = resume;
                     p.sent_through = resume;
                     p.sent_max = resume;
@@ -773,7 +778,7 @@ impl<B: Backend> Replica<B> {
                     && p.complete_sent.is_none()
                     && last == self.ks.last_seq()
                 {
-                    let acked = p.acked;
+                    let (acked, base) = (p.acked, p.base);
                     let p = self.peers.get_mut(&id).expect("known");
                     p.flights.push_back((acked, now));
                     p.complete_sent = Some(acked);
@@ -782,6 +787,7 @@ impl<B: Backend> Replica<B> {
                         &Message::Deltas {
                             from: acked,
                             to: acked,
+                            base,
                             vars: Vec::new(),
                             complete: true,
                         },
@@ -874,6 +880,7 @@ impl<B: Backend> Replica<B> {
                 }
             }
         }
+        let base = self.peers[&id].base;
         let mut vars = whole;
         vars.extend(joined.into_iter().map(|(name, d)| VarDelta {
             name,
@@ -885,6 +892,7 @@ impl<B: Backend> Replica<B> {
             &Message::Deltas {
                 from,
                 to,
+                base,
                 vars,
                 complete,
             },

@@ -233,6 +233,7 @@ fn hostile_messages_are_refused_without_changing_state() {
     let bad_delta = Message::Deltas {
         from: 0,
         to: 1,
+        base: 0,
         vars: vec![atoll_core::protocol::VarDelta {
             name: "hits".into(),
             kind: Kind::Counter,
@@ -464,4 +465,35 @@ fn a_restarted_peer_resumes_where_it_was() {
         unreachable!()
     };
     assert_eq!(members.len(), 401);
+}
+
+#[test]
+fn an_interval_lost_before_a_restart_is_sent_again() {
+    let add = |net: &mut Net, member: u8| {
+        net.write(0, "members", Kind::Set, |s, r, _| match s {
+            State::Set(x) => Ok(State::Set(x.add(r, vec![member]))),
+            _ => unreachable!(),
+        });
+    };
+    let mut net = Net::new(2, KeyspaceConfig::default());
+    net.full_mesh();
+    net.run(1_000);
+    // The interval adding 1 is lost on the wire; the one adding 2 arrives.
+    add(&mut net, 1);
+    net.pump();
+    net.queue
+        .retain(|_, (from, to, _)| !(*from == 0 && *to == 1));
+    add(&mut net, 2);
+    net.run(10);
+    let members = |net: &mut Net| match net.state(1, "members") {
+        Some(State::Set(s)) => s.len(),
+        _ => 0,
+    };
+    assert_eq!(members(&mut net), 1);
+    // Replica 1 restarts before the lost interval is sent again: it must not
+    // claim to hold what came after the gap.
+    restart(&mut net, 1, 0xbeef, false);
+    net.run(5_000);
+    assert_eq!(members(&mut net), 2);
+    net.assert_converged(&["members"]);
 }
