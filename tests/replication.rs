@@ -389,6 +389,17 @@ fn the_http_api_checks_its_token_and_serves_metrics() {
         status.contains("400") && body.contains("invalid variable name"),
         "{status} {body}"
     );
+    // Peers are removed by id or by address; anything else is a clear 400.
+    let (status, body) = http(api, "DELETE", "/v1/peers/127.0.0.1%3A9", Some("s3cret"));
+    assert!(
+        status.contains("404") && body.contains("no peer at 127.0.0.1:9"),
+        "{status} {body}"
+    );
+    let (status, body) = http(api, "DELETE", "/v1/peers/nonsense", Some("s3cret"));
+    assert!(
+        status.contains("400") && body.contains("nor an address"),
+        "{status} {body}"
+    );
     // Off loopback, a token is mandatory.
     let mut open = c.config(1, &[]);
     open.store = Config::new(c.root.path().join("other-data"));
@@ -421,5 +432,12 @@ fn bag_takes_wait_for_peers_after_a_restart() {
     assert!(e.to_string().contains("retry"), "{e}");
     // Other types stay available.
     b.counter("hits").unwrap().incr(1).unwrap();
+    // If a is gone for good, forgetting its address (it never answered this
+    // run of b) lets b take again; forgetting it twice finds nothing.
+    assert!(b.remove_peer_at(a_addr).unwrap());
+    assert!(!b.fenced());
+    let took = b.bag::<String>("jobs").unwrap().take().unwrap();
+    assert!(took.is_some_and(|j| j == "j1" || j == "j2"));
+    assert!(!b.remove_peer_at(a_addr).unwrap());
     drop(b);
 }

@@ -246,7 +246,8 @@ enum PeerCmd {
     /// Connect to the node at ADDR (host:port), learn its id, keep the
     /// connection; the address joins the replicated peer set.
     Add { addr: String },
-    /// Forget the peer with this id.
+    /// Forget a peer: by its id, or by its address (host:port), which also
+    /// forgets an address that never answered (bag takes stop waiting for it).
     Remove { id: String },
     /// List peers: id, address, connected, last contact, acked, lag, bytes in/out.
     List,

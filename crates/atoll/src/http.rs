@@ -155,10 +155,21 @@ async fn add_peer(State(api): State<Api>, h: HeaderMap, Json(body): Json<AddPeer
 
 async fn remove_peer(State(api): State<Api>, h: HeaderMap, Path(id): Path<String>) -> ApiResult {
     authorized(&api, &h)?;
+    // A node id (16 hex digits), or an address (host:port) for a peer that
+    // may never have answered.
+    if let Ok(addr) = id.parse::<std::net::SocketAddr>() {
+        if !api.control.remove_peer_at(&api.store, addr)? {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no peer at {addr}"),
+            ));
+        }
+        return Ok(Json(json!({ "removed": addr.to_string() })));
+    }
     let id = u64::from_str_radix(&id, 16).map_err(|_| {
         ApiError(
             StatusCode::BAD_REQUEST,
-            format!("{id:?} is not a node id (16 hex digits)"),
+            format!("{id:?} is neither a node id (16 hex digits) nor an address (host:port)"),
         )
     })?;
     let removed = api.control.remove_peer(&api.store, crate::ReplicaId(id))?;

@@ -102,6 +102,9 @@ pub(crate) struct Control {
     dialers: Mutex<BTreeMap<SocketAddr, Dialer>>,
     runtime: tokio::runtime::Handle,
     listen: SocketAddr,
+    /// The addresses the bag fence waits for (the peer set at start, less this
+    /// node's own); removing a peer removes its address here too.
+    fence_addrs: Mutex<BTreeSet<String>>,
 }
 
 /// Counters for `/metrics`.
@@ -215,16 +218,46 @@ impl Control {
         let known = store.replica().peers().iter().any(|p| p.id == id);
         let addr = self.shared().addrs.remove(&id);
         if let Some(addr) = addr {
-            store.set::<String>(PEERS_VAR)?.remove(&addr.to_string())?;
-            self.dialers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&addr);
+            self.forget_addr(store, addr)?;
         }
         self.transport
             .disconnect(id.0, CloseCode::PeerRemoved, "peer removed");
         store.replica().remove_peer(id);
         Ok(known || addr.is_some())
+    }
+
+    /// Forgets the peer at `addr`, whether or not it ever answered: the one
+    /// connected from there, if any, as [`Control::remove_peer`] does, and the
+    /// address itself. A dead address stops keeping bag takes fenced.
+    /// Returns whether anything was forgotten.
+    pub(crate) fn remove_peer_at(&self, store: &Store, addr: SocketAddr) -> Result<bool> {
+        let id = self
+            .shared()
+            .addrs
+            .iter()
+            .find(|(_, a)| **a == addr)
+            .map(|(id, _)| *id);
+        if let Some(id) = id {
+            return self.remove_peer(store, id);
+        }
+        self.forget_addr(store, addr)
+    }
+
+    /// Drops `addr` from the peer set, its dialer and the fence's count.
+    fn forget_addr(&self, store: &Store, addr: SocketAddr) -> Result<bool> {
+        let in_set = store.set::<String>(PEERS_VAR)?.remove(&addr.to_string())?;
+        let dialed = self
+            .dialers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&addr)
+            .is_some();
+        let mut fence = self.fence_addrs.lock().unwrap_or_else(|e| e.into_inner());
+        let fenced = fence.remove(&addr.to_string());
+        if fenced {
+            store.replica().expect_peers(fence.len());
+        }
+        Ok(in_set || dialed || fenced)
     }
 }
 
@@ -285,22 +318,21 @@ impl Node {
         // node up to date (it may run on a restored backup). Peer ids are
         // learned only as peers connect, so the replica is told how many
         // addresses to wait for (all but this node's own).
-        {
-            let mut known: BTreeSet<String> = store
-                .set::<String>(PEERS_VAR)?
-                .members()?
-                .into_iter()
-                .collect();
-            known.extend(config.peers.iter().map(|a| a.to_string()));
-            known.remove(&listen.to_string());
-            store.replica().expect_peers(known.len());
-        }
+        let mut fence_addrs: BTreeSet<String> = store
+            .set::<String>(PEERS_VAR)?
+            .members()?
+            .into_iter()
+            .collect();
+        fence_addrs.extend(config.peers.iter().map(|a| a.to_string()));
+        fence_addrs.remove(&listen.to_string());
+        store.replica().expect_peers(fence_addrs.len());
         let control = Arc::new(Control {
             transport: Arc::new(transport),
             shared: Mutex::new(Shared::default()),
             dialers: Mutex::new(BTreeMap::new()),
             runtime: runtime.handle().clone(),
             listen,
+            fence_addrs: Mutex::new(fence_addrs),
         });
         let http = match config.http {
             Some(addr) => {
@@ -377,6 +409,13 @@ impl Node {
     /// Forgets peer `id`; returns whether it was one.
     pub fn remove_peer(&self, id: ReplicaId) -> Result<bool> {
         self.control.remove_peer(&self.store, id)
+    }
+
+    /// Forgets the peer at `addr`, connected or not (one that never answered
+    /// too): it leaves the replicated peer set, is no longer dialed, and bag
+    /// takes no longer wait for it. Returns whether anything was forgotten.
+    pub fn remove_peer_at(&self, addr: SocketAddr) -> Result<bool> {
+        self.control.remove_peer_at(&self.store, addr)
     }
 
     /// Cuts the node off the network, or reconnects it (for demos and tests:
