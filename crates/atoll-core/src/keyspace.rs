@@ -187,8 +187,7 @@ impl<B: Backend> Keyspace<B> {
             key: format!("log entry {seq}"),
             source,
         };
-        let delta: State =
-            codec::decode(&entry.delta, atoll_store::MAX_RECORD_LEN).map_err(corrupt)?;
+        let delta = entry.decode_delta(seq)?;
         let var = self.load(&entry.name)?.ok_or_else(|| {
             corrupt(codec::DecodeError::Invalid(atoll_crdt::InvalidState(
                 "log entry for a variable with no metadata",
@@ -315,13 +314,7 @@ impl<B: Backend> Keyspace<B> {
             if entry.delta.len() >= cap {
                 continue;
             }
-            let delta: State =
-                codec::decode(&entry.delta, atoll_store::MAX_RECORD_LEN).map_err(|source| {
-                    atoll_store::StoreError::Corrupt {
-                        key: format!("log entry {seq}"),
-                        source,
-                    }
-                })?;
+            let delta = entry.decode_delta(seq)?;
             let key = (entry.name, entry.origin);
             if let Some(run) = open.get_mut(&key) {
                 if run.bytes + entry.delta.len() <= cap && run.delta.kind() == delta.kind() {

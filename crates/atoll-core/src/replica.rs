@@ -835,13 +835,7 @@ impl<B: Backend> Replica<B> {
                 });
                 continue;
             }
-            let delta: State =
-                codec::decode(&entry.delta, atoll_store::MAX_RECORD_LEN).map_err(|source| {
-                    atoll_store::StoreError::Corrupt {
-                        key: format!("log entry {seq}"),
-                        source,
-                    }
-                })?;
+            let delta = entry.decode_delta(seq)?;
             bytes += entry.delta.len();
             match joined.get_mut(&entry.name) {
                 // A log entry's kind always matches its variable's.

@@ -63,6 +63,17 @@ pub struct LogEntry {
     pub delta: Vec<u8>,
 }
 
+impl LogEntry {
+    /// The entry's delta, decoded; `seq` names the entry in the error if the
+    /// bytes are damaged.
+    pub fn decode_delta(&self, seq: u64) -> Result<atoll_crdt::variable::State> {
+        codec::decode(&self.delta, MAX_RECORD_LEN).map_err(|source| StoreError::Corrupt {
+            key: format!("log entry {seq}"),
+            source,
+        })
+    }
+}
+
 /// atoll's data laid out on a [`Backend`].
 pub struct Storage<B> {
     backend: B,
