@@ -441,3 +441,100 @@ fn bag_takes_wait_for_peers_after_a_restart() {
     assert!(!b.remove_peer_at(a_addr).unwrap());
     drop(b);
 }
+
+/// Sends `op` to the node's HTTP API as `Op::request` says; the JSON answer.
+fn http_op(addr: SocketAddr, op: &atoll::ops::Op) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let (method, path, body) = op.request();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{op:?}: {resp}");
+    serde_json::from_str(resp.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+}
+
+/// Every data operation, sent over HTTP as the remote CLI sends it, answers
+/// what running it on the store answers, and reads back what it wrote.
+#[test]
+fn every_operation_answers_the_same_over_http_and_on_the_store() {
+    use atoll::ops::Op;
+    let c = Cluster::new(1);
+    let a = c.start(0, &[]);
+    let api = a.http_addr().unwrap();
+    let (n, k) = (|s: &str| s.to_string(), "k/1 x".to_string());
+    let writes = [
+        Op::CounterAdd {
+            name: n("c:1"),
+            by: 5,
+        },
+        Op::RegisterSet {
+            name: n("r"),
+            value: n("v"),
+        },
+        Op::SetChange {
+            name: n("s"),
+            add: vec![n("a"), n("b")],
+            remove: vec![n("a")],
+        },
+        Op::BagInsert {
+            name: n("b"),
+            values: vec![n("x")],
+        },
+        Op::MapChange {
+            name: n("m"),
+            key: k.clone(),
+            incr: Some(2),
+            set: Some(n("w")),
+            add: Some(n("y")),
+        },
+        Op::MapChange {
+            name: n("m"),
+            key: n("gone"),
+            incr: Some(1),
+            set: None,
+            add: None,
+        },
+        Op::MapRemove {
+            name: n("m"),
+            key: n("gone"),
+        },
+    ];
+    for op in &writes {
+        let over_http = http_op(api, op);
+        // The same keys as the store's own answer to the same request.
+        let local = op.apply(&a).unwrap();
+        let keys =
+            |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&over_http), keys(&local), "{op:?}");
+    }
+    let reads = [
+        Op::CounterGet { name: n("c:1") },
+        Op::RegisterGet { name: n("r") },
+        Op::SetList { name: n("s") },
+        Op::BagList { name: n("b") },
+        Op::MapGet {
+            name: n("m"),
+            key: k.clone(),
+        },
+        Op::MapKeys { name: n("m") },
+        Op::Vars,
+    ];
+    for op in &reads {
+        assert_eq!(http_op(api, op), op.apply(&a).unwrap(), "{op:?}");
+    }
+    // Both ran every write once each.
+    assert_eq!(http_op(api, &reads[0])["value"], 10);
+    assert_eq!(http_op(api, &reads[2])["members"], serde_json::json!(["b"]));
+    assert_eq!(http_op(api, &reads[4])["counter"], 4);
+    assert_eq!(http_op(api, &reads[5])["keys"], serde_json::json!([k]));
+    let took = http_op(api, &Op::BagTake { name: n("b") });
+    assert!(took["taken"] == "x", "{took}");
+}

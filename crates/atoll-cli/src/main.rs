@@ -342,6 +342,7 @@ enum MapCmd {
     Keys { name: String },
 }
 
+mod data;
 mod remote;
 
 /// What a command produced: plain text lines and the JSON equivalent.
@@ -374,6 +375,16 @@ fn run(cli: Cli) -> Result<Output, String> {
         }
         _ => cli,
     };
+    if let Some(op) = data::op(&cli.command)? {
+        let answer = match &cli.node {
+            Some(url) => remote::Remote::new(url.clone(), cli.token.clone()).run_op(&op)?,
+            None => {
+                let (store, _) = open_store(cli.data_dir)?;
+                op.apply(&store).map_err(|e| e.to_string())?
+            }
+        };
+        return Ok(data::render(&cli.command, answer));
+    }
     if let Some(url) = cli.node.clone() {
         let remote = remote::Remote::new(url, cli.token.clone());
         return remote::run(&remote, cli.command);
@@ -384,236 +395,43 @@ fn run(cli: Cli) -> Result<Output, String> {
                 .into(),
         );
     }
-    let dir = cli
-        .data_dir
-        .ok_or("no data directory: pass --data-dir DIR or set ATOLL_DATA_DIR")?;
+    // What is left is `info`, on a data directory.
+    debug_assert!(matches!(cli.command, Cmd::Info));
+    let (store, dir) = open_store(cli.data_dir)?;
+    let e = |e: atoll::Error| e.to_string();
+    let vars = store.variables().map_err(e)?;
+    let mut by_kind = serde_json::Map::new();
+    for k in Kind::ALL {
+        by_kind.insert(
+            k.name().into(),
+            json!(vars.iter().filter(|(_, v)| *v == k).count()),
+        );
+    }
+    let j = json!({
+        "data_dir": dir.display().to_string(),
+        "replica": store.replica_id().to_string(),
+        "variables": vars.len(),
+        "by_type": by_kind,
+        "last_seq": store.last_seq(),
+    });
+    Ok(Output {
+        text: vec![
+            format!("data dir\t{}", dir.display()),
+            format!("replica\t{}", store.replica_id()),
+            format!("variables\t{}", vars.len()),
+            format!("log seq\t{}", store.last_seq()),
+        ],
+        json: j,
+        ok: true,
+    })
+}
+
+/// Opens the data directory the command names.
+fn open_store(dir: Option<PathBuf>) -> Result<(Store, PathBuf), String> {
+    let dir = dir.ok_or("no data directory: pass --data-dir DIR or set ATOLL_DATA_DIR")?;
     let store = Store::open(&dir)
         .map_err(|e| format!("cannot open data directory {}: {e}", dir.display()))?;
-    let e = |e: atoll::Error| e.to_string();
-    Ok(match cli.command {
-        Cmd::Counter(c) => match c {
-            CounterCmd::Incr { name, n } => {
-                let v = store.counter(&name).map_err(e)?.incr(n).map_err(e)?;
-                Output::new(v.to_string(), json!({"name": name, "value": v}))
-            }
-            CounterCmd::Decr { name, n } => {
-                let v = store.counter(&name).map_err(e)?.decr(n).map_err(e)?;
-                Output::new(v.to_string(), json!({"name": name, "value": v}))
-            }
-            CounterCmd::Get { name } => {
-                let v = store.counter(&name).map_err(e)?.value().map_err(e)?;
-                Output::new(v.to_string(), json!({"name": name, "value": v}))
-            }
-        },
-        Cmd::Register(c) => match c {
-            RegisterCmd::Set { name, value } => {
-                store
-                    .register::<String>(&name)
-                    .map_err(e)?
-                    .set(&value)
-                    .map_err(e)?;
-                Output::new("ok", json!({"name": name, "value": value}))
-            }
-            RegisterCmd::Get { name } => {
-                let v = store
-                    .register::<String>(&name)
-                    .map_err(e)?
-                    .get()
-                    .map_err(e)?;
-                Output {
-                    text: v.iter().cloned().collect(),
-                    json: json!({"name": name, "value": v}),
-                    ok: true,
-                }
-            }
-        },
-        Cmd::Set(c) => match c {
-            SetCmd::Add { name, members } => {
-                let s = store.set::<String>(&name).map_err(e)?;
-                for m in &members {
-                    s.add(m).map_err(e)?;
-                }
-                Output::new("ok", json!({"name": name, "added": members}))
-            }
-            SetCmd::Remove { name, members } => {
-                let s = store.set::<String>(&name).map_err(e)?;
-                let mut removed = Vec::new();
-                for m in &members {
-                    if s.remove(m).map_err(e)? {
-                        removed.push(m.clone());
-                    }
-                }
-                Output::new(
-                    format!("removed {}", removed.len()),
-                    json!({"name": name, "removed": removed}),
-                )
-            }
-            SetCmd::List { name } => {
-                let m = store
-                    .set::<String>(&name)
-                    .map_err(e)?
-                    .members()
-                    .map_err(e)?;
-                Output {
-                    text: m.clone(),
-                    json: json!({"name": name, "members": m}),
-                    ok: true,
-                }
-            }
-            SetCmd::Contains { name, member } => {
-                let has = store
-                    .set::<String>(&name)
-                    .map_err(e)?
-                    .contains(&member)
-                    .map_err(e)?;
-                Output {
-                    text: vec![has.to_string()],
-                    json: json!({"name": name, "member": member, "present": has}),
-                    ok: has,
-                }
-            }
-        },
-        Cmd::Bag(c) => match c {
-            BagCmd::Insert { name, values } => {
-                let b = store.bag::<String>(&name).map_err(e)?;
-                let mut ids = Vec::new();
-                for v in &values {
-                    let id = b.insert(v).map_err(e)?;
-                    ids.push(format!("{}.{}", id.replica, id.counter));
-                }
-                Output {
-                    text: ids.clone(),
-                    json: json!({"name": name, "ids": ids}),
-                    ok: true,
-                }
-            }
-            BagCmd::Take { name } => {
-                let v = store.bag::<String>(&name).map_err(e)?.take().map_err(e)?;
-                Output {
-                    text: v.iter().cloned().collect(),
-                    json: json!({"name": name, "taken": v}),
-                    ok: v.is_some(),
-                }
-            }
-            BagCmd::List { name } => {
-                let els = store
-                    .bag::<String>(&name)
-                    .map_err(e)?
-                    .elements()
-                    .map_err(e)?;
-                let text = els
-                    .iter()
-                    .map(|x| {
-                        format!(
-                            "{}.{}\t{}\t{}",
-                            x.id.replica, x.id.counter, x.owner, x.value
-                        )
-                    })
-                    .collect();
-                let rows: Vec<_> = els
-                    .iter()
-                    .map(|x| json!({"id": format!("{}.{}", x.id.replica, x.id.counter), "owner": x.owner.to_string(), "value": x.value}))
-                    .collect();
-                Output {
-                    text,
-                    json: json!({"name": name, "elements": rows}),
-                    ok: true,
-                }
-            }
-        },
-        Cmd::Map(c) => match c {
-            MapCmd::Incr { name, key, n } => {
-                let m = store.map(&name).map_err(e)?;
-                m.incr(&key, n).map_err(e)?;
-                let v = m.counter(&key).map_err(e)?;
-                Output::new(
-                    v.to_string(),
-                    json!({"name": name, "key": key, "counter": v}),
-                )
-            }
-            MapCmd::Set { name, key, value } => {
-                store.map(&name).map_err(e)?.set(&key, &value).map_err(e)?;
-                Output::new("ok", json!({"name": name, "key": key, "register": value}))
-            }
-            MapCmd::Add { name, key, member } => {
-                store.map(&name).map_err(e)?.add(&key, &member).map_err(e)?;
-                Output::new("ok", json!({"name": name, "key": key, "added": member}))
-            }
-            MapCmd::Remove { name, key } => {
-                let was = store.map(&name).map_err(e)?.remove(&key).map_err(e)?;
-                Output::new(
-                    if was { "removed" } else { "absent" },
-                    json!({"name": name, "key": key, "removed": was}),
-                )
-            }
-            MapCmd::Get { name, key } => {
-                let m = store.map(&name).map_err(e)?;
-                let counter = m.counter(&key).map_err(e)?;
-                let register: Option<String> = m.get(&key).map_err(e)?;
-                let set: Vec<String> = m.members(&key).map_err(e)?;
-                Output {
-                    text: vec![
-                        format!("counter\t{counter}"),
-                        format!("register\t{}", register.as_deref().unwrap_or("")),
-                        format!("set\t{}", set.join(",")),
-                    ],
-                    json: json!({"name": name, "key": key, "counter": counter, "register": register, "set": set}),
-                    ok: true,
-                }
-            }
-            MapCmd::Keys { name } => {
-                let k = store.map(&name).map_err(e)?.keys().map_err(e)?;
-                Output {
-                    text: k.clone(),
-                    json: json!({"name": name, "keys": k}),
-                    ok: true,
-                }
-            }
-        },
-        Cmd::Ls => {
-            let vars = store.variables().map_err(e)?;
-            let text = vars.iter().map(|(n, k)| format!("{n}\t{k}")).collect();
-            let rows: Vec<_> = vars
-                .iter()
-                .map(|(n, k)| json!({"name": n, "type": k.name()}))
-                .collect();
-            Output {
-                text,
-                json: json!({"variables": rows}),
-                ok: true,
-            }
-        }
-        Cmd::Init { .. } | Cmd::Run { .. } | Cmd::Peer(_) | Cmd::Status => {
-            unreachable!("handled above")
-        }
-        Cmd::Info => {
-            let vars = store.variables().map_err(e)?;
-            let mut by_kind = serde_json::Map::new();
-            for k in Kind::ALL {
-                by_kind.insert(
-                    k.name().into(),
-                    json!(vars.iter().filter(|(_, v)| *v == k).count()),
-                );
-            }
-            let j = json!({
-                "data_dir": dir.display().to_string(),
-                "replica": store.replica_id().to_string(),
-                "variables": vars.len(),
-                "by_type": by_kind,
-                "last_seq": store.last_seq(),
-            });
-            Output {
-                text: vec![
-                    format!("data dir\t{}", dir.display()),
-                    format!("replica\t{}", store.replica_id()),
-                    format!("variables\t{}", vars.len()),
-                    format!("log seq\t{}", store.last_seq()),
-                ],
-                json: j,
-                ok: true,
-            }
-        }
-    })
+    Ok((store, dir))
 }
 
 fn main() -> ExitCode {

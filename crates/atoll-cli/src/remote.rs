@@ -1,6 +1,8 @@
-//! The data and admin commands against a running node's HTTP API (`--node URL`).
+//! The CLI against a running node's HTTP API (`--node URL`): the data
+//! commands' operations (see `data.rs`), and the admin commands.
 
-use crate::{BagCmd, Cmd, CounterCmd, MapCmd, Output, PeerCmd, RegisterCmd, SetCmd};
+use crate::{Cmd, Output, PeerCmd};
+use atoll::ops::{path_segment as seg, Op};
 use serde_json::{json, Value};
 
 /// A node's HTTP API.
@@ -9,24 +11,18 @@ pub(crate) struct Remote {
     token: Option<String>,
 }
 
-/// Percent-encodes a path segment (names may hold `/`, `:` and `@`).
-fn seg(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 impl Remote {
     pub(crate) fn new(base: String, token: Option<String>) -> Self {
         Remote {
             base: base.trim_end_matches('/').to_string(),
             token,
         }
+    }
+
+    /// Runs a data operation on the node; its answer.
+    pub(crate) fn run_op(&self, op: &Op) -> Result<Value, String> {
+        let (method, path, body) = op.request();
+        self.call(method, &path, body)
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
@@ -54,16 +50,6 @@ impl Remote {
     }
 }
 
-fn lines(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .map(|x| x.as_str().map_or(x.to_string(), String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn out(text: Vec<String>, json: Value) -> Output {
     Output {
         text,
@@ -74,186 +60,6 @@ fn out(text: Vec<String>, json: Value) -> Output {
 
 pub(crate) fn run(r: &Remote, cmd: Cmd) -> Result<Output, String> {
     Ok(match cmd {
-        Cmd::Counter(c) => {
-            let v = match c {
-                CounterCmd::Incr { name, n } => r.call(
-                    "POST",
-                    &format!("/v1/counter/{}", seg(&name)),
-                    Some(json!({"by": n})),
-                )?,
-                CounterCmd::Decr { name, n } => {
-                    let by = n.checked_neg().ok_or("decrement too large")?;
-                    r.call(
-                        "POST",
-                        &format!("/v1/counter/{}", seg(&name)),
-                        Some(json!({"by": by})),
-                    )?
-                }
-                CounterCmd::Get { name } => {
-                    r.call("GET", &format!("/v1/counter/{}", seg(&name)), None)?
-                }
-            };
-            out(vec![v["value"].to_string()], v)
-        }
-        Cmd::Register(c) => match c {
-            RegisterCmd::Set { name, value } => {
-                let v = r.call(
-                    "PUT",
-                    &format!("/v1/register/{}", seg(&name)),
-                    Some(json!({"value": value})),
-                )?;
-                out(vec!["ok".into()], v)
-            }
-            RegisterCmd::Get { name } => {
-                let v = r.call("GET", &format!("/v1/register/{}", seg(&name)), None)?;
-                out(
-                    v["value"]
-                        .as_str()
-                        .map(|s| vec![s.to_string()])
-                        .unwrap_or_default(),
-                    v,
-                )
-            }
-        },
-        Cmd::Set(c) => match c {
-            SetCmd::Add { name, members } => {
-                let v = r.call(
-                    "POST",
-                    &format!("/v1/set/{}", seg(&name)),
-                    Some(json!({"add": members})),
-                )?;
-                out(vec!["ok".into()], v)
-            }
-            SetCmd::Remove { name, members } => {
-                let v = r.call(
-                    "POST",
-                    &format!("/v1/set/{}", seg(&name)),
-                    Some(json!({"remove": members})),
-                )?;
-                out(vec![format!("removed {}", lines(&v["removed"]).len())], v)
-            }
-            SetCmd::List { name } => {
-                let v = r.call("GET", &format!("/v1/set/{}", seg(&name)), None)?;
-                out(lines(&v["members"]), v)
-            }
-            SetCmd::Contains { name, member } => {
-                let v = r.call("GET", &format!("/v1/set/{}", seg(&name)), None)?;
-                let has = lines(&v["members"]).contains(&member);
-                Output {
-                    text: vec![has.to_string()],
-                    json: json!({"name": name, "member": member, "present": has}),
-                    ok: has,
-                }
-            }
-        },
-        Cmd::Bag(c) => match c {
-            BagCmd::Insert { name, values } => {
-                let v = r.call(
-                    "POST",
-                    &format!("/v1/bag/{}", seg(&name)),
-                    Some(json!({"insert": values})),
-                )?;
-                out(lines(&v["ids"]), v)
-            }
-            BagCmd::Take { name } => {
-                let v = r.call("POST", &format!("/v1/bag/{}/take", seg(&name)), None)?;
-                let taken = v["taken"].as_str().map(String::from);
-                Output {
-                    ok: taken.is_some(),
-                    text: taken.into_iter().collect(),
-                    json: v,
-                }
-            }
-            BagCmd::List { name } => {
-                let v = r.call("GET", &format!("/v1/bag/{}", seg(&name)), None)?;
-                let text = v["elements"]
-                    .as_array()
-                    .map(|els| {
-                        els.iter()
-                            .map(|e| {
-                                format!(
-                                    "{}\t{}\t{}",
-                                    e["id"].as_str().unwrap_or(""),
-                                    e["owner"].as_str().unwrap_or(""),
-                                    e["value"].as_str().unwrap_or("")
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out(text, v)
-            }
-        },
-        Cmd::Map(c) => match c {
-            MapCmd::Incr { name, key, n } => {
-                let v = r.call(
-                    "POST",
-                    &format!("/v1/map/{}/{}", seg(&name), seg(&key)),
-                    Some(json!({"incr": n})),
-                )?;
-                out(vec![v["counter"].to_string()], v)
-            }
-            MapCmd::Set { name, key, value } => {
-                let v = r.call(
-                    "POST",
-                    &format!("/v1/map/{}/{}", seg(&name), seg(&key)),
-                    Some(json!({"set": value})),
-                )?;
-                out(vec!["ok".into()], v)
-            }
-            MapCmd::Add { name, key, member } => {
-                let v = r.call(
-                    "POST",
-                    &format!("/v1/map/{}/{}", seg(&name), seg(&key)),
-                    Some(json!({"add": member})),
-                )?;
-                out(vec!["ok".into()], v)
-            }
-            MapCmd::Remove { name, key } => {
-                let v = r.call(
-                    "DELETE",
-                    &format!("/v1/map/{}/{}", seg(&name), seg(&key)),
-                    None,
-                )?;
-                let was = v["removed"].as_bool().unwrap_or(false);
-                out(vec![if was { "removed" } else { "absent" }.into()], v)
-            }
-            MapCmd::Get { name, key } => {
-                let v = r.call(
-                    "GET",
-                    &format!("/v1/map/{}/{}", seg(&name), seg(&key)),
-                    None,
-                )?;
-                let text = vec![
-                    format!("counter\t{}", v["counter"]),
-                    format!("register\t{}", v["register"].as_str().unwrap_or("")),
-                    format!("set\t{}", lines(&v["set"]).join(",")),
-                ];
-                out(text, v)
-            }
-            MapCmd::Keys { name } => {
-                let v = r.call("GET", &format!("/v1/map/{}", seg(&name)), None)?;
-                out(lines(&v["keys"]), v)
-            }
-        },
-        Cmd::Ls => {
-            let v = r.call("GET", "/v1/vars", None)?;
-            let text = v["variables"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|x| {
-                            format!(
-                                "{}\t{}",
-                                x["name"].as_str().unwrap_or(""),
-                                x["type"].as_str().unwrap_or("")
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            out(text, v)
-        }
         Cmd::Info | Cmd::Status => {
             let v = r.call("GET", "/v1/status", None)?;
             let text = vec![
@@ -301,6 +107,6 @@ pub(crate) fn run(r: &Remote, cmd: Cmd) -> Result<Output, String> {
                 out(text, v)
             }
         },
-        Cmd::Init { .. } | Cmd::Run { .. } => unreachable!("handled before"),
+        _ => unreachable!("data commands, init and run are handled before"),
     })
 }

@@ -6,6 +6,7 @@
 //! `{"error": "..."}` with a 4xx or 5xx status.
 
 use crate::node::Control;
+use crate::ops::Op;
 use crate::{Error, Store};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -182,21 +183,18 @@ async fn remove_peer(State(api): State<Api>, h: HeaderMap, Path(id): Path<String
     Ok(Json(json!({ "removed": format!("{id:016x}") })))
 }
 
+/// Runs one data operation (the same code as the CLI's; see [`crate::ops`]).
+fn run(api: &Api, h: &HeaderMap, op: Op) -> ApiResult {
+    authorized(api, h)?;
+    Ok(Json(op.apply(&api.store)?))
+}
+
 async fn vars(State(api): State<Api>, h: HeaderMap) -> ApiResult {
-    authorized(&api, &h)?;
-    let rows: Vec<Value> = api
-        .store
-        .variables()?
-        .into_iter()
-        .map(|(n, k)| json!({"name": n, "type": k.name()}))
-        .collect();
-    Ok(Json(json!({ "variables": rows })))
+    run(&api, &h, Op::Vars)
 }
 
 async fn counter_get(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    authorized(&api, &h)?;
-    let v = api.store.counter(&name)?.value()?;
-    Ok(Json(json!({"name": name, "value": v})))
+    run(&api, &h, Op::CounterGet { name })
 }
 
 #[derive(Deserialize)]
@@ -210,15 +208,11 @@ async fn counter_incr(
     Path(name): Path<String>,
     Json(b): Json<Incr>,
 ) -> ApiResult {
-    authorized(&api, &h)?;
-    let v = api.store.counter(&name)?.incr(b.by)?;
-    Ok(Json(json!({"name": name, "value": v})))
+    run(&api, &h, Op::CounterAdd { name, by: b.by })
 }
 
 async fn register_get(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    authorized(&api, &h)?;
-    let v = api.store.register::<String>(&name)?.get()?;
-    Ok(Json(json!({"name": name, "value": v})))
+    run(&api, &h, Op::RegisterGet { name })
 }
 
 #[derive(Deserialize)]
@@ -232,15 +226,18 @@ async fn register_set(
     Path(name): Path<String>,
     Json(b): Json<SetValue>,
 ) -> ApiResult {
-    authorized(&api, &h)?;
-    api.store.register::<String>(&name)?.set(&b.value)?;
-    Ok(Json(json!({"name": name, "value": b.value})))
+    run(
+        &api,
+        &h,
+        Op::RegisterSet {
+            name,
+            value: b.value,
+        },
+    )
 }
 
 async fn set_get(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    authorized(&api, &h)?;
-    let m = api.store.set::<String>(&name)?.members()?;
-    Ok(Json(json!({"name": name, "members": m})))
+    run(&api, &h, Op::SetList { name })
 }
 
 #[derive(Deserialize)]
@@ -257,32 +254,12 @@ async fn set_change(
     Path(name): Path<String>,
     Json(b): Json<SetChange>,
 ) -> ApiResult {
-    authorized(&api, &h)?;
-    let s = api.store.set::<String>(&name)?;
-    for m in &b.add {
-        s.add(m)?;
-    }
-    let mut removed = Vec::new();
-    for m in &b.remove {
-        if s.remove(m)? {
-            removed.push(m.clone());
-        }
-    }
-    Ok(Json(
-        json!({"name": name, "added": b.add, "removed": removed}),
-    ))
+    let (add, remove) = (b.add, b.remove);
+    run(&api, &h, Op::SetChange { name, add, remove })
 }
 
 async fn bag_get(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    authorized(&api, &h)?;
-    let els: Vec<Value> = api
-        .store
-        .bag::<String>(&name)?
-        .elements()?
-        .into_iter()
-        .map(|e| json!({"id": format!("{}.{}", e.id.replica, e.id.counter), "owner": e.owner.to_string(), "value": e.value}))
-        .collect();
-    Ok(Json(json!({"name": name, "elements": els})))
+    run(&api, &h, Op::BagList { name })
 }
 
 #[derive(Deserialize)]
@@ -296,26 +273,16 @@ async fn bag_insert(
     Path(name): Path<String>,
     Json(b): Json<BagInsert>,
 ) -> ApiResult {
-    authorized(&api, &h)?;
-    let bag = api.store.bag::<String>(&name)?;
-    let mut ids = Vec::new();
-    for v in &b.insert {
-        let id = bag.insert(v)?;
-        ids.push(format!("{}.{}", id.replica, id.counter));
-    }
-    Ok(Json(json!({"name": name, "ids": ids})))
+    let values = b.insert;
+    run(&api, &h, Op::BagInsert { name, values })
 }
 
 async fn bag_take(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    authorized(&api, &h)?;
-    let v = api.store.bag::<String>(&name)?.take()?;
-    Ok(Json(json!({"name": name, "taken": v})))
+    run(&api, &h, Op::BagTake { name })
 }
 
 async fn map_keys(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    authorized(&api, &h)?;
-    let k = api.store.map(&name)?.keys()?;
-    Ok(Json(json!({"name": name, "keys": k})))
+    run(&api, &h, Op::MapKeys { name })
 }
 
 async fn map_get(
@@ -323,13 +290,7 @@ async fn map_get(
     h: HeaderMap,
     Path((name, key)): Path<(String, String)>,
 ) -> ApiResult {
-    authorized(&api, &h)?;
-    let m = api.store.map(&name)?;
-    let register: Option<String> = m.get(&key)?;
-    let set: Vec<String> = m.members(&key)?;
-    Ok(Json(
-        json!({"name": name, "key": key, "counter": m.counter(&key)?, "register": register, "set": set}),
-    ))
+    run(&api, &h, Op::MapGet { name, key })
 }
 
 #[derive(Deserialize)]
@@ -345,20 +306,18 @@ async fn map_change(
     Path((name, key)): Path<(String, String)>,
     Json(b): Json<MapChange>,
 ) -> ApiResult {
-    authorized(&api, &h)?;
-    let m = api.store.map(&name)?;
-    if let Some(n) = b.incr {
-        m.incr(&key, n)?;
-    }
-    if let Some(v) = &b.set {
-        m.set(&key, v)?;
-    }
-    if let Some(v) = &b.add {
-        m.add(&key, v)?;
-    }
-    Ok(Json(
-        json!({"name": name, "key": key, "counter": m.counter(&key)?}),
-    ))
+    let (incr, set, add) = (b.incr, b.set, b.add);
+    run(
+        &api,
+        &h,
+        Op::MapChange {
+            name,
+            key,
+            incr,
+            set,
+            add,
+        },
+    )
 }
 
 async fn map_remove(
@@ -366,9 +325,7 @@ async fn map_remove(
     h: HeaderMap,
     Path((name, key)): Path<(String, String)>,
 ) -> ApiResult {
-    authorized(&api, &h)?;
-    let was = api.store.map(&name)?.remove(&key)?;
-    Ok(Json(json!({"name": name, "key": key, "removed": was})))
+    run(&api, &h, Op::MapRemove { name, key })
 }
 
 async fn metrics(State(api): State<Api>, h: HeaderMap) -> Result<String, ApiError> {

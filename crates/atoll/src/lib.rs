@@ -27,6 +27,7 @@ mod feed;
 mod handles;
 mod http;
 mod node;
+pub mod ops;
 mod store;
 
 pub use atoll_core::{validate_name, Error, Result, MAX_NAME_LEN};

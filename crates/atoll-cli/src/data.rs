@@ -1,0 +1,201 @@
+//! The data commands. Each names one [`Op`], which runs on a data directory
+//! or, with `--node`, on a running node through its HTTP API; its answer is
+//! the same JSON either way, and is printed here, once.
+
+use crate::{BagCmd, Cmd, CounterCmd, MapCmd, Output, RegisterCmd, SetCmd};
+use atoll::ops::Op;
+use serde_json::{json, Value};
+
+/// The operation a data command names; `None` for the other commands.
+pub(crate) fn op(cmd: &Cmd) -> Result<Option<Op>, String> {
+    let name = |n: &String| n.clone();
+    Ok(Some(match cmd {
+        Cmd::Counter(c) => match c {
+            CounterCmd::Incr { name: n, n: by } => Op::CounterAdd {
+                name: name(n),
+                by: *by,
+            },
+            CounterCmd::Decr { name: n, n: by } => Op::CounterAdd {
+                name: name(n),
+                by: by.checked_neg().ok_or("decrement too large")?,
+            },
+            CounterCmd::Get { name: n } => Op::CounterGet { name: name(n) },
+        },
+        Cmd::Register(c) => match c {
+            RegisterCmd::Set { name: n, value } => Op::RegisterSet {
+                name: name(n),
+                value: value.clone(),
+            },
+            RegisterCmd::Get { name: n } => Op::RegisterGet { name: name(n) },
+        },
+        Cmd::Set(c) => match c {
+            SetCmd::Add { name: n, members } => Op::SetChange {
+                name: name(n),
+                add: members.clone(),
+                remove: Vec::new(),
+            },
+            SetCmd::Remove { name: n, members } => Op::SetChange {
+                name: name(n),
+                add: Vec::new(),
+                remove: members.clone(),
+            },
+            SetCmd::List { name: n } | SetCmd::Contains { name: n, .. } => {
+                Op::SetList { name: name(n) }
+            }
+        },
+        Cmd::Bag(c) => match c {
+            BagCmd::Insert { name: n, values } => Op::BagInsert {
+                name: name(n),
+                values: values.clone(),
+            },
+            BagCmd::Take { name: n } => Op::BagTake { name: name(n) },
+            BagCmd::List { name: n } => Op::BagList { name: name(n) },
+        },
+        Cmd::Map(c) => match c {
+            MapCmd::Incr {
+                name: n,
+                key,
+                n: by,
+            } => Op::MapChange {
+                name: name(n),
+                key: key.clone(),
+                incr: Some(*by),
+                set: None,
+                add: None,
+            },
+            MapCmd::Set {
+                name: n,
+                key,
+                value,
+            } => Op::MapChange {
+                name: name(n),
+                key: key.clone(),
+                incr: None,
+                set: Some(value.clone()),
+                add: None,
+            },
+            MapCmd::Add {
+                name: n,
+                key,
+                member,
+            } => Op::MapChange {
+                name: name(n),
+                key: key.clone(),
+                incr: None,
+                set: None,
+                add: Some(member.clone()),
+            },
+            MapCmd::Remove { name: n, key } => Op::MapRemove {
+                name: name(n),
+                key: key.clone(),
+            },
+            MapCmd::Get { name: n, key } => Op::MapGet {
+                name: name(n),
+                key: key.clone(),
+            },
+            MapCmd::Keys { name: n } => Op::MapKeys { name: name(n) },
+        },
+        Cmd::Ls => Op::Vars,
+        _ => return Ok(None),
+    }))
+}
+
+/// A JSON array of strings as lines.
+fn lines(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| x.as_str().map_or(x.to_string(), String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn str_of(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+/// What a data command prints of its operation's answer `v`.
+pub(crate) fn render(cmd: &Cmd, v: Value) -> Output {
+    let out = |text: Vec<String>, json: Value| Output {
+        text,
+        json,
+        ok: true,
+    };
+    let ok = || vec!["ok".to_string()];
+    match cmd {
+        Cmd::Counter(_) => out(vec![v["value"].to_string()], v),
+        Cmd::Register(RegisterCmd::Set { .. }) => out(ok(), v),
+        Cmd::Register(RegisterCmd::Get { .. }) => out(
+            v["value"].as_str().map(String::from).into_iter().collect(),
+            v,
+        ),
+        Cmd::Set(SetCmd::Add { .. }) => out(ok(), v),
+        Cmd::Set(SetCmd::Remove { .. }) => {
+            out(vec![format!("removed {}", lines(&v["removed"]).len())], v)
+        }
+        Cmd::Set(SetCmd::List { .. }) => out(lines(&v["members"]), v),
+        Cmd::Set(SetCmd::Contains { name, member }) => {
+            let has = lines(&v["members"]).contains(member);
+            Output {
+                text: vec![has.to_string()],
+                json: json!({"name": name, "member": member, "present": has}),
+                ok: has,
+            }
+        }
+        Cmd::Bag(BagCmd::Insert { .. }) => out(lines(&v["ids"]), v),
+        Cmd::Bag(BagCmd::Take { .. }) => {
+            let taken = v["taken"].as_str().map(String::from);
+            Output {
+                ok: taken.is_some(),
+                text: taken.into_iter().collect(),
+                json: v,
+            }
+        }
+        Cmd::Bag(BagCmd::List { .. }) => {
+            let text = v["elements"]
+                .as_array()
+                .map(|els| {
+                    els.iter()
+                        .map(|e| {
+                            format!(
+                                "{}\t{}\t{}",
+                                str_of(&e["id"]),
+                                str_of(&e["owner"]),
+                                str_of(&e["value"])
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out(text, v)
+        }
+        Cmd::Map(MapCmd::Incr { .. }) => out(vec![v["counter"].to_string()], v),
+        Cmd::Map(MapCmd::Set { .. } | MapCmd::Add { .. }) => out(ok(), v),
+        Cmd::Map(MapCmd::Remove { .. }) => {
+            let was = v["removed"].as_bool().unwrap_or(false);
+            out(vec![if was { "removed" } else { "absent" }.into()], v)
+        }
+        Cmd::Map(MapCmd::Get { .. }) => {
+            let text = vec![
+                format!("counter\t{}", v["counter"]),
+                format!("register\t{}", str_of(&v["register"])),
+                format!("set\t{}", lines(&v["set"]).join(",")),
+            ];
+            out(text, v)
+        }
+        Cmd::Map(MapCmd::Keys { .. }) => out(lines(&v["keys"]), v),
+        Cmd::Ls => {
+            let text = v["variables"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|x| format!("{}\t{}", str_of(&x["name"]), str_of(&x["type"])))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out(text, v)
+        }
+        _ => out(Vec::new(), v),
+    }
+}

@@ -1,0 +1,269 @@
+//! The data operations, named once for every front end: the CLI on a data
+//! directory, the node's HTTP API, and the CLI against a running node
+//! (`--node URL`). Each runs on a [`Store`] and answers with the JSON the HTTP
+//! API returns, and [`Op::request`] names the HTTP call that runs it on a
+//! node; so the three front ends agree by construction.
+//!
+//! Values are strings, as on the command line.
+
+use crate::{Result, Store};
+use serde_json::{json, Value};
+
+/// One data operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Adds `by` (negative to subtract) to a counter; answers its value.
+    CounterAdd {
+        /// The counter.
+        name: String,
+        /// How much.
+        by: i64,
+    },
+    /// A counter's value.
+    CounterGet {
+        /// The counter.
+        name: String,
+    },
+    /// Writes a register.
+    RegisterSet {
+        /// The register.
+        name: String,
+        /// The value.
+        value: String,
+    },
+    /// A register's value (`null` if never written).
+    RegisterGet {
+        /// The register.
+        name: String,
+    },
+    /// Adds, then removes, members of a set; answers which were removed.
+    SetChange {
+        /// The set.
+        name: String,
+        /// Members to add.
+        add: Vec<String>,
+        /// Members to remove.
+        remove: Vec<String>,
+    },
+    /// A set's members.
+    SetList {
+        /// The set.
+        name: String,
+    },
+    /// Inserts values into a bag; answers their element ids.
+    BagInsert {
+        /// The bag.
+        name: String,
+        /// The values.
+        values: Vec<String>,
+    },
+    /// Takes one element this node owns out of a bag (`null` if none).
+    BagTake {
+        /// The bag.
+        name: String,
+    },
+    /// A bag's elements: id, owner, value.
+    BagList {
+        /// The bag.
+        name: String,
+    },
+    /// Changes a map entry's counter, register and set fields; answers the entry.
+    MapChange {
+        /// The map.
+        name: String,
+        /// The entry.
+        key: String,
+        /// Added to its counter.
+        incr: Option<i64>,
+        /// Written to its register.
+        set: Option<String>,
+        /// Added to its set.
+        add: Option<String>,
+    },
+    /// A map entry: its counter, register and set.
+    MapGet {
+        /// The map.
+        name: String,
+        /// The entry.
+        key: String,
+    },
+    /// Removes a map entry; answers whether it was there.
+    MapRemove {
+        /// The map.
+        name: String,
+        /// The entry.
+        key: String,
+    },
+    /// A map's keys.
+    MapKeys {
+        /// The map.
+        name: String,
+    },
+    /// Every variable and its type.
+    Vars,
+}
+
+/// Percent-encodes one path segment (names may hold `/`, `:`, `@`, spaces).
+pub fn path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn map_entry(store: &Store, name: &str, key: &str) -> Result<Value> {
+    let m = store.map(name)?;
+    let register: Option<String> = m.get(key)?;
+    let set: Vec<String> = m.members(key)?;
+    Ok(
+        json!({"name": name, "key": key, "counter": m.counter(key)?, "register": register, "set": set}),
+    )
+}
+
+impl Op {
+    /// Runs the operation on `store`; the answer is the HTTP API's JSON body.
+    pub fn apply(&self, store: &Store) -> Result<Value> {
+        Ok(match self {
+            Op::CounterAdd { name, by } => {
+                json!({"name": name, "value": store.counter(name)?.incr(*by)?})
+            }
+            Op::CounterGet { name } => {
+                json!({"name": name, "value": store.counter(name)?.value()?})
+            }
+            Op::RegisterSet { name, value } => {
+                store.register::<String>(name)?.set(value)?;
+                json!({"name": name, "value": value})
+            }
+            Op::RegisterGet { name } => {
+                json!({"name": name, "value": store.register::<String>(name)?.get()?})
+            }
+            Op::SetChange { name, add, remove } => {
+                let s = store.set::<String>(name)?;
+                for m in add {
+                    s.add(m)?;
+                }
+                let mut removed = Vec::new();
+                for m in remove {
+                    if s.remove(m)? {
+                        removed.push(m.clone());
+                    }
+                }
+                json!({"name": name, "added": add, "removed": removed})
+            }
+            Op::SetList { name } => {
+                json!({"name": name, "members": store.set::<String>(name)?.members()?})
+            }
+            Op::BagInsert { name, values } => {
+                let bag = store.bag::<String>(name)?;
+                let mut ids = Vec::new();
+                for v in values {
+                    let id = bag.insert(v)?;
+                    ids.push(format!("{}.{}", id.replica, id.counter));
+                }
+                json!({"name": name, "ids": ids})
+            }
+            Op::BagTake { name } => {
+                json!({"name": name, "taken": store.bag::<String>(name)?.take()?})
+            }
+            Op::BagList { name } => {
+                let els: Vec<Value> = store
+                    .bag::<String>(name)?
+                    .elements()?
+                    .into_iter()
+                    .map(|e| json!({"id": format!("{}.{}", e.id.replica, e.id.counter), "owner": e.owner.to_string(), "value": e.value}))
+                    .collect();
+                json!({"name": name, "elements": els})
+            }
+            Op::MapChange {
+                name,
+                key,
+                incr,
+                set,
+                add,
+            } => {
+                let m = store.map(name)?;
+                if let Some(n) = incr {
+                    m.incr(key, *n)?;
+                }
+                if let Some(v) = set {
+                    m.set(key, v)?;
+                }
+                if let Some(v) = add {
+                    m.add(key, v)?;
+                }
+                map_entry(store, name, key)?
+            }
+            Op::MapGet { name, key } => map_entry(store, name, key)?,
+            Op::MapRemove { name, key } => {
+                json!({"name": name, "key": key, "removed": store.map(name)?.remove(key)?})
+            }
+            Op::MapKeys { name } => json!({"name": name, "keys": store.map(name)?.keys()?}),
+            Op::Vars => {
+                let rows: Vec<Value> = store
+                    .variables()?
+                    .into_iter()
+                    .map(|(n, k)| json!({"name": n, "type": k.name()}))
+                    .collect();
+                json!({ "variables": rows })
+            }
+        })
+    }
+
+    /// The HTTP call that runs this operation on a node: method, path
+    /// (segments percent-encoded) and JSON body.
+    pub fn request(&self) -> (&'static str, String, Option<Value>) {
+        let seg = path_segment;
+        match self {
+            Op::CounterAdd { name, by } => (
+                "POST",
+                format!("/v1/counter/{}", seg(name)),
+                Some(json!({"by": by})),
+            ),
+            Op::CounterGet { name } => ("GET", format!("/v1/counter/{}", seg(name)), None),
+            Op::RegisterSet { name, value } => (
+                "PUT",
+                format!("/v1/register/{}", seg(name)),
+                Some(json!({"value": value})),
+            ),
+            Op::RegisterGet { name } => ("GET", format!("/v1/register/{}", seg(name)), None),
+            Op::SetChange { name, add, remove } => (
+                "POST",
+                format!("/v1/set/{}", seg(name)),
+                Some(json!({"add": add, "remove": remove})),
+            ),
+            Op::SetList { name } => ("GET", format!("/v1/set/{}", seg(name)), None),
+            Op::BagInsert { name, values } => (
+                "POST",
+                format!("/v1/bag/{}", seg(name)),
+                Some(json!({"insert": values})),
+            ),
+            Op::BagTake { name } => ("POST", format!("/v1/bag/{}/take", seg(name)), None),
+            Op::BagList { name } => ("GET", format!("/v1/bag/{}", seg(name)), None),
+            Op::MapChange {
+                name,
+                key,
+                incr,
+                set,
+                add,
+            } => (
+                "POST",
+                format!("/v1/map/{}/{}", seg(name), seg(key)),
+                Some(json!({"incr": incr, "set": set, "add": add})),
+            ),
+            Op::MapGet { name, key } => {
+                ("GET", format!("/v1/map/{}/{}", seg(name), seg(key)), None)
+            }
+            Op::MapRemove { name, key } => (
+                "DELETE",
+                format!("/v1/map/{}/{}", seg(name), seg(key)),
+                None,
+            ),
+            Op::MapKeys { name } => ("GET", format!("/v1/map/{}", seg(name)), None),
+            Op::Vars => ("GET", "/v1/vars".to_string(), None),
+        }
+    }
+}
