@@ -187,6 +187,44 @@ fn a_stopped_node_restarts_from_its_data_dir_and_converges() {
     assert_eq!(snapshot(&n3).tags.len(), 21);
 }
 
+/// A restarted node is sent what it missed, not everything again: each side
+/// says on connecting what it durably holds of the other's log.
+#[test]
+fn a_restarted_node_is_sent_only_what_it_missed() {
+    let c = Cluster::new(2);
+    let a = c.start(0, &[]);
+    let b = c.start(1, &[a.local_addr()]);
+    let members = a.set::<String>("members").unwrap();
+    for i in 0..1000 {
+        members.add(&format!("member-{i:04}")).unwrap();
+    }
+    let b_set = b.set::<String>("members").unwrap();
+    wait_until("b holds the 1000", || b_set.len().unwrap() == 1000);
+    let sent_to_b = |a: &Node| {
+        a.status()
+            .peers
+            .iter()
+            .map(|(p, _)| p.stats.bytes_sent)
+            .sum::<u64>()
+    };
+    let first_sync = sent_to_b(&a);
+    drop(b_set);
+    b.shutdown().unwrap();
+    members.add(&"while-b-was-down".to_string()).unwrap();
+    let before = sent_to_b(&a);
+    let b = c.start(1, &[a.local_addr()]);
+    let b_set = b.set::<String>("members").unwrap();
+    wait_until("b catches up", || b_set.len().unwrap() == 1001);
+    wait_until("a hears b's acks", || {
+        a.status().peers.iter().all(|(p, _)| p.connected && p.lag == 0)
+    });
+    let resync = sent_to_b(&a) - before;
+    assert!(
+        resync * 20 < first_sync,
+        "{resync} bytes after the restart, {first_sync} for the first sync"
+    );
+}
+
 #[test]
 fn a_peer_kept_away_longer_than_the_log_catches_up_by_state_transfer() {
     let c = Cluster::new(2);
