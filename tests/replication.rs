@@ -216,7 +216,10 @@ fn a_restarted_node_is_sent_only_what_it_missed() {
     let b_set = b.set::<String>("members").unwrap();
     wait_until("b catches up", || b_set.len().unwrap() == 1001);
     wait_until("a hears b's acks", || {
-        a.status().peers.iter().all(|(p, _)| p.connected && p.lag == 0)
+        a.status()
+            .peers
+            .iter()
+            .all(|(p, _)| p.connected && p.lag == 0)
     });
     let resync = sent_to_b(&a) - before;
     assert!(
