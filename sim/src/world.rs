@@ -146,6 +146,9 @@ struct Node {
     disk: BTreeMap<String, State>,
     offset: i64,
     timer: Option<u64>,
+    /// Timeouts handled at the current instant, and that instant: a replica
+    /// that asks again and again for a timer that is already due livelocks.
+    timeouts_now: (u64, u32),
     backups: Vec<(u64, MemoryBackend)>,
     /// The log may have been truncated through here.
     may_drop: u64,
@@ -283,6 +286,7 @@ impl Sim {
                 disk: BTreeMap::new(),
                 offset,
                 timer: None,
+                timeouts_now: (0, 0),
                 backups: Vec::new(),
                 may_drop: 0,
             });
@@ -578,7 +582,8 @@ impl Sim {
         }
         // The replica's deadline is on its own clock.
         let at = deadline.map(|d| {
-            let global = d as i64 - self.nodes[i].offset - EPOCH_MS;
+            let d = i64::try_from(d).unwrap_or(i64::MAX);
+            let global = d.saturating_sub(self.nodes[i].offset + EPOCH_MS);
             (global.max(self.now as i64) as u64).max(self.now)
         });
         if at != self.nodes[i].timer {
@@ -1330,6 +1335,19 @@ impl Sim {
             Ev::Timer(i) => {
                 if self.nodes[i].timer.is_some_and(|t| t <= self.now) {
                     self.nodes[i].timer = None;
+                    let (at, n) = self.nodes[i].timeouts_now;
+                    self.nodes[i].timeouts_now = if at == self.now {
+                        (at, n + 1)
+                    } else {
+                        (self.now, 1)
+                    };
+                    if n >= 10_000 {
+                        self.fail(format!(
+                            "n{i} asked for its timer 10000 times at the same instant (a timer livelock)"
+                        ));
+                        self.nodes[i].timeouts_now = (self.now, 0);
+                        return;
+                    }
                     let now = self.local_now(i);
                     if let Some(r) = self.nodes[i].replica.as_mut() {
                         self.trace.record(self.now, format_args!("timeout n{i}"));
