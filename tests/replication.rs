@@ -187,6 +187,41 @@ fn a_stopped_node_restarts_from_its_data_dir_and_converges() {
     assert_eq!(snapshot(&n3).tags.len(), 21);
 }
 
+/// A removed node is refused by every node, not only the one that removed
+/// it, and its later writes reach no one; its certificate is still valid.
+#[test]
+fn a_removed_node_is_refused_by_the_whole_cluster() {
+    let c = Cluster::new(3);
+    let a = c.start(0, &[]);
+    let b = c.start(1, &[a.local_addr()]);
+    let n3 = c.start(2, &[a.local_addr(), b.local_addr()]);
+    write_all_types(&n3, "c");
+    wait_until("all three converge", || converged(&[&a, &b, &n3]));
+    let connected_to = |n: &Node, id: atoll::ReplicaId| {
+        n.status()
+            .peers
+            .iter()
+            .any(|(p, _)| p.id == id && p.connected)
+    };
+    wait_until("b and c connect", || connected_to(&b, n3.replica_id()));
+    assert!(a.remove_peer(n3.replica_id()).unwrap());
+    wait_until("a and b drop c", || {
+        !connected_to(&a, n3.replica_id()) && !connected_to(&b, n3.replica_id())
+    });
+    wait_until("c is told why", || {
+        n3.status()
+            .refusals
+            .iter()
+            .any(|(_, why)| why.contains("removed from this cluster"))
+    });
+    n3.counter("hits").unwrap().incr(100).unwrap();
+    // Several retransmission periods (200 ms here) and reconnection attempts.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!connected_to(&a, n3.replica_id()) && !connected_to(&b, n3.replica_id()));
+    assert_eq!(snapshot(&a).hits, snapshot(&b).hits);
+    assert_ne!(snapshot(&a).hits, snapshot(&n3).hits);
+}
+
 /// A restarted node is sent what it missed, not everything again: each side
 /// says on connecting what it durably holds of the other's log.
 #[test]

@@ -33,9 +33,9 @@ pub enum Message {
         from: u64,
         /// The interval's inclusive end.
         to: u64,
-        /// Where the sender began sending in this connection: the receiver
-        /// holds its log through here (as the sender judged from the
-        /// receiver's `Hello` or earlier acks). Constant for a connection.
+        /// What the sender knows the receiver holds of its log: everything
+        /// through here (what it acknowledged, or claimed in its `Hello`, and
+        /// the sender's entries of the receiver's own it skipped).
         base: u64,
         /// The joined deltas.
         vars: Vec<VarDelta>,

@@ -168,12 +168,10 @@ struct Peer {
     /// It connected as an incarnation we had not heard from: nothing is sent
     /// until its `Hello` says what it holds, or until this deadline.
     hello_pending: Option<u64>,
-    /// What we hold of its log, contiguously, in this connection: from the
-    /// `base` its intervals name, advanced by contiguous ones, and recorded
-    /// in storage.
+    /// What we hold of its log, contiguously, in this connection: at least
+    /// the `base` its intervals name (what it knows we hold), advanced by
+    /// contiguous intervals, and recorded in storage.
     held: Option<u64>,
-    /// Where we began sending to it in this connection (sent as `base`).
-    base: u64,
     /// The `as_of` of a state transfer from it whose first chunk we received.
     transfer_in: Option<u64>,
 }
@@ -399,7 +397,6 @@ impl<B: Backend> Replica<B> {
                     p.incarnation = Some(inc);
                     p.sent_through = p.acked;
                     p.sent_max = p.acked;
-                    p.base = p.acked;
                 }
                 None => self.transmits.retain(|t| t.to != id),
             }
@@ -465,13 +462,14 @@ impl<B: Backend> Replica<B> {
                     return Err(hostile(from, "interval ends before it starts"));
                 }
                 self.merge_all(now, from, vars)?;
-                // We hold the peer's log through where it began sending in
-                // this connection; contiguous intervals extend that.
+                // We hold the peer's log through what it knows we hold
+                // (`base`); an interval that starts within that extends it.
                 let p = self.peers.get_mut(&from).expect("checked above");
-                let held = p.held.unwrap_or(base);
+                let mut held = p.held.unwrap_or(base).max(base);
                 if start <= held {
-                    self.record_held(from, held.max(to))?;
+                    held = held.max(to);
                 }
+                self.record_held(from, held)?;
                 if complete {
                     self.peers.get_mut(&from).expect("checked above").caught_up = true;
                     self.update_fence();
@@ -544,7 +542,6 @@ impl<B: Backend> Replica<B> {
                 if p.hello_pending.is_some() {
                     let resume = holds.map_or(0, |(inc, seq)| self.ks.resume_point(inc, seq));
                     p.hello_pending = None;
-                    p.base = resume;
                     p.acked = resume;
                     p.sent_through = resume;
                     p.sent_max = resume;
@@ -778,7 +775,7 @@ impl<B: Backend> Replica<B> {
                     && p.complete_sent.is_none()
                     && last == self.ks.last_seq()
                 {
-                    let (acked, base) = (p.acked, p.base);
+                    let (acked, base) = (p.acked, p.acked);
                     let p = self.peers.get_mut(&id).expect("known");
                     p.flights.push_back((acked, now));
                     p.complete_sent = Some(acked);
@@ -874,7 +871,9 @@ impl<B: Backend> Replica<B> {
                 }
             }
         }
-        let base = self.peers[&id].base;
+        // Everything it acknowledged, and the intervals of its own entries
+        // skipped without a message: it holds all that.
+        let base = self.peers[&id].acked;
         let mut vars = whole;
         vars.extend(joined.into_iter().map(|(name, d)| VarDelta {
             name,

@@ -5,7 +5,7 @@ use crate::frame::{read_frame, write_frame, Hello};
 use crate::tls::Identity;
 use crate::{CloseCode, NetError};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -110,6 +110,8 @@ struct Shared {
     client: quinn::ClientConfig,
     conns: Mutex<BTreeMap<u64, Conn>>,
     events: mpsc::Sender<NetEvent>,
+    /// Node ids removed from the cluster: refused in the handshake.
+    denied: Mutex<BTreeSet<u64>>,
 }
 
 /// A node's transport. Dropping it closes the endpoint.
@@ -183,6 +185,7 @@ impl Transport {
             client,
             conns: Mutex::new(BTreeMap::new()),
             events,
+            denied: Mutex::new(BTreeSet::new()),
         });
         let accept = tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
         Ok((
@@ -226,6 +229,21 @@ impl Transport {
         if let Some(c) = conns.get(&peer) {
             close(&c.conn, code, reason);
         }
+    }
+
+    /// Refuses these node ids from now on (a node removed from the cluster,
+    /// though its certificate is still valid), and closes their connections.
+    /// Replaces the previous set.
+    pub fn deny(&self, ids: BTreeSet<u64>) {
+        {
+            let conns = self.shared.conns.lock().unwrap_or_else(|e| e.into_inner());
+            for id in &ids {
+                if let Some(c) = conns.get(id) {
+                    close(&c.conn, CloseCode::PeerRemoved, "removed from this cluster");
+                }
+            }
+        }
+        *self.shared.denied.lock().unwrap_or_else(|e| e.into_inner()) = ids;
     }
 
     /// Cuts this node off the network (closing every connection, refusing new
@@ -366,6 +384,17 @@ fn check_hello(
     }
     if hello.node_id == shared.config.node_id {
         return refuse(CloseCode::SelfConnection, "connected to itself".into());
+    }
+    if shared
+        .denied
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&hello.node_id)
+    {
+        return refuse(
+            CloseCode::PeerRemoved,
+            format!("node {:016x} was removed from this cluster", hello.node_id),
+        );
     }
     Ok((hello.node_id, hello.incarnation))
 }

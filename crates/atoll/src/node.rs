@@ -95,6 +95,10 @@ struct Shared {
 /// The replicated set of peer addresses every node keeps connections to.
 pub(crate) const PEERS_VAR: &str = "_atoll.peers";
 
+/// The replicated set of node ids (16 hex digits) removed from the cluster:
+/// every node refuses them in the handshake.
+pub(crate) const REMOVED_VAR: &str = "_atoll.removed";
+
 /// What the node and its HTTP API share: the transport, dialers and peer addresses.
 pub(crate) struct Control {
     transport: Arc<Transport>,
@@ -158,8 +162,31 @@ impl Control {
         }
     }
 
-    /// Dials every address in the replicated peer set; stops dialing those removed.
+    /// Refuses the node ids in the replicated removed set, and forgets them
+    /// as peers.
+    fn sync_denied(&self, store: &Store) -> Result<()> {
+        let denied: BTreeSet<u64> = store
+            .set::<String>(REMOVED_VAR)?
+            .members()?
+            .iter()
+            .filter_map(|id| u64::from_str_radix(id, 16).ok())
+            .collect();
+        for id in &denied {
+            let id = ReplicaId(*id);
+            if store.replica().peers().iter().any(|p| p.id == id) {
+                store.replica().remove_peer(id);
+                tracing::info!(peer = %id, "peer removed from the cluster: refusing it");
+            }
+            self.shared().addrs.remove(&id);
+        }
+        self.transport.deny(denied);
+        Ok(())
+    }
+
+    /// Dials every address in the replicated peer set; stops dialing those
+    /// removed; refuses the nodes removed.
     fn sync_membership(&self, store: &Store) -> Result<()> {
+        self.sync_denied(store)?;
         let wanted: BTreeSet<SocketAddr> = store
             .set::<String>(PEERS_VAR)?
             .members()?
@@ -212,17 +239,26 @@ impl Control {
         }
     }
 
-    /// Forgets peer `id`: drops its address from the peer set, stops dialing it,
-    /// closes the connection. Returns whether it was a peer.
+    /// Removes peer `id` from the cluster: drops its address from the peer
+    /// set, stops dialing it, closes the connection, and adds it to the
+    /// replicated removed set, so that every node refuses it from then on
+    /// (its certificate stays valid; this is atoll's revocation). Returns
+    /// whether it was a peer.
     pub(crate) fn remove_peer(&self, store: &Store, id: ReplicaId) -> Result<bool> {
         let known = store.replica().peers().iter().any(|p| p.id == id);
         let addr = self.shared().addrs.remove(&id);
         if let Some(addr) = addr {
             self.forget_addr(store, addr)?;
         }
+        if known || addr.is_some() {
+            store
+                .set::<String>(REMOVED_VAR)?
+                .add(&format!("{:016x}", id.0))?;
+        }
         self.transport
             .disconnect(id.0, CloseCode::PeerRemoved, "peer removed");
         store.replica().remove_peer(id);
+        self.sync_denied(store)?;
         Ok(known || addr.is_some())
     }
 
@@ -370,9 +406,11 @@ impl Node {
             stopped,
             flush_every,
         ));
-        if config.learn_peers {
-            runtime.spawn(watch_membership(store.clone(), control.clone()));
-        }
+        runtime.spawn(watch_membership(
+            store.clone(),
+            control.clone(),
+            config.learn_peers,
+        ));
         let node = Node {
             store,
             control,
@@ -380,6 +418,8 @@ impl Node {
             runtime: Some(runtime),
             http,
         };
+        // Removed nodes are refused before anyone is dialed.
+        node.control.sync_denied(&node.store)?;
         for addr in &config.peers {
             node.control.add_peer(&node.store, *addr)?;
         }
@@ -467,12 +507,18 @@ impl Drop for Node {
 
 const MAX_REFUSALS: usize = 16;
 
-/// Applies changes of the replicated peer set. It wakes only for those (not
-/// for every write), and ends with the node's runtime.
-async fn watch_membership(store: Store, control: Arc<Control>) {
+/// Applies changes of the replicated peer set (dialing its addresses if
+/// `learn_peers`) and removed set. It wakes only for those (not for every
+/// write), and ends with the node's runtime.
+async fn watch_membership(store: Store, control: Arc<Control>, learn_peers: bool) {
     loop {
         store.peers_changed().await;
-        if let Err(e) = control.sync_membership(&store) {
+        let synced = if learn_peers {
+            control.sync_membership(&store)
+        } else {
+            control.sync_denied(&store)
+        };
+        if let Err(e) = synced {
             tracing::warn!("peer set: {e}");
         }
     }

@@ -209,7 +209,7 @@ impl Store {
             &self.inner.merged
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if a.name == crate::node::PEERS_VAR {
+        if a.name == crate::node::PEERS_VAR || a.name == crate::node::REMOVED_VAR {
             self.inner.peers_changed.notify_one();
         }
         // No subscriber is not an error.
