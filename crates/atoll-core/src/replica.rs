@@ -775,7 +775,7 @@ impl<B: Backend> Replica<B> {
                     && p.complete_sent.is_none()
                     && last == self.ks.last_seq()
                 {
-                    let (acked, base) = (p.acked, p.acked);
+                    let acked = p.acked;
                     let p = self.peers.get_mut(&id).expect("known");
                     p.flights.push_back((acked, now));
                     p.complete_sent = Some(acked);
@@ -784,7 +784,7 @@ impl<B: Backend> Replica<B> {
                         &Message::Deltas {
                             from: acked,
                             to: acked,
-                            base,
+                            base: acked,
                             vars: Vec::new(),
                             complete: true,
                         },
