@@ -20,6 +20,7 @@ pub struct VarDelta {
     /// Its kind.
     pub kind: Kind,
     /// The delta, encoded as an `atoll_crdt::variable::State`.
+    #[serde(with = "atoll_crdt::codec::bytes")]
     pub delta: Vec<u8>,
 }
 

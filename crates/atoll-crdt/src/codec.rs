@@ -104,8 +104,67 @@ pub fn decode_unvalidated<T: DeserializeOwned>(
     Ok(value)
 }
 
+/// A `Vec<u8>` field encoded as bytes in one piece rather than as a sequence
+/// of `u8` one by one: `#[serde(with = "atoll_crdt::codec::bytes")]`. In
+/// postcard both are the length, then the bytes, so the format is the same;
+/// decoding copies the slice at once (and takes no more than the input holds).
+pub mod bytes {
+    use serde::de::{Error, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    /// Serializes `v` as bytes.
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    /// Deserializes bytes (or, from self-describing formats, a sequence of u8).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct Bytes;
+        impl<'de> Visitor<'de> for Bytes {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+                // Preallocate only what is certain to arrive.
+                let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(b) = seq.next_element()? {
+                    v.push(b);
+                }
+                Ok(v)
+            }
+        }
+        d.deserialize_byte_buf(Bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    /// `bytes` changes nothing on the wire: the same encoding as a `Vec<u8>`.
+    #[test]
+    fn bytes_encode_as_a_vec_of_u8_does() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Fast(#[serde(with = "super::bytes")] Vec<u8>, u8);
+        #[derive(serde::Serialize)]
+        struct Plain(Vec<u8>, u8);
+        let data: Vec<u8> = (0..=255).chain(0..40).collect();
+        let fast = postcard::to_allocvec(&Fast(data.clone(), 7)).unwrap();
+        assert_eq!(
+            fast,
+            postcard::to_allocvec(&Plain(data.clone(), 7)).unwrap()
+        );
+        let back: Fast = postcard::from_bytes(&fast).unwrap();
+        assert_eq!(back, Fast(data, 7));
+        // A length past the input is an error, not an allocation.
+        assert!(postcard::from_bytes::<Fast>(&[0xff, 0xff, 0xff, 0x7f, 1]).is_err());
+    }
+
     use super::*;
     use crate::ReplicaId;
 

@@ -60,6 +60,7 @@ pub struct LogEntry {
     /// The replica the delta came from (this one, for local operations).
     pub origin: ReplicaId,
     /// The delta, encoded as an [`atoll_crdt::variable::State`].
+    #[serde(with = "atoll_crdt::codec::bytes")]
     pub delta: Vec<u8>,
 }
 
