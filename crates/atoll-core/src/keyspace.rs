@@ -571,7 +571,7 @@ impl<B: Backend> Keyspace<B> {
                 return Err(e);
             }
         };
-        let seq = self.persist(name, created, &delta, self.incarnation)?;
+        let seq = self.persist(name, created, codec::encode(&delta), self.incarnation)?;
         let applied = Applied {
             name: name.to_string(),
             kind,
@@ -588,7 +588,7 @@ impl<B: Backend> Keyspace<B> {
         &mut self,
         name: &str,
         created: bool,
-        delta: &State,
+        delta: Vec<u8>,
         origin: ReplicaId,
     ) -> Result<u64> {
         let var = &self.vars[name];
@@ -596,7 +596,7 @@ impl<B: Backend> Keyspace<B> {
             name: name.to_string(),
             kind: var.meta.kind,
             origin,
-            delta: codec::encode(delta),
+            delta,
         };
         let meta = created.then(|| var.meta.clone());
         let seq = match self.storage.append(meta.as_ref(), &entry) {
@@ -703,11 +703,13 @@ impl<B: Backend> Keyspace<B> {
             }
             return Ok(None);
         }
-        var.state.join(delta.clone()).expect("kinds checked above");
+        // Encoded before it is joined, so that the join can take it whole.
+        let logged = codec::encode(&delta);
         if let Some(ts) = delta.max_timestamp() {
             self.clock.witness(ts);
         }
-        let seq = self.persist(name, created, &delta, origin)?;
+        var.state.join(delta).expect("kinds checked above");
+        let seq = self.persist(name, created, logged, origin)?;
         Ok(Some(Applied {
             name: name.to_string(),
             kind,
