@@ -419,8 +419,15 @@ impl<B: Backend> Keyspace<B> {
         history.drain(..keep);
         ks.storage.put_incarnations(&history)?;
         ks.history = history;
-        // What an earlier opening wrote stays as it is.
-        ks.coalesced_through = ks.storage.last_seq();
+        // Runs are joined from a checkpoint's worth before the last one: what
+        // the previous opening wrote since then (and, under buffered
+        // durability, had not flushed when it last joined runs) is joined at
+        // the checkpoint below; older entries were joined by the opening that
+        // wrote them. At most about two checkpoints' worth of entries.
+        ks.coalesced_through = ks
+            .storage
+            .checkpoint_seq()
+            .saturating_sub(ks.config.checkpoint_every);
         ks.recover()?;
         // Also when nothing was replayed: a crash may have lost the truncation
         // that followed the last checkpoint, leaving the log over its bound.

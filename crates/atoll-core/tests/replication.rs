@@ -497,3 +497,32 @@ fn an_interval_lost_before_a_restart_is_sent_again() {
     assert_eq!(members(&mut net), 2);
     net.assert_converged(&["members"]);
 }
+
+#[test]
+fn runs_written_before_a_restart_are_joined_after_it() {
+    let config = KeyspaceConfig {
+        checkpoint_every: 100,
+        ..KeyspaceConfig::default()
+    };
+    let mut net = Net::new(1, config.clone());
+    for i in 0..250u32 {
+        net.write(0, "members", Kind::Set, |s, r, _| match s {
+            State::Set(x) => Ok(State::Set(x.add(r, i.to_be_bytes().to_vec()))),
+            _ => unreachable!(),
+        });
+    }
+    let entries = |ks: &Keyspace<MemoryBackend>| ks.storage().log_after(0, usize::MAX).unwrap();
+    // The checkpoints at 100 and 200 joined their runs; the 50 since are one each.
+    let before = entries(net.nodes[0].keyspace()).len();
+    assert_eq!(before, 2 + 50);
+    let backend = net.nodes[0].keyspace().storage().backend().clone();
+    let mut ks = Keyspace::open(backend, config, id(0), ReplicaId(0xbeef), net.now).unwrap();
+    let after = entries(&ks);
+    assert!(after.len() <= 3, "{} entries after reopening", after.len());
+    assert_eq!(after.last().map(|(seq, _)| *seq), Some(250));
+    assert_eq!(ks.storage().first_seq().unwrap(), Some(1));
+    let Some(State::Set(members)) = ks.state("members").unwrap().cloned() else {
+        unreachable!()
+    };
+    assert_eq!(members.len(), 250);
+}
