@@ -205,6 +205,10 @@ fn a_removed_node_is_refused_by_the_whole_cluster() {
     };
     wait_until("b and c connect", || connected_to(&b, n3.replica_id()));
     assert!(a.remove_peer(n3.replica_id()).unwrap());
+    assert_eq!(a.removed_peers().unwrap(), vec![n3.replica_id()]);
+    wait_until("b learns that c was removed", || {
+        b.removed_peers().unwrap() == vec![n3.replica_id()]
+    });
     wait_until("a and b drop c", || {
         !connected_to(&a, n3.replica_id()) && !connected_to(&b, n3.replica_id())
     });

@@ -104,6 +104,12 @@ pub(crate) fn run(r: &Remote, cmd: Cmd) -> Result<Output, String> {
                         ));
                     }
                 }
+                for id in v["removed"].as_array().into_iter().flatten() {
+                    text.push(format!(
+                        "{}\tremoved (refused by every node)",
+                        id.as_str().unwrap_or("")
+                    ));
+                }
                 out(text, v)
             }
         },

@@ -132,7 +132,11 @@ async fn peers(State(api): State<Api>, h: HeaderMap) -> ApiResult {
             })
         })
         .collect();
-    Ok(Json(json!({ "peers": rows })))
+    let removed: Vec<String> = crate::node::removed_peers(&api.store)?
+        .iter()
+        .map(|id| id.to_string())
+        .collect();
+    Ok(Json(json!({ "peers": rows, "removed": removed })))
 }
 
 #[derive(Deserialize)]

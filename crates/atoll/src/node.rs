@@ -99,6 +99,17 @@ pub(crate) const PEERS_VAR: &str = "_atoll.peers";
 /// every node refuses them in the handshake.
 pub(crate) const REMOVED_VAR: &str = "_atoll.removed";
 
+/// The node ids in the replicated removed set.
+pub(crate) fn removed_peers(store: &Store) -> Result<Vec<ReplicaId>> {
+    Ok(store
+        .set::<String>(REMOVED_VAR)?
+        .members()?
+        .iter()
+        .filter_map(|id| u64::from_str_radix(id, 16).ok())
+        .map(ReplicaId)
+        .collect())
+}
+
 /// What the node and its HTTP API share: the transport, dialers and peer addresses.
 pub(crate) struct Control {
     transport: Arc<Transport>,
@@ -165,12 +176,7 @@ impl Control {
     /// Refuses the node ids in the replicated removed set, and forgets them
     /// as peers.
     fn sync_denied(&self, store: &Store) -> Result<()> {
-        let denied: BTreeSet<u64> = store
-            .set::<String>(REMOVED_VAR)?
-            .members()?
-            .iter()
-            .filter_map(|id| u64::from_str_radix(id, 16).ok())
-            .collect();
+        let denied: BTreeSet<u64> = removed_peers(store)?.iter().map(|id| id.0).collect();
         for id in &denied {
             let id = ReplicaId(*id);
             if store.replica().peers().iter().any(|p| p.id == id) {
@@ -449,6 +455,12 @@ impl Node {
     /// Forgets peer `id`; returns whether it was one.
     pub fn remove_peer(&self, id: ReplicaId) -> Result<bool> {
         self.control.remove_peer(&self.store, id)
+    }
+
+    /// The node ids removed from the cluster (by any node): every node
+    /// refuses them.
+    pub fn removed_peers(&self) -> Result<Vec<ReplicaId>> {
+        removed_peers(&self.store)
     }
 
     /// Forgets the peer at `addr`, connected or not (one that never answered
