@@ -651,17 +651,20 @@ impl<B: Backend> Keyspace<B> {
             name: name.to_string(),
             source,
         };
-        let delta: State = codec::decode(delta, self.config.max_delta_len).map_err(bad)?;
-        self.merge_state(origin, name, kind, delta, now_ms)
+        let state: State = codec::decode(delta, self.config.max_delta_len).map_err(bad)?;
+        self.merge_state(origin, name, kind, state, Some(delta), now_ms)
     }
 
-    /// [`Keyspace::merge`] for a delta already decoded and validated.
+    /// [`Keyspace::merge`] for a delta already decoded and validated (and
+    /// its name checked). `encoded`, if given, is the delta's encoding as it
+    /// came: a delta nothing of which was seen here is logged in it as is.
     pub fn merge_state(
         &mut self,
         origin: ReplicaId,
         name: &str,
         kind: Kind,
         delta: State,
+        encoded: Option<&[u8]>,
         now_ms: u64,
     ) -> Result<Option<Applied>> {
         if delta.kind() != kind {
@@ -702,8 +705,12 @@ impl<B: Backend> Keyspace<B> {
         // Redundancy removal: log (and so forward) only what is new here. By
         // the strip law (state ⊔ strip(δ) = state ⊔ δ, a property test), an
         // empty remainder means the delta changes nothing. Both steps cost
-        // O(delta), not O(state).
-        let delta = var.state.strip(delta);
+        // O(delta), not O(state). A delta none of which was seen here is all
+        // new (also a property test): it is logged in the encoding it came in.
+        let (delta, as_received) = match encoded {
+            Some(bytes) if var.state.has_seen_none_of(&delta) => (delta, Some(bytes)),
+            _ => (var.state.strip(delta), None),
+        };
         if delta.is_bottom() {
             if created {
                 self.vars.remove(name);
@@ -711,7 +718,10 @@ impl<B: Backend> Keyspace<B> {
             return Ok(None);
         }
         // Encoded before it is joined, so that the join can take it whole.
-        let logged = codec::encode(&delta);
+        let logged = match as_received {
+            Some(bytes) => bytes.to_vec(),
+            None => codec::encode(&delta),
+        };
         if let Some(ts) = delta.max_timestamp() {
             self.clock.witness(ts);
         }

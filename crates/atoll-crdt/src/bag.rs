@@ -208,6 +208,11 @@ impl<T: Clone + PartialEq + Debug> Bag<T> {
         self.state.set_index(on);
     }
 
+    /// The causal context: every dot this bag has seen.
+    pub fn context(&self) -> &CausalContext {
+        self.state.ctx()
+    }
+
     /// What of `delta` this state does not already have (see
     /// [`crate::CausalMap::strip`]).
     pub fn strip(&mut self, delta: Bag<T>) -> Bag<T> {

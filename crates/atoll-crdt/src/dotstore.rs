@@ -119,13 +119,31 @@ impl Serialize for DotSet {
     }
 }
 
+/// Decodes straight into the inline vector (no heap allocation for the usual
+/// one or two dots), refusing dots out of order.
 impl<'de> Deserialize<'de> for DotSet {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let dots = Vec::<Dot>::deserialize(d)?;
-        if dots.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(serde::de::Error::custom("dot set is not sorted"));
+        struct Dots;
+        impl<'de> serde::de::Visitor<'de> for Dots {
+            type Value = DotSet;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a sorted sequence of dots")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<DotSet, A::Error> {
+                let mut dots: SmallVec<[Dot; 2]> = SmallVec::new();
+                while let Some(d) = seq.next_element::<Dot>()? {
+                    if dots.last().is_some_and(|last| *last >= d) {
+                        return Err(serde::de::Error::custom("dot set is not sorted"));
+                    }
+                    dots.push(d);
+                }
+                Ok(DotSet(dots))
+            }
         }
-        Ok(DotSet(SmallVec::from_vec(dots)))
+        d.deserialize_seq(Dots)
     }
 }
 
@@ -530,6 +548,26 @@ impl<K: Ord + Clone + Debug, S: DotStore> Lattice for CausalMap<K, S> {
         } = other;
         if self.index.is_none() && Self::adds_only(&theirs, &their_ctx) {
             // Only the keys the delta holds can change, and no index is kept up.
+            if self.ctx.is_disjoint(&their_ctx) {
+                // Nothing of it was seen here: every entry it holds is kept
+                // whole, and only keys on both sides need a join.
+                if self.store.0.is_empty() {
+                    self.store = theirs;
+                } else {
+                    for (k, theirs_k) in theirs.0 {
+                        match self.store.0.entry(k) {
+                            Entry::Occupied(mut mine) => {
+                                mine.get_mut().join_store(&self.ctx, theirs_k, &their_ctx)
+                            }
+                            Entry::Vacant(slot) => {
+                                slot.insert(theirs_k);
+                            }
+                        }
+                    }
+                }
+                self.ctx.join(&their_ctx);
+                return;
+            }
             for (k, theirs_k) in theirs.0 {
                 match self.store.0.entry(k) {
                     Entry::Occupied(mut mine) => {

@@ -97,6 +97,11 @@ impl<K: Ord + Clone + Debug, V: DotStore> OrMap<K, V> {
         self.state.store().0.is_empty()
     }
 
+    /// The causal context: every dot this map has seen.
+    pub fn context(&self) -> &CausalContext {
+        self.state.ctx()
+    }
+
     /// What of `delta` this state does not already have (see
     /// [`crate::CausalMap::strip`]).
     pub fn strip(&mut self, delta: OrMap<K, V>) -> OrMap<K, V> {

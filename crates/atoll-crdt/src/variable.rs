@@ -218,6 +218,27 @@ impl State {
         Ok(())
     }
 
+    /// The causal context of a causal kind (set, bag, map): every dot the
+    /// state has seen. `None` for counters and registers.
+    pub fn context(&self) -> Option<&CausalContext> {
+        match self {
+            State::Set(s) => Some(s.context()),
+            State::Bag(b) => Some(b.context()),
+            State::Map(m) => Some(m.context()),
+            _ => None,
+        }
+    }
+
+    /// Whether this state has seen none of `delta` (of the same causal kind):
+    /// then all of it is new, and [`State::strip`] would return it whole.
+    /// Answers `false` whenever it cannot tell cheaply (other kinds).
+    pub fn has_seen_none_of(&self, delta: &State) -> bool {
+        match (self.context(), delta.context()) {
+            (Some(mine), Some(theirs)) if self.kind() == delta.kind() => mine.is_disjoint(theirs),
+            _ => false,
+        }
+    }
+
     /// What of `delta` (a state of the same kind) this state does not already
     /// have: joining it gives the same state as joining `delta`. A delta of
     /// another kind is returned whole.

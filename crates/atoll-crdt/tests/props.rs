@@ -25,6 +25,10 @@ trait Model {
     fn strip(s: &mut Self::S, d: Self::S) -> Self::S;
     /// Builds (`true`) or drops the state's dot index, for types that keep one.
     fn set_index(_s: &mut Self::S, _on: bool) {}
+    /// Whether `s` has seen nothing of `d` (causal types; others say false).
+    fn seen_none(_s: &Self::S, _d: &Self::S) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +95,10 @@ fn run<M: Model>(n: usize, steps: &[Step<M::Op>]) -> Result<Run<M::S>, TestCaseE
                     // Redundancy removal: joining what is new has the same effect.
                     let mut here = replicas[to % n].clone();
                     let stripped = M::strip(&mut here, d.clone());
+                    if M::seen_none(&replicas[to % n], &d) {
+                        // Receivers log such a delta as it came, unstripped.
+                        prop_assert_eq!(&stripped, &d, "an unseen delta was stripped");
+                    }
                     let mut with_stripped = replicas[to % n].clone();
                     with_stripped.join(stripped);
                     // With and without the dot index, strip and join agree.
@@ -256,6 +264,9 @@ impl Model for Set {
     fn set_index(s: &mut OrSet<u8>, on: bool) {
         s.set_index(on);
     }
+    fn seen_none(s: &OrSet<u8>, d: &OrSet<u8>) -> bool {
+        s.context().is_disjoint(d.context())
+    }
     fn apply(s: &mut OrSet<u8>, r: usize, _: usize, &(add, x): &(bool, u8)) -> OrSet<u8> {
         if add {
             s.add(rid(r), x)
@@ -291,6 +302,9 @@ impl Model for M {
     }
     fn strip(s: &mut Map, d: Map) -> Map {
         s.strip(d)
+    }
+    fn seen_none(s: &Map, d: &Map) -> bool {
+        s.context().is_disjoint(d.context())
     }
     fn apply(s: &mut Map, r: usize, _: usize, op: &MapOp) -> Map {
         let r = rid(r);
@@ -349,6 +363,9 @@ impl Model for B {
     }
     fn strip(s: &mut Bag<u8>, d: Bag<u8>) -> Bag<u8> {
         s.strip(d)
+    }
+    fn seen_none(s: &Bag<u8>, d: &Bag<u8>) -> bool {
+        s.context().is_disjoint(d.context())
     }
     fn set_index(s: &mut Bag<u8>, on: bool) {
         s.set_index(on);

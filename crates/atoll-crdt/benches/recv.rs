@@ -1,0 +1,75 @@
+//! What a receiver pays per element to catch up on a set: the cost of each
+//! step of merging a delta, split out, for the workload of the replication
+//! benchmark (`cargo bench -p atoll --bench replication`) without the network
+//! or the disk.
+//!
+//! A sender adds N distinct members to a set; its log joins them into runs of
+//! `RUN` adds each (as coalescing at checkpoints does). A fresh receiver then
+//! merges the runs in order: decode and validate, strip what it has (nothing),
+//! encode the remainder for its own log, join. The figures are the sum over all
+//! runs, median of `ROUNDS`, in nanoseconds per element.
+//!
+//! Run: `cargo bench -p atoll-crdt --bench recv`
+
+use atoll_crdt::variable::State;
+use atoll_crdt::{codec, Lattice, OrSet, ReplicaId};
+use std::time::{Duration, Instant};
+
+const N: u32 = 20_000;
+const RUN: u32 = 1_300;
+const ROUNDS: usize = 7;
+
+fn main() {
+    if std::env::args().any(|a| a == "--test" || a == "--list") {
+        return;
+    }
+    let mut sender = OrSet::<Vec<u8>>::new();
+    let mut runs = Vec::new();
+    let mut run: Option<OrSet<Vec<u8>>> = None;
+    for i in 0..N {
+        let member = codec::encode(&format!("member-{i:06}"));
+        let d = sender.add(ReplicaId(7), member);
+        match &mut run {
+            Some(r) => r.join(d),
+            None => run = Some(d),
+        }
+        if (i + 1) % RUN == 0 {
+            runs.push(codec::encode(&State::Set(run.take().expect("set above"))));
+        }
+    }
+    if let Some(r) = run {
+        runs.push(codec::encode(&State::Set(r)));
+    }
+    let mut rounds: Vec<[Duration; 4]> = (0..ROUNDS)
+        .map(|_| {
+            let mut state = State::Set(OrSet::new());
+            let mut t = [Duration::ZERO; 4];
+            for bytes in &runs {
+                let start = Instant::now();
+                let d: State = codec::decode(bytes, 1 << 30).expect("valid");
+                t[0] += start.elapsed();
+                let start = Instant::now();
+                let d = state.strip(d);
+                t[1] += start.elapsed();
+                let start = Instant::now();
+                std::hint::black_box(codec::encode(&d));
+                t[2] += start.elapsed();
+                let start = Instant::now();
+                state.join(d).expect("same kind");
+                t[3] += start.elapsed();
+            }
+            t
+        })
+        .collect();
+    rounds.sort_by_key(|t| t.iter().sum::<Duration>());
+    let t = rounds[ROUNDS / 2];
+    let per = |d: Duration| d.as_nanos() as f64 / f64::from(N);
+    println!(
+        "{N} set adds in {} runs of {RUN}, ns per element: decode+validate {:.0}, strip {:.0}, encode {:.0}, join {:.0}",
+        runs.len(),
+        per(t[0]),
+        per(t[1]),
+        per(t[2]),
+        per(t[3])
+    );
+}
