@@ -647,12 +647,28 @@ impl<B: Backend> Keyspace<B> {
         now_ms: u64,
     ) -> Result<Option<Applied>> {
         validate_name(name)?;
-        let bad = |source| Error::BadDelta {
+        let state = codec::decode(delta, self.config.max_delta_len);
+        self.merge_decoded(origin, name, kind, state, delta, now_ms)
+    }
+
+    /// [`Keyspace::merge`] for a delta decoded (and validated) ahead, as
+    /// [`crate::protocol::Decoder`] does: `decoded` is what decoding
+    /// `encoded` gave.
+    pub fn merge_decoded(
+        &mut self,
+        origin: ReplicaId,
+        name: &str,
+        kind: Kind,
+        decoded: std::result::Result<State, codec::DecodeError>,
+        encoded: &[u8],
+        now_ms: u64,
+    ) -> Result<Option<Applied>> {
+        validate_name(name)?;
+        let state = decoded.map_err(|source| Error::BadDelta {
             name: name.to_string(),
             source,
-        };
-        let state: State = codec::decode(delta, self.config.max_delta_len).map_err(bad)?;
-        self.merge_state(origin, name, kind, state, Some(delta), now_ms)
+        })?;
+        self.merge_state(origin, name, kind, state, Some(encoded), now_ms)
     }
 
     /// [`Keyspace::merge`] for a delta already decoded and validated (and
@@ -760,6 +776,17 @@ impl<B: Backend> Keyspace<B> {
     /// Up to `limit` delta-log entries after sequence number `after`, oldest first.
     pub fn deltas_since(&self, after: u64, limit: usize) -> Result<Vec<(u64, LogEntry)>> {
         Ok(self.storage.log_after(after, limit)?)
+    }
+
+    /// Like [`Keyspace::deltas_since`], ending with the entry that brings
+    /// their stored size to `max_bytes` or more.
+    pub fn deltas_within(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, LogEntry)>> {
+        Ok(self.storage.log_within(after, limit, max_bytes)?)
     }
 
     /// The newest delta-log sequence number.

@@ -3,10 +3,10 @@
 //! Every message is encoded with [`atoll_crdt::codec`] (a format version byte,
 //! then postcard) and decoded with a size limit checked before anything is
 //! decoded. The deltas inside are decoded and validated separately, each
-//! against its own limit, by the keyspace that merges them.
+//! against its own limit ([`Decoder`]), before the keyspace merges them.
 
 use atoll_crdt::codec::{self, DecodeError};
-use atoll_crdt::variable::Kind;
+use atoll_crdt::variable::{Kind, State};
 use serde::{Deserialize, Serialize};
 
 /// The replication protocol's version, exchanged in the transport's handshake.
@@ -97,6 +97,49 @@ impl Message {
     /// Decodes a message of at most `max_len` bytes.
     pub fn decode(bytes: &[u8], max_len: usize) -> Result<Message, DecodeError> {
         codec::decode_unvalidated(bytes, max_len)
+    }
+}
+
+/// The limits messages are decoded under, from [`crate::Replica::decoder`].
+/// Decoding is pure: it may run on another thread, ahead of the replica (the
+/// node decodes the next message while the replica merges the last one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decoder {
+    /// The largest message accepted.
+    pub max_message_len: usize,
+    /// The largest delta accepted inside one.
+    pub max_delta_len: usize,
+}
+
+/// A message decoded by a [`Decoder`], deltas included, for
+/// [`crate::Replica::handle_decoded`]. Errors are kept, not raised: the
+/// replica reports them against the peer, in the order it would have met them.
+#[derive(Debug)]
+pub struct Decoded {
+    /// The message's length on the wire.
+    pub(crate) len: usize,
+    pub(crate) msg: Result<Message, DecodeError>,
+    /// The decoded and validated delta of each of the message's variables.
+    pub(crate) states: Vec<Result<State, DecodeError>>,
+}
+
+impl Decoder {
+    /// Decodes `bytes`: the message, then each delta it carries, each under
+    /// its own size limit, checked before anything is allocated.
+    pub fn decode(&self, bytes: &[u8]) -> Decoded {
+        let msg = Message::decode(bytes, self.max_message_len);
+        let states = match &msg {
+            Ok(Message::Deltas { vars, .. } | Message::State { vars, .. }) => vars
+                .iter()
+                .map(|v| codec::decode(&v.delta, self.max_delta_len))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Decoded {
+            len: bytes.len(),
+            msg,
+            states,
+        }
     }
 }
 

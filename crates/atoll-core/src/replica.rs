@@ -10,7 +10,7 @@
 //! to call `handle_timeout` next. Time is milliseconds on any monotone clock the
 //! caller chooses.
 
-use crate::protocol::{Message, VarDelta};
+use crate::protocol::{Decoded, Decoder, Message, VarDelta};
 use crate::{Applied, Error, Keyspace};
 use atoll_crdt::codec::{self, DecodeError};
 use atoll_crdt::variable::{Kind, State};
@@ -440,6 +440,31 @@ impl<B: Backend> Replica<B> {
         from: ReplicaId,
         bytes: &[u8],
     ) -> Result<(), ProtocolError> {
+        if !self.peers.contains_key(&from) {
+            self.observe(now);
+            return Err(ProtocolError::UnknownPeer(from));
+        }
+        let decoded = self.decoder().decode(bytes);
+        self.handle_decoded(now, from, decoded)
+    }
+
+    /// The limits this replica decodes messages under: a copy, to decode
+    /// messages ahead (on another thread) for [`Replica::handle_decoded`].
+    pub fn decoder(&self) -> Decoder {
+        Decoder {
+            max_message_len: self.config.max_message_len,
+            max_delta_len: self.ks.config().max_delta_len,
+        }
+    }
+
+    /// [`Replica::handle_message`] for a message decoded ahead by
+    /// [`Replica::decoder`]. The same checks apply, in the same order.
+    pub fn handle_decoded(
+        &mut self,
+        now: u64,
+        from: ReplicaId,
+        decoded: Decoded,
+    ) -> Result<(), ProtocolError> {
         self.observe(now);
         let peer = self
             .peers
@@ -447,9 +472,10 @@ impl<B: Backend> Replica<B> {
             .ok_or(ProtocolError::UnknownPeer(from))?;
         peer.stats.messages_received += 1;
         peer.last_contact = Some(now);
-        peer.stats.bytes_received += bytes.len() as u64;
-        let msg = Message::decode(bytes, self.config.max_message_len)
-            .map_err(|e: DecodeError| hostile(from, format!("undecodable message: {e}")))?;
+        peer.stats.bytes_received += decoded.len as u64;
+        let Decoded { msg, states, .. } = decoded;
+        let msg =
+            msg.map_err(|e: DecodeError| hostile(from, format!("undecodable message: {e}")))?;
         match msg {
             Message::Deltas {
                 from: start,
@@ -461,7 +487,7 @@ impl<B: Backend> Replica<B> {
                 if start > to {
                     return Err(hostile(from, "interval ends before it starts"));
                 }
-                self.merge_all(now, from, vars)?;
+                self.merge_all(now, from, vars, states)?;
                 // We hold the peer's log through what it knows we hold
                 // (`base`); an interval that starts within that extends it.
                 let p = self.peers.get_mut(&from).expect("checked above");
@@ -521,7 +547,7 @@ impl<B: Backend> Replica<B> {
                         .expect("checked above")
                         .transfer_in = Some(as_of);
                 }
-                self.merge_all(now, from, vars)?;
+                self.merge_all(now, from, vars, states)?;
                 let p = &self.peers[&from];
                 if last && p.transfer_in == Some(as_of) {
                     // Every chunk since the first: all it held through `as_of`.
@@ -590,6 +616,7 @@ impl<B: Backend> Replica<B> {
         now: u64,
         from: ReplicaId,
         vars: Vec<VarDelta>,
+        states: Vec<Result<State, DecodeError>>,
     ) -> Result<(), ProtocolError> {
         // Log what arrives under the sender's incarnation, so that it is not sent
         // back to that same incarnation (but is, to a restarted one).
@@ -598,8 +625,12 @@ impl<B: Backend> Replica<B> {
             .get(&from)
             .and_then(|p| p.incarnation)
             .unwrap_or(from);
-        for v in vars {
-            match self.ks.merge(origin, &v.name, v.kind, &v.delta, now) {
+        debug_assert_eq!(vars.len(), states.len(), "decoded with the message");
+        for (v, state) in vars.into_iter().zip(states) {
+            match self
+                .ks
+                .merge_decoded(origin, &v.name, v.kind, state, &v.delta, now)
+            {
                 Ok(Some(applied)) => self.events.push_back(Event::Applied(applied)),
                 Ok(None) => {}
                 Err(e @ (Error::BadDelta { .. } | Error::InvalidName { .. })) => {
@@ -804,14 +835,34 @@ impl<B: Backend> Replica<B> {
     fn send_interval(&mut self, id: ReplicaId, from: u64, now: u64) -> crate::Result<bool> {
         let peer_incarnation = self.peers[&id].incarnation.unwrap_or(id);
         let shippable = self.ks.flushed_seq();
-        let mut entries = self.ks.deltas_since(from, self.config.max_batch_entries)?;
-        entries.retain(|(seq, _)| *seq <= shippable);
         let mut joined: BTreeMap<String, State> = BTreeMap::new();
         let mut whole: Vec<VarDelta> = Vec::new();
         let mut bytes = 0;
         let mut to = from;
-        for (seq, entry) in entries {
+        // The log is read in pieces of what the message can still carry (an
+        // entry's stored size is at least its delta's), not all that one
+        // message could name: large entries are read only when they are sent.
+        let mut read: VecDeque<(u64, atoll_store::LogEntry)> = VecDeque::new();
+        let (mut read_through, mut read_count, mut log_end) = (from, 0, false);
+        loop {
             if bytes >= self.config.max_batch_bytes {
+                break;
+            }
+            if read.is_empty() && !log_end && read_count < self.config.max_batch_entries {
+                let piece = self.ks.deltas_within(
+                    read_through,
+                    self.config.max_batch_entries - read_count,
+                    self.config.max_batch_bytes - bytes,
+                )?;
+                log_end = piece.is_empty();
+                read_count += piece.len();
+                read_through = piece.last().map_or(read_through, |(seq, _)| *seq);
+                read.extend(piece);
+            }
+            let Some((seq, entry)) = read.pop_front() else {
+                break;
+            };
+            if seq > shippable {
                 break;
             }
             to = seq;

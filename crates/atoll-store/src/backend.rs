@@ -23,8 +23,16 @@ pub enum BatchOp {
 pub trait Backend: Send {
     /// The value at `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
-    /// Up to `limit` entries with keys in `[from, to)`, in key order.
-    fn range(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Up to `limit` entries with keys in `[from, to)`, in key order, ending
+    /// with the one that brings their values' total size to `max_bytes` or
+    /// more (so at least one, if there is any).
+    fn range(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
     /// The entry with the greatest key in `[from, to)`.
     fn last_in(&self, from: &[u8], to: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
     /// Applies `ops` atomically.
@@ -92,11 +100,22 @@ impl Backend for SledBackend {
         Ok(self.db.get(key)?.map(|v| v.to_vec()))
     }
 
-    fn range(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn range(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for kv in self.db.range(from..to).take(limit) {
             let (k, v) = kv?;
+            bytes = bytes.saturating_add(v.len());
             out.push((k.to_vec(), v.to_vec()));
+            if bytes >= max_bytes {
+                break;
+            }
         }
         Ok(out)
     }
@@ -239,15 +258,28 @@ impl Backend for MemoryBackend {
         Ok(self.lock().live.get(key).cloned())
     }
 
-    fn range(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn range(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let s = self.lock();
-        let r = s
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for (k, v) in s
             .live
             .range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)))
             .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        Ok(r)
+        {
+            bytes = bytes.saturating_add(v.len());
+            out.push((k.clone(), v.clone()));
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     fn last_in(&self, from: &[u8], to: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
@@ -281,8 +313,14 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         (**self).get(key)
     }
-    fn range(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        (**self).range(from, to, limit)
+    fn range(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        (**self).range(from, to, limit, max_bytes)
     }
     fn last_in(&self, from: &[u8], to: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         (**self).last_in(from, to)

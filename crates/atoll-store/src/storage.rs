@@ -233,7 +233,9 @@ impl<B: Backend> Storage<B> {
 
     /// Every variable and its metadata, in name order.
     pub fn variables(&self) -> Result<Vec<(String, VarMeta)>> {
-        let rows = self.backend.range(&[META], &[META + 1], usize::MAX)?;
+        let rows = self
+            .backend
+            .range(&[META], &[META + 1], usize::MAX, usize::MAX)?;
         rows.into_iter()
             .map(|(k, v)| {
                 let name = String::from_utf8(k[1..].to_vec()).map_err(|_| StoreError::Corrupt {
@@ -295,8 +297,20 @@ impl<B: Backend> Storage<B> {
 
     /// Up to `limit` log entries with sequence numbers greater than `after`.
     pub fn log_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, LogEntry)>> {
+        self.log_within(after, limit, usize::MAX)
+    }
+
+    /// Like [`Storage::log_after`], but stops after the entry that brings the
+    /// entries' stored size to `max_bytes` or more: a reader with a byte
+    /// budget does not read (and copy) what it would not use.
+    pub fn log_within(
+        &self,
+        after: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, LogEntry)>> {
         let from = log_key(after.saturating_add(1));
-        let rows = self.backend.range(&from, &[LOG + 1], limit)?;
+        let rows = self.backend.range(&from, &[LOG + 1], limit, max_bytes)?;
         rows.into_iter()
             .map(|(k, v)| {
                 let seq =
@@ -351,9 +365,12 @@ impl<B: Backend> Storage<B> {
         let through = through.min(self.checkpoint);
         let mut dropped = 0;
         loop {
-            let rows =
-                self.backend
-                    .range(&log_key(0), &log_key(through.saturating_add(1)), 1024)?;
+            let rows = self.backend.range(
+                &log_key(0),
+                &log_key(through.saturating_add(1)),
+                1024,
+                usize::MAX,
+            )?;
             if rows.is_empty() {
                 if through > self.dropped {
                     // Nothing left to delete (entries may have moved past
@@ -430,6 +447,38 @@ mod tests {
         assert_eq!(s.first_seq().unwrap(), None);
         let s2 = Storage::open(s.backend().clone()).unwrap();
         assert_eq!(s2.last_seq(), 5);
+    }
+
+    #[test]
+    fn a_byte_budget_ends_the_read_at_the_entry_that_reaches_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for backend in [
+            Box::new(MemoryBackend::new()) as Box<dyn Backend>,
+            Box::new(crate::SledBackend::open(dir.path(), None).unwrap()),
+        ] {
+            let mut s = Storage::open(backend).unwrap();
+            for size in [10, 1000, 10, 10] {
+                let e = LogEntry {
+                    delta: vec![7; size],
+                    ..entry("x")
+                };
+                s.append(None, &e).unwrap();
+            }
+            let seqs = |after, max| -> Vec<u64> {
+                s.log_within(after, 10, max)
+                    .unwrap()
+                    .iter()
+                    .map(|(q, _)| *q)
+                    .collect()
+            };
+            // The second entry alone passes 100 bytes: the read ends with it.
+            assert_eq!(seqs(0, 100), vec![1, 2]);
+            // A budget smaller than the first entry still returns that entry.
+            assert_eq!(seqs(0, 1), vec![1]);
+            assert_eq!(seqs(1, 1), vec![2]);
+            assert_eq!(seqs(2, 100), vec![3, 4]);
+            assert_eq!(seqs(0, usize::MAX), vec![1, 2, 3, 4]);
+        }
     }
 
     #[test]

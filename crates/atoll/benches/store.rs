@@ -29,8 +29,9 @@ impl Backend for Recorder {
         from: &[u8],
         to: &[u8],
         limit: usize,
+        max_bytes: usize,
     ) -> atoll::crates::store::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.inner.range(from, to, limit)
+        self.inner.range(from, to, limit, max_bytes)
     }
     fn last_in(
         &self,

@@ -9,7 +9,7 @@
 
 use crate::store::now_ms;
 use crate::{Config, Durability, Error, Result, Store};
-use atoll_core::protocol::PROTOCOL_VERSION;
+use atoll_core::protocol::{Decoded, Decoder, PROTOCOL_VERSION};
 use atoll_core::{Event, PeerStatus, ProtocolError, ReplicaConfig};
 use atoll_crdt::ReplicaId;
 use atoll_net::tls::Identity;
@@ -405,10 +405,20 @@ impl Node {
                 Some(Duration::from_millis(flush_every_ms.max(1)))
             }
         };
+        // Messages are decoded on their way to the driver, so that the next
+        // is decoded (on another thread) while the driver merges the last.
+        // Two decoded messages at most wait: the queue bounds memory, and a
+        // full one holds the connections back.
+        let (decoded_tx, decoded_rx) = mpsc::channel(2);
+        runtime.spawn(decode_inbound(
+            net_rx,
+            decoded_tx,
+            store.replica().decoder(),
+        ));
         runtime.spawn(drive(
             store.clone(),
             control.clone(),
-            net_rx,
+            decoded_rx,
             stopped,
             flush_every,
         ));
@@ -536,10 +546,55 @@ async fn watch_membership(store: Store, control: Arc<Control>, learn_peers: bool
     }
 }
 
+/// Messages at least this large are decoded apart from the runtime's workers.
+const DECODE_APART_BYTES: usize = 64 << 10;
+
+/// A transport event on its way to the driver, its message decoded.
+enum Inbound {
+    Net(NetEvent),
+    Message { peer: u64, decoded: Decoded },
+}
+
+/// Decodes each message (and the deltas in it) as it arrives and hands it on,
+/// in arrival order. Decoding needs no lock: it runs beside the driver.
+async fn decode_inbound(
+    mut net: mpsc::Receiver<NetEvent>,
+    to_driver: mpsc::Sender<Inbound>,
+    decoder: Decoder,
+) {
+    while let Some(ev) = net.recv().await {
+        let ev = match ev {
+            NetEvent::Message { peer, payload } if payload.len() >= DECODE_APART_BYTES => {
+                // A large message is decoded on a blocking-pool thread, which
+                // the OS runs on whichever core is free: a runtime worker
+                // would wait for the driver (it takes the woken driver first).
+                let decoded = tokio::task::spawn_blocking(move || decoder.decode(&payload)).await;
+                match decoded {
+                    Ok(decoded) => Inbound::Message { peer, decoded },
+                    // Only a panic (none is expected: decoding returns errors)
+                    // or the runtime shutting down gets here.
+                    Err(e) => {
+                        tracing::error!("decoding a message from {peer:016x} failed: {e}");
+                        continue;
+                    }
+                }
+            }
+            NetEvent::Message { peer, payload } => Inbound::Message {
+                peer,
+                decoded: decoder.decode(&payload),
+            },
+            other => Inbound::Net(other),
+        };
+        if to_driver.send(ev).await.is_err() {
+            return;
+        }
+    }
+}
+
 async fn drive(
     store: Store,
     control: Arc<Control>,
-    mut net: mpsc::Receiver<NetEvent>,
+    mut net: mpsc::Receiver<Inbound>,
     mut stopped: oneshot::Receiver<()>,
     flush_every: Option<Duration>,
 ) {
@@ -607,8 +662,12 @@ async fn drive(
     }
 }
 
-fn on_net_event(store: &Store, transport: &Transport, shared: &Mutex<Shared>, ev: NetEvent) {
+fn on_net_event(store: &Store, transport: &Transport, shared: &Mutex<Shared>, ev: Inbound) {
     let now = now_ms();
+    let ev = match ev {
+        Inbound::Message { peer, decoded } => return on_message(store, transport, peer, decoded),
+        Inbound::Net(ev) => ev,
+    };
     match ev {
         NetEvent::Connected {
             peer,
@@ -629,17 +688,9 @@ fn on_net_event(store: &Store, transport: &Transport, shared: &Mutex<Shared>, ev
             tracing::info!(peer = %id, %addr, "peer connected");
         }
         NetEvent::Message { peer, payload } => {
-            let result = store
-                .replica()
-                .handle_message(now, ReplicaId(peer), &payload);
-            match result {
-                Ok(()) => {}
-                Err(e @ (ProtocolError::Hostile { .. } | ProtocolError::UnknownPeer(_))) => {
-                    tracing::warn!("disconnecting peer {peer:016x}: {e}");
-                    transport.disconnect(peer, CloseCode::ProtocolViolation, &e.to_string());
-                }
-                Err(e) => tracing::warn!("{e}"),
-            }
+            // (Messages come decoded, by `decode_inbound`.)
+            let decoded = store.replica().decoder().decode(&payload);
+            on_message(store, transport, peer, decoded);
         }
         NetEvent::Disconnected { peer, reason } => {
             store.replica().set_connected(ReplicaId(peer), None, now);
@@ -652,5 +703,19 @@ fn on_net_event(store: &Store, transport: &Transport, shared: &Mutex<Shared>, ev
                 s.refusals.remove(0);
             }
         }
+    }
+}
+
+fn on_message(store: &Store, transport: &Transport, peer: u64, decoded: Decoded) {
+    let result = store
+        .replica()
+        .handle_decoded(now_ms(), ReplicaId(peer), decoded);
+    match result {
+        Ok(()) => {}
+        Err(e @ (ProtocolError::Hostile { .. } | ProtocolError::UnknownPeer(_))) => {
+            tracing::warn!("disconnecting peer {peer:016x}: {e}");
+            transport.disconnect(peer, CloseCode::ProtocolViolation, &e.to_string());
+        }
+        Err(e) => tracing::warn!("{e}"),
     }
 }
