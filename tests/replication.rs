@@ -224,6 +224,19 @@ fn a_removed_node_is_refused_by_the_whole_cluster() {
     assert!(!connected_to(&a, n3.replica_id()) && !connected_to(&b, n3.replica_id()));
     assert_eq!(snapshot(&a).hits, snapshot(&b).hits);
     assert_ne!(snapshot(&a).hits, snapshot(&n3).hits);
+
+    // Readmitted (from b this time): both accept it again, it reconnects by
+    // itself, and what it wrote while refused arrives.
+    assert!(b.readmit_peer(n3.replica_id()).unwrap());
+    assert!(!b.readmit_peer(n3.replica_id()).unwrap(), "only once");
+    wait_until("a learns of the readmission", || {
+        a.removed_peers().unwrap().is_empty()
+    });
+    wait_until("c reconnects to both", || {
+        connected_to(&a, n3.replica_id()) && connected_to(&b, n3.replica_id())
+    });
+    wait_until("all three converge again", || converged(&[&a, &b, &n3]));
+    assert_eq!(snapshot(&a).hits, snapshot(&n3).hits);
 }
 
 /// A restarted node is sent what it missed, not everything again: each side

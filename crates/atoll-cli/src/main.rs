@@ -249,6 +249,9 @@ enum PeerCmd {
     /// Forget a peer: by its id, or by its address (host:port), which also
     /// forgets an address that never answered (bag takes stop waiting for it).
     Remove { id: String },
+    /// Lift the removal of node ID: every node accepts it again (as the
+    /// change replicates), and it reconnects by itself.
+    Readmit { id: String },
     /// List peers: id, address, connected, last contact, acked, lag, bytes in/out.
     List,
 }

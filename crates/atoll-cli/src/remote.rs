@@ -83,6 +83,16 @@ pub(crate) fn run(r: &Remote, cmd: Cmd) -> Result<Output, String> {
                     v,
                 )
             }
+            PeerCmd::Readmit { id } => {
+                let v = r.call("POST", &format!("/v1/peers/{}/readmit", seg(&id)), None)?;
+                out(
+                    vec![format!(
+                        "readmitted {}",
+                        v["readmitted"].as_str().unwrap_or("")
+                    )],
+                    v,
+                )
+            }
             PeerCmd::List => {
                 let v = r.call("GET", "/v1/peers", None)?;
                 let mut text = vec![

@@ -303,6 +303,21 @@ fn two_run_processes_joined_by_peer_add_converge_through_the_cli() {
     let mismatch = remote(&url1, &["set", "add", "hits", "z"]);
     assert_eq!(mismatch.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&mismatch.stderr).contains("is a counter, not a set"));
+    // Removing a peer, then readmitting it.
+    assert_eq!(
+        remote_ok(&url1, &["peer", "remove", &id2]).trim(),
+        format!("removed {id2}")
+    );
+    assert!(remote_ok(&url1, &["peer", "list"])
+        .contains(&format!("{id2}\tremoved (refused by every node)")));
+    assert_eq!(
+        remote_ok(&url1, &["peer", "readmit", &id2]).trim(),
+        format!("readmitted {id2}")
+    );
+    assert!(!remote_ok(&url1, &["peer", "list"]).contains("removed"));
+    let again = remote(&url1, &["peer", "readmit", &id2]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("is not removed"));
     for node in [&mut one, &mut two] {
         assert!(Command::new("kill")
             .args(["-TERM", &node.0.id().to_string()])

@@ -79,6 +79,7 @@ pub(crate) fn router(api: Api) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers).post(add_peer))
         .route("/v1/peers/{id}", delete(remove_peer))
+        .route("/v1/peers/{id}/readmit", post(readmit_peer))
         .route("/v1/vars", get(vars))
         .route("/v1/counter/{name}", get(counter_get).post(counter_incr))
         .route("/v1/register/{name}", get(register_get).put(register_set))
@@ -185,6 +186,23 @@ async fn remove_peer(State(api): State<Api>, h: HeaderMap, Path(id): Path<String
         ));
     }
     Ok(Json(json!({ "removed": format!("{id:016x}") })))
+}
+
+async fn readmit_peer(State(api): State<Api>, h: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    authorized(&api, &h)?;
+    let id = u64::from_str_radix(&id, 16).map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{id:?} is not a node id (16 hex digits, as `peer list` shows them)"),
+        )
+    })?;
+    if !api.control.readmit_peer(&api.store, crate::ReplicaId(id))? {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("node {id:016x} is not removed"),
+        ));
+    }
+    Ok(Json(json!({ "readmitted": format!("{id:016x}") })))
 }
 
 /// Runs one data operation (the same code as the CLI's; see [`crate::ops`]).

@@ -268,6 +268,24 @@ impl Control {
         Ok(known || addr.is_some())
     }
 
+    /// Lifts the removal of node `id`: it leaves the replicated removed set,
+    /// so that every node accepts it again as that set replicates. It
+    /// reconnects by itself (it keeps dialing the addresses it knows); its
+    /// address is not added back to the peer set (`peer add` does that).
+    /// Returns whether it was removed. A removal made concurrently on another
+    /// node, not yet seen here, wins: the node stays removed.
+    pub(crate) fn readmit_peer(&self, store: &Store, id: ReplicaId) -> Result<bool> {
+        let removed = store
+            .set::<String>(REMOVED_VAR)?
+            .remove(&format!("{:016x}", id.0))?;
+        if !removed {
+            return Ok(false);
+        }
+        self.sync_denied(store)?;
+        tracing::info!(peer = %id, "peer readmitted to the cluster");
+        Ok(true)
+    }
+
     /// Forgets the peer at `addr`, whether or not it ever answered: the one
     /// connected from there, if any, as [`Control::remove_peer`] does, and the
     /// address itself. A dead address stops keeping bag takes fenced.
@@ -471,6 +489,14 @@ impl Node {
     /// refuses them.
     pub fn removed_peers(&self) -> Result<Vec<ReplicaId>> {
         removed_peers(&self.store)
+    }
+
+    /// Lifts the removal of node `id` (see [`Node::remove_peer`]): every node
+    /// accepts it again once the change replicates, and it reconnects by
+    /// itself. Returns whether it had been removed. A removal concurrent with
+    /// this one (made on another node, not yet seen here) wins.
+    pub fn readmit_peer(&self, id: ReplicaId) -> Result<bool> {
+        self.control.readmit_peer(&self.store, id)
     }
 
     /// Forgets the peer at `addr`, connected or not (one that never answered
