@@ -182,12 +182,14 @@ impl Backend for SledBackend {
     }
 }
 
+/// The maps are shared with snapshots and copied only when written
+/// (`Arc::make_mut`): a snapshot costs nothing until one side changes.
 #[derive(Default)]
 struct MemoryState {
     /// What a crash keeps.
-    disk: BTreeMap<Vec<u8>, Vec<u8>>,
+    disk: Arc<BTreeMap<Vec<u8>, Vec<u8>>>,
     /// What readers see: `disk` plus the batches applied since the last flush.
-    live: BTreeMap<Vec<u8>, Vec<u8>>,
+    live: Arc<BTreeMap<Vec<u8>, Vec<u8>>>,
     pending: Vec<Vec<BatchOp>>,
 }
 
@@ -224,8 +226,7 @@ impl MemoryBackend {
         let mut s = self.lock();
         let pending = std::mem::take(&mut s.pending);
         for ops in pending.iter().take(keep) {
-            let disk = &mut s.disk;
-            apply_ops(disk, ops);
+            apply_ops(Arc::make_mut(&mut s.disk), ops);
         }
         s.live = s.disk.clone();
     }
@@ -235,8 +236,8 @@ impl MemoryBackend {
         let s = self.lock();
         MemoryBackend {
             state: Arc::new(Mutex::new(MemoryState {
-                disk: s.disk.clone(),
-                live: s.disk.clone(),
+                disk: Arc::clone(&s.disk),
+                live: Arc::clone(&s.disk),
                 pending: Vec::new(),
             })),
         }
@@ -294,7 +295,7 @@ impl Backend for MemoryBackend {
 
     fn apply(&mut self, ops: Vec<BatchOp>) -> Result<()> {
         let mut s = self.lock();
-        apply_ops(&mut s.live, &ops);
+        apply_ops(Arc::make_mut(&mut s.live), &ops);
         s.pending.push(ops);
         Ok(())
     }
@@ -302,8 +303,11 @@ impl Backend for MemoryBackend {
     fn flush(&self) -> Result<()> {
         let mut s = self.lock();
         let pending = std::mem::take(&mut s.pending);
-        for ops in &pending {
-            apply_ops(&mut s.disk, ops);
+        if !pending.is_empty() {
+            let disk = Arc::make_mut(&mut s.disk);
+            for ops in &pending {
+                apply_ops(disk, ops);
+            }
         }
         Ok(())
     }

@@ -83,6 +83,9 @@ pub struct Storage<B> {
     /// The log holds every entry after this (some moved to later sequence
     /// numbers by [`Storage::rewrite_log`]); those up to it were truncated.
     dropped: u64,
+    /// [`Storage::first_seq`], once read (`None`: not known). Replication
+    /// asks for it on every message; reading it copies the first entry.
+    first: std::cell::Cell<Option<Option<u64>>>,
 }
 
 fn key(prefix: u8, name: &str) -> Vec<u8> {
@@ -155,6 +158,7 @@ impl<B: Backend> Storage<B> {
             last_seq: dropped.max(newest).max(checkpoint),
             checkpoint,
             dropped,
+            first: std::cell::Cell::new(None),
         })
     }
 
@@ -261,6 +265,10 @@ impl<B: Backend> Storage<B> {
         ops.push(BatchOp::Put(log_key(seq), codec::encode(entry)));
         self.backend.apply(ops)?;
         self.last_seq = seq;
+        if self.first.get() == Some(None) {
+            // The log was empty: it now starts after the last truncation.
+            self.first.set(Some(Some(self.dropped + 1)));
+        }
         Ok(seq)
     }
 
@@ -327,10 +335,15 @@ impl<B: Backend> Storage<B> {
     /// any: one past the last truncation. An entry there may have been moved
     /// to a later sequence number, joined with others ([`Storage::rewrite_log`]).
     pub fn first_seq(&self) -> Result<Option<u64>> {
-        Ok(self
+        if let Some(known) = self.first.get() {
+            return Ok(known);
+        }
+        let first = self
             .log_after(self.dropped, 1)?
             .first()
-            .map(|_| self.dropped + 1))
+            .map(|_| self.dropped + 1);
+        self.first.set(Some(first));
+        Ok(first)
     }
 
     /// Replaces log entries, in one atomic batch: deletes those at `remove`,
@@ -356,12 +369,16 @@ impl<B: Backend> Storage<B> {
             put.iter()
                 .map(|(s, e)| BatchOp::Put(log_key(*s), codec::encode(e))),
         );
+        // Entries only move later, but a rewrite that removes more than it
+        // puts could empty the log: read the start again when asked.
+        self.first.set(None);
         self.backend.apply(ops)
     }
 
     /// Drops log entries with sequence numbers up to `through`, which must not
     /// pass the checkpoint; returns how many.
     pub fn truncate_log(&mut self, through: u64) -> Result<usize> {
+        self.first.set(None);
         let through = through.min(self.checkpoint);
         let mut dropped = 0;
         loop {
