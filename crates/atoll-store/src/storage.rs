@@ -453,9 +453,11 @@ mod tests {
     #[test]
     fn truncation_stops_at_the_checkpoint_and_keeps_the_sequence() {
         let mut s = Storage::open(MemoryBackend::new()).unwrap();
+        assert_eq!(s.first_seq().unwrap(), None);
         for _ in 0..5 {
             s.append(None, &entry("x")).unwrap();
         }
+        assert_eq!(s.first_seq().unwrap(), Some(1));
         s.checkpoint(Vec::<(&str, Vec<u8>)>::new(), 3).unwrap();
         assert_eq!(s.truncate_log(10).unwrap(), 3);
         assert_eq!(s.first_seq().unwrap(), Some(4));
@@ -464,6 +466,18 @@ mod tests {
         assert_eq!(s.first_seq().unwrap(), None);
         let s2 = Storage::open(s.backend().clone()).unwrap();
         assert_eq!(s2.last_seq(), 5);
+        assert_eq!(s2.first_seq().unwrap(), None);
+        // An append to an emptied log: it starts after the truncation.
+        s.append(None, &entry("x")).unwrap();
+        assert_eq!(s.first_seq().unwrap(), Some(6));
+        assert_eq!(
+            Storage::open(s.backend().clone())
+                .unwrap()
+                .first_seq()
+                .unwrap(),
+            Some(6),
+            "remembered as read"
+        );
     }
 
     #[test]
