@@ -308,6 +308,12 @@ pub fn includes(state: &State, delta: &State) -> bool {
 /// from `delta` what `state` has leaves nothing, the state includes it (the
 /// strip law); otherwise the full check decides.
 pub fn includes_fast(state: &mut State, delta: &State) -> bool {
-    state.kind() == delta.kind()
-        && (state.strip(delta.clone()).is_bottom() || includes(state, delta))
+    strips_to_nothing(state, delta) || (state.kind() == delta.kind() && includes(state, delta))
+}
+
+/// Whether stripping from `delta` what `state` has leaves nothing: then the
+/// state includes it (the strip law). `false` says nothing (strip may keep
+/// what the state has); [`includes`] decides then.
+pub fn strips_to_nothing(state: &mut State, delta: &State) -> bool {
+    state.kind() == delta.kind() && state.strip(delta.clone()).is_bottom()
 }

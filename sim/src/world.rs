@@ -852,27 +852,37 @@ impl Sim {
             }
             let var = self.history[k].var.clone();
             let delta = self.history[k].delta.clone();
-            if after
-                .get_mut(&var)
-                .is_some_and(|s| workload::includes_fast(s, &delta))
-            {
-                continue;
-            }
-            let mut held = false;
             for n in 0..self.nodes.len() {
                 let key = (n, var.clone());
                 if !states.contains_key(&key) {
                     let s = self.state_of(n, &var);
-                    states.insert(key.clone(), s);
+                    states.insert(key, s);
                 }
-                if states
-                    .get_mut(&key)
-                    .and_then(|s| s.as_mut())
-                    .is_some_and(|s| workload::includes_fast(s, &delta))
-                {
-                    held = true;
+            }
+            // Held here, or by any node? The cheap test (nothing left once
+            // stripped) everywhere first; the full one (a join that changes
+            // nothing), which copies the state, only if that finds nothing.
+            let mut held = after
+                .get_mut(&var)
+                .is_some_and(|s| workload::strips_to_nothing(s, &delta));
+            for n in 0..self.nodes.len() {
+                if held {
                     break;
                 }
+                held = states
+                    .get_mut(&(n, var.clone()))
+                    .and_then(|s| s.as_mut())
+                    .is_some_and(|s| workload::strips_to_nothing(s, &delta));
+            }
+            if !held {
+                held = after
+                    .get(&var)
+                    .is_some_and(|s| workload::includes(s, &delta))
+                    || (0..self.nodes.len()).any(|n| {
+                        states[&(n, var.clone())]
+                            .as_ref()
+                            .is_some_and(|s| workload::includes(s, &delta))
+                    });
             }
             if held {
                 continue;
