@@ -853,11 +853,9 @@ impl Sim {
             let var = self.history[k].var.clone();
             let delta = self.history[k].delta.clone();
             for n in 0..self.nodes.len() {
-                let key = (n, var.clone());
-                if !states.contains_key(&key) {
-                    let s = self.state_of(n, &var);
-                    states.insert(key, s);
-                }
+                states
+                    .entry((n, var.clone()))
+                    .or_insert_with(|| self.state_of(n, &var));
             }
             // Held here, or by any node? The cheap test (nothing left once
             // stripped) everywhere first; the full one (a join that changes
