@@ -280,6 +280,9 @@ pub struct Options {
     pub ship_whole_bytes: usize,
     /// Protocol: the least time between two new intervals to one peer (ms).
     pub gossip_interval_ms: u64,
+    /// Protocol: a peer that holds nothing of a log spanning this many
+    /// entries is sent the state instead (0: never).
+    pub state_for_new_peers_after: u64,
     /// Remote timestamps further ahead than this are refused (ms).
     pub max_clock_skew_ms: u64,
     /// How often to sample divergence for the report (ms; 0 = never).
@@ -325,6 +328,7 @@ impl Options {
             coalesce_bytes: [0, 300, 3_000, 64 << 10][rng.index(4)],
             ship_whole_bytes: [100, 1_000, 4 << 10][rng.index(3)],
             gossip_interval_ms: [0, 0, 10, 150][rng.index(4)],
+            state_for_new_peers_after: [0, 1, 20, 4096][rng.index(4)],
         }
     }
 
@@ -349,6 +353,8 @@ impl Options {
             coalesce_bytes: 64 << 10,
             ship_whole_bytes: 4 << 10,
             gossip_interval_ms: 0,
+            state_for_new_peers_after: atoll_core::ReplicaConfig::default()
+                .state_for_new_peers_after,
         }
     }
 }

@@ -401,6 +401,7 @@ impl Sim {
             retransmit_ms: self.opts.retransmit_ms,
             ship_whole_bytes: self.opts.ship_whole_bytes,
             gossip_interval_ms: self.opts.gossip_interval_ms,
+            state_for_new_peers_after: self.opts.state_for_new_peers_after,
             ..ReplicaConfig::default()
         }
     }

@@ -104,6 +104,9 @@ struct RunConfig {
     /// The least time between two delta messages to one peer, so that writes
     /// in between travel together (default 0: send each write at once).
     gossip_interval_ms: Option<u64>,
+    /// A peer that holds nothing of a log spanning this many entries is sent
+    /// the state instead (default 4096; 0: never).
+    state_for_new_peers_after: Option<u64>,
     /// The most delta bytes per message (default 262144).
     max_batch_bytes: Option<usize>,
     /// The most delta messages in flight to one peer (default 8; 1 is stop-and-wait).
@@ -178,6 +181,9 @@ fn node_config(path: &Path) -> Result<atoll::NodeConfig, String> {
     }
     if let Some(v) = rc.gossip_interval_ms {
         c.replica.gossip_interval_ms = v;
+    }
+    if let Some(v) = rc.state_for_new_peers_after {
+        c.replica.state_for_new_peers_after = v;
     }
     if let Some(v) = rc.max_batch_bytes {
         c.replica.max_batch_bytes = v;

@@ -50,6 +50,14 @@ pub struct ReplicaConfig {
     /// as it is flushed. Acknowledgements, retransmissions and state chunks are
     /// not held back. Default: 0.
     pub gossip_interval_ms: u64,
+    /// A peer whose `Hello` says it holds nothing of this replica's log (a
+    /// new node, a lost data directory, or an incarnation not known here) is
+    /// brought up by state transfer, each variable's state once, instead of
+    /// being sent the log, when the log spans at least this many entries:
+    /// a state is never larger than the log it joins, and a receiver that
+    /// holds nothing merges it without inserting element by element.
+    /// 0: never (always the log, while it lasts). Default: 4096.
+    pub state_for_new_peers_after: u64,
 }
 
 impl Default for ReplicaConfig {
@@ -64,6 +72,7 @@ impl Default for ReplicaConfig {
             state_based: false,
             ship_whole_bytes: 4 << 10,
             gossip_interval_ms: 0,
+            state_for_new_peers_after: 4096,
         }
     }
 }
@@ -82,7 +91,8 @@ pub struct Transmit {
 pub enum Event {
     /// A change was merged from a peer (local writes are reported by the caller).
     Applied(Applied),
-    /// A state transfer to a peer began, because the log no longer holds what it needs.
+    /// A state transfer to a peer began: the log no longer holds what it
+    /// needs, or it holds nothing of a long log.
     StateTransferStarted {
         /// The peer.
         peer: ReplicaId,
@@ -168,6 +178,9 @@ struct Peer {
     /// It connected as an incarnation we had not heard from: nothing is sent
     /// until its `Hello` says what it holds, or until this deadline.
     hello_pending: Option<u64>,
+    /// Its `Hello` said it holds nothing of our long log: it is sent our
+    /// state rather than the log ([`ReplicaConfig::state_for_new_peers_after`]).
+    wants_state: bool,
     /// What we hold of its log, contiguously, in this connection: at least
     /// the `base` its intervals name (what it knows we hold), advanced by
     /// contiguous intervals, and recorded in storage.
@@ -384,6 +397,7 @@ impl<B: Backend> Replica<B> {
             p.held = None;
             p.transfer_in = None;
             p.hello_pending = None;
+            p.wants_state = false;
             match incarnation {
                 Some(inc) => {
                     if p.incarnation != Some(inc) {
@@ -567,11 +581,15 @@ impl<B: Backend> Replica<B> {
                 let p = self.peers.get_mut(&from).expect("checked above");
                 if p.hello_pending.is_some() {
                     let resume = holds.map_or(0, |(inc, seq)| self.ks.resume_point(inc, seq));
+                    let after = self.config.state_for_new_peers_after;
+                    let first = self.ks.storage().first_seq().ok().flatten();
+                    let span = first.map_or(0, |f| self.ks.last_seq().saturating_sub(f) + 1);
                     p.hello_pending = None;
                     p.acked = resume;
                     p.sent_through = resume;
                     p.sent_max = resume;
                     p.early_acks.clear();
+                    p.wants_state = resume == 0 && after > 0 && span >= after;
                     self.update_floor();
                 }
             }
@@ -787,8 +805,9 @@ impl<B: Backend> Replica<B> {
         let p = &self.peers[&id];
         if p.transfer.is_none() {
             let first = self.ks.storage().first_seq()?.unwrap_or(last + 1);
-            if p.acked < last && p.acked + 1 < first {
+            if p.acked < last && (p.acked + 1 < first || p.wants_state) {
                 let p = self.peers.get_mut(&id).expect("known");
+                p.wants_state = false;
                 p.flights.clear();
                 p.early_acks.clear();
                 p.transfer = Some(Transfer {

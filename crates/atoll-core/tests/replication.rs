@@ -355,6 +355,43 @@ fn a_peer_catching_up_is_sent_joined_runs() {
     assert_eq!(members.len(), 3000);
 }
 
+/// A peer that holds nothing of a long log is sent each variable's state
+/// once, not the log; below the threshold (or with it off), the log.
+#[test]
+fn a_new_peer_of_a_long_log_is_sent_the_state() {
+    let run = |state_for_new_peers_after| {
+        let config = ReplicaConfig {
+            state_for_new_peers_after,
+            ..ReplicaConfig::default()
+        };
+        let mut net = Net::with_config(2, KeyspaceConfig::default(), config);
+        // Node 0 writes before node 1 ever connects.
+        for i in 0..300u32 {
+            net.write(0, "members", Kind::Set, |s, r, _| match s {
+                State::Set(x) => Ok(State::Set(x.add(r, i.to_be_bytes().to_vec()))),
+                _ => unreachable!(),
+            });
+        }
+        net.incr(0, "hits", 7);
+        net.full_mesh();
+        net.run(10_000);
+        net.assert_converged(&["members", "hits"]);
+        assert_eq!(net.counter(1, "hits"), 7);
+        let transfers: u64 = net.nodes[0]
+            .peers()
+            .iter()
+            .map(|p| p.stats.state_transfers)
+            .sum();
+        let states = net.delivered.get(&(0, 1, "state")).copied().unwrap_or(0);
+        (transfers, states)
+    };
+    let (transfers, states) = run(100);
+    assert_eq!(transfers, 1, "a log of 301 entries, threshold 100");
+    assert!(states > 0);
+    assert_eq!(run(1_000), (0, 0), "a log shorter than the threshold");
+    assert_eq!(run(0), (0, 0), "turned off");
+}
+
 #[test]
 fn the_gossip_interval_sends_writes_together() {
     // 100 writes, one per millisecond (the link's latency is 5 ms).
