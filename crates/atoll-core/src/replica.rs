@@ -139,6 +139,10 @@ pub enum ProtocolError {
 #[derive(Clone, Debug)]
 struct Transfer {
     as_of: u64,
+    /// Started by choice (a new peer, `state_for_new_peers_after`) while the
+    /// log still holds all it needs: given up for the log if a state is too
+    /// large for one message.
+    by_choice: bool,
     /// The last variable name acknowledged.
     cursor: String,
 }
@@ -806,12 +810,14 @@ impl<B: Backend> Replica<B> {
         if p.transfer.is_none() {
             let first = self.ks.storage().first_seq()?.unwrap_or(last + 1);
             if p.acked < last && (p.acked + 1 < first || p.wants_state) {
+                let by_choice = p.acked + 1 >= first;
                 let p = self.peers.get_mut(&id).expect("known");
                 p.wants_state = false;
                 p.flights.clear();
                 p.early_acks.clear();
                 p.transfer = Some(Transfer {
                     as_of: last,
+                    by_choice,
                     cursor: String::new(),
                 });
                 p.stats.state_transfers += 1;
@@ -845,7 +851,7 @@ impl<B: Backend> Replica<B> {
         }
         let p = &self.peers[&id];
         match p.transfer.clone() {
-            Some(t) => self.send_state_chunk(id, t, now).map(|()| true),
+            Some(t) => self.send_state_chunk(id, t, now),
             None => self.send_interval(id, p.sent_through, now),
         }
     }
@@ -963,7 +969,7 @@ impl<B: Backend> Replica<B> {
         Ok(true)
     }
 
-    fn send_state_chunk(&mut self, id: ReplicaId, t: Transfer, now: u64) -> crate::Result<()> {
+    fn send_state_chunk(&mut self, id: ReplicaId, t: Transfer, now: u64) -> crate::Result<bool> {
         let names: Vec<(String, Kind)> = self
             .ks
             .variables()?
@@ -978,6 +984,24 @@ impl<B: Backend> Replica<B> {
             }
             if let Some(state) = self.ks.state(name)? {
                 let delta = codec::encode(state);
+                let fits =
+                    bytes + delta.len() + STATE_MESSAGE_OVERHEAD <= self.config.max_message_len;
+                if !fits && !vars.is_empty() {
+                    // It goes alone, in the next chunk.
+                    break;
+                }
+                if !fits && t.by_choice {
+                    // Too large for one message: the log, which still holds
+                    // everything the peer needs, goes instead. (A transfer
+                    // the log cannot replace sends it anyway, and a peer
+                    // with the same limit refuses it: see docs/protocol.md.)
+                    let p = self.peers.get_mut(&id).expect("known");
+                    p.transfer = None;
+                    p.chunk = None;
+                    p.sent_through = p.acked;
+                    let from = p.acked;
+                    return self.send_interval(id, from, now);
+                }
                 bytes += delta.len();
                 vars.push(VarDelta {
                     name: name.clone(),
@@ -998,6 +1022,9 @@ impl<B: Backend> Replica<B> {
                 last,
             },
         );
-        Ok(())
+        Ok(true)
     }
 }
+
+/// Room kept in a `State` message for everything but the one state in it.
+const STATE_MESSAGE_OVERHEAD: usize = 4096;
