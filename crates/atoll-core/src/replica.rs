@@ -970,6 +970,14 @@ impl<B: Backend> Replica<B> {
     }
 
     fn send_state_chunk(&mut self, id: ReplicaId, t: Transfer, now: u64) -> crate::Result<bool> {
+        // A transfer begun by choice can give way to the log while the log
+        // still holds everything after what the peer acknowledged.
+        let first = self
+            .ks
+            .storage()
+            .first_seq()?
+            .unwrap_or(self.ks.last_seq() + 1);
+        let log_can_replace = t.by_choice && self.peers[&id].acked + 1 >= first;
         let names: Vec<(String, Kind)> = self
             .ks
             .variables()?
@@ -990,11 +998,12 @@ impl<B: Backend> Replica<B> {
                     // It goes alone, in the next chunk.
                     break;
                 }
-                if !fits && t.by_choice {
+                if !fits && log_can_replace {
                     // Too large for one message: the log, which still holds
                     // everything the peer needs, goes instead. (A transfer
-                    // the log cannot replace sends it anyway, and a peer
-                    // with the same limit refuses it: see docs/protocol.md.)
+                    // the log cannot replace, or no longer can, sends it
+                    // anyway, and a peer with the same limit refuses it: see
+                    // docs/protocol.md.)
                     let p = self.peers.get_mut(&id).expect("known");
                     p.transfer = None;
                     p.chunk = None;
