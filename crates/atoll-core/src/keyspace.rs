@@ -761,6 +761,17 @@ impl<B: Backend> Keyspace<B> {
             .collect())
     }
 
+    /// Up to `limit` variables named after `after`, and their kinds, in name
+    /// order.
+    pub fn variables_after(&self, after: &str, limit: usize) -> Result<Vec<(String, Kind)>> {
+        Ok(self
+            .storage
+            .variables_after(after, limit)?
+            .into_iter()
+            .map(|(n, m)| (n, m.kind))
+            .collect())
+    }
+
     /// The kind of `name`, if it exists.
     pub fn kind_of(&mut self, name: &str) -> Result<Option<Kind>> {
         validate_name(name)?;

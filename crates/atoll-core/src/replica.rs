@@ -980,19 +980,27 @@ impl<B: Backend> Replica<B> {
             .first_seq()?
             .unwrap_or(self.ks.last_seq() + 1);
         let log_can_replace = t.by_choice && self.peers[&id].acked + 1 >= first;
-        let names: Vec<(String, Kind)> = self
-            .ks
-            .variables()?
-            .into_iter()
-            .filter(|(n, _)| *n > t.cursor)
-            .collect();
         let mut vars = Vec::new();
         let mut bytes = 0;
-        for (name, _) in &names {
+        // The names are read a page at a time from the cursor on, not all of
+        // them for every chunk. Every variable through `examined` is in this
+        // chunk or an earlier one.
+        let mut examined = t.cursor.clone();
+        let mut page: VecDeque<(String, Kind)> = VecDeque::new();
+        let mut page_end = false;
+        loop {
             if bytes >= self.config.max_batch_bytes {
                 break;
             }
-            if let Some(state) = self.ks.state(name)? {
+            if page.is_empty() && !page_end {
+                let next = self.ks.variables_after(&examined, STATE_PAGE)?;
+                page_end = next.len() < STATE_PAGE;
+                page.extend(next);
+            }
+            let Some((name, _)) = page.front().cloned() else {
+                break;
+            };
+            if let Some(state) = self.ks.state(&name)? {
                 let delta = codec::encode(state);
                 let fits =
                     bytes + delta.len() + STATE_MESSAGE_OVERHEAD <= self.config.max_message_len;
@@ -1020,8 +1028,10 @@ impl<B: Backend> Replica<B> {
                     delta,
                 });
             }
+            page.pop_front();
+            examined = name;
         }
-        let last = vars.len() == names.len();
+        let last = self.ks.variables_after(&examined, 1)?.is_empty();
         let p = self.peers.get_mut(&id).expect("known");
         p.chunk = Some((t.as_of, now));
         self.send(
@@ -1039,3 +1049,6 @@ impl<B: Backend> Replica<B> {
 
 /// Room kept in a `State` message for everything but the one state in it.
 const STATE_MESSAGE_OVERHEAD: usize = 4096;
+
+/// Variable names read at a time for a state transfer.
+const STATE_PAGE: usize = 256;

@@ -398,6 +398,35 @@ fn a_new_peer_of_a_long_log_is_sent_the_state() {
     assert_eq!(run(100, 2_000), (1, 0), "a state too large for one message");
 }
 
+/// A state transfer of many variables (more than one page of names, in many
+/// chunks) brings every one of them.
+#[test]
+fn a_state_transfer_of_many_variables_brings_them_all() {
+    let config = ReplicaConfig {
+        state_for_new_peers_after: 1,
+        max_batch_bytes: 1_000,
+        ..ReplicaConfig::default()
+    };
+    let mut net = Net::with_config(2, KeyspaceConfig::default(), config);
+    let names: Vec<String> = (0..700).map(|i| format!("c{i:04}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        net.incr(0, name, i as i64 + 1);
+    }
+    net.full_mesh();
+    net.run(20_000);
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(net.counter(1, name), i as i128 + 1, "{name}");
+    }
+    let chunks = net.delivered.get(&(0, 1, "state")).copied().unwrap_or(0);
+    assert!(chunks > 3, "{chunks} state chunks");
+    let transfers: u64 = net.nodes[0]
+        .peers()
+        .iter()
+        .map(|p| p.stats.state_transfers)
+        .sum();
+    assert_eq!(transfers, 1);
+}
+
 #[test]
 fn the_gossip_interval_sends_writes_together() {
     // 100 writes, one per millisecond (the link's latency is 5 ms).

@@ -237,9 +237,20 @@ impl<B: Backend> Storage<B> {
 
     /// Every variable and its metadata, in name order.
     pub fn variables(&self) -> Result<Vec<(String, VarMeta)>> {
-        let rows = self
-            .backend
-            .range(&[META], &[META + 1], usize::MAX, usize::MAX)?;
+        self.variables_from(&[META], usize::MAX)
+    }
+
+    /// Up to `limit` variables named after `after`, in name order: a state
+    /// transfer reads the keyspace a page at a time.
+    pub fn variables_after(&self, after: &str, limit: usize) -> Result<Vec<(String, VarMeta)>> {
+        // The least key after `after`'s: its bytes, then a zero byte.
+        let mut from = key(META, after);
+        from.push(0);
+        self.variables_from(&from, limit)
+    }
+
+    fn variables_from(&self, from: &[u8], limit: usize) -> Result<Vec<(String, VarMeta)>> {
+        let rows = self.backend.range(from, &[META + 1], limit, usize::MAX)?;
         rows.into_iter()
             .map(|(k, v)| {
                 let name = String::from_utf8(k[1..].to_vec()).map_err(|_| StoreError::Corrupt {
@@ -478,6 +489,30 @@ mod tests {
             Some(6),
             "remembered as read"
         );
+    }
+
+    #[test]
+    fn variables_are_read_a_page_at_a_time_in_name_order() {
+        let mut s = Storage::open(MemoryBackend::new()).unwrap();
+        let meta = VarMeta::new(atoll_crdt::variable::Kind::Counter);
+        for name in ["b", "a", "ab", "c", "a\u{e9}"] {
+            s.append(Some(&meta), &entry(name)).unwrap();
+        }
+        let names = |after: &str, limit| -> Vec<String> {
+            s.variables_after(after, limit)
+                .unwrap()
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect()
+        };
+        assert_eq!(names("", 10), ["a", "ab", "a\u{e9}", "b", "c"]);
+        assert_eq!(names("", 2), ["a", "ab"]);
+        assert_eq!(names("ab", 2), ["a\u{e9}", "b"]);
+        assert_eq!(names("a\u{e9}", 10), ["b", "c"]);
+        assert_eq!(names("bb", 10), ["c"]);
+        assert!(names("c", 10).is_empty());
+        let all: Vec<String> = s.variables().unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(all, names("", 10));
     }
 
     #[test]
