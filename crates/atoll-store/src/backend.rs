@@ -41,6 +41,27 @@ pub trait Backend: Send {
     fn flush(&self) -> Result<()>;
 }
 
+/// Collects up to `limit` rows, ending with the one that brings the values'
+/// total size to `max_bytes` or more: [`Backend::range`]'s budget, for every
+/// backend alike.
+fn collect_within(
+    rows: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>,
+    limit: usize,
+    max_bytes: usize,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    for row in rows.take(limit) {
+        let (k, v) = row?;
+        bytes = bytes.saturating_add(v.len());
+        out.push((k, v));
+        if bytes >= max_bytes {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 /// The sled backend: one sled database, its default tree.
 ///
 /// sled 0.34's `flush` writes its log with `sync_file_range` on Linux, which
@@ -107,17 +128,11 @@ impl Backend for SledBackend {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        for kv in self.db.range(from..to).take(limit) {
+        let rows = self.db.range(from..to).map(|kv| {
             let (k, v) = kv?;
-            bytes = bytes.saturating_add(v.len());
-            out.push((k.to_vec(), v.to_vec()));
-            if bytes >= max_bytes {
-                break;
-            }
-        }
-        Ok(out)
+            Ok((k.to_vec(), v.to_vec()))
+        });
+        collect_within(rows, limit, max_bytes)
     }
 
     fn last_in(&self, from: &[u8], to: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
@@ -267,20 +282,11 @@ impl Backend for MemoryBackend {
         max_bytes: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let s = self.lock();
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        for (k, v) in s
+        let rows = s
             .live
             .range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)))
-            .take(limit)
-        {
-            bytes = bytes.saturating_add(v.len());
-            out.push((k.clone(), v.clone()));
-            if bytes >= max_bytes {
-                break;
-            }
-        }
-        Ok(out)
+            .map(|(k, v)| Ok((k.clone(), v.clone())));
+        collect_within(rows, limit, max_bytes)
     }
 
     fn last_in(&self, from: &[u8], to: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
