@@ -846,43 +846,32 @@ impl Sim {
             return;
         }
         // Each node's state of a variable, copied once for the whole pass.
-        let mut states: BTreeMap<(usize, String), Option<State>> = BTreeMap::new();
+        let mut states: BTreeMap<String, Vec<Option<State>>> = BTreeMap::new();
         for k in 0..self.history.len() {
             if self.history[k].lost.is_some() || !changed.contains(&self.history[k].var) {
                 continue;
             }
             let var = self.history[k].var.clone();
             let delta = self.history[k].delta.clone();
-            for n in 0..self.nodes.len() {
-                states
-                    .entry((n, var.clone()))
-                    .or_insert_with(|| self.state_of(n, &var));
-            }
+            let row = states.entry(var.clone()).or_insert_with(|| {
+                (0..self.nodes.len())
+                    .map(|n| self.state_of(n, &var))
+                    .collect()
+            });
             // Held here, or by any node? The cheap test (nothing left once
             // stripped) everywhere first; the full one (a join that changes
             // nothing), which copies the state, only if that finds nothing.
-            let mut held = after
+            let held = after
                 .get_mut(&var)
-                .is_some_and(|s| workload::strips_to_nothing(s, &delta));
-            for n in 0..self.nodes.len() {
-                if held {
-                    break;
-                }
-                held = states
-                    .get_mut(&(n, var.clone()))
-                    .and_then(|s| s.as_mut())
-                    .is_some_and(|s| workload::strips_to_nothing(s, &delta));
-            }
-            if !held {
-                held = after
+                .is_some_and(|s| workload::strips_to_nothing(s, &delta))
+                || row
+                    .iter_mut()
+                    .flatten()
+                    .any(|s| workload::strips_to_nothing(s, &delta))
+                || after
                     .get(&var)
                     .is_some_and(|s| workload::includes(s, &delta))
-                    || (0..self.nodes.len()).any(|n| {
-                        states[&(n, var.clone())]
-                            .as_ref()
-                            .is_some_and(|s| workload::includes(s, &delta))
-                    });
-            }
+                || row.iter().flatten().any(|s| workload::includes(s, &delta));
             if held {
                 continue;
             }
