@@ -234,7 +234,11 @@ fn hostile_deltas_are_refused_and_change_nothing() {
     let mut ahead = atoll::crates::crdt::LwwRegister::new();
     let mut ts = r.entry().unwrap().ts;
     ts.physical_ms += 3_600_000;
-    ahead.set(ts, origin, vec![2]);
+    ahead.set(
+        ts,
+        origin,
+        atoll::crates::crdt::variable::Bytes::from(vec![2]),
+    );
     entry.delta =
         atoll::crates::crdt::codec::encode(&atoll::crates::crdt::variable::State::Register(ahead));
     let e = b

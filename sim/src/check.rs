@@ -126,7 +126,7 @@ pub fn check(
             })
             .max();
         if let (Some((_, v)), Some(State::Register(reg))) = (winner, final_view.get(*name)) {
-            if reg.get() != Some(&v.to_le_bytes().to_vec()) {
+            if reg.get().map(|b| &b[..]) != Some(&v.to_le_bytes()[..]) {
                 bad.push(format!(
                     "register {name} does not hold the last acknowledged write ({v})"
                 ));
@@ -140,8 +140,8 @@ pub fn check(
 fn set_diff(expected: &State, actual: &State) -> String {
     match (expected, actual) {
         (State::Set(e), State::Set(a)) => {
-            let e: BTreeSet<&Vec<u8>> = e.iter().collect();
-            let a: BTreeSet<&Vec<u8>> = a.iter().collect();
+            let e: BTreeSet<&[u8]> = e.iter().map(|b| &b[..]).collect();
+            let a: BTreeSet<&[u8]> = a.iter().map(|b| &b[..]).collect();
             format!(
                 " (lost elements: {:?}; unexpected elements: {:?})",
                 e.difference(&a).count(),

@@ -4,7 +4,7 @@
 use crate::options::Workload;
 use crate::rng::Rng;
 use atoll_core::{Error, OpCtx};
-use atoll_crdt::variable::{Kind, MapValue, State};
+use atoll_crdt::variable::{Bytes, Kind, MapValue, State};
 use atoll_crdt::{CrdtError, ElementId, ReplicaId, Timestamp};
 use std::fmt;
 
@@ -126,8 +126,8 @@ pub fn next_op(rng: &mut Rng, w: &Workload, nodes: &[ReplicaId]) -> (String, Op)
     (format!("{prefix}{var}"), op)
 }
 
-fn bytes(x: u64) -> Vec<u8> {
-    x.to_le_bytes().to_vec()
+fn bytes(x: u64) -> Bytes {
+    Bytes::from(x.to_le_bytes())
 }
 
 fn key(k: u64) -> String {

@@ -196,12 +196,13 @@ fn short_of(c: &PNCounter) -> BTreeMap<String, State> {
 
 #[test]
 fn the_checker_reports_a_bag_element_taken_twice() {
+    use atoll_crdt::variable::Bytes;
     use atoll_crdt::Bag;
     let owner = ReplicaId(1);
-    let mut bag: Bag<Vec<u8>> = Bag::new();
-    let (id, ins) = bag.insert(owner, vec![1]);
+    let mut bag: Bag<Bytes> = Bag::new();
+    let (id, ins) = bag.insert(owner, Bytes::from(vec![1]));
     let (_, _, take) = bag.take(owner).unwrap();
-    let rec = |n: u64, op: Op, delta: &Bag<Vec<u8>>| Record {
+    let rec = |n: u64, op: Op, delta: &Bag<Bytes>| Record {
         id: n,
         at: n,
         node: 0,

@@ -52,7 +52,7 @@ fn set_workload(state_based: bool, max_in_flight: usize) -> u64 {
         for i in 0..N {
             let member = format!("r{i}-e{round}").into_bytes();
             net.write(i, "members", Kind::Set, |s, r, _| match s {
-                State::Set(x) => Ok(State::Set(x.add(r, member))),
+                State::Set(x) => Ok(State::Set(x.add(r, member.into()))),
                 _ => unreachable!(),
             });
         }

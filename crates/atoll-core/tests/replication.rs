@@ -4,32 +4,37 @@
 use atoll_core::protocol::Message;
 use atoll_core::testkit::{id, Net};
 use atoll_core::{Event, Keyspace, KeyspaceConfig, ProtocolError, Replica, ReplicaConfig};
-use atoll_crdt::variable::{Kind, MapValue, State};
+use atoll_crdt::variable::{Bytes, Kind, MapValue, State};
 use atoll_crdt::{set_add, ReplicaId};
 use atoll_store::MemoryBackend;
 
 fn every_type_ops(net: &mut Net, i: usize) {
     net.incr(i, "hits", 10 + i as i64);
     net.write(i, "motd", Kind::Register, |s, r, ts| match s {
-        State::Register(x) => Ok(State::Register(x.set(ts, r, vec![i as u8]))),
+        State::Register(x) => Ok(State::Register(x.set(ts, r, Bytes::from(vec![i as u8])))),
         _ => unreachable!(),
     });
     net.write(i, "ver", Kind::MvRegister, |s, r, _| match s {
-        State::MvRegister(x) => Ok(State::MvRegister(x.write(r, vec![i as u8]))),
+        State::MvRegister(x) => Ok(State::MvRegister(x.write(r, Bytes::from(vec![i as u8])))),
         _ => unreachable!(),
     });
     net.write(i, "tags", Kind::Set, |s, r, _| match s {
-        State::Set(x) => Ok(State::Set(x.add(r, vec![i as u8]))),
+        State::Set(x) => Ok(State::Set(x.add(r, Bytes::from(vec![i as u8])))),
         _ => unreachable!(),
     });
     net.write(i, "jobs", Kind::Bag, |s, r, _| match s {
-        State::Bag(x) => Ok(State::Bag(x.insert(r, vec![i as u8]).1)),
+        State::Bag(x) => Ok(State::Bag(x.insert(r, Bytes::from(vec![i as u8])).1)),
         _ => unreachable!(),
     });
     net.write(i, "cart", Kind::Map, |s, r, _| match s {
         State::Map(m) => m
             .update(format!("k{}", i % 2), |v, c| {
-                Ok(MapValue::with_set(set_add(&v.set, c, r, vec![i as u8])))
+                Ok(MapValue::with_set(set_add(
+                    &v.set,
+                    c,
+                    r,
+                    Bytes::from(vec![i as u8]),
+                )))
             })
             .map(State::Map),
         _ => unreachable!(),
@@ -127,7 +132,7 @@ fn a_peer_behind_the_log_catches_up_by_state_transfer() {
     for i in 0..60 {
         net.incr(0, "hits", 1);
         net.write(0, &format!("s{}", i % 7), Kind::Set, |s, r, _| match s {
-            State::Set(x) => Ok(State::Set(x.add(r, vec![i as u8]))),
+            State::Set(x) => Ok(State::Set(x.add(r, Bytes::from(vec![i as u8])))),
             _ => unreachable!(),
         });
     }
@@ -325,7 +330,7 @@ fn a_peer_catching_up_is_sent_joined_runs() {
     let mut hits = 0;
     for i in 0..3000u32 {
         net.write(0, "members", Kind::Set, |s, r, _| match s {
-            State::Set(x) => Ok(State::Set(x.add(r, i.to_be_bytes().to_vec()))),
+            State::Set(x) => Ok(State::Set(x.add(r, i.to_be_bytes().to_vec().into()))),
             _ => unreachable!(),
         });
         if i % 7 == 0 {
@@ -370,7 +375,7 @@ fn a_new_peer_of_a_long_log_is_sent_the_state() {
         // Node 0 writes before node 1 ever connects.
         for i in 0..300u32 {
             net.write(0, "members", Kind::Set, |s, r, _| match s {
-                State::Set(x) => Ok(State::Set(x.add(r, i.to_be_bytes().to_vec()))),
+                State::Set(x) => Ok(State::Set(x.add(r, i.to_be_bytes().to_vec().into()))),
                 _ => unreachable!(),
             });
         }
@@ -498,7 +503,7 @@ fn a_restarted_peer_resumes_where_it_was() {
     net.link(&[(0, 1), (0, 2)]);
     for i in 0..400u32 {
         net.write(0, "members", Kind::Set, |s, r, _| match s {
-            State::Set(x) => Ok(State::Set(x.add(r, i.to_be_bytes().to_vec()))),
+            State::Set(x) => Ok(State::Set(x.add(r, i.to_be_bytes().to_vec().into()))),
             _ => unreachable!(),
         });
     }
@@ -528,7 +533,7 @@ fn a_restarted_peer_resumes_where_it_was() {
         "resumed {resumed} bytes, full resync {full}"
     );
     net.write(0, "members", Kind::Set, |s, r, _| match s {
-        State::Set(x) => Ok(State::Set(x.add(r, vec![1]))),
+        State::Set(x) => Ok(State::Set(x.add(r, Bytes::from(vec![1])))),
         _ => unreachable!(),
     });
     net.run(5_000);
@@ -543,7 +548,7 @@ fn a_restarted_peer_resumes_where_it_was() {
 fn an_interval_lost_before_a_restart_is_sent_again() {
     let add = |net: &mut Net, member: u8| {
         net.write(0, "members", Kind::Set, |s, r, _| match s {
-            State::Set(x) => Ok(State::Set(x.add(r, vec![member]))),
+            State::Set(x) => Ok(State::Set(x.add(r, Bytes::from(vec![member])))),
             _ => unreachable!(),
         });
     };
@@ -579,7 +584,7 @@ fn runs_written_before_a_restart_are_joined_after_it() {
     let mut net = Net::new(1, config.clone());
     for i in 0..250u32 {
         net.write(0, "members", Kind::Set, |s, r, _| match s {
-            State::Set(x) => Ok(State::Set(x.add(r, i.to_be_bytes().to_vec()))),
+            State::Set(x) => Ok(State::Set(x.add(r, i.to_be_bytes().to_vec().into()))),
             _ => unreachable!(),
         });
     }

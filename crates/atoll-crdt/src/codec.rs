@@ -165,15 +165,46 @@ mod tests {
         assert!(postcard::from_bytes::<Fast>(&[0xff, 0xff, 0xff, 0x7f, 1]).is_err());
     }
 
+    /// `variable::Bytes`, inline or not, encodes as a `Vec<u8>` does and
+    /// decodes back to the same value.
+    #[test]
+    fn bytes_values_short_and_long_encode_as_vectors() {
+        use crate::variable::Bytes;
+        for len in [
+            0,
+            1,
+            Bytes::INLINE - 1,
+            Bytes::INLINE,
+            Bytes::INLINE + 1,
+            300,
+        ] {
+            let v: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let b = Bytes::from(v.clone());
+            let enc = postcard::to_allocvec(&b).unwrap();
+            assert_eq!(enc, postcard::to_allocvec(&v).unwrap(), "length {len}");
+            let back: Bytes = postcard::from_bytes(&enc).unwrap();
+            assert_eq!(back, b);
+            assert_eq!(back.as_slice(), &v[..]);
+            assert_eq!(Vec::from(back), v);
+        }
+        // A length past the input is an error, not an allocation.
+        assert!(postcard::from_bytes::<Bytes>(&[0xff, 0xff, 0xff, 0x7f, 1]).is_err());
+    }
+
     use super::*;
     use crate::ReplicaId;
 
     #[test]
     fn round_trip_and_errors() {
         let mut s = crate::OrSet::new();
-        s.add(ReplicaId(9), vec![1u8, 2, 3]);
+        s.add(ReplicaId(9), crate::variable::Bytes::from(vec![1u8, 2, 3]));
         let state = State::Set(s);
         let bytes = encode(&state);
+        // `Bytes` is written as a `Vec<u8>` is: the same set of plain vectors
+        // encodes to the same bytes.
+        let mut plain = crate::OrSet::new();
+        plain.add(ReplicaId(9), vec![1u8, 2, 3]);
+        assert_eq!(&bytes[2..], &encode(&plain)[1..]);
         let back: State = decode(&bytes, DEFAULT_MAX_LEN).unwrap();
         assert_eq!(back, state);
         assert!(matches!(

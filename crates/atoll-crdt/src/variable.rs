@@ -9,10 +9,120 @@ use crate::{
     MvRegister, OrMap, OrSet, PNCounter, RegisterField, SetField, Timestamp,
 };
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use std::fmt;
 
 /// An encoded application value.
-pub type Bytes = Vec<u8>;
+///
+/// Values of up to [`Bytes::INLINE`] bytes (most set members and map keys:
+/// short strings, ids, UUIDs) are held inline, not in a heap allocation of
+/// their own: a set's members then sit in its B-tree's nodes, so that
+/// comparing, encoding and decoding them does not chase a pointer per member,
+/// and decoding one allocates nothing.
+///
+/// On the wire it is the length, then the bytes, exactly as a `Vec<u8>` is in
+/// postcard; but it is written and read as one slice, not one `u8` call at a
+/// time.
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Bytes(SmallVec<[u8; Bytes::INLINE]>);
+
+impl Bytes {
+    /// The longest value held inline.
+    pub const INLINE: usize = 24;
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The bytes, as a vector.
+    pub fn into_vec(self) -> Vec<u8> {
+        self.0.into_vec()
+    }
+}
+
+impl fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0[..].fmt(f)
+    }
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Bytes {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<Vec<u8>> for Bytes {
+    fn from(v: Vec<u8>) -> Bytes {
+        if v.len() <= Bytes::INLINE {
+            Bytes(SmallVec::from_slice(&v))
+        } else {
+            Bytes(SmallVec::from_vec(v))
+        }
+    }
+}
+
+impl From<&[u8]> for Bytes {
+    fn from(v: &[u8]) -> Bytes {
+        Bytes(SmallVec::from_slice(v))
+    }
+}
+
+impl<const N: usize> From<[u8; N]> for Bytes {
+    fn from(v: [u8; N]) -> Bytes {
+        Bytes(SmallVec::from_slice(&v))
+    }
+}
+
+impl From<Bytes> for Vec<u8> {
+    fn from(b: Bytes) -> Vec<u8> {
+        b.into_vec()
+    }
+}
+
+impl Serialize for Bytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, SeqAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Bytes;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Bytes, E> {
+                Ok(Bytes::from(v))
+            }
+            fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+                Ok(Bytes::from(v))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes, A::Error> {
+                // From self-describing formats: take what arrives, no more.
+                let mut v = SmallVec::new();
+                while let Some(b) = seq.next_element()? {
+                    v.push(b);
+                }
+                Ok(Bytes(v))
+            }
+        }
+        // Postcard hands over a slice of the input (its length checked against
+        // what remains first), so nothing is allocated for an inline value.
+        d.deserialize_bytes(V)
+    }
+}
 
 /// The type of a variable, fixed when it is created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

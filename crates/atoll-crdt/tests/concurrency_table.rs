@@ -1,6 +1,6 @@
 //! Each row of the table "What concurrent operations give" in docs/data-types.md.
 
-use atoll_crdt::variable::{Map, MapValue};
+use atoll_crdt::variable::{Bytes, Map, MapValue};
 use atoll_crdt::*;
 
 const A: ReplicaId = ReplicaId(1);
@@ -83,12 +83,12 @@ fn map_rows() {
     // set {1}; A removes k, B adds 2
     let mut base = Map::new();
     map_update(&mut base, |v, c| {
-        MapValue::with_set(set_add(&v.set, c, A, vec![1]))
+        MapValue::with_set(set_add(&v.set, c, A, Bytes::from(vec![1])))
     });
     let (mut a, mut b) = (base.clone(), base);
     let da = a.remove(&"k".to_string());
     let db = map_update(&mut b, |v, c| {
-        MapValue::with_set(set_add(&v.set, c, B, vec![2]))
+        MapValue::with_set(set_add(&v.set, c, B, Bytes::from(vec![2])))
     });
     let r = exchange(a, b, da, db);
     let set: Vec<_> = r
@@ -99,7 +99,7 @@ fn map_rows() {
         .keys()
         .cloned()
         .collect();
-    assert_eq!(set, vec![vec![2u8]]);
+    assert_eq!(set, vec![Bytes::from(vec![2u8])]);
 
     // counter 5 from A; A removes k, B increments by 1
     let mut base = Map::new();
@@ -120,17 +120,17 @@ fn map_rows() {
     // register x; A removes k, B sets y
     let mut base = Map::new();
     map_update(&mut base, |v, c| {
-        MapValue::with_register(v.register.set(c, A, ts(1), vec![b'x']))
+        MapValue::with_register(v.register.set(c, A, ts(1), Bytes::from(vec![b'x'])))
     });
     let (mut a, mut b) = (base.clone(), base);
     let da = a.remove(&"k".to_string());
     let db = map_update(&mut b, |v, c| {
-        MapValue::with_register(v.register.set(c, B, ts(2), vec![b'y']))
+        MapValue::with_register(v.register.set(c, B, ts(2), Bytes::from(vec![b'y'])))
     });
     let r = exchange(a, b, da, db);
     assert_eq!(
         r.get(&"k".to_string()).unwrap().register.get(),
-        Some(&vec![b'y'])
+        Some(&Bytes::from(vec![b'y']))
     );
 }
 

@@ -1,7 +1,7 @@
 //! Every decoder survives random, truncated and bit-flipped bytes with an error.
 
 use atoll_crdt::codec::{decode, encode, DEFAULT_MAX_LEN};
-use atoll_crdt::variable::{Kind, MapValue, State};
+use atoll_crdt::variable::{Bytes, Kind, MapValue, State};
 use atoll_crdt::*;
 use proptest::prelude::*;
 
@@ -9,12 +9,12 @@ fn sample_states() -> Vec<State> {
     let a = ReplicaId(1);
     let b = ReplicaId(2);
     let mut set = OrSet::new();
-    set.add(a, vec![1, 2]);
-    set.add(b, vec![3]);
-    set.remove(&vec![1, 2]);
+    set.add(a, Bytes::from(vec![1, 2]));
+    set.add(b, Bytes::from(vec![3]));
+    set.remove(&Bytes::from(vec![1, 2]));
     let mut bag = Bag::new();
-    let (id, _) = bag.insert(a, vec![9]);
-    bag.insert(b, vec![8]);
+    let (id, _) = bag.insert(a, Bytes::from(vec![9]));
+    bag.insert(b, Bytes::from(vec![8]));
     bag.transfer(a, id, b).unwrap();
     let mut map = variable::Map::new();
     map.update("k".to_string(), |v, c| {
@@ -22,7 +22,7 @@ fn sample_states() -> Vec<State> {
     })
     .unwrap();
     let mut mv = MvRegister::new();
-    mv.write(a, vec![1]);
+    mv.write(a, Bytes::from(vec![1]));
     let mut counter = PNCounter::new();
     counter.add(a, -4).unwrap();
     let mut reg = LwwRegister::new();
@@ -32,7 +32,7 @@ fn sample_states() -> Vec<State> {
             logical: 1,
         },
         a,
-        vec![5],
+        Bytes::from(vec![5]),
     );
     let mut all = vec![
         State::Set(set),

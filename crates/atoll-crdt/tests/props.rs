@@ -5,7 +5,7 @@
 //! end, and whole states are sent too. Finally every replica receives every delta
 //! in its own random order, and all must be equal.
 
-use atoll_crdt::variable::{Map, MapValue};
+use atoll_crdt::variable::{Bytes, Map, MapValue};
 use atoll_crdt::*;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -323,18 +323,31 @@ impl Model for M {
                     logical: 0,
                 };
                 s.update(key(k), |v, c| {
-                    Ok::<_, CrdtError>(MapValue::with_register(v.register.set(c, r, ts, vec![*x])))
+                    Ok::<_, CrdtError>(MapValue::with_register(v.register.set(
+                        c,
+                        r,
+                        ts,
+                        Bytes::from(vec![*x]),
+                    )))
                 })
                 .unwrap()
             }
             MapOp::Add(k, x) => s
                 .update(key(k), |v, c| {
-                    Ok::<_, CrdtError>(MapValue::with_set(set_add(&v.set, c, r, vec![*x])))
+                    Ok::<_, CrdtError>(MapValue::with_set(set_add(
+                        &v.set,
+                        c,
+                        r,
+                        Bytes::from(vec![*x]),
+                    )))
                 })
                 .unwrap(),
             MapOp::RemoveMember(k, x) => s
                 .update(key(k), |v, _| {
-                    Ok::<_, CrdtError>(MapValue::with_set(set_remove(&v.set, &vec![*x])))
+                    Ok::<_, CrdtError>(MapValue::with_set(set_remove(
+                        &v.set,
+                        &Bytes::from(vec![*x]),
+                    )))
                 })
                 .unwrap(),
             MapOp::Remove(k) => s.remove(&key(k)),

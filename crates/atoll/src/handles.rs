@@ -27,7 +27,7 @@ fn encode<T: Serialize + ?Sized>(store: &Store, name: &str, value: &T) -> Result
             max,
         });
     }
-    Ok(bytes)
+    Ok(Bytes::from(bytes))
 }
 
 fn decode<T: DeserializeOwned>(name: &str, bytes: &[u8]) -> Result<T> {
