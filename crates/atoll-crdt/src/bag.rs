@@ -225,6 +225,21 @@ impl<T: Clone + PartialEq + Debug> Bag<T> {
     pub fn validate(&self) -> Result<(), InvalidState> {
         self.state.validate()
     }
+
+    /// The causal map it is (for sending it in parts).
+    pub(crate) fn into_causal(self) -> CausalMap<ElementId, DotFun<BagEntry<T>>> {
+        self.state
+    }
+
+    /// The causal map it is.
+    pub(crate) fn causal(&self) -> &CausalMap<ElementId, DotFun<BagEntry<T>>> {
+        &self.state
+    }
+
+    /// The bag that `state` is.
+    pub(crate) fn from_causal(state: CausalMap<ElementId, DotFun<BagEntry<T>>>) -> Self {
+        Self { state }
+    }
 }
 
 impl<T: Clone + PartialEq + Debug> Lattice for Bag<T> {

@@ -408,6 +408,67 @@ impl<K: Ord + Clone + Debug, S: DotStore> CausalMap<K, S> {
         self.index = on.then(|| Self::build_index(&self.store));
     }
 
+    /// Encodes the entries after `after`, in key order, as postcard encodes
+    /// a map (their count, then each key and store), adding entries until
+    /// the encoding reaches `max_bytes` (it holds at least one entry, if any
+    /// is left). Returns the encoding, the last key in it, and whether no
+    /// entry is left after it. See [`crate::variable::State::encode_part`].
+    pub(crate) fn encode_entries(
+        &self,
+        after: Option<&K>,
+        max_bytes: usize,
+    ) -> (Vec<u8>, Option<&K>, bool)
+    where
+        K: Serialize,
+        S: Serialize,
+    {
+        use std::ops::Bound;
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut entries = self.store.0.range((lower, Bound::Unbounded)).peekable();
+        let mut body = Vec::new();
+        let (mut count, mut last) = (0usize, None);
+        while count == 0 || body.len() < max_bytes {
+            let Some((k, s)) = entries.next() else { break };
+            body = postcard::to_extend(&(k, s), body).expect("encoding into a Vec cannot fail");
+            count += 1;
+            last = Some(k);
+        }
+        let end = entries.peek().is_none();
+        let mut out = postcard::to_extend(&count, Vec::with_capacity(body.len() + 10))
+            .expect("encoding into a Vec cannot fail");
+        out.extend_from_slice(&body);
+        (out, last, end)
+    }
+
+    /// Joins the parts of one state, in order, back into it: each part holds
+    /// entries after the previous part's, and only the last carries the
+    /// context. The result is for the caller to validate.
+    pub(crate) fn assemble(parts: Vec<Self>) -> Result<Self, InvalidState> {
+        let n = parts.len();
+        let mut entries: Vec<(K, S)> = Vec::new();
+        let mut ctx = CausalContext::new();
+        for (i, part) in parts.into_iter().enumerate() {
+            if i + 1 < n && part.ctx != CausalContext::new() {
+                return Err(InvalidState(
+                    "a state part before the last carries a context",
+                ));
+            }
+            if let (Some((last, _)), Some((first, _))) =
+                (entries.last(), part.store.0.first_key_value())
+            {
+                if first <= last {
+                    return Err(InvalidState("state parts are out of key order"));
+                }
+            }
+            entries.extend(part.store.0);
+            if i + 1 == n {
+                ctx = part.ctx;
+            }
+        }
+        // In key order already: `collect` builds the tree in bulk.
+        Ok(Self::from_parts(DotMap(entries.into_iter().collect()), ctx))
+    }
+
     /// The live entries.
     pub fn store(&self) -> &DotMap<K, S> {
         &self.store

@@ -114,6 +114,21 @@ impl<K: Ord + Clone + Debug, V: DotStore> OrMap<K, V> {
     pub fn validate(&self) -> Result<(), InvalidState> {
         self.state.validate()
     }
+
+    /// The causal map it is (for sending it in parts).
+    pub(crate) fn into_causal(self) -> CausalMap<K, V> {
+        self.state
+    }
+
+    /// The causal map it is.
+    pub(crate) fn causal(&self) -> &CausalMap<K, V> {
+        &self.state
+    }
+
+    /// The map that `state` is.
+    pub(crate) fn from_causal(state: CausalMap<K, V>) -> Self {
+        Self { state }
+    }
 }
 
 impl<K: Ord + Clone + Debug, V: DotStore> Lattice for OrMap<K, V> {

@@ -126,6 +126,21 @@ impl<T: Ord + Clone + Debug> OrSet<T> {
     pub fn validate(&self) -> Result<(), InvalidState> {
         self.state.validate()
     }
+
+    /// The causal map it is (for sending it in parts).
+    pub(crate) fn into_causal(self) -> CausalMap<T, DotSet> {
+        self.state
+    }
+
+    /// The causal map it is.
+    pub(crate) fn causal(&self) -> &CausalMap<T, DotSet> {
+        &self.state
+    }
+
+    /// The set that `state` is.
+    pub(crate) fn from_causal(state: CausalMap<T, DotSet>) -> Self {
+        Self { state }
+    }
 }
 
 impl<T: Ord + Clone + Debug> Lattice for OrSet<T> {

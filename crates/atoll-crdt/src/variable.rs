@@ -4,9 +4,10 @@
 //! hold variables of any value type; the typed handles in the `atoll` crate encode
 //! and decode at the edge.
 
+use crate::codec::DecodeError;
 use crate::{
-    Bag, Causal, CausalContext, CounterField, Dot, DotStore, InvalidState, Lattice, LwwRegister,
-    MvRegister, OrMap, OrSet, PNCounter, RegisterField, SetField, Timestamp,
+    Bag, Causal, CausalContext, CausalMap, CounterField, Dot, DotStore, InvalidState, Lattice,
+    LwwRegister, MvRegister, OrMap, OrSet, PNCounter, RegisterField, SetField, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
@@ -122,6 +123,46 @@ impl<'de> Deserialize<'de> for Bytes {
         // what remains first), so nothing is allocated for an inline value.
         d.deserialize_bytes(V)
     }
+}
+
+/// One part of a state sent in several messages ([`State::encode_part`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    /// The part, encoded as a state of the variable's kind.
+    pub bytes: Vec<u8>,
+    /// Where the next part starts (an encoded key, for the next call's
+    /// `after`); `None` if this part is the last.
+    pub next: Option<Vec<u8>>,
+}
+
+/// A part of `c`, a state's causal map; `variant` is the state's variant
+/// index in `State`'s encoding.
+fn part_of<K, S>(
+    variant: u8,
+    c: &CausalMap<K, S>,
+    after: Option<&[u8]>,
+    max_bytes: usize,
+) -> Result<Part, DecodeError>
+where
+    K: Ord + Clone + fmt::Debug + Serialize + serde::de::DeserializeOwned,
+    S: DotStore + Serialize,
+{
+    let after: Option<K> = after.map(postcard::from_bytes).transpose()?;
+    let (entries, last, end) = c.encode_entries(after.as_ref(), max_bytes);
+    // `State`'s encoding: the format version, the variant, then the causal
+    // map's (its store, a map, then its context).
+    let mut bytes = Vec::with_capacity(entries.len() + 64);
+    bytes.extend_from_slice(&[crate::codec::FORMAT_VERSION, variant]);
+    bytes.extend_from_slice(&entries);
+    let ctx = if end { c.ctx() } else { &CausalContext::new() };
+    let bytes = postcard::to_extend(ctx, bytes).expect("encoding into a Vec cannot fail");
+    let next = match (end, last) {
+        (false, Some(k)) => {
+            Some(postcard::to_allocvec(k).expect("encoding into a Vec cannot fail"))
+        }
+        _ => None,
+    };
+    Ok(Part { bytes, next })
 }
 
 /// The type of a variable, fixed when it is created.
@@ -326,6 +367,79 @@ impl State {
             }
         }
         Ok(())
+    }
+
+    /// Encodes one part of this state, for sending a large state in several
+    /// messages, each of them bounded.
+    ///
+    /// A set, bag or map is cut between entries: the part holds the entries
+    /// after `after` (the `next` of the previous part; `None` for the first)
+    /// until its encoding reaches `max_bytes` (at least one entry), encoded
+    /// as a state of the same kind with an empty causal context; the part
+    /// that holds the last entry carries the state's context, and its `next`
+    /// is `None`. A state that fits is one part, encoded exactly as
+    /// [`crate::codec::encode`] encodes it. Other kinds are always one part.
+    ///
+    /// Every part but the last is not a valid state on its own (its dots are
+    /// not in its empty context): the receiver decodes each without
+    /// validation, and [`State::assemble`] validates the whole. The parts
+    /// are only consistent if the state does not change between them.
+    pub fn encode_part(&self, after: Option<&[u8]>, max_bytes: usize) -> Result<Part, DecodeError> {
+        match self {
+            State::Set(s) => part_of(3, s.causal(), after, max_bytes),
+            State::Bag(b) => part_of(4, b.causal(), after, max_bytes),
+            State::Map(m) => part_of(5, m.causal(), after, max_bytes),
+            _ => Ok(Part {
+                bytes: crate::codec::encode(self),
+                next: None,
+            }),
+        }
+    }
+
+    /// The state whose parts ([`State::encode_part`], decoded without
+    /// validation) these are, in order; validated.
+    pub fn assemble(parts: Vec<State>) -> Result<State, InvalidState> {
+        let kind = parts.first().ok_or(InvalidState("no state parts"))?.kind();
+        let state = match kind {
+            Kind::Set => State::Set(OrSet::from_causal(CausalMap::assemble(
+                parts
+                    .into_iter()
+                    .map(|p| match p {
+                        State::Set(s) => Ok(s.into_causal()),
+                        _ => Err(InvalidState("state parts of different kinds")),
+                    })
+                    .collect::<Result<_, _>>()?,
+            )?)),
+            Kind::Bag => State::Bag(Bag::from_causal(CausalMap::assemble(
+                parts
+                    .into_iter()
+                    .map(|p| match p {
+                        State::Bag(b) => Ok(b.into_causal()),
+                        _ => Err(InvalidState("state parts of different kinds")),
+                    })
+                    .collect::<Result<_, _>>()?,
+            )?)),
+            Kind::Map => State::Map(OrMap::from_causal(CausalMap::assemble(
+                parts
+                    .into_iter()
+                    .map(|p| match p {
+                        State::Map(m) => Ok(m.into_causal()),
+                        _ => Err(InvalidState("state parts of different kinds")),
+                    })
+                    .collect::<Result<_, _>>()?,
+            )?)),
+            _ => {
+                let mut parts = parts;
+                if parts.len() != 1 {
+                    return Err(InvalidState(
+                        "a counter or register state comes in one part",
+                    ));
+                }
+                parts.pop().expect("one part")
+            }
+        };
+        state.validate()?;
+        Ok(state)
     }
 
     /// The causal context of a causal kind (set, bag, map): every dot the

@@ -1,5 +1,6 @@
 //! Every decoder survives random, truncated and bit-flipped bytes with an error.
 
+use atoll_crdt::codec;
 use atoll_crdt::codec::{decode, encode, DEFAULT_MAX_LEN};
 use atoll_crdt::variable::{Bytes, Kind, MapValue, State};
 use atoll_crdt::*;
@@ -127,5 +128,124 @@ fn map_keys_out_of_order_are_refused() {
         // postcard keeps no custom message: that it fails is what counts.
         let decoded = decode_unvalidated::<DotMap<u8, DotSet>>(&encode(&bad), DEFAULT_MAX_LEN);
         assert!(decoded.is_err(), "{bad:?} decoded");
+    }
+}
+
+/// Larger states of each causal kind, with removals (so that their contexts
+/// hold dots of no live entry), for cutting into parts.
+fn large_states() -> Vec<State> {
+    let (a, b) = (ReplicaId(1), ReplicaId(2));
+    let mut set = OrSet::new();
+    let mut bag = Bag::new();
+    let mut map = variable::Map::new();
+    for i in 0..300u32 {
+        let r = if i % 3 == 0 { b } else { a };
+        set.add(r, Bytes::from(i.to_be_bytes()));
+        bag.insert(r, Bytes::from(i.to_le_bytes()));
+        map.update(format!("key-{i:04}"), |v, c| {
+            v.counter
+                .add(c, r, i64::from(i))
+                .map(MapValue::with_counter)
+        })
+        .unwrap();
+    }
+    for i in (0..300u32).step_by(7) {
+        set.remove(&Bytes::from(i.to_be_bytes()));
+        map.remove(&format!("key-{i:04}"));
+    }
+    for _ in 0..40 {
+        bag.take(a).unwrap();
+    }
+    vec![State::Set(set), State::Bag(bag), State::Map(map)]
+}
+
+/// Cuts `s` into parts of about `max` bytes, as a sender does.
+fn parts_of(s: &State, max: usize) -> Vec<Vec<u8>> {
+    let mut parts = Vec::new();
+    let mut after = None;
+    loop {
+        let part = s.encode_part(after.as_deref(), max).unwrap();
+        parts.push(part.bytes);
+        match part.next {
+            Some(next) => after = Some(next),
+            None => return parts,
+        }
+    }
+}
+
+fn decode_parts(parts: &[Vec<u8>]) -> Vec<State> {
+    parts
+        .iter()
+        .map(|p| codec::decode_unvalidated::<State>(p, DEFAULT_MAX_LEN).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_state_cut_into_parts_of_any_size_assembles_back() {
+    for s in sample_states().into_iter().chain(large_states()) {
+        let whole = encode(&s);
+        for max in [0, 1, 40, 300, 1000, 4096, usize::MAX] {
+            let parts = parts_of(&s, max);
+            if s.context().is_some() {
+                if max == 0 {
+                    assert_eq!(parts.len(), whole_entries(&s).max(1), "one entry a part");
+                }
+                if max >= whole.len() {
+                    assert_eq!(parts.len(), 1, "{max} holds all {} bytes", whole.len());
+                }
+            } else {
+                assert_eq!(parts.len(), 1, "counters and registers go whole");
+            }
+            if parts.len() == 1 {
+                assert_eq!(parts[0], whole, "a state that fits is its own encoding");
+            }
+            assert_eq!(
+                State::assemble(decode_parts(&parts)).unwrap(),
+                s,
+                "max {max}"
+            );
+        }
+    }
+}
+
+fn whole_entries(s: &State) -> usize {
+    match s {
+        State::Set(x) => x.len(),
+        State::Bag(x) => x.len(),
+        State::Map(x) => x.len(),
+        _ => 1,
+    }
+}
+
+#[test]
+fn parts_out_of_order_or_incomplete_are_refused() {
+    for s in large_states() {
+        let parts = decode_parts(&parts_of(&s, 500));
+        assert!(parts.len() >= 3, "{} parts", parts.len());
+        let n = parts.len();
+        // Two parts swapped.
+        let mut swapped = parts.clone();
+        swapped.swap(0, 1);
+        assert!(State::assemble(swapped).is_err());
+        // A part twice.
+        let mut twice = parts.clone();
+        twice.insert(1, parts[1].clone());
+        assert!(State::assemble(twice).is_err());
+        // The last part missing: the entries' dots are in no context.
+        assert!(State::assemble(parts[..n - 1].to_vec()).is_err());
+        // The last part (with the context) before others.
+        let mut early = parts.clone();
+        early.swap(0, n - 1);
+        assert!(State::assemble(early).is_err());
+        // Parts of different kinds.
+        let mut mixed = parts.clone();
+        mixed[0] = State::new(if s.kind() == Kind::Set {
+            Kind::Bag
+        } else {
+            Kind::Set
+        });
+        assert!(State::assemble(mixed).is_err());
+        assert!(State::assemble(Vec::new()).is_err());
+        assert_eq!(State::assemble(parts).unwrap(), s);
     }
 }
