@@ -283,6 +283,8 @@ pub struct Options {
     /// Protocol: a peer that holds nothing of a log spanning this many
     /// entries is sent the state instead (0: never).
     pub state_for_new_peers_after: u64,
+    /// Protocol: in a state transfer, states larger than this go in parts.
+    pub state_part_bytes: usize,
     /// Remote timestamps further ahead than this are refused (ms).
     pub max_clock_skew_ms: u64,
     /// How often to sample divergence for the report (ms; 0 = never).
@@ -329,6 +331,7 @@ impl Options {
             ship_whole_bytes: [100, 1_000, 4 << 10][rng.index(3)],
             gossip_interval_ms: [0, 0, 10, 150][rng.index(4)],
             state_for_new_peers_after: [0, 1, 20, 4096][rng.index(4)],
+            state_part_bytes: [40, 300, 64 << 10][rng.index(3)],
         }
     }
 
@@ -355,6 +358,7 @@ impl Options {
             gossip_interval_ms: 0,
             state_for_new_peers_after: atoll_core::ReplicaConfig::default()
                 .state_for_new_peers_after,
+            state_part_bytes: atoll_core::ReplicaConfig::default().state_part_bytes,
         }
     }
 }

@@ -402,6 +402,7 @@ impl Sim {
             ship_whole_bytes: self.opts.ship_whole_bytes,
             gossip_interval_ms: self.opts.gossip_interval_ms,
             state_for_new_peers_after: self.opts.state_for_new_peers_after,
+            state_part_bytes: self.opts.state_part_bytes,
             ..ReplicaConfig::default()
         }
     }
@@ -701,11 +702,15 @@ impl Sim {
             _ => false,
         };
         let sent_before = self.deltas_sent.get(&(to, from)).copied().unwrap_or(0);
-        // The last chunk of a state transfer leaves the peer acknowledged through `as_of`.
+        // The last chunk (or part) of a state transfer leaves the peer
+        // acknowledged through `as_of`.
         let transfer_done = match msg {
-            Some(Message::StateAck {
-                as_of, last: true, ..
-            }) => self.nodes[to].replica.as_ref().and_then(|r| {
+            Some(
+                Message::StateAck {
+                    as_of, last: true, ..
+                }
+                | Message::StatePartAck { as_of, .. },
+            ) => self.nodes[to].replica.as_ref().and_then(|r| {
                 r.peers()
                     .iter()
                     .find(|p| p.id == node_id(from) && p.transferring)

@@ -46,6 +46,8 @@ pub fn validate_name(name: &str) -> Result<()> {
 struct Var {
     meta: VarMeta,
     state: State,
+    /// Changes whenever the state may have (see [`Keyspace::version`]).
+    version: u64,
 }
 
 /// Every variable of one replica, persisted through a [`Backend`].
@@ -64,6 +66,8 @@ pub struct Keyspace<B> {
     dirty: BTreeSet<String>,
     /// Log entries appended since the last checkpoint.
     since_checkpoint: u64,
+    /// The last version given to a variable's state.
+    versions: u64,
     clock: HybridClock,
     failed: Option<String>,
     /// The log sequence every known peer has acknowledged, if there are peers.
@@ -176,7 +180,16 @@ impl<B: Backend> Keyspace<B> {
             if let Some(ts) = state.max_timestamp() {
                 self.clock.witness(ts);
             }
-            self.vars.insert(name.to_string(), Var { meta, state });
+            self.versions = self.versions.wrapping_add(1);
+            let version = self.versions;
+            self.vars.insert(
+                name.to_string(),
+                Var {
+                    meta,
+                    state,
+                    version,
+                },
+            );
         }
         Ok(self.vars.get_mut(name))
     }
@@ -188,11 +201,15 @@ impl<B: Backend> Keyspace<B> {
             source,
         };
         let delta = entry.decode_delta(seq)?;
-        let var = self.load(&entry.name)?.ok_or_else(|| {
+        self.load(&entry.name)?.ok_or_else(|| {
             corrupt(codec::DecodeError::Invalid(atoll_crdt::InvalidState(
                 "log entry for a variable with no metadata",
             )))
         })?;
+        self.versions = self.versions.wrapping_add(1);
+        let version = self.versions;
+        let var = self.vars.get_mut(&entry.name).expect("loaded above");
+        var.version = version;
         var.state.join(delta).map_err(|_| {
             corrupt(codec::DecodeError::Invalid(atoll_crdt::InvalidState(
                 "log entry kind differs from its variable",
@@ -403,6 +420,9 @@ impl<B: Backend> Keyspace<B> {
             vars: BTreeMap::new(),
             dirty: BTreeSet::new(),
             since_checkpoint: 0,
+            // From this opening's random id: versions differ from those an
+            // earlier opening gave, whatever a peer still has of them.
+            versions: incarnation.0,
             failed: None,
             acked_floor: None,
             flushed_through: 0,
@@ -550,10 +570,13 @@ impl<B: Backend> Keyspace<B> {
             let var = Var {
                 meta: VarMeta::new(kind),
                 state: State::new(kind),
+                version: 0,
             };
             self.vars.insert(name.to_string(), var);
         }
         let var = self.vars.get_mut(name).expect("loaded or inserted above");
+        self.versions = self.versions.wrapping_add(1);
+        var.version = self.versions;
         if var.meta.kind != kind {
             return Err(Error::TypeMismatch {
                 name: name.to_string(),
@@ -713,11 +736,14 @@ impl<B: Backend> Keyspace<B> {
                 let var = Var {
                     meta: VarMeta::new(kind),
                     state: State::new(kind),
+                    version: 0,
                 };
                 self.vars.insert(name.to_string(), var);
             }
         }
         let var = self.vars.get_mut(name).expect("loaded or inserted above");
+        self.versions = self.versions.wrapping_add(1);
+        var.version = self.versions;
         // Redundancy removal: log (and so forward) only what is new here. By
         // the strip law (state ⊔ strip(δ) = state ⊔ δ, a property test), an
         // empty remainder means the delta changes nothing. Both steps cost
@@ -782,6 +808,15 @@ impl<B: Backend> Keyspace<B> {
     pub fn state(&mut self, name: &str) -> Result<Option<&State>> {
         validate_name(name)?;
         Ok(self.load(name)?.map(|v| &v.state))
+    }
+
+    /// The version of a variable's state, which differs from every earlier
+    /// one whenever the state may have changed in between (a write, a merge,
+    /// a reload): a sender of a state in several parts starts over if it
+    /// changed between them. `None` if the variable does not exist.
+    pub fn version(&mut self, name: &str) -> Result<Option<u64>> {
+        validate_name(name)?;
+        Ok(self.load(name)?.map(|v| v.version))
     }
 
     /// Up to `limit` delta-log entries after sequence number `after`, oldest first.

@@ -10,7 +10,7 @@ use atoll_crdt::variable::{Kind, State};
 use serde::{Deserialize, Serialize};
 
 /// The replication protocol's version, exchanged in the transport's handshake.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// One variable's delta (or whole state) in a message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +77,47 @@ pub enum Message {
         /// this incarnation of the receiver numbered them; `None` if nothing.
         holds: Option<(atoll_crdt::ReplicaId, u64)>,
     },
+    /// One part of a variable's state in a state transfer, when the state is
+    /// larger than [`crate::ReplicaConfig::state_part_bytes`] (protocol 5).
+    /// Parts go out several at a time, without waiting for each one's ack;
+    /// the receiver keeps them aside, and merges the state once the end part
+    /// (which carries its causal context) arrives. Part 0 starts the
+    /// variable over, discarding the parts kept so far.
+    StatePart {
+        /// The transfer's `as_of`.
+        as_of: u64,
+        /// The last variable name of the previous chunk ("" for the first).
+        after: String,
+        /// The variable.
+        name: String,
+        /// Its kind.
+        kind: Kind,
+        /// Which state of the variable the parts are of: parts of different
+        /// versions are never put together.
+        version: u64,
+        /// The part's number, from 0.
+        index: u32,
+        /// The part, encoded as an `atoll_crdt::variable::State`
+        /// (`State::encode_part`).
+        #[serde(with = "atoll_crdt::codec::bytes")]
+        part: Vec<u8>,
+        /// This part ends the variable's state.
+        end: bool,
+        /// The variable is the transfer's last.
+        last: bool,
+    },
+    /// The receiver of `StatePart` kept part `index`, or for the end part,
+    /// merged the variable's state.
+    StatePartAck {
+        /// The transfer's `as_of`.
+        as_of: u64,
+        /// The variable.
+        name: String,
+        /// The version of its state the part is of.
+        version: u64,
+        /// The part's number.
+        index: u32,
+    },
     /// The receiver of `State` joined the chunk that ended at `through`.
     StateAck {
         /// The transfer's `as_of`.
@@ -133,6 +174,11 @@ impl Decoder {
                 .iter()
                 .map(|v| codec::decode(&v.delta, self.max_delta_len))
                 .collect(),
+            // A part before the end is not a valid state on its own: the
+            // whole is validated once assembled.
+            Ok(Message::StatePart { part, .. }) => {
+                vec![codec::decode_unvalidated(part, self.max_delta_len)]
+            }
             _ => Vec::new(),
         };
         Decoded {

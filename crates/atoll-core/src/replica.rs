@@ -60,6 +60,13 @@ pub struct ReplicaConfig {
     /// without inserting element by element.
     /// 0: never (always the log, while it lasts). Default: 4096.
     pub state_for_new_peers_after: u64,
+    /// In a state transfer, a variable whose state is larger than this (a
+    /// set, bag or map) is sent in parts of about this size, several in
+    /// flight at once (up to `max_in_flight`): the network carries one while
+    /// the next is encoded here and the last is decoded at the peer, and no
+    /// message grows with the state. The peer merges the state once all its
+    /// parts arrived. Default: 64 KiB.
+    pub state_part_bytes: usize,
 }
 
 impl Default for ReplicaConfig {
@@ -75,6 +82,7 @@ impl Default for ReplicaConfig {
             ship_whole_bytes: 4 << 10,
             gossip_interval_ms: 0,
             state_for_new_peers_after: 4096,
+            state_part_bytes: 64 << 10,
         }
     }
 }
@@ -141,12 +149,58 @@ pub enum ProtocolError {
 #[derive(Clone, Debug)]
 struct Transfer {
     as_of: u64,
-    /// Started by choice (a new peer, `state_for_new_peers_after`) while the
-    /// log still holds all it needs: given up for the log if a state is too
-    /// large for one message.
-    by_choice: bool,
     /// The last variable name acknowledged.
     cursor: String,
+    /// The variable after `cursor`, being sent in parts.
+    split: Option<Split>,
+    /// The next variable sent in parts has all its parts encoded at once,
+    /// from one state: its previous attempt was overtaken by a change (or
+    /// lost), and a variable that keeps changing must still get through.
+    eager: bool,
+}
+
+/// A variable's state on its way to a peer in parts.
+#[derive(Clone, Debug)]
+struct Split {
+    name: String,
+    kind: Kind,
+    /// Its version when its first part was encoded: parts encoded one at a
+    /// time are of one state only while it stays the same.
+    version: u64,
+    /// Parts encoded ahead, not sent yet.
+    ahead: VecDeque<atoll_crdt::variable::Part>,
+    /// Every part was encoded ahead, at once (after a restart), so a change
+    /// since does not matter; otherwise parts after the first are encoded as
+    /// they are sent, while the variable's version stays the same.
+    all_ahead: bool,
+    /// Where the next part to encode starts; `None` once the end part was
+    /// encoded (and, with `ahead` empty, sent).
+    next: Option<Vec<u8>>,
+    /// Parts sent.
+    sent: u32,
+    /// The parts sent and not acknowledged, encoded as sent: sent again as
+    /// they are after a timeout.
+    unacked: BTreeMap<u32, Vec<u8>>,
+    /// An ack arrived since the last timeout.
+    progress: bool,
+    /// The end part's number, once sent.
+    end_index: Option<u32>,
+    /// The variable is the transfer's last (known when its end part goes).
+    last: bool,
+}
+
+/// A variable's state arriving in parts from a peer, kept aside until its end.
+#[derive(Clone, Debug)]
+struct Staging {
+    as_of: u64,
+    name: String,
+    version: u64,
+    /// The parts kept, by number.
+    parts: BTreeMap<u32, State>,
+    /// The end part's number, and whether the variable is the transfer's last.
+    end: Option<(u32, bool)>,
+    /// Their encoded size, bounded by `max_delta_len`.
+    bytes: usize,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -193,6 +247,8 @@ struct Peer {
     held: Option<u64>,
     /// The `as_of` of a state transfer from it whose first chunk we received.
     transfer_in: Option<u64>,
+    /// The parts of a variable's state it is sending us.
+    staging: Option<Staging>,
 }
 
 /// Counters kept per peer.
@@ -268,6 +324,21 @@ fn absorb_acks(p: &mut Peer) {
         p.announce = false;
         p.complete_sent = None;
     }
+}
+
+/// Whether another part of a variable's state may go to `p` now: its end
+/// is not sent yet, and fewer than `window` parts are unacknowledged.
+fn part_room(p: &Peer, window: usize) -> bool {
+    p.transfer
+        .as_ref()
+        .and_then(|t| t.split.as_ref())
+        .is_some_and(|s| (!s.ahead.is_empty() || s.next.is_some()) && s.unacked.len() < window)
+}
+
+/// Whether version `a` is later than `b`: versions of one keyspace opening
+/// count up (from a random start, wrapping).
+fn newer(a: u64, b: u64) -> bool {
+    (a.wrapping_sub(b) as i64) > 0
 }
 
 fn hostile(peer: ReplicaId, why: impl Into<String>) -> ProtocolError {
@@ -402,6 +473,11 @@ impl<B: Backend> Replica<B> {
             p.last_interval_at = None;
             p.held = None;
             p.transfer_in = None;
+            p.staging = None;
+            if let Some(t) = &mut p.transfer {
+                // Its parts in flight are lost with the connection.
+                t.split = None;
+            }
             p.hello_pending = None;
             p.wants_state = false;
             match incarnation {
@@ -583,6 +659,146 @@ impl<B: Backend> Replica<B> {
                     },
                 );
             }
+            Message::StatePart {
+                as_of,
+                after,
+                name,
+                kind,
+                version,
+                index,
+                part,
+                end,
+                last,
+            } => {
+                let state = states.into_iter().next().expect("decoded with the message");
+                let state = state.map_err(|e| {
+                    hostile(from, format!("undecodable part {index} of {name:?}: {e}"))
+                })?;
+                crate::keyspace::validate_name(&name).map_err(|e| hostile(from, e.to_string()))?;
+                if state.kind() != kind {
+                    return Err(hostile(
+                        from,
+                        format!("a part of {name:?} is a {}, not a {kind}", state.kind()),
+                    ));
+                }
+                let max = self.ks.config().max_delta_len;
+                let p = self.peers.get_mut(&from).expect("checked above");
+                // Parts may arrive in any order, and twice. Those of another
+                // state of the variable replace those kept if they are of a
+                // later one or start it (part 0: a sender that started over,
+                // perhaps since it restarted); otherwise they are dropped,
+                // and not acknowledged.
+                let fresh = match &p.staging {
+                    Some(s) if s.as_of == as_of && s.name == name => {
+                        if s.version != version && index != 0 && !newer(version, s.version) {
+                            return Ok(());
+                        }
+                        s.version != version
+                    }
+                    _ => true,
+                };
+                if fresh {
+                    p.staging = Some(Staging {
+                        as_of,
+                        name: name.clone(),
+                        version,
+                        parts: BTreeMap::new(),
+                        end: None,
+                        bytes: 0,
+                    });
+                }
+                if index == 0 && after.is_empty() {
+                    p.transfer_in = Some(as_of);
+                }
+                let staged = p.staging.as_mut().expect("kept above");
+                if end {
+                    if staged.end.is_some_and(|(e, _)| e != index) {
+                        return Err(hostile(from, format!("two end parts of {name:?}")));
+                    }
+                    staged.end = Some((index, last));
+                }
+                if let std::collections::btree_map::Entry::Vacant(slot) = staged.parts.entry(index)
+                {
+                    staged.bytes += part.len();
+                    if staged.bytes > max {
+                        p.staging = None;
+                        return Err(hostile(
+                            from,
+                            format!("the state of {name:?} exceeds the largest delta accepted ({max} bytes)"),
+                        ));
+                    }
+                    slot.insert(state);
+                }
+                let complete = staged.end.and_then(|(e, last)| {
+                    let all = staged.parts.len() as u64 == u64::from(e) + 1
+                        && staged.parts.last_key_value().is_some_and(|(k, _)| *k == e);
+                    all.then_some((e, last))
+                });
+                let ack = |index| Message::StatePartAck {
+                    as_of,
+                    name: name.clone(),
+                    version,
+                    index,
+                };
+                let Some((end_index, last)) = complete else {
+                    // Kept. The end part is acknowledged only once merged.
+                    if !end {
+                        self.send(from, &ack(index));
+                    }
+                    return Ok(());
+                };
+                let parts = p.staging.take().expect("kept above").parts;
+                let state = State::assemble(parts.into_values().collect()).map_err(|e| {
+                    hostile(from, format!("the state of {name:?} from its parts: {e}"))
+                })?;
+                self.merge_one(now, from, &name, kind, state)?;
+                let p = &self.peers[&from];
+                if last && p.transfer_in == Some(as_of) {
+                    // Every chunk since the first: all it held through `as_of`.
+                    let held = p.held.unwrap_or(0).max(as_of);
+                    self.record_held(from, held)?;
+                }
+                if index != end_index {
+                    self.send(from, &ack(index));
+                }
+                self.send(from, &ack(end_index));
+            }
+            Message::StatePartAck {
+                as_of,
+                name,
+                version,
+                index,
+            } => {
+                let p = self.peers.get_mut(&from).expect("checked above");
+                let Some(t) = p.transfer.as_mut().filter(|t| t.as_of == as_of) else {
+                    return Ok(());
+                };
+                let Some(s) = t
+                    .split
+                    .as_mut()
+                    .filter(|s| s.name == name && s.version == version && index < s.sent)
+                else {
+                    return Ok(());
+                };
+                s.unacked.remove(&index);
+                s.progress = true;
+                // The end part is acknowledged once the state is merged.
+                let merged = s.end_index == Some(index);
+                let last = s.last;
+                p.chunk = (!s.unacked.is_empty()).then_some((as_of, now));
+                if merged {
+                    p.chunk = None;
+                    t.cursor = name;
+                    t.split = None;
+                    t.eager = false;
+                    if last {
+                        p.acked = p.acked.max(as_of);
+                        p.sent_through = p.acked;
+                        p.transfer = None;
+                        self.update_floor();
+                    }
+                }
+            }
             Message::Hello { holds } => {
                 let p = self.peers.get_mut(&from).expect("checked above");
                 if p.hello_pending.is_some() {
@@ -635,6 +851,29 @@ impl<B: Backend> Replica<B> {
             .map_err(|source| ProtocolError::Merge { peer: from, source })
     }
 
+    /// Merges one variable's state, assembled from its parts.
+    fn merge_one(
+        &mut self,
+        now: u64,
+        from: ReplicaId,
+        name: &str,
+        kind: Kind,
+        state: State,
+    ) -> Result<(), ProtocolError> {
+        let origin = self
+            .peers
+            .get(&from)
+            .and_then(|p| p.incarnation)
+            .unwrap_or(from);
+        match self.ks.merge_state(origin, name, kind, state, None, now) {
+            Ok(Some(applied)) => self.events.push_back(Event::Applied(applied)),
+            Ok(None) => {}
+            Err(e @ Error::BadDelta { .. }) => return Err(hostile(from, e.to_string())),
+            Err(source) => return Err(ProtocolError::Merge { peer: from, source }),
+        }
+        Ok(())
+    }
+
     fn merge_all(
         &mut self,
         now: u64,
@@ -670,7 +909,8 @@ impl<B: Backend> Replica<B> {
     pub fn handle_timeout(&mut self, now: u64) {
         self.observe(now);
         let late = |sent: &u64| now >= sent + self.config.retransmit_ms;
-        for p in self.peers.values_mut() {
+        let mut resend = Vec::new();
+        for (id, p) in self.peers.iter_mut() {
             // Go-back-N: when the oldest interval is overdue, everything after
             // what the peer acknowledged is sent again.
             if p.flights.front().is_some_and(|(_, sent)| late(sent)) {
@@ -682,10 +922,34 @@ impl<B: Backend> Replica<B> {
             if p.chunk.as_ref().is_some_and(|(_, sent)| late(sent)) {
                 p.chunk = None;
                 p.stats.retransmits += 1;
+                if let Some(t) = p.transfer.as_mut() {
+                    match t.split.as_mut() {
+                        // The parts of a variable not acknowledged go again.
+                        Some(s) if s.progress => {
+                            s.progress = false;
+                            resend.push((*id, s.unacked.values().cloned().collect::<Vec<_>>()));
+                            p.chunk = Some((t.as_of, now));
+                        }
+                        // No ack since the last timeout: the peer may have
+                        // lost the parts it had (its end part is acknowledged
+                        // only once merged). The variable starts over, every
+                        // part at once.
+                        Some(_) => {
+                            t.split = None;
+                            t.eager = true;
+                        }
+                        None => {}
+                    }
+                }
             }
             if p.hello_pending.is_some_and(|at| now >= at) {
                 // No Hello: send it everything.
                 p.hello_pending = None;
+            }
+        }
+        for (id, payloads) in resend {
+            for payload in payloads {
+                self.send_encoded(id, payload);
             }
         }
         self.update_fence();
@@ -736,7 +1000,10 @@ impl<B: Backend> Replica<B> {
     }
 
     fn send(&mut self, to: ReplicaId, msg: &Message) {
-        let payload = msg.encode();
+        self.send_encoded(to, msg.encode());
+    }
+
+    fn send_encoded(&mut self, to: ReplicaId, payload: Vec<u8>) {
         if let Some(p) = self.peers.get_mut(&to) {
             p.stats.messages_sent += 1;
             p.stats.bytes_sent += payload.len() as u64;
@@ -777,7 +1044,7 @@ impl<B: Backend> Replica<B> {
                 let p = &self.peers[&id];
                 if !p.connected
                     || p.hello_pending.is_some()
-                    || p.chunk.is_some()
+                    || (p.chunk.is_some() && !part_room(p, window))
                     || p.flights.len() >= window
                     || self.gossip_gate(p, now).is_some()
                 {
@@ -812,15 +1079,15 @@ impl<B: Backend> Replica<B> {
         if p.transfer.is_none() {
             let first = self.ks.storage().first_seq()?.unwrap_or(last + 1);
             if p.acked < last && (p.acked + 1 < first || p.wants_state) {
-                let by_choice = p.acked + 1 >= first;
                 let p = self.peers.get_mut(&id).expect("known");
                 p.wants_state = false;
                 p.flights.clear();
                 p.early_acks.clear();
                 p.transfer = Some(Transfer {
                     as_of: last,
-                    by_choice,
                     cursor: String::new(),
+                    split: None,
+                    eager: false,
                 });
                 p.stats.state_transfers += 1;
                 self.events
@@ -852,8 +1119,8 @@ impl<B: Backend> Replica<B> {
             }
         }
         let p = &self.peers[&id];
-        match p.transfer.clone() {
-            Some(t) => self.send_state_chunk(id, t, now),
+        match p.transfer {
+            Some(_) => self.send_state_chunk(id, now),
             None => self.send_interval(id, p.sent_through, now),
         }
     }
@@ -971,21 +1238,22 @@ impl<B: Backend> Replica<B> {
         Ok(true)
     }
 
-    fn send_state_chunk(&mut self, id: ReplicaId, t: Transfer, now: u64) -> crate::Result<bool> {
-        // A transfer begun by choice can give way to the log while the log
-        // still holds everything after what the peer acknowledged.
-        let first = self
-            .ks
-            .storage()
-            .first_seq()?
-            .unwrap_or(self.ks.last_seq() + 1);
-        let log_can_replace = t.by_choice && self.peers[&id].acked + 1 >= first;
+    fn send_state_chunk(&mut self, id: ReplicaId, now: u64) -> crate::Result<bool> {
+        let t = self.peers[&id]
+            .transfer
+            .as_ref()
+            .expect("a transfer is under way");
+        if t.split.is_some() {
+            return self.send_state_part(id, now);
+        }
+        let (as_of, cursor, eager) = (t.as_of, t.cursor.clone(), t.eager);
+        let part_bytes = self.part_bytes();
         let mut vars = Vec::new();
         let mut bytes = 0;
         // The names are read a page at a time from the cursor on, not all of
         // them for every chunk. Every variable through `examined` is in this
         // chunk or an earlier one.
-        let mut examined = t.cursor.clone();
+        let mut examined = cursor.clone();
         let mut page: VecDeque<(String, Kind)> = VecDeque::new();
         let mut page_end = false;
         loop {
@@ -1000,26 +1268,49 @@ impl<B: Backend> Replica<B> {
             let Some((name, _)) = page.front().cloned() else {
                 break;
             };
-            if let Some(state) = self.ks.state(&name)? {
-                let delta = codec::encode(state);
+            let version = self.ks.version(&name)?;
+            if let (Some(state), Some(version)) = (self.ks.state(&name)?, version) {
+                let first = state
+                    .encode_part(None, part_bytes)
+                    .expect("the first part decodes no cursor");
+                if first.next.is_some() {
+                    // Larger than a part: it goes in parts, after this chunk.
+                    if !vars.is_empty() {
+                        break;
+                    }
+                    let kind = state.kind();
+                    let mut ahead = VecDeque::from([first]);
+                    if eager {
+                        // Every part now, from this one state.
+                        while let Some(after) = ahead.back().and_then(|p| p.next.clone()) {
+                            let part = state
+                                .encode_part(Some(&after), part_bytes)
+                                .expect("a cursor of our own encoding");
+                            ahead.push_back(part);
+                        }
+                    }
+                    let t = self.peers.get_mut(&id).expect("known").transfer.as_mut();
+                    t.expect("under way").split = Some(Split {
+                        name,
+                        kind,
+                        version,
+                        ahead,
+                        all_ahead: eager,
+                        next: None,
+                        sent: 0,
+                        unacked: BTreeMap::new(),
+                        progress: false,
+                        end_index: None,
+                        last: false,
+                    });
+                    return self.send_state_part(id, now);
+                }
+                let delta = first.bytes;
                 let fits =
                     bytes + delta.len() + STATE_MESSAGE_OVERHEAD <= self.config.max_message_len;
                 if !fits && !vars.is_empty() {
                     // It goes alone, in the next chunk.
                     break;
-                }
-                if !fits && log_can_replace {
-                    // Too large for one message: the log, which still holds
-                    // everything the peer needs, goes instead. (A transfer
-                    // the log cannot replace, or no longer can, sends it
-                    // anyway, and a peer with the same limit refuses it: see
-                    // docs/protocol.md.)
-                    let p = self.peers.get_mut(&id).expect("known");
-                    p.transfer = None;
-                    p.chunk = None;
-                    p.sent_through = p.acked;
-                    let from = p.acked;
-                    return self.send_interval(id, from, now);
                 }
                 bytes += delta.len();
                 vars.push(VarDelta {
@@ -1033,16 +1324,92 @@ impl<B: Backend> Replica<B> {
         }
         let last = self.ks.variables_after(&examined, 1)?.is_empty();
         let p = self.peers.get_mut(&id).expect("known");
-        p.chunk = Some((t.as_of, now));
+        p.chunk = Some((as_of, now));
         self.send(
             id,
             &Message::State {
-                as_of: t.as_of,
-                after: t.cursor,
+                as_of,
+                after: cursor,
                 vars,
                 last,
             },
         );
+        Ok(true)
+    }
+
+    /// The size of a state's parts: as configured, and within a message.
+    fn part_bytes(&self) -> usize {
+        let room = self
+            .config
+            .max_message_len
+            .saturating_sub(STATE_MESSAGE_OVERHEAD);
+        self.config.state_part_bytes.min(room)
+    }
+
+    /// Sends the next part of the variable under way in parts, if fewer than
+    /// `max_in_flight` are unacknowledged.
+    fn send_state_part(&mut self, id: ReplicaId, now: u64) -> crate::Result<bool> {
+        let window = self.config.max_in_flight.max(1);
+        if !part_room(&self.peers[&id], window) {
+            return Ok(false);
+        }
+        let p = self.peers.get_mut(&id).expect("known");
+        let t = p.transfer.as_mut().expect("under way");
+        let (as_of, after) = (t.as_of, t.cursor.clone());
+        let s = t.split.as_mut().expect("in parts");
+        let (name, kind, version) = (s.name.clone(), s.kind, s.version);
+        let part = match s.ahead.pop_front() {
+            Some(part) => part,
+            None if s.all_ahead => unreachable!("every part was encoded ahead, the end last"),
+            None => {
+                let next = s.next.clone();
+                if self.ks.version(&name)? != Some(version) {
+                    // It changed since its first part: the parts would not
+                    // be of one state. It starts over, every part at once
+                    // (the peer drops what it kept at the new first part).
+                    let p = self.peers.get_mut(&id).expect("known");
+                    p.chunk = None;
+                    let t = p.transfer.as_mut().expect("under way");
+                    t.split = None;
+                    t.eager = true;
+                    return Ok(true);
+                }
+                let part_bytes = self.part_bytes();
+                let state = self.ks.state(&name)?.expect("it has a version");
+                state
+                    .encode_part(next.as_deref(), part_bytes)
+                    .expect("a cursor of our own encoding")
+            }
+        };
+        let end = part.next.is_none();
+        let last = end && self.ks.variables_after(&name, 1)?.is_empty();
+        let p = self.peers.get_mut(&id).expect("known");
+        if p.chunk.is_none() {
+            p.chunk = Some((as_of, now));
+        }
+        let s = p.transfer.as_mut().and_then(|t| t.split.as_mut());
+        let s = s.expect("in parts");
+        let index = s.sent;
+        s.sent += 1;
+        s.next = part.next;
+        s.last = last;
+        if end {
+            s.end_index = Some(index);
+        }
+        let payload = Message::StatePart {
+            as_of,
+            after,
+            name,
+            kind,
+            version,
+            index,
+            part: part.bytes,
+            end,
+            last,
+        }
+        .encode();
+        s.unacked.insert(index, payload.clone());
+        self.send_encoded(id, payload);
         Ok(true)
     }
 }

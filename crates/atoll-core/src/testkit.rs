@@ -57,6 +57,8 @@ pub fn kind_name(m: &Message) -> &'static str {
         Message::Ack { .. } => "ack",
         Message::State { .. } => "state",
         Message::StateAck { .. } => "state-ack",
+        Message::StatePart { .. } => "state-part",
+        Message::StatePartAck { .. } => "state-part-ack",
         Message::Hello { .. } => "hello",
     }
 }

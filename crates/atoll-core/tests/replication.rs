@@ -389,18 +389,25 @@ fn a_new_peer_of_a_long_log_is_sent_the_state() {
             .iter()
             .map(|p| p.stats.state_transfers)
             .sum();
-        let states = net.delivered.get(&(0, 1, "state")).copied().unwrap_or(0);
-        (transfers, states)
+        let count = |kind| net.delivered.get(&(0, 1, kind)).copied().unwrap_or(0);
+        (transfers, count("state"), count("state-part"))
     };
     let big = 1 << 20;
-    let (transfers, states) = run(100, big);
+    let (transfers, states, parts) = run(100, big);
     assert_eq!(transfers, 1, "a log of 301 entries, threshold 100");
     assert!(states > 0);
-    assert_eq!(run(1_000, big), (0, 0), "a log shorter than the threshold");
-    assert_eq!(run(0, big), (0, 0), "turned off");
-    // The set's state (about 3 KB) does not fit in a message of 2 KB: the
-    // transfer begun by choice gives way to the log, which converges.
-    assert_eq!(run(100, 2_000), (1, 0), "a state too large for one message");
+    assert_eq!(parts, 0, "a 3 KB state is one part");
+    assert_eq!(
+        run(1_000, big),
+        (0, 0, 0),
+        "a log shorter than the threshold"
+    );
+    assert_eq!(run(0, big), (0, 0, 0), "turned off");
+    // The set's state (about 3 KB) does not fit in a message of 2 KB: it
+    // goes in parts, each within the limit.
+    let (transfers, _, parts) = run(100, 2_000);
+    assert_eq!(transfers, 1);
+    assert!(parts > 1, "{parts} parts");
 }
 
 /// A state transfer of many variables (more than one page of names, in many
