@@ -6,7 +6,7 @@
 //! against its own limit ([`Decoder`]), before the keyspace merges them.
 
 use atoll_crdt::codec::{self, DecodeError};
-use atoll_crdt::variable::{Kind, State};
+use atoll_crdt::variable::{DecodedPart, Kind, State};
 use serde::{Deserialize, Serialize};
 
 /// The replication protocol's version, exchanged in the transport's handshake.
@@ -162,6 +162,8 @@ pub struct Decoded {
     pub(crate) msg: Result<Message, DecodeError>,
     /// The decoded and validated delta of each of the message's variables.
     pub(crate) states: Vec<Result<State, DecodeError>>,
+    /// The decoded state part of a `StatePart`.
+    pub(crate) part: Option<Result<DecodedPart, DecodeError>>,
 }
 
 impl Decoder {
@@ -174,17 +176,21 @@ impl Decoder {
                 .iter()
                 .map(|v| codec::decode(&v.delta, self.max_delta_len))
                 .collect(),
-            // A part before the end is not a valid state on its own: the
-            // whole is validated once assembled.
-            Ok(Message::StatePart { part, .. }) => {
-                vec![codec::decode_unvalidated(part, self.max_delta_len)]
-            }
             _ => Vec::new(),
+        };
+        // A part before the end is not a valid state on its own: the whole
+        // is validated once assembled.
+        let part = match &msg {
+            Ok(Message::StatePart { part, .. }) => {
+                Some(codec::decode_unvalidated(part, self.max_delta_len))
+            }
+            _ => None,
         };
         Decoded {
             len: bytes.len(),
             msg,
             states,
+            part,
         }
     }
 }

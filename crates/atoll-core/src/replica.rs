@@ -196,7 +196,7 @@ struct Staging {
     name: String,
     version: u64,
     /// The parts kept, by number.
-    parts: BTreeMap<u32, State>,
+    parts: BTreeMap<u32, atoll_crdt::variable::DecodedPart>,
     /// The end part's number, and whether the variable is the transfer's last.
     end: Option<(u32, bool)>,
     /// Their encoded size, bounded by `max_delta_len`.
@@ -569,7 +569,12 @@ impl<B: Backend> Replica<B> {
         peer.stats.messages_received += 1;
         peer.last_contact = Some(now);
         peer.stats.bytes_received += decoded.len as u64;
-        let Decoded { msg, states, .. } = decoded;
+        let Decoded {
+            msg,
+            states,
+            part: decoded_part,
+            ..
+        } = decoded;
         let msg =
             msg.map_err(|e: DecodeError| hostile(from, format!("undecodable message: {e}")))?;
         match msg {
@@ -670,7 +675,7 @@ impl<B: Backend> Replica<B> {
                 end,
                 last,
             } => {
-                let state = states.into_iter().next().expect("decoded with the message");
+                let state = decoded_part.expect("decoded with the message");
                 let state = state.map_err(|e| {
                     hostile(from, format!("undecodable part {index} of {name:?}: {e}"))
                 })?;

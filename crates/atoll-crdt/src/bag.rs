@@ -227,11 +227,6 @@ impl<T: Clone + PartialEq + Debug> Bag<T> {
     }
 
     /// The causal map it is (for sending it in parts).
-    pub(crate) fn into_causal(self) -> CausalMap<ElementId, DotFun<BagEntry<T>>> {
-        self.state
-    }
-
-    /// The causal map it is.
     pub(crate) fn causal(&self) -> &CausalMap<ElementId, DotFun<BagEntry<T>>> {
         &self.state
     }

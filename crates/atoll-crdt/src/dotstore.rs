@@ -227,16 +227,20 @@ impl<V: Clone + PartialEq + Debug> DotStore for DotFun<V> {
 #[serde(transparent)]
 pub struct DotMap<K: Ord, S>(pub BTreeMap<K, S>);
 
-/// Decodes the keys in the order they are encoded in, strictly increasing
-/// (anything else is refused), and builds the map in one pass rather than
-/// by one insertion per key.
-impl<'de, K: Ord + Deserialize<'de>, S: Deserialize<'de>> Deserialize<'de> for DotMap<K, S> {
+/// A map's entries as decoded, in the order they are encoded in: keys
+/// strictly increasing (anything else is refused). A [`DotMap`] decodes
+/// through it and builds its tree in one pass rather than by one insertion
+/// per key; the parts of a state are decoded into it and joined first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SortedEntries<K, S>(pub Vec<(K, S)>);
+
+impl<'de, K: Ord + Deserialize<'de>, S: Deserialize<'de>> Deserialize<'de> for SortedEntries<K, S> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct InOrder<K, S>(std::marker::PhantomData<(K, S)>);
         impl<'de, K: Ord + Deserialize<'de>, S: Deserialize<'de>> serde::de::Visitor<'de>
             for InOrder<K, S>
         {
-            type Value = DotMap<K, S>;
+            type Value = SortedEntries<K, S>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a map with its keys in increasing order")
             }
@@ -255,11 +259,19 @@ impl<'de, K: Ord + Deserialize<'de>, S: Deserialize<'de>> Deserialize<'de> for D
                     }
                     entries.push((k, v));
                 }
-                // Sorted already: `collect` builds the tree in bulk.
-                Ok(DotMap(entries.into_iter().collect()))
+                Ok(SortedEntries(entries))
             }
         }
         d.deserialize_map(InOrder(std::marker::PhantomData))
+    }
+}
+
+impl<'de, K: Ord + Deserialize<'de>, S: Deserialize<'de>> Deserialize<'de> for DotMap<K, S> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Sorted already: `collect` builds the tree in bulk.
+        Ok(DotMap(
+            SortedEntries::deserialize(d)?.0.into_iter().collect(),
+        ))
     }
 }
 
@@ -440,29 +452,29 @@ impl<K: Ord + Clone + Debug, S: DotStore> CausalMap<K, S> {
         (out, last, end)
     }
 
-    /// Joins the parts of one state, in order, back into it: each part holds
-    /// entries after the previous part's, and only the last carries the
+    /// Joins the parts of one state, in order, back into it: each part's
+    /// entries come after the previous part's, and only the last carries the
     /// context. The result is for the caller to validate.
-    pub(crate) fn assemble(parts: Vec<Self>) -> Result<Self, InvalidState> {
+    pub(crate) fn assemble(
+        parts: Vec<(SortedEntries<K, S>, CausalContext)>,
+    ) -> Result<Self, InvalidState> {
         let n = parts.len();
-        let mut entries: Vec<(K, S)> = Vec::new();
+        let mut entries: Vec<(K, S)> = Vec::with_capacity(parts.iter().map(|p| p.0 .0.len()).sum());
         let mut ctx = CausalContext::new();
-        for (i, part) in parts.into_iter().enumerate() {
-            if i + 1 < n && part.ctx != CausalContext::new() {
+        for (i, (part, part_ctx)) in parts.into_iter().enumerate() {
+            if i + 1 < n && part_ctx != CausalContext::new() {
                 return Err(InvalidState(
                     "a state part before the last carries a context",
                 ));
             }
-            if let (Some((last, _)), Some((first, _))) =
-                (entries.last(), part.store.0.first_key_value())
-            {
+            if let (Some((last, _)), Some((first, _))) = (entries.last(), part.0.first()) {
                 if first <= last {
                     return Err(InvalidState("state parts are out of key order"));
                 }
             }
-            entries.extend(part.store.0);
+            entries.extend(part.0);
             if i + 1 == n {
-                ctx = part.ctx;
+                ctx = part_ctx;
             }
         }
         // In key order already: `collect` builds the tree in bulk.

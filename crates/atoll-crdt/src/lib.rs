@@ -28,7 +28,7 @@ pub use bag::{Bag, BagEntry, ElementId};
 pub use context::CausalContext;
 pub use counter::{GCounter, PNCounter};
 pub use dot::{Dot, ReplicaId};
-pub use dotstore::{Causal, CausalMap, DotFun, DotMap, DotSet, DotStore};
+pub use dotstore::{Causal, CausalMap, DotFun, DotMap, DotSet, DotStore, SortedEntries};
 pub use hlc::{ClockSkew, HybridClock, Timestamp};
 pub use map::{CounterEntry, CounterField, OrMap, RegisterField};
 pub use register::{LwwEntry, LwwRegister, MvRegister};

@@ -116,11 +116,6 @@ impl<K: Ord + Clone + Debug, V: DotStore> OrMap<K, V> {
     }
 
     /// The causal map it is (for sending it in parts).
-    pub(crate) fn into_causal(self) -> CausalMap<K, V> {
-        self.state
-    }
-
-    /// The causal map it is.
     pub(crate) fn causal(&self) -> &CausalMap<K, V> {
         &self.state
     }

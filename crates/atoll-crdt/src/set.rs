@@ -128,11 +128,6 @@ impl<T: Ord + Clone + Debug> OrSet<T> {
     }
 
     /// The causal map it is (for sending it in parts).
-    pub(crate) fn into_causal(self) -> CausalMap<T, DotSet> {
-        self.state
-    }
-
-    /// The causal map it is.
     pub(crate) fn causal(&self) -> &CausalMap<T, DotSet> {
         &self.state
     }

@@ -135,6 +135,51 @@ pub struct Part {
     pub next: Option<Vec<u8>>,
 }
 
+/// A part of a state ([`State::encode_part`]) decoded for
+/// [`State::assemble`]: not validated (a part before the last is not a valid
+/// state on its own), and with its entries as they came, in a vector, so that
+/// the parts are joined before any tree is built. The variants are
+/// `State`'s, in the same order: the encoding is the same.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub enum DecodedPart {
+    /// A counter (always the whole state).
+    Counter(PNCounter),
+    /// A register (always the whole state).
+    Register(LwwRegister<Bytes>),
+    /// A multi-value register (always the whole state).
+    MvRegister(MvRegister<Bytes>),
+    /// A part of a set.
+    Set(PartOf<Bytes, crate::DotSet>),
+    /// A part of a bag.
+    Bag(PartOf<crate::ElementId, crate::DotFun<crate::BagEntry<Bytes>>>),
+    /// A part of a map.
+    Map(PartOf<String, MapValue>),
+}
+
+/// The entries and context of a part of a causal map's state.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(bound(deserialize = "K: Ord + Deserialize<'de>, S: Deserialize<'de>"))]
+pub struct PartOf<K, S> {
+    /// The entries, in key order.
+    pub store: crate::SortedEntries<K, S>,
+    /// The context: empty but in the last part.
+    pub ctx: CausalContext,
+}
+
+impl DecodedPart {
+    /// The kind of the variable it is a part of.
+    pub fn kind(&self) -> Kind {
+        match self {
+            DecodedPart::Counter(_) => Kind::Counter,
+            DecodedPart::Register(_) => Kind::Register,
+            DecodedPart::MvRegister(_) => Kind::MvRegister,
+            DecodedPart::Set(_) => Kind::Set,
+            DecodedPart::Bag(_) => Kind::Bag,
+            DecodedPart::Map(_) => Kind::Map,
+        }
+    }
+}
+
 /// A part of `c`, a state's causal map; `variant` is the state's variant
 /// index in `State`'s encoding.
 fn part_of<K, S>(
@@ -396,17 +441,18 @@ impl State {
         }
     }
 
-    /// The state whose parts ([`State::encode_part`], decoded without
-    /// validation) these are, in order; validated.
-    pub fn assemble(parts: Vec<State>) -> Result<State, InvalidState> {
+    /// The state whose parts ([`State::encode_part`], decoded as
+    /// [`DecodedPart`]s) these are, in order; validated.
+    pub fn assemble(parts: Vec<DecodedPart>) -> Result<State, InvalidState> {
         let kind = parts.first().ok_or(InvalidState("no state parts"))?.kind();
+        let mixed = || InvalidState("state parts of different kinds");
         let state = match kind {
             Kind::Set => State::Set(OrSet::from_causal(CausalMap::assemble(
                 parts
                     .into_iter()
                     .map(|p| match p {
-                        State::Set(s) => Ok(s.into_causal()),
-                        _ => Err(InvalidState("state parts of different kinds")),
+                        DecodedPart::Set(c) => Ok((c.store, c.ctx)),
+                        _ => Err(mixed()),
                     })
                     .collect::<Result<_, _>>()?,
             )?)),
@@ -414,8 +460,8 @@ impl State {
                 parts
                     .into_iter()
                     .map(|p| match p {
-                        State::Bag(b) => Ok(b.into_causal()),
-                        _ => Err(InvalidState("state parts of different kinds")),
+                        DecodedPart::Bag(c) => Ok((c.store, c.ctx)),
+                        _ => Err(mixed()),
                     })
                     .collect::<Result<_, _>>()?,
             )?)),
@@ -423,19 +469,24 @@ impl State {
                 parts
                     .into_iter()
                     .map(|p| match p {
-                        State::Map(m) => Ok(m.into_causal()),
-                        _ => Err(InvalidState("state parts of different kinds")),
+                        DecodedPart::Map(c) => Ok((c.store, c.ctx)),
+                        _ => Err(mixed()),
                     })
                     .collect::<Result<_, _>>()?,
             )?)),
             _ => {
                 let mut parts = parts;
-                if parts.len() != 1 {
+                let (Some(part), true) = (parts.pop(), parts.is_empty()) else {
                     return Err(InvalidState(
                         "a counter or register state comes in one part",
                     ));
+                };
+                match part {
+                    DecodedPart::Counter(c) => State::Counter(c),
+                    DecodedPart::Register(r) => State::Register(r),
+                    DecodedPart::MvRegister(r) => State::MvRegister(r),
+                    _ => unreachable!("kind matched above"),
                 }
-                parts.pop().expect("one part")
             }
         };
         state.validate()?;

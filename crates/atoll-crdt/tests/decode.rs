@@ -2,7 +2,7 @@
 
 use atoll_crdt::codec;
 use atoll_crdt::codec::{decode, encode, DEFAULT_MAX_LEN};
-use atoll_crdt::variable::{Bytes, Kind, MapValue, State};
+use atoll_crdt::variable::{Bytes, DecodedPart, Kind, MapValue, State};
 use atoll_crdt::*;
 use proptest::prelude::*;
 
@@ -173,10 +173,10 @@ fn parts_of(s: &State, max: usize) -> Vec<Vec<u8>> {
     }
 }
 
-fn decode_parts(parts: &[Vec<u8>]) -> Vec<State> {
+fn decode_parts(parts: &[Vec<u8>]) -> Vec<DecodedPart> {
     parts
         .iter()
-        .map(|p| codec::decode_unvalidated::<State>(p, DEFAULT_MAX_LEN).unwrap())
+        .map(|p| codec::decode_unvalidated::<DecodedPart>(p, DEFAULT_MAX_LEN).unwrap())
         .collect()
 }
 
@@ -239,11 +239,12 @@ fn parts_out_of_order_or_incomplete_are_refused() {
         assert!(State::assemble(early).is_err());
         // Parts of different kinds.
         let mut mixed = parts.clone();
-        mixed[0] = State::new(if s.kind() == Kind::Set {
+        let other = State::new(if s.kind() == Kind::Set {
             Kind::Bag
         } else {
             Kind::Set
         });
+        mixed[0] = decode_parts(&[encode(&other)]).remove(0);
         assert!(State::assemble(mixed).is_err());
         assert!(State::assemble(Vec::new()).is_err());
         assert_eq!(State::assemble(parts).unwrap(), s);
