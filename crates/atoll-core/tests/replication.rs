@@ -610,3 +610,234 @@ fn runs_written_before_a_restart_are_joined_after_it() {
     };
     assert_eq!(members.len(), 250);
 }
+
+/// Adds `n` members to set `name` at node `i`, and removes every fifth.
+fn fill_set(net: &mut Net, i: usize, name: &str, n: u32) {
+    for k in 0..n {
+        net.write(i, name, Kind::Set, |s, r, _| match s {
+            State::Set(x) => Ok(State::Set(x.add(r, Bytes::from(k.to_be_bytes())))),
+            _ => unreachable!(),
+        });
+    }
+    for k in (0..n).step_by(5) {
+        net.write(i, name, Kind::Set, |s, _, _| match s {
+            State::Set(x) => Ok(State::Set(x.remove(&Bytes::from(k.to_be_bytes())))),
+            _ => unreachable!(),
+        });
+    }
+}
+
+/// A state larger than `state_part_bytes` goes in parts, up to
+/// `max_in_flight` of them unacknowledged: the same parts arrive, sooner.
+#[test]
+fn a_large_state_goes_in_parts_several_at_a_time() {
+    let run = |max_in_flight| {
+        let config = ReplicaConfig {
+            state_for_new_peers_after: 1,
+            state_part_bytes: 300,
+            max_in_flight,
+            retransmit_ms: 1_000,
+            ..ReplicaConfig::default()
+        };
+        let mut net = Net::with_config(2, KeyspaceConfig::default(), config);
+        fill_set(&mut net, 0, "members", 400);
+        net.incr(0, "hits", 3);
+        net.full_mesh();
+        let start = net.now;
+        net.run(60_000);
+        net.assert_converged(&["members", "hits"]);
+        let parts = net
+            .delivered
+            .get(&(0, 1, "state-part"))
+            .copied()
+            .unwrap_or(0);
+        let retransmits: u64 = net.nodes[0]
+            .peers()
+            .iter()
+            .map(|p| p.stats.retransmits)
+            .sum();
+        assert_eq!(retransmits, 0, "nothing was lost");
+        (parts, net.now - start)
+    };
+    let (parts, stop_and_wait) = run(1);
+    // 320 members of about 16 bytes each, in parts of 300 bytes.
+    assert!(parts > 10, "{parts} parts");
+    let (parts4, four) = run(4);
+    assert_eq!(parts4, parts, "the same parts");
+    assert!(
+        four * 2 < stop_and_wait,
+        "four in flight took {four} ms, one at a time {stop_and_wait} ms"
+    );
+}
+
+/// A state that changes while its parts are on the way is sent again, from
+/// one state: parts of two states are never joined.
+#[test]
+fn a_state_changed_while_in_parts_arrives_whole() {
+    let config = ReplicaConfig {
+        state_for_new_peers_after: 1,
+        state_part_bytes: 200,
+        max_in_flight: 2,
+        ..ReplicaConfig::default()
+    };
+    let mut net = Net::with_config(2, KeyspaceConfig::default(), config);
+    fill_set(&mut net, 0, "members", 300);
+    net.full_mesh();
+    // Until some parts arrived, and not all.
+    while net
+        .delivered
+        .get(&(0, 1, "state-part"))
+        .copied()
+        .unwrap_or(0)
+        < 3
+    {
+        net.run(1);
+    }
+    assert!(net.nodes[0].peers()[0].transferring);
+    assert!(net.state(1, "members").is_none(), "merged only once whole");
+    // Node 0 changes the set: one member goes, two come, one of them (5,
+    // removed before) among the members already sent. Joined with the
+    // parts sent before, the new state's context would claim 5's new add
+    // without its member, and the add would be lost.
+    net.write(0, "members", Kind::Set, |s, _, _| match s {
+        State::Set(x) => Ok(State::Set(x.remove(&Bytes::from(7u32.to_be_bytes())))),
+        _ => unreachable!(),
+    });
+    for k in [5u32, 1001] {
+        net.write(0, "members", Kind::Set, |s, r, _| match s {
+            State::Set(x) => Ok(State::Set(x.add(r, Bytes::from(k.to_be_bytes())))),
+            _ => unreachable!(),
+        });
+    }
+    net.run(60_000);
+    net.assert_converged(&["members"]);
+    let State::Set(members) = net.state(1, "members").unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(members.len(), 240 - 1 + 2);
+    assert!(!members.contains(&Bytes::from(7u32.to_be_bytes())));
+    assert!(members.contains(&Bytes::from(5u32.to_be_bytes())));
+    assert!(members.contains(&Bytes::from(1001u32.to_be_bytes())));
+    // The transfer started the set over: more parts than one state has.
+    let one_state = {
+        let state = net.state(0, "members").unwrap();
+        let mut n = 0;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            n += 1;
+            match state.encode_part(after.as_deref(), 200).unwrap().next {
+                Some(next) => after = Some(next),
+                None => break n,
+            }
+        }
+    };
+    let sent = net
+        .delivered
+        .get(&(0, 1, "state-part"))
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        sent > one_state,
+        "{sent} parts sent, {one_state} in one state"
+    );
+}
+
+/// Parts may arrive in any order and twice; the state is merged once all
+/// arrived, and the end part is acknowledged only then. Parts past the
+/// receiver's `max_delta_len` in all disconnect the sender.
+#[test]
+fn state_parts_in_any_order_are_merged_once_all_arrived() {
+    let mut source = atoll_crdt::OrSet::new();
+    for k in 0..60u32 {
+        source.add(ReplicaId(77), Bytes::from(k.to_be_bytes()));
+    }
+    let state = State::Set(source);
+    let mut parts = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let part = state.encode_part(after.as_deref(), 100).unwrap();
+        parts.push(part.bytes);
+        match part.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let n = parts.len() as u32;
+    assert!(n >= 4, "{n} parts");
+    let message = |version: u64, index: u32| {
+        Message::StatePart {
+            as_of: 0,
+            after: String::new(),
+            name: "members".into(),
+            kind: Kind::Set,
+            version,
+            index,
+            part: parts[index as usize].clone(),
+            end: index + 1 == n,
+            last: true,
+        }
+        .encode()
+    };
+    let acks = |net: &mut Net| -> Vec<u32> {
+        std::iter::from_fn(|| net.nodes[1].poll_transmit())
+            .filter_map(|t| match Message::decode(&t.payload, 1 << 20).unwrap() {
+                Message::StatePartAck { index, .. } => Some(index),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut net = Net::new(2, KeyspaceConfig::default());
+    net.full_mesh();
+    acks(&mut net);
+    // The end part first: kept, not acknowledged.
+    net.nodes[1]
+        .handle_message(0, id(0), &message(5, n - 1))
+        .unwrap();
+    assert_eq!(acks(&mut net), Vec::<u32>::new());
+    // The others backwards, one of them twice; a part of an earlier state
+    // (version 4) is dropped without an ack.
+    for i in (1..n - 1).rev() {
+        net.nodes[1]
+            .handle_message(0, id(0), &message(5, i))
+            .unwrap();
+        assert_eq!(acks(&mut net), vec![i]);
+    }
+    net.nodes[1]
+        .handle_message(0, id(0), &message(4, 2))
+        .unwrap();
+    assert_eq!(acks(&mut net), Vec::<u32>::new());
+    net.nodes[1]
+        .handle_message(0, id(0), &message(5, 2))
+        .unwrap();
+    assert_eq!(acks(&mut net), vec![2]);
+    assert!(
+        net.state(1, "members").is_none(),
+        "not merged before all arrived"
+    );
+    net.nodes[1]
+        .handle_message(0, id(0), &message(5, 0))
+        .unwrap();
+    assert_eq!(acks(&mut net), vec![0, n - 1], "the end part once merged");
+    assert_eq!(net.state(1, "members"), Some(state));
+
+    // A receiver that accepts deltas of at most 300 bytes.
+    let mut net = Net::new(
+        2,
+        KeyspaceConfig {
+            max_delta_len: 300,
+            ..KeyspaceConfig::default()
+        },
+    );
+    net.full_mesh();
+    let mut refused = None;
+    for i in 0..n {
+        if let Err(e) = net.nodes[1].handle_message(0, id(0), &message(5, i)) {
+            refused = Some((i, e));
+            break;
+        }
+    }
+    let (at, e) = refused.expect("refused past 300 bytes");
+    assert!(at >= 2 && at < n - 1, "refused at part {at}");
+    assert!(matches!(e, ProtocolError::Hostile { .. }), "{e}");
+    assert!(net.state(1, "members").is_none());
+}
