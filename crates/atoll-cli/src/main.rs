@@ -107,6 +107,9 @@ struct RunConfig {
     /// A peer that holds nothing of a log spanning this many entries is sent
     /// the state instead (default 4096; 0: never).
     state_for_new_peers_after: Option<u64>,
+    /// In a state transfer, a variable's state larger than this goes in parts
+    /// of about this size (default 65536).
+    state_part_bytes: Option<usize>,
     /// The most delta bytes per message (default 262144).
     max_batch_bytes: Option<usize>,
     /// The most delta messages in flight to one peer (default 8; 1 is stop-and-wait).
@@ -184,6 +187,12 @@ fn node_config(path: &Path) -> Result<atoll::NodeConfig, String> {
     }
     if let Some(v) = rc.state_for_new_peers_after {
         c.replica.state_for_new_peers_after = v;
+    }
+    if let Some(v) = rc.state_part_bytes {
+        if v == 0 {
+            return Err("state_part_bytes must be at least 1".into());
+        }
+        c.replica.state_part_bytes = v;
     }
     if let Some(v) = rc.max_batch_bytes {
         c.replica.max_batch_bytes = v;
@@ -467,5 +476,30 @@ fn main() -> ExitCode {
             eprintln!("error: {}", msg.lines().next().unwrap_or("unknown error"));
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::node_config;
+
+    fn config(extra: &str) -> Result<atoll::NodeConfig, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        let text = format!(
+            "data_dir = \"data\"\ncert_dir = \"certs\"\nlisten = \"127.0.0.1:0\"\n{extra}\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        node_config(&path)
+    }
+
+    #[test]
+    fn state_part_bytes_is_read_and_checked() {
+        let default = config("").unwrap();
+        assert_eq!(default.replica.state_part_bytes, 64 << 10);
+        let set = config("state_part_bytes = 1000").unwrap();
+        assert_eq!(set.replica.state_part_bytes, 1000);
+        let err = config("state_part_bytes = 0").err().unwrap();
+        assert!(err.contains("state_part_bytes must be at least 1"), "{err}");
     }
 }
