@@ -162,8 +162,8 @@ pub struct Decoded {
     pub(crate) msg: Result<Message, DecodeError>,
     /// The decoded and validated delta of each of the message's variables.
     pub(crate) states: Vec<Result<State, DecodeError>>,
-    /// The decoded state part of a `StatePart`.
-    pub(crate) part: Option<Result<DecodedPart, DecodeError>>,
+    /// The decoded state part of a `StatePart`, and where its entries lie.
+    pub(crate) part: Option<Result<(DecodedPart, std::ops::Range<usize>), DecodeError>>,
 }
 
 impl Decoder {
@@ -182,7 +182,7 @@ impl Decoder {
         // is validated once assembled.
         let part = match &msg {
             Ok(Message::StatePart { part, .. }) => {
-                Some(codec::decode_unvalidated(part, self.max_delta_len))
+                Some(DecodedPart::decode(part, self.max_delta_len))
             }
             _ => None,
         };

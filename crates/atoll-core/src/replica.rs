@@ -196,7 +196,16 @@ struct Staging {
     name: String,
     version: u64,
     /// The parts kept, by number.
-    parts: BTreeMap<u32, atoll_crdt::variable::DecodedPart>,
+    /// The parts kept, by number: decoded, as they came, and where their
+    /// entries lie in that.
+    parts: BTreeMap<
+        u32,
+        (
+            atoll_crdt::variable::DecodedPart,
+            Vec<u8>,
+            std::ops::Range<usize>,
+        ),
+    >,
     /// The end part's number, and whether the variable is the transfer's last.
     end: Option<(u32, bool)>,
     /// Their encoded size, bounded by `max_delta_len`.
@@ -675,8 +684,8 @@ impl<B: Backend> Replica<B> {
                 end,
                 last,
             } => {
-                let state = decoded_part.expect("decoded with the message");
-                let state = state.map_err(|e| {
+                let decoded = decoded_part.expect("decoded with the message");
+                let (state, range) = decoded.map_err(|e| {
                     hostile(from, format!("undecodable part {index} of {name:?}: {e}"))
                 })?;
                 crate::keyspace::validate_name(&name).map_err(|e| hostile(from, e.to_string()))?;
@@ -732,7 +741,7 @@ impl<B: Backend> Replica<B> {
                             format!("the state of {name:?} exceeds the largest delta accepted ({max} bytes)"),
                         ));
                     }
-                    slot.insert(state);
+                    slot.insert((state, part, range));
                 }
                 let complete = staged.end.and_then(|(e, last)| {
                     let all = staged.parts.len() as u64 == u64::from(e) + 1
@@ -753,10 +762,23 @@ impl<B: Backend> Replica<B> {
                     return Ok(());
                 };
                 let parts = p.staging.take().expect("kept above").parts;
-                let state = State::assemble(parts.into_values().collect()).map_err(|e| {
+                let entries = parts.values().map(|(d, ..)| d.entries()).sum();
+                let mut raw = Vec::with_capacity(parts.len());
+                let mut decoded = Vec::with_capacity(parts.len());
+                for (d, bytes, range) in parts.into_values() {
+                    decoded.push(d);
+                    raw.push((bytes, range));
+                }
+                let state = State::assemble(decoded).map_err(|e| {
                     hostile(from, format!("the state of {name:?} from its parts: {e}"))
                 })?;
-                self.merge_one(now, from, &name, kind, state)?;
+                // Logged as it came, not encoded again.
+                let ranges: Vec<(&[u8], _)> =
+                    raw.iter().map(|(b, r)| (&b[..], r.clone())).collect();
+                let encoded = atoll_crdt::variable::splice_parts(&ranges, entries, state.context());
+                drop(ranges);
+                drop(raw);
+                self.merge_one(now, from, &name, kind, state, &encoded)?;
                 let p = &self.peers[&from];
                 if last && p.transfer_in == Some(as_of) {
                     // Every chunk since the first: all it held through `as_of`.
@@ -856,7 +878,8 @@ impl<B: Backend> Replica<B> {
             .map_err(|source| ProtocolError::Merge { peer: from, source })
     }
 
-    /// Merges one variable's state, assembled from its parts.
+    /// Merges one variable's state, assembled from its parts; `encoded` is
+    /// its encoding, logged as it is if all of it is new here.
     fn merge_one(
         &mut self,
         now: u64,
@@ -864,13 +887,17 @@ impl<B: Backend> Replica<B> {
         name: &str,
         kind: Kind,
         state: State,
+        encoded: &[u8],
     ) -> Result<(), ProtocolError> {
         let origin = self
             .peers
             .get(&from)
             .and_then(|p| p.incarnation)
             .unwrap_or(from);
-        match self.ks.merge_state(origin, name, kind, state, None, now) {
+        match self
+            .ks
+            .merge_state(origin, name, kind, state, Some(encoded), now)
+        {
             Ok(Some(applied)) => self.events.push_back(Event::Applied(applied)),
             Ok(None) => {}
             Err(e @ Error::BadDelta { .. }) => return Err(hostile(from, e.to_string())),

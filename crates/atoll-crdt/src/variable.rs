@@ -12,6 +12,7 @@ use crate::{
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use std::fmt;
+use std::ops::Range;
 
 /// An encoded application value.
 ///
@@ -167,6 +168,50 @@ pub struct PartOf<K, S> {
 }
 
 impl DecodedPart {
+    /// Decodes a part of at most `max_len` bytes, without validating it, and
+    /// finds where its entries lie in `bytes` (for [`splice_parts`]; an empty
+    /// range for a counter or register, which is always whole).
+    pub fn decode(
+        bytes: &[u8],
+        max_len: usize,
+    ) -> Result<(DecodedPart, Range<usize>), DecodeError> {
+        use crate::codec::FORMAT_VERSION;
+        if bytes.len() > max_len {
+            return Err(DecodeError::TooLarge {
+                len: bytes.len(),
+                max: max_len,
+            });
+        }
+        match bytes {
+            [] => Err(DecodeError::Empty),
+            [v, ..] if *v != FORMAT_VERSION => Err(DecodeError::UnsupportedVersion(*v)),
+            // The variant's index, then the causal map: its entries (a
+            // count, then each key and store), then its context.
+            [_, 3, rest @ ..] => causal_part(rest).map(|(p, r)| (DecodedPart::Set(p), r)),
+            [_, 4, rest @ ..] => causal_part(rest).map(|(p, r)| (DecodedPart::Bag(p), r)),
+            [_, 5, rest @ ..] => causal_part(rest).map(|(p, r)| (DecodedPart::Map(p), r)),
+            _ => match crate::codec::decode_unvalidated(bytes, max_len)? {
+                // Only a variant index written longer than it needs gets here.
+                DecodedPart::Set(_) | DecodedPart::Bag(_) | DecodedPart::Map(_) => {
+                    Err(DecodeError::Invalid(InvalidState(
+                        "a state part's variant is not in its shortest encoding",
+                    )))
+                }
+                whole => Ok((whole, 0..0)),
+            },
+        }
+    }
+
+    /// How many entries it holds (1 for a counter or register).
+    pub fn entries(&self) -> usize {
+        match self {
+            DecodedPart::Set(p) => p.store.0.len(),
+            DecodedPart::Bag(p) => p.store.0.len(),
+            DecodedPart::Map(p) => p.store.0.len(),
+            _ => 1,
+        }
+    }
+
     /// The kind of the variable it is a part of.
     pub fn kind(&self) -> Kind {
         match self {
@@ -178,6 +223,53 @@ impl DecodedPart {
             DecodedPart::Map(_) => Kind::Map,
         }
     }
+}
+
+/// Decodes the causal map of a state part from `rest` (the part's bytes
+/// after its format version and variant), and the range of the part's bytes
+/// its entries take: after their count, before the context.
+fn causal_part<K, S>(rest: &[u8]) -> Result<(PartOf<K, S>, Range<usize>), DecodeError>
+where
+    K: Ord + serde::de::DeserializeOwned,
+    S: serde::de::DeserializeOwned,
+{
+    let (store, after) = postcard::take_from_bytes::<crate::SortedEntries<K, S>>(rest)?;
+    let (ctx, tail) = postcard::take_from_bytes::<CausalContext>(after)?;
+    if !tail.is_empty() {
+        return Err(DecodeError::TrailingBytes(tail.len()));
+    }
+    // The count is a varint: it ends at its first byte without the
+    // continuation bit, as postcard read it (it decoded).
+    let count_len = rest.iter().position(|b| b & 0x80 == 0).map_or(0, |i| i + 1);
+    Ok((
+        PartOf { store, ctx },
+        2 + count_len..2 + rest.len() - after.len(),
+    ))
+}
+
+/// The encoding of the state that [`State::assemble`] makes of these parts,
+/// written from the parts' own bytes: the format version and variant of the
+/// first, the count of all `entries`, each part's entries as they came (the
+/// ranges [`DecodedPart::decode`] found), then `ctx`, the assembled state's
+/// context. It decodes to that state, so a receiver logs it without
+/// encoding the state again. A counter or register, always one part, is its
+/// part.
+pub fn splice_parts(
+    parts: &[(&[u8], Range<usize>)],
+    entries: usize,
+    ctx: Option<&CausalContext>,
+) -> Vec<u8> {
+    let (Some(ctx), Some((first, _))) = (ctx, parts.first()) else {
+        return parts.first().map(|(b, _)| b.to_vec()).unwrap_or_default();
+    };
+    let len = parts.iter().map(|(_, r)| r.len()).sum::<usize>() + 64;
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(&first[..2]);
+    let mut out = postcard::to_extend(&entries, out).expect("encoding into a Vec cannot fail");
+    for (bytes, range) in parts {
+        out.extend_from_slice(&bytes[range.clone()]);
+    }
+    postcard::to_extend(ctx, out).expect("encoding into a Vec cannot fail")
 }
 
 /// A part of `c`, a state's causal map; `variant` is the state's variant

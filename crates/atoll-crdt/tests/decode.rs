@@ -176,8 +176,23 @@ fn parts_of(s: &State, max: usize) -> Vec<Vec<u8>> {
 fn decode_parts(parts: &[Vec<u8>]) -> Vec<DecodedPart> {
     parts
         .iter()
-        .map(|p| codec::decode_unvalidated::<DecodedPart>(p, DEFAULT_MAX_LEN).unwrap())
+        .map(|p| DecodedPart::decode(p, DEFAULT_MAX_LEN).unwrap().0)
         .collect()
+}
+
+/// The encoding spliced from the parts' own bytes, as a receiver logs it.
+fn spliced(parts: &[Vec<u8>], state: &State) -> Vec<u8> {
+    let decoded: Vec<_> = parts
+        .iter()
+        .map(|p| DecodedPart::decode(p, DEFAULT_MAX_LEN).unwrap())
+        .collect();
+    let entries = decoded.iter().map(|(d, _)| d.entries()).sum();
+    let ranges: Vec<(&[u8], _)> = parts
+        .iter()
+        .zip(decoded)
+        .map(|(p, (_, r))| (&p[..], r))
+        .collect();
+    variable::splice_parts(&ranges, entries, state.context())
 }
 
 #[test]
@@ -204,6 +219,7 @@ fn a_state_cut_into_parts_of_any_size_assembles_back() {
                 s,
                 "max {max}"
             );
+            assert_eq!(spliced(&parts, &s), whole, "spliced, max {max}");
         }
     }
 }
@@ -249,4 +265,30 @@ fn parts_out_of_order_or_incomplete_are_refused() {
         assert!(State::assemble(Vec::new()).is_err());
         assert_eq!(State::assemble(parts).unwrap(), s);
     }
+}
+
+/// A part written less tightly than the encoder writes it (a count in more
+/// bytes than it needs) still splices into an encoding of the same state;
+/// a variant index written so is refused.
+#[test]
+fn loosely_written_parts_splice_to_the_same_state() {
+    let s = large_states().remove(0);
+    let mut parts = parts_of(&s, 500);
+    // Part 1's count, rewritten with a needless continuation byte.
+    let count = DecodedPart::decode(&parts[1], DEFAULT_MAX_LEN)
+        .unwrap()
+        .0
+        .entries();
+    assert!(count < 0x80);
+    let mut loose = parts[1][..2].to_vec();
+    loose.extend_from_slice(&[count as u8 | 0x80, 0x00]);
+    loose.extend_from_slice(&parts[1][3..]);
+    parts[1] = loose;
+    let bytes = spliced(&parts, &s);
+    assert_eq!(decode::<State>(&bytes, DEFAULT_MAX_LEN).unwrap(), s);
+    assert_eq!(State::assemble(decode_parts(&parts)).unwrap(), s);
+    // The variant, written in two bytes.
+    let mut wide = vec![parts[0][0], parts[0][1] | 0x80, 0x00];
+    wide.extend_from_slice(&parts[0][2..]);
+    assert!(DecodedPart::decode(&wide, DEFAULT_MAX_LEN).is_err());
 }
