@@ -152,6 +152,9 @@ pub struct Decoder {
     pub max_delta_len: usize,
 }
 
+/// A state part, decoded, and where its entries lie in its bytes.
+pub(crate) type PartDecoded = Result<(DecodedPart, std::ops::Range<usize>), DecodeError>;
+
 /// A message decoded by a [`Decoder`], deltas included, for
 /// [`crate::Replica::handle_decoded`]. Errors are kept, not raised: the
 /// replica reports them against the peer, in the order it would have met them.
@@ -163,7 +166,7 @@ pub struct Decoded {
     /// The decoded and validated delta of each of the message's variables.
     pub(crate) states: Vec<Result<State, DecodeError>>,
     /// The decoded state part of a `StatePart`, and where its entries lie.
-    pub(crate) part: Option<Result<(DecodedPart, std::ops::Range<usize>), DecodeError>>,
+    pub(crate) part: Option<Box<PartDecoded>>,
 }
 
 impl Decoder {
@@ -182,7 +185,7 @@ impl Decoder {
         // is validated once assembled.
         let part = match &msg {
             Ok(Message::StatePart { part, .. }) => {
-                Some(DecodedPart::decode(part, self.max_delta_len))
+                Some(Box::new(DecodedPart::decode(part, self.max_delta_len)))
             }
             _ => None,
         };

@@ -685,7 +685,7 @@ impl<B: Backend> Replica<B> {
                 last,
             } => {
                 let decoded = decoded_part.expect("decoded with the message");
-                let (state, range) = decoded.map_err(|e| {
+                let (state, range) = (*decoded).map_err(|e| {
                     hostile(from, format!("undecodable part {index} of {name:?}: {e}"))
                 })?;
                 crate::keyspace::validate_name(&name).map_err(|e| hostile(from, e.to_string()))?;
