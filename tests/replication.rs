@@ -321,6 +321,43 @@ fn a_peer_kept_away_longer_than_the_log_catches_up_by_state_transfer() {
     assert!(transfers >= 1, "no state transfer happened");
 }
 
+/// A state larger than `state_part_bytes` reaches a new peer in parts, over
+/// QUIC, several in flight, and arrives whole.
+#[test]
+fn a_large_state_reaches_a_new_peer_in_parts() {
+    let c = Cluster::new(2);
+    let mut ca = c.config(0, &[]);
+    ca.store = Config::new(c.dir("data", 0))
+        .durability(atoll::Durability::Buffered { flush_every_ms: 20 });
+    ca.replica.state_for_new_peers_after = 1;
+    ca.replica.state_part_bytes = 4096;
+    let a = Node::start(ca).unwrap();
+    let big = a.set::<String>("big").unwrap();
+    for i in 0..3000 {
+        big.add(&format!("member-{i:05}")).unwrap();
+    }
+    a.flush().unwrap();
+    let b = c.start(1, &[a.local_addr()]);
+    let seen = b.set::<String>("big").unwrap();
+    wait_until("b holds every member", || seen.len().unwrap() == 3000);
+    assert_eq!(seen.members().unwrap(), big.members().unwrap());
+    let stats = a
+        .status()
+        .peers
+        .iter()
+        .find(|(p, _)| p.id == b.replica_id())
+        .map(|(p, _)| p.stats)
+        .expect("a knows b");
+    assert_eq!(stats.state_transfers, 1);
+    // About 60 KB of state in parts of 4 KiB.
+    assert!(
+        stats.messages_sent >= 10,
+        "{} messages",
+        stats.messages_sent
+    );
+    assert!(stats.bytes_sent < 200_000, "{} bytes", stats.bytes_sent);
+}
+
 #[test]
 fn a_missing_certificate_directory_is_a_clear_error() {
     let d = tempfile::tempdir().unwrap();
