@@ -351,11 +351,22 @@ fn a_large_state_reaches_a_new_peer_in_parts() {
     assert_eq!(stats.state_transfers, 1);
     // About 60 KB of state in parts of 4 KiB.
     assert!(
-        stats.messages_sent >= 10,
-        "{} messages",
-        stats.messages_sent
+        stats.state_parts_sent >= 10,
+        "{} parts",
+        stats.state_parts_sent
     );
     assert!(stats.bytes_sent < 200_000, "{} bytes", stats.bytes_sent);
+    let received = b
+        .status()
+        .peers
+        .iter()
+        .find(|(p, _)| p.id == a.replica_id())
+        .map(|(p, _)| p.stats.state_parts_received)
+        .expect("b knows a");
+    assert!(received >= 10, "{received} parts received");
+    wait_until("the transfer is over", || {
+        a.status().peers.iter().all(|(p, _)| p.transfer.is_none())
+    });
 }
 
 #[test]
@@ -514,6 +525,13 @@ fn the_http_api_checks_its_token_and_serves_metrics() {
         "{metrics}"
     );
     assert!(metrics.contains("atoll_merged_deltas_total "), "{metrics}");
+    assert!(
+        metrics.contains("# TYPE atoll_peer_state_parts_sent_total counter"),
+        "{metrics}"
+    );
+    let (_, peers) = http(api, "GET", "/v1/peers", Some("s3cret"));
+    assert!(peers.contains("\"transfer\":null"), "{peers}");
+    assert!(peers.contains("\"state_parts_out\":0"), "{peers}");
     let (status, body) = http(api, "GET", "/v1/counter/has%20space", Some("s3cret"));
     assert!(
         status.contains("400") && body.contains("invalid variable name"),

@@ -94,15 +94,38 @@ pub(crate) fn run(r: &Remote, cmd: Cmd) -> Result<Output, String> {
                 )
             }
             PeerCmd::List => {
+                // A state transfer's progress, or "-".
+                let transfer = |t: &serde_json::Value| -> String {
+                    if t.is_null() {
+                        return "-".into();
+                    }
+                    let through = t["done_through"].as_str().unwrap_or("");
+                    let mut s = format!(
+                        "to seq {}, done through {}",
+                        t["as_of"],
+                        if through.is_empty() {
+                            "(none yet)"
+                        } else {
+                            through
+                        }
+                    );
+                    if let Some(name) = t["in_parts"]["name"].as_str() {
+                        s += &format!(
+                            "; {name} in parts: {} sent, {} acked",
+                            t["in_parts"]["sent"], t["in_parts"]["acked"]
+                        );
+                    }
+                    s
+                };
                 let v = r.call("GET", "/v1/peers", None)?;
                 let mut text = vec![
-                    "id\taddress\tconnected\tlast contact ms\tacked\tlag\tbytes in\tbytes out"
+                    "id\taddress\tconnected\tlast contact ms\tacked\tlag\tbytes in\tbytes out\ttransfer"
                         .to_string(),
                 ];
                 if let Some(rows) = v["peers"].as_array() {
                     for p in rows {
                         text.push(format!(
-                            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                             p["id"].as_str().unwrap_or(""),
                             p["addr"].as_str().unwrap_or("-"),
                             p["connected"],
@@ -110,7 +133,8 @@ pub(crate) fn run(r: &Remote, cmd: Cmd) -> Result<Output, String> {
                             p["acked"],
                             p["lag"],
                             p["bytes_in"],
-                            p["bytes_out"]
+                            p["bytes_out"],
+                            transfer(&p["transfer"]),
                         ));
                     }
                 }

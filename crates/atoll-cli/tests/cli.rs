@@ -294,8 +294,11 @@ fn two_run_processes_joined_by_peer_add_converge_through_the_cli() {
         peers
             .lines()
             .nth(1)
-            .is_some_and(|l| l.starts_with(&id2) && l.contains("\ttrue\t")),
+            .is_some_and(|l| l.starts_with(&id2) && l.contains("\ttrue\t") && l.ends_with("\t-")),
         "{peers}"
+    );
+    assert!(
+        peers.starts_with("id\taddress") && peers.lines().next().unwrap().ends_with("\ttransfer")
     );
     assert!(remote_ok(&url2, &["status"]).contains("peers\t1 (1 connected)"));
     assert!(remote_ok(&url1, &["ls"]).contains("hits\tcounter"));

@@ -22,4 +22,6 @@ pub mod testkit;
 
 pub use error::{Error, Result};
 pub use keyspace::{validate_name, Applied, Keyspace, KeyspaceConfig, OpCtx, MAX_NAME_LEN};
-pub use replica::{Event, PeerStats, PeerStatus, ProtocolError, Replica, ReplicaConfig, Transmit};
+pub use replica::{
+    Event, PeerStats, PeerStatus, ProtocolError, Replica, ReplicaConfig, TransferStatus, Transmit,
+};

@@ -275,6 +275,25 @@ pub struct PeerStats {
     pub retransmits: u64,
     /// State transfers begun.
     pub state_transfers: u64,
+    /// Parts of large states sent (each time sent, retransmissions included).
+    pub state_parts_sent: u64,
+    /// Parts of large states received.
+    pub state_parts_received: u64,
+}
+
+/// A state transfer under way, as [`Replica::peers`] reports it: how far it
+/// got.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferStatus {
+    /// The sequence of our log it brings the peer up to.
+    pub as_of: u64,
+    /// The peer has every variable through this one, in name order ("":
+    /// none yet).
+    pub done_through: String,
+    /// The variable being sent in parts, if one is: its name, the parts sent
+    /// and the parts acknowledged (of this attempt; the number of parts is
+    /// known once the last is encoded).
+    pub in_parts: Option<(String, u32, u32)>,
 }
 
 /// A peer's sync state, as [`Replica::peers`] reports it.
@@ -290,6 +309,8 @@ pub struct PeerStatus {
     pub lag: u64,
     /// Whether a state transfer to it is under way.
     pub transferring: bool,
+    /// How far that transfer got.
+    pub transfer: Option<TransferStatus>,
     /// When a message from it last arrived (the caller's clock).
     pub last_contact: Option<u64>,
     /// Whether it has sent us everything it held since we opened.
@@ -525,6 +546,14 @@ impl<B: Backend> Replica<B> {
                 acked: p.acked,
                 lag: last.saturating_sub(p.acked),
                 transferring: p.transfer.is_some(),
+                transfer: p.transfer.as_ref().map(|t| TransferStatus {
+                    as_of: t.as_of,
+                    done_through: t.cursor.clone(),
+                    in_parts: t.split.as_ref().map(|s| {
+                        let acked = s.sent - s.unacked.len() as u32;
+                        (s.name.clone(), s.sent, acked)
+                    }),
+                }),
                 last_contact: p.last_contact,
                 caught_up: p.caught_up,
                 stats: p.stats,
@@ -697,6 +726,7 @@ impl<B: Backend> Replica<B> {
                 }
                 let max = self.ks.config().max_delta_len;
                 let p = self.peers.get_mut(&from).expect("checked above");
+                p.stats.state_parts_received += 1;
                 // Parts may arrive in any order, and twice. Those of another
                 // state of the variable replace those kept if they are of a
                 // later one or start it (part 0: a sender that started over,
@@ -959,6 +989,7 @@ impl<B: Backend> Replica<B> {
                         // The parts of a variable not acknowledged go again.
                         Some(s) if s.progress => {
                             s.progress = false;
+                            p.stats.state_parts_sent += s.unacked.len() as u64;
                             resend.push((*id, s.unacked.values().cloned().collect::<Vec<_>>()));
                             p.chunk = Some((t.as_of, now));
                         }
@@ -1441,6 +1472,7 @@ impl<B: Backend> Replica<B> {
         }
         .encode();
         s.unacked.insert(index, payload.clone());
+        p.stats.state_parts_sent += 1;
         self.send_encoded(id, payload);
         Ok(true)
     }

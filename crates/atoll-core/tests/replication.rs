@@ -693,7 +693,17 @@ fn a_state_changed_while_in_parts_arrives_whole() {
     {
         net.run(1);
     }
-    assert!(net.nodes[0].peers()[0].transferring);
+    let status = net.nodes[0].peers()[0].clone();
+    let transfer = status.transfer.expect("under way");
+    let (name, sent, acked) = transfer.in_parts.expect("in parts");
+    assert_eq!(name, "members");
+    assert!(
+        sent >= 3 && acked <= sent && sent - acked <= 2,
+        "{sent} sent, {acked} acked"
+    );
+    assert_eq!(transfer.done_through, "");
+    assert!(status.stats.state_parts_sent >= 3);
+    assert!(net.nodes[1].peers()[0].stats.state_parts_received >= 3);
     assert!(net.state(1, "members").is_none(), "merged only once whole");
     // Node 0 changes the set: one member goes, two come, one of them (5,
     // removed before) among the members already sent. Joined with the
@@ -711,6 +721,7 @@ fn a_state_changed_while_in_parts_arrives_whole() {
     }
     net.run(60_000);
     net.assert_converged(&["members"]);
+    assert_eq!(net.nodes[0].peers()[0].transfer, None, "over");
     let State::Set(members) = net.state(1, "members").unwrap() else {
         unreachable!()
     };

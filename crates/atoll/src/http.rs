@@ -130,6 +130,17 @@ async fn peers(State(api): State<Api>, h: HeaderMap) -> ApiResult {
                 "messages_out": p.stats.messages_sent,
                 "retransmits": p.stats.retransmits,
                 "state_transfers": p.stats.state_transfers,
+                "state_parts_out": p.stats.state_parts_sent,
+                "state_parts_in": p.stats.state_parts_received,
+                "transfer": p.transfer.as_ref().map(|t| json!({
+                    "as_of": t.as_of,
+                    "done_through": t.done_through,
+                    "in_parts": t.in_parts.as_ref().map(|(name, sent, acked)| json!({
+                        "name": name,
+                        "sent": sent,
+                        "acked": acked,
+                    })),
+                })),
             })
         })
         .collect();
@@ -438,6 +449,18 @@ async fn metrics(State(api): State<Api>, h: HeaderMap) -> Result<String, ApiErro
         "State transfers to the peer.",
         "counter",
         per(&|p| p.stats.state_transfers),
+    );
+    line(
+        "atoll_peer_state_parts_sent_total",
+        "Parts of large states sent to the peer in state transfers.",
+        "counter",
+        per(&|p| p.stats.state_parts_sent),
+    );
+    line(
+        "atoll_peer_state_parts_received_total",
+        "Parts of large states received from the peer.",
+        "counter",
+        per(&|p| p.stats.state_parts_received),
     );
     Ok(out)
 }
