@@ -837,7 +837,10 @@ impl<B: Backend> Replica<B> {
                 else {
                     return Ok(());
                 };
-                s.unacked.remove(&index);
+                if s.unacked.remove(&index).is_none() {
+                    // A duplicate: nothing new.
+                    return Ok(());
+                }
                 s.progress = true;
                 // The end part is acknowledged once the state is merged.
                 let merged = s.end_index == Some(index);
@@ -879,7 +882,10 @@ impl<B: Backend> Replica<B> {
             } => {
                 let p = self.peers.get_mut(&from).expect("checked above");
                 if let Some(t) = &mut p.transfer {
-                    if t.as_of == as_of && through >= t.cursor {
+                    // While a variable goes in parts, no chunk is in flight:
+                    // a `StateAck` then is a stale duplicate, and must not
+                    // cancel the wait for the parts.
+                    if t.as_of == as_of && through >= t.cursor && t.split.is_none() {
                         t.cursor = through;
                         p.chunk = None;
                         if last {

@@ -852,3 +852,54 @@ fn state_parts_in_any_order_are_merged_once_all_arrived() {
     assert!(matches!(e, ProtocolError::Hostile { .. }), "{e}");
     assert!(net.state(1, "members").is_none());
 }
+
+/// A stale `StateAck` (a duplicate of the one before a variable went in
+/// parts) does not cancel the wait for the parts in flight: lost parts are
+/// still sent again.
+#[test]
+fn a_stale_state_ack_does_not_stall_a_state_in_parts() {
+    let config = ReplicaConfig {
+        state_for_new_peers_after: 1,
+        state_part_bytes: 200,
+        max_in_flight: 2,
+        retransmit_ms: 50,
+        ..ReplicaConfig::default()
+    };
+    let mut net = Net::with_config(2, KeyspaceConfig::default(), config);
+    fill_set(&mut net, 0, "members", 300);
+    net.full_mesh();
+    while net
+        .delivered
+        .get(&(0, 1, "state-part"))
+        .copied()
+        .unwrap_or(0)
+        < 1
+    {
+        net.run(1);
+    }
+    let as_of = net.nodes[0].peers()[0]
+        .transfer
+        .clone()
+        .expect("under way")
+        .as_of;
+    // Everything sent from now on is lost, until the window is full.
+    net.drop_every = Some(1);
+    net.run(20);
+    let (_, sent, acked) = net.nodes[0].peers()[0]
+        .transfer
+        .clone()
+        .and_then(|t| t.in_parts)
+        .expect("in parts");
+    assert_eq!(sent - acked, 2, "the window is full of lost parts");
+    net.drop_every = None;
+    let stale = Message::StateAck {
+        as_of,
+        through: String::new(),
+        last: false,
+    };
+    net.nodes[0]
+        .handle_message(net.now, id(1), &stale.encode())
+        .unwrap();
+    net.run(60_000);
+    net.assert_converged(&["members"]);
+}
