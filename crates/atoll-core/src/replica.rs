@@ -195,7 +195,6 @@ struct Staging {
     as_of: u64,
     name: String,
     version: u64,
-    /// The parts kept, by number.
     /// The parts kept, by number: decoded, as they came, and where their
     /// entries lie in that.
     parts: BTreeMap<
