@@ -355,7 +355,8 @@ fn a_large_state_reaches_a_new_peer_in_parts() {
         "{} parts",
         stats.state_parts_sent
     );
-    assert!(stats.bytes_sent < 200_000, "{} bytes", stats.bytes_sent);
+    // Not, say, the state many times over (a few retransmissions are fine).
+    assert!(stats.bytes_sent < 1_000_000, "{} bytes", stats.bytes_sent);
     let received = b
         .status()
         .peers
