@@ -575,10 +575,25 @@ async fn watch_membership(store: Store, control: Arc<Control>, learn_peers: bool
 /// Messages at least this large are decoded apart from the runtime's workers.
 const DECODE_APART_BYTES: usize = 64 << 10;
 
-/// A transport event on its way to the driver, its message decoded.
+/// A transport event on its way to the driver, a message decoded.
 enum Inbound {
-    Net(NetEvent),
-    Message { peer: u64, decoded: Decoded },
+    Connected {
+        peer: u64,
+        incarnation: u64,
+        addr: std::net::SocketAddr,
+    },
+    Message {
+        peer: u64,
+        decoded: Decoded,
+    },
+    Disconnected {
+        peer: u64,
+        reason: String,
+    },
+    Refused {
+        addr: std::net::SocketAddr,
+        reason: String,
+    },
 }
 
 /// Decodes each message (and the deltas in it) as it arrives and hands it on,
@@ -609,7 +624,17 @@ async fn decode_inbound(
                 peer,
                 decoded: decoder.decode(&payload),
             },
-            other => Inbound::Net(other),
+            NetEvent::Connected {
+                peer,
+                incarnation,
+                addr,
+            } => Inbound::Connected {
+                peer,
+                incarnation,
+                addr,
+            },
+            NetEvent::Disconnected { peer, reason } => Inbound::Disconnected { peer, reason },
+            NetEvent::Refused { addr, reason } => Inbound::Refused { addr, reason },
         };
         if to_driver.send(ev).await.is_err() {
             return;
@@ -690,12 +715,9 @@ async fn drive(
 
 fn on_net_event(store: &Store, transport: &Transport, shared: &Mutex<Shared>, ev: Inbound) {
     let now = now_ms();
-    let ev = match ev {
-        Inbound::Message { peer, decoded } => return on_message(store, transport, peer, decoded),
-        Inbound::Net(ev) => ev,
-    };
     match ev {
-        NetEvent::Connected {
+        Inbound::Message { peer, decoded } => on_message(store, transport, peer, decoded),
+        Inbound::Connected {
             peer,
             incarnation,
             addr,
@@ -713,16 +735,11 @@ fn on_net_event(store: &Store, transport: &Transport, shared: &Mutex<Shared>, ev
             r.set_connected(id, Some(ReplicaId(incarnation)), now);
             tracing::info!(peer = %id, %addr, "peer connected");
         }
-        NetEvent::Message { peer, payload } => {
-            // (Messages come decoded, by `decode_inbound`.)
-            let decoded = store.replica().decoder().decode(&payload);
-            on_message(store, transport, peer, decoded);
-        }
-        NetEvent::Disconnected { peer, reason } => {
+        Inbound::Disconnected { peer, reason } => {
             store.replica().set_connected(ReplicaId(peer), None, now);
             tracing::info!("peer {peer:016x} disconnected: {reason}");
         }
-        NetEvent::Refused { addr, reason } => {
+        Inbound::Refused { addr, reason } => {
             let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
             s.refusals.push((addr, reason));
             if s.refusals.len() > MAX_REFUSALS {
