@@ -79,10 +79,11 @@ pub enum Message {
     },
     /// One part of a variable's state in a state transfer, when the state is
     /// larger than [`crate::ReplicaConfig::state_part_bytes`] (protocol 5).
-    /// Parts go out several at a time, without waiting for each one's ack;
-    /// the receiver keeps them aside, and merges the state once the end part
-    /// (which carries its causal context) arrives. Part 0 starts the
-    /// variable over, discarding the parts kept so far.
+    /// Parts go out several at a time, without waiting for each one's ack,
+    /// and may arrive in any order; the receiver keeps them aside, and
+    /// merges the state once it holds them all (the end part carries its
+    /// causal context). A part of a later version of the state, or its part
+    /// 0, replaces the parts kept of another.
     StatePart {
         /// The transfer's `as_of`.
         as_of: u64,
