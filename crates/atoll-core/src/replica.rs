@@ -686,11 +686,8 @@ impl<B: Backend> Replica<B> {
                         .transfer_in = Some(as_of);
                 }
                 self.merge_all(now, from, vars, states)?;
-                let p = &self.peers[&from];
-                if last && p.transfer_in == Some(as_of) {
-                    // Every chunk since the first: all it held through `as_of`.
-                    let held = p.held.unwrap_or(0).max(as_of);
-                    self.record_held(from, held)?;
+                if last {
+                    self.transfer_in_done(from, as_of)?;
                 }
                 self.send(
                     from,
@@ -808,11 +805,8 @@ impl<B: Backend> Replica<B> {
                 drop(ranges);
                 drop(raw);
                 self.merge_one(now, from, &name, kind, state, &encoded)?;
-                let p = &self.peers[&from];
-                if last && p.transfer_in == Some(as_of) {
-                    // Every chunk since the first: all it held through `as_of`.
-                    let held = p.held.unwrap_or(0).max(as_of);
-                    self.record_held(from, held)?;
+                if last {
+                    self.transfer_in_done(from, as_of)?;
                 }
                 if index != end_index {
                     self.send(from, &ack(index));
@@ -851,10 +845,7 @@ impl<B: Backend> Replica<B> {
                     t.split = None;
                     t.eager = false;
                     if last {
-                        p.acked = p.acked.max(as_of);
-                        p.sent_through = p.acked;
-                        p.transfer = None;
-                        self.update_floor();
+                        self.transfer_done(from, as_of);
                     }
                 }
             }
@@ -888,14 +879,33 @@ impl<B: Backend> Replica<B> {
                         t.cursor = through;
                         p.chunk = None;
                         if last {
-                            p.acked = p.acked.max(as_of);
-                            p.sent_through = p.acked;
-                            p.transfer = None;
-                            self.update_floor();
+                            self.transfer_done(from, as_of);
                         }
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// A state transfer to `to` as of `as_of` ended (its last variable was
+    /// acknowledged): the peer holds our log through `as_of`.
+    fn transfer_done(&mut self, to: ReplicaId, as_of: u64) {
+        let p = self.peers.get_mut(&to).expect("known");
+        p.acked = p.acked.max(as_of);
+        p.sent_through = p.acked;
+        p.transfer = None;
+        self.update_floor();
+    }
+
+    /// The last variable of a state transfer from `from` as of `as_of` was
+    /// merged: if every chunk since its first arrived, we hold all it held
+    /// through `as_of`.
+    fn transfer_in_done(&mut self, from: ReplicaId, as_of: u64) -> Result<(), ProtocolError> {
+        let p = &self.peers[&from];
+        if p.transfer_in == Some(as_of) {
+            let held = p.held.unwrap_or(0).max(as_of);
+            self.record_held(from, held)?;
         }
         Ok(())
     }

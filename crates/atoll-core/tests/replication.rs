@@ -611,6 +611,28 @@ fn runs_written_before_a_restart_are_joined_after_it() {
     assert_eq!(members.len(), 250);
 }
 
+/// State parts node 0 sent node 1 that arrived.
+fn parts_delivered(net: &Net) -> u64 {
+    net.delivered
+        .get(&(0, 1, "state-part"))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// `state` cut into parts of about `max` bytes, as a sender cuts it.
+fn parts_of(state: &State, max: usize) -> Vec<Vec<u8>> {
+    let mut parts = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let part = state.encode_part(after.as_deref(), max).unwrap();
+        parts.push(part.bytes);
+        match part.next {
+            Some(next) => after = Some(next),
+            None => return parts,
+        }
+    }
+}
+
 /// Adds `n` members to set `name` at node `i`, and removes every fifth.
 fn fill_set(net: &mut Net, i: usize, name: &str, n: u32) {
     for k in 0..n {
@@ -646,11 +668,7 @@ fn a_large_state_goes_in_parts_several_at_a_time() {
         let start = net.now;
         net.run(60_000);
         net.assert_converged(&["members", "hits"]);
-        let parts = net
-            .delivered
-            .get(&(0, 1, "state-part"))
-            .copied()
-            .unwrap_or(0);
+        let parts = parts_delivered(&net);
         let retransmits: u64 = net.nodes[0]
             .peers()
             .iter()
@@ -684,13 +702,7 @@ fn a_state_changed_while_in_parts_arrives_whole() {
     fill_set(&mut net, 0, "members", 300);
     net.full_mesh();
     // Until some parts arrived, and not all.
-    while net
-        .delivered
-        .get(&(0, 1, "state-part"))
-        .copied()
-        .unwrap_or(0)
-        < 3
-    {
+    while parts_delivered(&net) < 3 {
         net.run(1);
     }
     let status = net.nodes[0].peers()[0].clone();
@@ -730,23 +742,8 @@ fn a_state_changed_while_in_parts_arrives_whole() {
     assert!(members.contains(&Bytes::from(5u32.to_be_bytes())));
     assert!(members.contains(&Bytes::from(1001u32.to_be_bytes())));
     // The transfer started the set over: more parts than one state has.
-    let one_state = {
-        let state = net.state(0, "members").unwrap();
-        let mut n = 0;
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            n += 1;
-            match state.encode_part(after.as_deref(), 200).unwrap().next {
-                Some(next) => after = Some(next),
-                None => break n,
-            }
-        }
-    };
-    let sent = net
-        .delivered
-        .get(&(0, 1, "state-part"))
-        .copied()
-        .unwrap_or(0);
+    let one_state = parts_of(&net.state(0, "members").unwrap(), 200).len() as u64;
+    let sent = parts_delivered(&net);
     assert!(
         sent > one_state,
         "{sent} parts sent, {one_state} in one state"
@@ -763,16 +760,7 @@ fn state_parts_in_any_order_are_merged_once_all_arrived() {
         source.add(ReplicaId(77), Bytes::from(k.to_be_bytes()));
     }
     let state = State::Set(source);
-    let mut parts = Vec::new();
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let part = state.encode_part(after.as_deref(), 100).unwrap();
-        parts.push(part.bytes);
-        match part.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
+    let parts = parts_of(&state, 100);
     let n = parts.len() as u32;
     assert!(n >= 4, "{n} parts");
     let message = |version: u64, index: u32| {
@@ -868,13 +856,7 @@ fn a_stale_state_ack_does_not_stall_a_state_in_parts() {
     let mut net = Net::with_config(2, KeyspaceConfig::default(), config);
     fill_set(&mut net, 0, "members", 300);
     net.full_mesh();
-    while net
-        .delivered
-        .get(&(0, 1, "state-part"))
-        .copied()
-        .unwrap_or(0)
-        < 1
-    {
+    while parts_delivered(&net) < 1 {
         net.run(1);
     }
     let as_of = net.nodes[0].peers()[0]

@@ -225,6 +225,25 @@ impl DecodedPart {
     }
 }
 
+/// The causal map assembled from `parts`, each of the kind `pick` takes.
+fn causal_of<K, S>(
+    parts: Vec<DecodedPart>,
+    pick: impl Fn(DecodedPart) -> Option<PartOf<K, S>>,
+) -> Result<CausalMap<K, S>, InvalidState>
+where
+    K: Ord + Clone + fmt::Debug,
+    S: DotStore,
+{
+    let parts = parts
+        .into_iter()
+        .map(|p| {
+            let c = pick(p).ok_or(InvalidState("state parts of different kinds"))?;
+            Ok((c.store, c.ctx))
+        })
+        .collect::<Result<_, InvalidState>>()?;
+    CausalMap::assemble(parts)
+}
+
 /// Decodes the causal map of a state part from `rest` (the part's bytes
 /// after its format version and variant), and the range of the part's bytes
 /// its entries take: after their count, before the context.
@@ -537,35 +556,19 @@ impl State {
     /// [`DecodedPart`]s) these are, in order; validated.
     pub fn assemble(parts: Vec<DecodedPart>) -> Result<State, InvalidState> {
         let kind = parts.first().ok_or(InvalidState("no state parts"))?.kind();
-        let mixed = || InvalidState("state parts of different kinds");
         let state = match kind {
-            Kind::Set => State::Set(OrSet::from_causal(CausalMap::assemble(
-                parts
-                    .into_iter()
-                    .map(|p| match p {
-                        DecodedPart::Set(c) => Ok((c.store, c.ctx)),
-                        _ => Err(mixed()),
-                    })
-                    .collect::<Result<_, _>>()?,
-            )?)),
-            Kind::Bag => State::Bag(Bag::from_causal(CausalMap::assemble(
-                parts
-                    .into_iter()
-                    .map(|p| match p {
-                        DecodedPart::Bag(c) => Ok((c.store, c.ctx)),
-                        _ => Err(mixed()),
-                    })
-                    .collect::<Result<_, _>>()?,
-            )?)),
-            Kind::Map => State::Map(OrMap::from_causal(CausalMap::assemble(
-                parts
-                    .into_iter()
-                    .map(|p| match p {
-                        DecodedPart::Map(c) => Ok((c.store, c.ctx)),
-                        _ => Err(mixed()),
-                    })
-                    .collect::<Result<_, _>>()?,
-            )?)),
+            Kind::Set => State::Set(OrSet::from_causal(causal_of(parts, |p| match p {
+                DecodedPart::Set(c) => Some(c),
+                _ => None,
+            })?)),
+            Kind::Bag => State::Bag(Bag::from_causal(causal_of(parts, |p| match p {
+                DecodedPart::Bag(c) => Some(c),
+                _ => None,
+            })?)),
+            Kind::Map => State::Map(OrMap::from_causal(causal_of(parts, |p| match p {
+                DecodedPart::Map(c) => Some(c),
+                _ => None,
+            })?)),
             _ => {
                 let mut parts = parts;
                 let (Some(part), true) = (parts.pop(), parts.is_empty()) else {
