@@ -12,7 +12,7 @@
 //!
 //! Run: `cargo bench -p atoll-crdt --bench recv`
 
-use atoll_crdt::variable::{Bytes, State};
+use atoll_crdt::variable::{splice_parts, Bytes, DecodedPart, State};
 use atoll_crdt::{codec, Lattice, OrSet, ReplicaId};
 use std::time::{Duration, Instant};
 
@@ -95,5 +95,56 @@ fn main() {
         "the whole state ({N} members, {len} bytes), ns per element: encode {:.0}, decode+validate {:.0}",
         per(encoded),
         per(decoded)
+    );
+
+    // The same state in parts of 64 KiB, as protocol 5 sends it: the
+    // sender encodes each part, the receiver decodes each (as it arrives),
+    // then, once it holds them all, assembles and validates the state and
+    // splices their bytes into the one encoding it logs.
+    const PART: usize = 64 << 10;
+    let mut times: Vec<[Duration; 4]> = (0..ROUNDS)
+        .map(|_| {
+            let mut t = [Duration::ZERO; 4];
+            let start = Instant::now();
+            let mut parts = Vec::new();
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let part = whole
+                    .encode_part(after.as_deref(), PART)
+                    .expect("own cursor");
+                after = part.next.clone();
+                parts.push(part.bytes);
+                if after.is_none() {
+                    break;
+                }
+            }
+            t[0] = start.elapsed();
+            let start = Instant::now();
+            let (decoded, ranges): (Vec<_>, Vec<_>) = parts
+                .iter()
+                .map(|b| DecodedPart::decode(b, 1 << 30).expect("valid"))
+                .unzip();
+            t[1] = start.elapsed();
+            let entries = decoded.iter().map(DecodedPart::entries).sum();
+            let start = Instant::now();
+            let state = State::assemble(decoded).expect("valid");
+            t[2] = start.elapsed();
+            let start = Instant::now();
+            let spans: Vec<(&[u8], _)> = parts.iter().map(|b| &b[..]).zip(ranges).collect();
+            std::hint::black_box(splice_parts(&spans, entries, state.context()));
+            t[3] = start.elapsed();
+            assert_eq!(state, whole);
+            t
+        })
+        .collect();
+    times.sort_by_key(|t| t.iter().sum::<Duration>());
+    let t = times[ROUNDS / 2];
+    println!(
+        "the whole state in parts of {} KiB, ns per element: encode {:.0}, decode {:.0}, assemble+validate {:.0}, splice {:.0}",
+        PART >> 10,
+        per(t[0]),
+        per(t[1]),
+        per(t[2]),
+        per(t[3])
     );
 }
