@@ -40,8 +40,8 @@ MUTANTS = [
      "if entry.origin == peer_incarnation {",
      "if entry.origin != peer_incarnation {"),
     ("delta log: interval end counts entries past the byte bound", R,
-     "            to = seq;\n",
-     "            to = seq + u64::from(bytes >= self.config.max_batch_bytes / 2);\n"),
+     "            to = seq;\n            if entry.delta.len() >= self.config.ship_whole_bytes",
+     "            to = seq + u64::from(bytes >= self.config.max_batch_bytes / 2);\n            if entry.delta.len() >= self.config.ship_whole_bytes"),
     ("delta log: truncation ignores acks", K,
      "let through = self.acked_floor.map_or(forced, |acked| acked.max(forced));",
      "let through = self.acked_floor.map_or(forced, |acked| acked.max(forced) + 1);"),
@@ -96,6 +96,12 @@ MUTANTS = [
     ("gossip: an interval held back sets no timer", R,
      "retransmit.chain(gossip).chain(hello).min()",
      "{ drop(gossip); retransmit.chain(hello).min() }"),
+    ("forwarding: a log entry too large for a delta is sent as one", R,
+     "if entry.delta.len() > max_delta {",
+     "if entry.delta.len() > max_delta && false {"),
+    ("forwarding: an interval's joined deltas grow past max_delta_len", R,
+     "if bytes > 0 && bytes + entry.delta.len() + JOIN_SLACK > max_delta {",
+     "if false {"),
 ]
 
 def sh(cmd):

@@ -285,6 +285,10 @@ pub struct Options {
     pub state_for_new_peers_after: u64,
     /// Protocol: in a state transfer, states larger than this go in parts.
     pub state_part_bytes: usize,
+    /// Storage: the largest delta accepted from a peer. A log entry larger
+    /// than this (a large state merged from a transfer, or a long run joined
+    /// at a checkpoint) reaches peers by state transfer.
+    pub max_delta_len: usize,
     /// Remote timestamps further ahead than this are refused (ms).
     pub max_clock_skew_ms: u64,
     /// How often to sample divergence for the report (ms; 0 = never).
@@ -332,6 +336,7 @@ impl Options {
             gossip_interval_ms: [0, 0, 10, 150][rng.index(4)],
             state_for_new_peers_after: [0, 1, 20, 4096][rng.index(4)],
             state_part_bytes: [40, 300, 64 << 10][rng.index(3)],
+            max_delta_len: [16 << 20, 16 << 20, 16 << 20, 2_000][rng.index(4)],
         }
     }
 
@@ -359,6 +364,7 @@ impl Options {
             state_for_new_peers_after: atoll_core::ReplicaConfig::default()
                 .state_for_new_peers_after,
             state_part_bytes: atoll_core::ReplicaConfig::default().state_part_bytes,
+            max_delta_len: atoll_core::KeyspaceConfig::default().max_delta_len,
         }
     }
 }

@@ -386,7 +386,7 @@ impl Sim {
         KeyspaceConfig {
             flush_each_write: self.opts.durability == Durability::Durable,
             max_clock_skew_ms: self.opts.max_clock_skew_ms,
-            max_delta_len: 16 << 20,
+            max_delta_len: self.opts.max_delta_len,
             checkpoint_every: self.opts.checkpoint_every,
             log_retain: self.opts.log_retain,
             coalesce_bytes: self.opts.coalesce_bytes,

@@ -110,6 +110,9 @@ struct RunConfig {
     /// In a state transfer, a variable's state larger than this goes in parts
     /// of about this size (default 65536).
     state_part_bytes: Option<usize>,
+    /// The largest variable state accepted from a peer in a state transfer
+    /// (default 67108864; at most 268435456).
+    max_state_len: Option<usize>,
     /// The most delta bytes per message (default 262144).
     max_batch_bytes: Option<usize>,
     /// The most delta messages in flight to one peer (default 8; 1 is stop-and-wait).
@@ -193,6 +196,15 @@ fn node_config(path: &Path) -> Result<atoll::NodeConfig, String> {
             return Err("state_part_bytes must be at least 1".into());
         }
         c.replica.state_part_bytes = v;
+    }
+    if let Some(v) = rc.max_state_len {
+        let most = atoll::crates::store::MAX_RECORD_LEN;
+        if v == 0 || v > most {
+            return Err(format!(
+                "max_state_len must be between 1 and {most} (the largest log entry read back), not {v}"
+            ));
+        }
+        c.replica.max_state_len = v;
     }
     if let Some(v) = rc.max_batch_bytes {
         c.replica.max_batch_bytes = v;
@@ -501,5 +513,17 @@ mod tests {
         assert_eq!(set.replica.state_part_bytes, 1000);
         let err = config("state_part_bytes = 0").err().unwrap();
         assert!(err.contains("state_part_bytes must be at least 1"), "{err}");
+    }
+
+    #[test]
+    fn max_state_len_is_read_and_checked() {
+        let default = config("").unwrap();
+        assert_eq!(default.replica.max_state_len, 64 << 20);
+        let set = config("max_state_len = 200000000").unwrap();
+        assert_eq!(set.replica.max_state_len, 200_000_000);
+        for bad in ["0", "300000000"] {
+            let err = config(&format!("max_state_len = {bad}")).err().unwrap();
+            assert!(err.contains("max_state_len must be between 1 and"), "{err}");
+        }
     }
 }

@@ -151,6 +151,10 @@ pub struct Decoder {
     pub max_message_len: usize,
     /// The largest delta accepted inside one.
     pub max_delta_len: usize,
+    /// The largest variable state accepted in a state transfer: a state in a
+    /// `State` chunk is bounded by it (and by its message), not by
+    /// `max_delta_len`.
+    pub max_state_len: usize,
 }
 
 /// A state part, decoded, and where its entries lie in its bytes.
@@ -176,9 +180,13 @@ impl Decoder {
     pub fn decode(&self, bytes: &[u8]) -> Decoded {
         let msg = Message::decode(bytes, self.max_message_len);
         let states = match &msg {
-            Ok(Message::Deltas { vars, .. } | Message::State { vars, .. }) => vars
+            Ok(Message::Deltas { vars, .. }) => vars
                 .iter()
                 .map(|v| codec::decode(&v.delta, self.max_delta_len))
+                .collect(),
+            Ok(Message::State { vars, .. }) => vars
+                .iter()
+                .map(|v| codec::decode(&v.delta, self.max_state_len))
                 .collect(),
             _ => Vec::new(),
         };
@@ -186,7 +194,9 @@ impl Decoder {
         // is validated once assembled.
         let part = match &msg {
             Ok(Message::StatePart { part, .. }) => {
-                Some(Box::new(DecodedPart::decode(part, self.max_delta_len)))
+                // A part is bounded by its message, not by `max_delta_len`:
+                // a state larger than a delta comes in parts.
+                Some(Box::new(DecodedPart::decode(part, self.max_message_len)))
             }
             _ => None,
         };

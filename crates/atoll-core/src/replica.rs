@@ -67,6 +67,16 @@ pub struct ReplicaConfig {
     /// message grows with the state. The peer merges the state once all its
     /// parts arrived. Default: 64 KiB.
     pub state_part_bytes: usize,
+    /// The largest variable state accepted from a peer in a state transfer,
+    /// counted as its parts' encoded bytes; a peer that sends more is
+    /// disconnected. What a state transfer keeps aside per peer is bounded by
+    /// it (held both as received and decoded: a few times this in memory).
+    /// The merged state is logged as one entry, which is forwarded to other
+    /// peers by state transfer if it is too large for a delta (see
+    /// `KeyspaceConfig::max_delta_len`). At most
+    /// [`atoll_store::MAX_RECORD_LEN`] (256 MiB), the largest log entry read
+    /// back. Default: 64 MiB.
+    pub max_state_len: usize,
 }
 
 impl Default for ReplicaConfig {
@@ -83,6 +93,7 @@ impl Default for ReplicaConfig {
             gossip_interval_ms: 0,
             state_for_new_peers_after: 4096,
             state_part_bytes: 64 << 10,
+            max_state_len: 64 << 20,
         }
     }
 }
@@ -207,7 +218,7 @@ struct Staging {
     >,
     /// The end part's number, and whether the variable is the transfer's last.
     end: Option<(u32, bool)>,
-    /// Their encoded size, bounded by `max_delta_len`.
+    /// Their encoded size, bounded by `max_state_len`.
     bytes: usize,
 }
 
@@ -587,6 +598,7 @@ impl<B: Backend> Replica<B> {
         Decoder {
             max_message_len: self.config.max_message_len,
             max_delta_len: self.ks.config().max_delta_len,
+            max_state_len: self.config.max_state_len,
         }
     }
 
@@ -720,7 +732,7 @@ impl<B: Backend> Replica<B> {
                         format!("a part of {name:?} is a {}, not a {kind}", state.kind()),
                     ));
                 }
-                let max = self.ks.config().max_delta_len;
+                let max = self.config.max_state_len;
                 let p = self.peers.get_mut(&from).expect("checked above");
                 p.stats.state_parts_received += 1;
                 // Parts may arrive in any order, and twice. Those of another
@@ -764,7 +776,10 @@ impl<B: Backend> Replica<B> {
                         p.staging = None;
                         return Err(hostile(
                             from,
-                            format!("the state of {name:?} exceeds the largest delta accepted ({max} bytes)"),
+                            format!(
+                                "the state of {name:?} is larger than the largest state accepted \
+                                 (max_state_len, {max} bytes); raise it to accept this state"
+                            ),
                         ));
                     }
                     slot.insert((state, part, range));
@@ -1157,19 +1172,7 @@ impl<B: Backend> Replica<B> {
         if p.transfer.is_none() {
             let first = self.ks.storage().first_seq()?.unwrap_or(last + 1);
             if p.acked < last && (p.acked + 1 < first || p.wants_state) {
-                let p = self.peers.get_mut(&id).expect("known");
-                p.wants_state = false;
-                p.flights.clear();
-                p.early_acks.clear();
-                p.transfer = Some(Transfer {
-                    as_of: last,
-                    cursor: String::new(),
-                    split: None,
-                    eager: false,
-                });
-                p.stats.state_transfers += 1;
-                self.events
-                    .push_back(Event::StateTransferStarted { peer: id });
+                self.start_transfer(id, last);
             } else if p.sent_through >= last {
                 // Nothing to send; but a peer that connected since our last
                 // complete interval is told it has everything.
@@ -1201,6 +1204,36 @@ impl<B: Backend> Replica<B> {
             Some(_) => self.send_state_chunk(id, now),
             None => self.send_interval(id, p.sent_through, now),
         }
+    }
+
+    /// Starts a state transfer to `id` as of `as_of`: every variable's state,
+    /// in place of the log through `as_of`. Intervals in flight are let go:
+    /// the transfer covers them.
+    fn start_transfer(&mut self, id: ReplicaId, as_of: u64) {
+        let p = self.peers.get_mut(&id).expect("known");
+        p.wants_state = false;
+        p.flights.clear();
+        p.early_acks.clear();
+        p.transfer = Some(Transfer {
+            as_of,
+            cursor: String::new(),
+            split: None,
+            eager: false,
+        });
+        p.stats.state_transfers += 1;
+        self.events
+            .push_back(Event::StateTransferStarted { peer: id });
+    }
+
+    /// The largest log entry sent as a delta: what a peer accepts (taking its
+    /// `max_delta_len` to be ours) and what fits in a message. A larger one
+    /// (a large state merged from a state transfer) goes by state transfer.
+    fn max_forwarded_delta(&self) -> usize {
+        let room = self
+            .config
+            .max_message_len
+            .saturating_sub(STATE_MESSAGE_OVERHEAD);
+        self.ks.config().max_delta_len.min(room)
     }
 
     /// Sends the interval after `from`; `false` if nothing could be sent.
@@ -1237,12 +1270,30 @@ impl<B: Backend> Replica<B> {
             if seq > shippable {
                 break;
             }
-            to = seq;
             // Back-propagation avoidance: the peer (this incarnation of it) has
             // what came from it.
             if entry.origin == peer_incarnation {
+                to = seq;
                 continue;
             }
+            let max_delta = self.max_forwarded_delta();
+            if entry.delta.len() > max_delta {
+                // Too large for a delta: the peer is brought past it by state
+                // transfer, which sends large states in parts. The interval
+                // so far goes first.
+                if joined.is_empty() && whole.is_empty() {
+                    self.start_transfer(id, shippable);
+                    return self.send_state_chunk(id, now);
+                }
+                break;
+            }
+            if bytes > 0 && bytes + entry.delta.len() + JOIN_SLACK > max_delta {
+                // The interval's entries of one variable are joined into one
+                // delta, no larger than their sum (and a few bytes of
+                // counts): that too must be accepted. The entry goes next.
+                break;
+            }
+            to = seq;
             if entry.delta.len() >= self.config.ship_whole_bytes && !self.config.state_based {
                 // A large entry (usually runs joined at a checkpoint) goes as
                 // it is: decoding and joining it here would cost more than the
@@ -1495,6 +1546,11 @@ impl<B: Backend> Replica<B> {
 
 /// Room kept in a `State` message for everything but the one state in it.
 const STATE_MESSAGE_OVERHEAD: usize = 4096;
+
+/// How much larger than the sum of their encodings the join of log entries
+/// may encode: a join holds no element or dot that was in none of them, but
+/// its counts may take a few more bytes each.
+const JOIN_SLACK: usize = 64;
 
 /// Variable names read at a time for a state transfer.
 const STATE_PAGE: usize = 256;

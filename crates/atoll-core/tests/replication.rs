@@ -819,12 +819,13 @@ fn state_parts_in_any_order_are_merged_once_all_arrived() {
     assert_eq!(acks(&mut net), vec![0, n - 1], "the end part once merged");
     assert_eq!(net.state(1, "members"), Some(state));
 
-    // A receiver that accepts deltas of at most 300 bytes.
-    let mut net = Net::new(
+    // A receiver that accepts states of at most 300 bytes.
+    let mut net = Net::with_config(
         2,
-        KeyspaceConfig {
-            max_delta_len: 300,
-            ..KeyspaceConfig::default()
+        KeyspaceConfig::default(),
+        ReplicaConfig {
+            max_state_len: 300,
+            ..ReplicaConfig::default()
         },
     );
     net.full_mesh();
@@ -838,7 +839,60 @@ fn state_parts_in_any_order_are_merged_once_all_arrived() {
     let (at, e) = refused.expect("refused past 300 bytes");
     assert!(at >= 2 && at < n - 1, "refused at part {at}");
     assert!(matches!(e, ProtocolError::Hostile { .. }), "{e}");
+    assert!(e.to_string().contains("max_state_len"), "{e}");
     assert!(net.state(1, "members").is_none());
+}
+
+/// A state larger than the largest delta a peer accepts (`max_delta_len`)
+/// still reaches a new peer, in parts; that peer logs it as one entry, too
+/// large to send as a delta, and brings its own peers past that entry by
+/// state transfer. (Sent as a delta, it would be refused, and the line
+/// A–B–C would never converge.)
+#[test]
+fn a_state_larger_than_a_delta_is_forwarded_by_state_transfer() {
+    let ks = KeyspaceConfig {
+        max_delta_len: 2_000,
+        ..KeyspaceConfig::default()
+    };
+    let config = ReplicaConfig {
+        state_for_new_peers_after: 1,
+        state_part_bytes: 500,
+        max_batch_bytes: 500,
+        retransmit_ms: 50,
+        ..ReplicaConfig::default()
+    };
+    let mut net = Net::with_config(3, ks, config);
+    fill_set(&mut net, 0, "members", 400);
+    // B and C, empty and up to date with each other; then A joins B.
+    net.link(&[(1, 2)]);
+    net.run(1_000);
+    net.link(&[(0, 1)]);
+    net.run(60_000);
+    net.assert_converged(&["members"]);
+    let logged: Vec<usize> = net.nodes[1]
+        .keyspace()
+        .deltas_since(0, 100)
+        .unwrap()
+        .into_iter()
+        .filter(|(_, e)| e.name == "members")
+        .map(|(_, e)| e.delta.len())
+        .collect();
+    assert!(
+        logged.iter().any(|&len| len > 2_000),
+        "B logged the state as one entry larger than a delta: {logged:?}"
+    );
+    let b_to_c = net.nodes[1]
+        .peers()
+        .into_iter()
+        .find(|p| p.id == id(2))
+        .expect("C is B's peer");
+    assert_eq!(b_to_c.stats.state_transfers, 1, "C was sent the state");
+    let c_from_b = net.nodes[2]
+        .peers()
+        .into_iter()
+        .find(|p| p.id == id(1))
+        .expect("B is C's peer");
+    assert!(c_from_b.stats.state_parts_received > 1, "in parts");
 }
 
 /// A stale `StateAck` (a duplicate of the one before a variable went in

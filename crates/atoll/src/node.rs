@@ -349,6 +349,18 @@ impl Node {
                 )));
             }
         }
+        let most = atoll_store::MAX_RECORD_LEN;
+        if config.replica.max_state_len == 0 || config.replica.max_state_len > most {
+            return Err(Error::Node(format!(
+                "replica.max_state_len must be between 1 and {most} (the largest log entry read back), not {}",
+                config.replica.max_state_len
+            )));
+        }
+        if config.replica.state_part_bytes == 0 {
+            return Err(Error::Node(
+                "replica.state_part_bytes must be at least 1".into(),
+            ));
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("atoll-node")
