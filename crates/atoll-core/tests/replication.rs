@@ -843,6 +843,34 @@ fn state_parts_in_any_order_are_merged_once_all_arrived() {
     assert!(net.state(1, "members").is_none());
 }
 
+/// The log entries of one variable in an interval are joined into one
+/// delta: the interval stops before their sum passes what the peer accepts
+/// as a delta, so a peer catching up on a long log is never sent a joined
+/// delta it must refuse.
+#[test]
+fn joined_deltas_stay_within_what_the_peer_accepts() {
+    let ks = KeyspaceConfig {
+        max_delta_len: 2_000,
+        coalesce_bytes: 0,
+        ..KeyspaceConfig::default()
+    };
+    let config = ReplicaConfig {
+        // The log, not the state, and every entry joined (none shipped whole).
+        state_for_new_peers_after: 0,
+        ship_whole_bytes: 1 << 20,
+        max_batch_bytes: 256 << 10,
+        retransmit_ms: 50,
+        ..ReplicaConfig::default()
+    };
+    let mut net = Net::with_config(2, ks, config);
+    fill_set(&mut net, 0, "members", 400);
+    net.full_mesh();
+    net.run(60_000);
+    net.assert_converged(&["members"]);
+    let intervals = net.delivered[&(0, 1, "deltas")];
+    assert!(intervals >= 3, "in several intervals: {intervals}");
+}
+
 /// A state larger than the largest delta a peer accepts (`max_delta_len`)
 /// still reaches a new peer, in parts; that peer logs it as one entry, too
 /// large to send as a delta, and brings its own peers past that entry by
