@@ -322,13 +322,20 @@ fn a_peer_kept_away_longer_than_the_log_catches_up_by_state_transfer() {
 }
 
 /// A state larger than `state_part_bytes` reaches a new peer in parts, over
-/// QUIC, several in flight, and arrives whole.
+/// QUIC, several in flight, and arrives whole; it is larger than the largest
+/// delta the nodes accept (16 KiB here), so the peer passes it on to a third
+/// node by state transfer too.
 #[test]
 fn a_large_state_reaches_a_new_peer_in_parts() {
-    let c = Cluster::new(2);
-    let mut ca = c.config(0, &[]);
-    ca.store = Config::new(c.dir("data", 0))
-        .durability(atoll::Durability::Buffered { flush_every_ms: 20 });
+    let c = Cluster::new(3);
+    let small_deltas = |i: usize, peers: &[SocketAddr]| {
+        let mut config = c.config(i, peers);
+        config.store = Config::new(c.dir("data", i))
+            .durability(atoll::Durability::Buffered { flush_every_ms: 20 });
+        config.store.max_delta_len = 16 << 10;
+        config
+    };
+    let mut ca = small_deltas(0, &[]);
     ca.replica.state_for_new_peers_after = 1;
     ca.replica.state_part_bytes = 4096;
     let a = Node::start(ca).unwrap();
@@ -337,7 +344,7 @@ fn a_large_state_reaches_a_new_peer_in_parts() {
         big.add(&format!("member-{i:05}")).unwrap();
     }
     a.flush().unwrap();
-    let b = c.start(1, &[a.local_addr()]);
+    let b = Node::start(small_deltas(1, &[a.local_addr()])).unwrap();
     let seen = b.set::<String>("big").unwrap();
     wait_until("b holds every member", || seen.len().unwrap() == 3000);
     assert_eq!(seen.members().unwrap(), big.members().unwrap());
@@ -367,6 +374,19 @@ fn a_large_state_reaches_a_new_peer_in_parts() {
     assert!(received >= 10, "{received} parts received");
     wait_until("the transfer is over", || {
         a.status().peers.iter().all(|(p, _)| p.transfer.is_none())
+    });
+
+    // B logged the state as one entry, too large for a delta: a new node C
+    // that B sends its log to (it is far shorter than 4096 entries) gets
+    // that entry by state transfer.
+    let cc = Node::start(small_deltas(2, &[b.local_addr()])).unwrap();
+    let at_c = cc.set::<String>("big").unwrap();
+    wait_until("c holds every member", || at_c.len().unwrap() == 3000);
+    wait_until("b sent c the state", || {
+        b.status()
+            .peers
+            .iter()
+            .any(|(p, _)| p.id == cc.replica_id() && p.stats.state_transfers >= 1)
     });
 }
 

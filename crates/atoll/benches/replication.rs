@@ -6,8 +6,11 @@
 //!   includes B's start and handshake). The baseline sends the same number of payload bytes,
 //!   in frames of the same average size, over one raw quinn stream with the
 //!   same mutual-TLS configuration, and stops when the receiver has read them all.
-//!   Both are run `RUNS` times (a new empty B each time); the ratio is of the
-//!   medians, since a single run of either can be off by several times here.
+//!   Both are run `RUNS` times, interleaved (a new empty B each time, then raw
+//!   quinn with that run's bytes, so that both see the machine alike); the
+//!   ratio is of the medians, since a single run of either can be off by
+//!   several times here. The process's CPU time (all threads) from B's
+//!   connection until it holds all is reported too, against raw quinn's.
 //! - Latency: a durable write at A until B's change feed reports it; p50, p99.
 //!
 //! Run: `cargo bench -p atoll --bench replication`
@@ -20,8 +23,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const N: usize = 20_000;
-/// Catch-ups (and raw quinn transfers) measured; medians are reported.
-const RUNS: usize = 5;
+/// Catch-ups (each followed by a raw quinn transfer of its bytes) measured;
+/// medians are reported.
+const RUNS: usize = 9;
 
 /// One catch-up of a new, empty B.
 struct Run {
@@ -30,6 +34,26 @@ struct Run {
     held: Duration,
     bytes: usize,
     msgs: usize,
+    /// CPU time of the whole process from B's connection until it held all.
+    cpu: Option<Duration>,
+    /// Raw quinn carrying the same bytes in frames of the same average size,
+    /// right after: its time, and its CPU time.
+    raw: Duration,
+    raw_cpu: Option<Duration>,
+}
+
+/// CPU time used so far by every thread of this process (Linux: the sum of
+/// `/proc/self/task/*/schedstat`, in nanoseconds); `None` elsewhere.
+fn cpu_time() -> Option<Duration> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        // A thread may end between the listing and the read.
+        if let Ok(text) = std::fs::read_to_string(path) {
+            ns += text.split(' ').next()?.parse::<u64>().ok()?;
+        }
+    }
+    Some(Duration::from_nanos(ns))
 }
 
 fn pair(root: &Path, tag: &str, durability: Durability) -> (Node, Node) {
@@ -61,8 +85,14 @@ fn pair(root: &Path, tag: &str, durability: Durability) -> (Node, Node) {
 }
 
 /// Sends `total` bytes in frames of `frame` bytes over one raw quinn stream
-/// with the cluster's mutual TLS; returns the time until the receiver read all.
-fn raw_quinn(certs_a: &Path, certs_b: &Path, total: usize, frame: usize) -> Duration {
+/// with the cluster's mutual TLS; returns the time until the receiver read
+/// all, and the process's CPU time meanwhile.
+fn raw_quinn(
+    certs_a: &Path,
+    certs_b: &Path,
+    total: usize,
+    frame: usize,
+) -> (Duration, Option<Duration>) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -100,6 +130,7 @@ fn raw_quinn(certs_a: &Path, certs_b: &Path, total: usize, frame: usize) -> Dura
             .unwrap();
         let (mut send, _recv) = conn.open_bi().await.unwrap();
         let payload = vec![7u8; frame];
+        let cpu = cpu_time();
         let start = Instant::now();
         let mut sent = 0;
         while sent < total {
@@ -108,8 +139,9 @@ fn raw_quinn(certs_a: &Path, certs_b: &Path, total: usize, frame: usize) -> Dura
             sent += n;
         }
         let got = receiver.await.unwrap();
+        let took = start.elapsed();
         assert_eq!(got, total);
-        start.elapsed()
+        (took, cpu_time().zip(cpu).map(|(end, start)| end - start))
     })
 }
 
@@ -156,6 +188,7 @@ fn main() {
         let started = start.elapsed();
         let seen = b.set::<String>("members").unwrap();
         let mut connected = None;
+        let mut cpu_connected = None;
         while seen.len().unwrap() < N {
             assert!(
                 start.elapsed() < Duration::from_secs(120),
@@ -163,10 +196,14 @@ fn main() {
             );
             if connected.is_none() && b.status().peers.iter().any(|(p, _)| p.connected) {
                 connected = Some(start.elapsed());
+                cpu_connected = cpu_time();
             }
             std::thread::sleep(Duration::from_micros(200));
         }
         let held = start.elapsed();
+        let cpu = cpu_time()
+            .zip(cpu_connected)
+            .map(|(end, start)| end - start);
         let stats = a
             .status()
             .peers
@@ -175,74 +212,87 @@ fn main() {
             .map(|(p, _)| p.stats)
             .expect("A knows B");
         drop((seen, b));
+        let (bytes, msgs) = (stats.bytes_sent as usize, stats.messages_sent as usize);
+        // Right after, so that both see the machine in the same state.
+        let (raw, raw_cpu) = raw_quinn(
+            &root.path().join("t-certs-a"),
+            &root.path().join("t-certs-b"),
+            bytes,
+            (bytes / msgs.max(1)).max(1),
+        );
         runs.push(Run {
             started,
             connected: connected.unwrap_or(held),
             held,
-            bytes: stats.bytes_sent as usize,
-            msgs: stats.messages_sent as usize,
+            bytes,
+            msgs,
+            cpu,
+            raw,
+            raw_cpu,
         });
     }
     drop(a);
-    // The median run, by time from B's connection to holding everything.
-    let mut order: Vec<usize> = (0..RUNS).collect();
-    order.sort_by_key(|&i| runs[i].held - runs[i].connected);
-    let mid = &runs[order[RUNS / 2]];
-    let (bytes, msgs) = (mid.bytes, mid.msgs);
-    let frame = (bytes / msgs.max(1)).max(1);
-    let mut raw: Vec<Duration> = (0..RUNS)
-        .map(|_| {
-            raw_quinn(
-                &root.path().join("t-certs-a"),
-                &root.path().join("t-certs-b"),
-                bytes,
-                frame,
-            )
-        })
-        .collect();
-    raw.sort();
-    let raw_mid = raw[RUNS / 2];
     let ops = |d: Duration| N as f64 / d.as_secs_f64();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let cpu_ms = |d: Option<Duration>| d.map_or("?".to_string(), |d| format!("{:.1}", ms(d)));
     println!(
-        "replication throughput, {N} set adds, two nodes on 127.0.0.1 (A wrote them at {:.0} ops/s, buffered, before any B started); {RUNS} runs, each with a new empty B\n",
+        "replication throughput, {N} set adds, two nodes on 127.0.0.1 (A wrote them at {:.0} ops/s, buffered, before any B started); {RUNS} runs, each with a new empty B, each followed by raw quinn carrying its bytes in frames of its average size\n",
         ops(written)
     );
     for r in &runs {
         println!(
-            "B: started in {:.1} ms, connected at {:.1} ms, held all {N} at {:.1} ms ({:.1} ms after connecting; {} bytes in {} messages)",
+            "B: started in {:.1} ms, connected at {:.1} ms, held all {N} at {:.1} ms ({:.1} ms after connecting, {} ms of CPU; {} bytes in {} messages); raw quinn {:.2} ms, {} ms of CPU",
             ms(r.started),
             ms(r.connected),
             ms(r.held),
             ms(r.held - r.connected),
+            cpu_ms(r.cpu),
             r.bytes,
-            r.msgs
+            r.msgs,
+            ms(r.raw),
+            cpu_ms(r.raw_cpu),
         );
     }
-    println!(
-        "raw quinn, the median run's bytes in frames of its average size: {}",
-        raw.iter()
-            .map(|d| format!("{:.2} ms", ms(*d)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let from_start = median(runs.iter().map(|r| r.held).collect());
+    let from_connection = median(runs.iter().map(|r| r.held - r.connected).collect());
+    let raw = median(runs.iter().map(|r| r.raw).collect());
+    let cpu: Option<Vec<Duration>> = runs.iter().map(|r| r.cpu).collect();
+    let raw_cpu: Option<Vec<Duration>> = runs.iter().map(|r| r.raw_cpu).collect();
+    let mid = |f: fn(&Run) -> usize| {
+        let mut v: Vec<usize> = runs.iter().map(f).collect();
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (bytes, msgs) = (mid(|r| r.bytes), mid(|r| r.msgs));
     println!("\nmedians:\n");
     println!("| path                         | payload bytes | messages | ops/s at receiver |");
     println!("|------------------------------|--------------:|---------:|------------------:|");
     println!(
-        "| atoll (delta sync over QUIC) | {bytes:>13} | {msgs:>8} | {:>17.0} |",
-        ops(mid.held)
+        "| atoll (state in parts, QUIC) | {bytes:>13} | {msgs:>8} | {:>17.0} |",
+        ops(from_connection)
     );
     println!(
-        "| raw quinn, same bytes        | {bytes:>13} | {:>8} | {:>17.0} |",
-        bytes.div_ceil(frame),
-        ops(raw_mid)
+        "| raw quinn, same bytes        | {bytes:>13} | {msgs:>8} | {:>17.0} |",
+        ops(raw)
     );
     println!(
-        "\nratio atoll / raw quinn (medians) = {:.2} from B's start, {:.2} from B's connection (target: at least 0.5)\n",
-        raw_mid.as_secs_f64() / mid.held.as_secs_f64(),
-        raw_mid.as_secs_f64() / (mid.held - mid.connected).as_secs_f64()
+        "\nratio atoll / raw quinn (medians) = {:.2} from B's start, {:.2} from B's connection (target: at least 0.5)",
+        raw.as_secs_f64() / from_start.as_secs_f64(),
+        raw.as_secs_f64() / from_connection.as_secs_f64()
     );
+    if let (Some(cpu), Some(raw_cpu)) = (cpu, raw_cpu) {
+        let (cpu, raw_cpu) = (median(cpu), median(raw_cpu));
+        println!(
+            "CPU time of the process (medians): atoll {:.1} ms from B's connection, raw quinn {:.1} ms; ratio {:.2}\n",
+            ms(cpu),
+            ms(raw_cpu),
+            raw_cpu.as_secs_f64() / cpu.as_secs_f64()
+        );
+    }
 
     // Latency, durable writes.
     let (a, b) = pair(root.path(), "l", Durability::Durable);
