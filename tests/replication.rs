@@ -390,6 +390,33 @@ fn a_large_state_reaches_a_new_peer_in_parts() {
     });
 }
 
+/// A state larger than the receiver's `max_state_len` is refused: the
+/// receiver disconnects the sender, and both nodes' status says why, naming
+/// the option to raise.
+#[test]
+fn a_state_larger_than_max_state_len_is_refused_and_both_sides_say_why() {
+    let c = Cluster::new(2);
+    let mut ca = c.config(0, &[]);
+    ca.replica.state_for_new_peers_after = 1;
+    ca.replica.state_part_bytes = 4096;
+    let a = Node::start(ca).unwrap();
+    let big = a.set::<String>("big").unwrap();
+    for i in 0..3000 {
+        big.add(&format!("member-{i:05}")).unwrap();
+    }
+    let mut cb = c.config(1, &[a.local_addr()]);
+    cb.replica.max_state_len = 16 << 10;
+    let b = Node::start(cb).unwrap();
+    let reason = |n: &Node, of: &Node| n.status().disconnects.get(&of.replica_id()).cloned();
+    wait_until("both sides give the reason", || {
+        let (at_a, at_b) = (reason(&a, &b), reason(&b, &a));
+        at_a.is_some_and(|r| r.contains("closed by peer") && r.contains("max_state_len"))
+            && at_b
+                .is_some_and(|r| r.starts_with("disconnected here") && r.contains("max_state_len"))
+    });
+    assert_eq!(b.set::<String>("big").unwrap().len().unwrap(), 0);
+}
+
 #[test]
 fn a_missing_certificate_directory_is_a_clear_error() {
     let d = tempfile::tempdir().unwrap();
@@ -553,6 +580,7 @@ fn the_http_api_checks_its_token_and_serves_metrics() {
     let (_, peers) = http(api, "GET", "/v1/peers", Some("s3cret"));
     assert!(peers.contains("\"transfer\":null"), "{peers}");
     assert!(peers.contains("\"state_parts_out\":0"), "{peers}");
+    assert!(peers.contains("\"last_disconnect\":null"), "{peers}");
     let (status, body) = http(api, "GET", "/v1/counter/has%20space", Some("s3cret"));
     assert!(
         status.contains("400") && body.contains("invalid variable name"),

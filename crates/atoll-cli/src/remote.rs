@@ -119,13 +119,13 @@ pub(crate) fn run(r: &Remote, cmd: Cmd) -> Result<Output, String> {
                 };
                 let v = r.call("GET", "/v1/peers", None)?;
                 let mut text = vec![
-                    "id\taddress\tconnected\tlast contact ms\tacked\tlag\tbytes in\tbytes out\ttransfer"
+                    "id\taddress\tconnected\tlast contact ms\tacked\tlag\tbytes in\tbytes out\ttransfer\tlast disconnect"
                         .to_string(),
                 ];
                 if let Some(rows) = v["peers"].as_array() {
                     for p in rows {
                         text.push(format!(
-                            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                             p["id"].as_str().unwrap_or(""),
                             p["addr"].as_str().unwrap_or("-"),
                             p["connected"],
@@ -135,6 +135,7 @@ pub(crate) fn run(r: &Remote, cmd: Cmd) -> Result<Output, String> {
                             p["bytes_in"],
                             p["bytes_out"],
                             transfer(&p["transfer"]),
+                            p["last_disconnect"].as_str().unwrap_or("-"),
                         ));
                     }
                 }

@@ -291,14 +291,19 @@ fn two_run_processes_joined_by_peer_add_converge_through_the_cli() {
     assert_eq!(remote_ok(&url1, &["bag", "take", "jobs"]), "j1\n");
     let peers = remote_ok(&url1, &["peer", "list"]);
     assert!(
-        peers
-            .lines()
-            .nth(1)
-            .is_some_and(|l| l.starts_with(&id2) && l.contains("\ttrue\t") && l.ends_with("\t-")),
+        peers.lines().nth(1).is_some_and(|l| l.starts_with(&id2)
+                && l.split('\t').nth(2) == Some("true")
+                // No transfer under way.
+                && l.split('\t').nth(8) == Some("-")),
         "{peers}"
     );
     assert!(
-        peers.starts_with("id\taddress") && peers.lines().next().unwrap().ends_with("\ttransfer")
+        peers.starts_with("id\taddress")
+            && peers
+                .lines()
+                .next()
+                .unwrap()
+                .ends_with("\ttransfer\tlast disconnect")
     );
     assert!(remote_ok(&url2, &["status"]).contains("peers\t1 (1 connected)"));
     assert!(remote_ok(&url1, &["ls"]).contains("hits\tcounter"));

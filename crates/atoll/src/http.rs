@@ -132,6 +132,7 @@ async fn peers(State(api): State<Api>, h: HeaderMap) -> ApiResult {
                 "state_transfers": p.stats.state_transfers,
                 "state_parts_out": p.stats.state_parts_sent,
                 "state_parts_in": p.stats.state_parts_received,
+                "last_disconnect": s.disconnects.get(&p.id),
                 "transfer": p.transfer.as_ref().map(|t| json!({
                     "as_of": t.as_of,
                     "done_through": t.done_through,

@@ -81,12 +81,18 @@ pub struct NodeStatus {
     pub peers: Vec<(PeerStatus, Option<SocketAddr>)>,
     /// The last refusals (address, reason), newest last.
     pub refusals: Vec<(SocketAddr, String)>,
+    /// Why each peer's last connection ended: closed by the peer (with its
+    /// reason), disconnected here (with ours: say, it broke the protocol),
+    /// or lost.
+    pub disconnects: BTreeMap<ReplicaId, String>,
 }
 
 #[derive(Default)]
 struct Shared {
     addrs: BTreeMap<ReplicaId, SocketAddr>,
     refusals: Vec<(SocketAddr, String)>,
+    /// Why each peer's last connection ended.
+    disconnects: BTreeMap<ReplicaId, String>,
     /// Peers ever connected, to count reconnects.
     seen: BTreeSet<ReplicaId>,
     reconnects: u64,
@@ -149,6 +155,7 @@ impl Control {
                 })
                 .collect(),
             refusals: shared.refusals.clone(),
+            disconnects: shared.disconnects.clone(),
         }
     }
 
@@ -728,7 +735,9 @@ async fn drive(
 fn on_net_event(store: &Store, transport: &Transport, shared: &Mutex<Shared>, ev: Inbound) {
     let now = now_ms();
     match ev {
-        Inbound::Message { peer, decoded } => on_message(store, transport, peer, decoded),
+        Inbound::Message { peer, decoded } => {
+            on_message(store, transport, shared, peer, decoded);
+        }
         Inbound::Connected {
             peer,
             incarnation,
@@ -750,6 +759,17 @@ fn on_net_event(store: &Store, transport: &Transport, shared: &Mutex<Shared>, ev
         Inbound::Disconnected { peer, reason } => {
             store.replica().set_connected(ReplicaId(peer), None, now);
             tracing::info!("peer {peer:016x} disconnected: {reason}");
+            let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+            let ours = s
+                .disconnects
+                .get(&ReplicaId(peer))
+                .is_some_and(|r| r.starts_with(DISCONNECTED_HERE));
+            // A connection closed here ends as "closed locally": keep the
+            // reason it was closed for, recorded then.
+            if !(ours && reason == "closed locally") {
+                s.disconnects
+                    .insert(ReplicaId(peer), bounded_reason(&reason));
+            }
         }
         Inbound::Refused { addr, reason } => {
             let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
@@ -761,7 +781,25 @@ fn on_net_event(store: &Store, transport: &Transport, shared: &Mutex<Shared>, ev
     }
 }
 
-fn on_message(store: &Store, transport: &Transport, peer: u64, decoded: Decoded) {
+/// How the reason a connection was closed here begins.
+const DISCONNECTED_HERE: &str = "disconnected here: ";
+
+/// A close reason, cut to a length fit for a status line.
+fn bounded_reason(reason: &str) -> String {
+    const MAX: usize = 400;
+    match reason.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}…", &reason[..at]),
+        None => reason.to_string(),
+    }
+}
+
+fn on_message(
+    store: &Store,
+    transport: &Transport,
+    shared: &Mutex<Shared>,
+    peer: u64,
+    decoded: Decoded,
+) {
     let result = store
         .replica()
         .handle_decoded(now_ms(), ReplicaId(peer), decoded);
@@ -769,6 +807,14 @@ fn on_message(store: &Store, transport: &Transport, peer: u64, decoded: Decoded)
         Ok(()) => {}
         Err(e @ (ProtocolError::Hostile { .. } | ProtocolError::UnknownPeer(_))) => {
             tracing::warn!("disconnecting peer {peer:016x}: {e}");
+            shared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .disconnects
+                .insert(
+                    ReplicaId(peer),
+                    bounded_reason(&format!("{DISCONNECTED_HERE}{e}")),
+                );
             transport.disconnect(peer, CloseCode::ProtocolViolation, &e.to_string());
         }
         Err(e) => tracing::warn!("{e}"),
