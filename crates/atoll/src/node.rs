@@ -93,6 +93,9 @@ struct Shared {
     refusals: Vec<(SocketAddr, String)>,
     /// Why each peer's last connection ended.
     disconnects: BTreeMap<ReplicaId, String>,
+    /// Peers whose connection this node is closing, with the reason already
+    /// in `disconnects` (the transport reports it only as closed locally).
+    closing_here: BTreeSet<ReplicaId>,
     /// Peers ever connected, to count reconnects.
     seen: BTreeSet<ReplicaId>,
     reconnects: u64,
@@ -747,6 +750,8 @@ fn on_net_event(store: &Store, transport: &Transport, shared: &Mutex<Shared>, ev
             {
                 let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
                 s.addrs.insert(id, addr);
+                // A new connection: whatever was being closed here is over.
+                s.closing_here.remove(&id);
                 if !s.seen.insert(id) {
                     s.reconnects += 1;
                 }
@@ -760,12 +765,9 @@ fn on_net_event(store: &Store, transport: &Transport, shared: &Mutex<Shared>, ev
             store.replica().set_connected(ReplicaId(peer), None, now);
             tracing::info!("peer {peer:016x} disconnected: {reason}");
             let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
-            let ours = s
-                .disconnects
-                .get(&ReplicaId(peer))
-                .is_some_and(|r| r.starts_with(DISCONNECTED_HERE));
-            // A connection closed here ends as "closed locally": keep the
-            // reason it was closed for, recorded then.
+            // A connection closed here for a reason ends as "closed
+            // locally": keep the reason, recorded when it was closed.
+            let ours = s.closing_here.remove(&ReplicaId(peer));
             if !(ours && reason == "closed locally") {
                 s.disconnects
                     .insert(ReplicaId(peer), bounded_reason(&reason));
@@ -780,9 +782,6 @@ fn on_net_event(store: &Store, transport: &Transport, shared: &Mutex<Shared>, ev
         }
     }
 }
-
-/// How the reason a connection was closed here begins.
-const DISCONNECTED_HERE: &str = "disconnected here: ";
 
 /// A close reason, cut to a length fit for a status line.
 fn bounded_reason(reason: &str) -> String {
@@ -807,14 +806,13 @@ fn on_message(
         Ok(()) => {}
         Err(e @ (ProtocolError::Hostile { .. } | ProtocolError::UnknownPeer(_))) => {
             tracing::warn!("disconnecting peer {peer:016x}: {e}");
-            shared
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .disconnects
-                .insert(
-                    ReplicaId(peer),
-                    bounded_reason(&format!("{DISCONNECTED_HERE}{e}")),
-                );
+            let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+            s.disconnects.insert(
+                ReplicaId(peer),
+                bounded_reason(&format!("disconnected here: {e}")),
+            );
+            s.closing_here.insert(ReplicaId(peer));
+            drop(s);
             transport.disconnect(peer, CloseCode::ProtocolViolation, &e.to_string());
         }
         Err(e) => tracing::warn!("{e}"),
