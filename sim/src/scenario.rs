@@ -105,6 +105,20 @@ fn all_up(sim: &mut Sim) -> Result<(), String> {
     }
 }
 
+fn n2_forwarded_by_state_transfer(sim: &mut Sim) -> Result<(), String> {
+    let to_n3 = sim
+        .replica(2)
+        .ok_or("n2 should be up")?
+        .peers()
+        .into_iter()
+        .find(|p| p.id == crate::world::node_id(3))
+        .map_or(0, |p| p.stats.state_transfers);
+    if to_n3 == 0 {
+        return Err("n2 should have passed the states it merged on to n3 by state transfer".into());
+    }
+    Ok(())
+}
+
 /// The scenarios that ship with the simulator.
 pub fn shipped() -> Vec<Scenario> {
     let mut out = Vec::new();
@@ -188,6 +202,36 @@ pub fn shipped() -> Vec<Scenario> {
         .at(5_000, Step::ClockJump(1, 30_000))
         .at(19_900, Step::ClockJump(1, -60_000))
         .at(19_950, Step::ClockJump(2, -60_000)),
+    );
+
+    // A line n0-n1-n2-n3 whose middle link is cut for 20 s while every node
+    // writes; the nodes accept deltas of at most 2 000 bytes. When the link
+    // heals, n1 sends n2 whole states (its log no longer reaches back), larger
+    // than a delta, in parts; n2 logs them, and must pass them on to n3 by
+    // state transfer, since n3 would refuse them as deltas.
+    let mut o = quiet(4, 40_000, 2);
+    o.max_delta_len = 2_000;
+    o.state_part_bytes = 300;
+    o.log_retain = 50;
+    o.checkpoint_every = 16;
+    out.push(
+        Scenario::new(
+            "large-state-line",
+            "a line of four nodes accepting deltas of 2 000 bytes at most: states larger than that cross the healed middle link in parts and travel on by state transfer",
+            o,
+        )
+        .at(0, Step::Cut(0, 2))
+        .at(0, Step::Cut(0, 3))
+        .at(0, Step::Cut(1, 3))
+        .at(5_000, Step::Cut(1, 2))
+        .at(25_000, Step::Heal(1, 2))
+        .at(
+            39_000,
+            Step::Check(
+                "n2 passed large states on by state transfer",
+                n2_forwarded_by_state_transfer,
+            ),
+        ),
     );
     out
 }
