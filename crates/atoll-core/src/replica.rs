@@ -989,6 +989,22 @@ impl<B: Backend> Replica<B> {
             {
                 Ok(Some(applied)) => self.events.push_back(Event::Applied(applied)),
                 Ok(None) => {}
+                Err(
+                    e @ Error::BadDelta {
+                        source: DecodeError::TooLarge { .. },
+                        ..
+                    },
+                ) => {
+                    // A sender takes our `max_delta_len` to be its own.
+                    return Err(hostile(
+                        from,
+                        format!(
+                            "{e} (max_delta_len here: {} bytes; peers send deltas up to their \
+                             own max_delta_len, so set the same one on every node)",
+                            self.ks.config().max_delta_len
+                        ),
+                    ));
+                }
                 Err(e @ (Error::BadDelta { .. } | Error::InvalidName { .. })) => {
                     return Err(hostile(from, e.to_string()));
                 }

@@ -251,6 +251,47 @@ fn hostile_messages_are_refused_without_changing_state() {
     assert_eq!(net.state(1, "hits"), before);
 }
 
+/// A delta larger than this node's `max_delta_len` (a peer configured with
+/// a larger one) is refused with an error that says what to fix.
+#[test]
+fn a_delta_over_max_delta_len_is_refused_naming_the_option() {
+    let mut net = Net::new(
+        2,
+        KeyspaceConfig {
+            max_delta_len: 300,
+            ..KeyspaceConfig::default()
+        },
+    );
+    net.full_mesh();
+    let mut set = atoll_crdt::OrSet::new();
+    for k in 0..40u32 {
+        set.add(ReplicaId(77), Bytes::from(k.to_be_bytes()));
+    }
+    let delta = atoll_crdt::codec::encode(&State::Set(set));
+    assert!(delta.len() > 300);
+    let big = Message::Deltas {
+        from: 0,
+        to: 1,
+        base: 0,
+        vars: vec![atoll_core::protocol::VarDelta {
+            name: "members".into(),
+            kind: Kind::Set,
+            delta,
+        }],
+        complete: false,
+    };
+    let e = net.nodes[1]
+        .handle_message(0, id(0), &big.encode())
+        .unwrap_err();
+    assert!(matches!(e, ProtocolError::Hostile { .. }), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("max_delta_len here: 300 bytes") && text.contains("on every node"),
+        "{text}"
+    );
+    assert!(net.state(1, "members").is_none());
+}
+
 /// Every log entry of `from` after `after`, merged into `to`; returns the last seq.
 fn ship(from: &mut Keyspace<MemoryBackend>, to: &mut Keyspace<MemoryBackend>, after: u64) -> u64 {
     let mut last = after;
