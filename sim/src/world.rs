@@ -555,7 +555,7 @@ impl Sim {
         }
         for e in events {
             match e {
-                Event::StateTransferStarted { peer } => {
+                Event::StateTransferStarted { peer, .. } => {
                     self.stats.state_transfers += 1;
                     self.trace.record(
                         self.now,

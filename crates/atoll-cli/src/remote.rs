@@ -100,8 +100,11 @@ pub(crate) fn run(r: &Remote, cmd: Cmd) -> Result<Output, String> {
                         return "-".into();
                     }
                     let through = t["done_through"].as_str().unwrap_or("");
+                    let why = t["why"]
+                        .as_str()
+                        .map_or(String::new(), |w| format!(" ({w})"));
                     let mut s = format!(
-                        "to seq {}, done through {}",
+                        "to seq {}{why}, done through {}",
                         t["as_of"],
                         if through.is_empty() {
                             "(none yet)"

@@ -23,5 +23,6 @@ pub mod testkit;
 pub use error::{Error, Result};
 pub use keyspace::{validate_name, Applied, Keyspace, KeyspaceConfig, OpCtx, MAX_NAME_LEN};
 pub use replica::{
-    Event, PeerStats, PeerStatus, ProtocolError, Replica, ReplicaConfig, TransferStatus, Transmit,
+    Event, PeerStats, PeerStatus, ProtocolError, Replica, ReplicaConfig, TransferReason,
+    TransferStatus, Transmit,
 };

@@ -114,10 +114,13 @@ pub enum Event {
     /// A change was merged from a peer (local writes are reported by the caller).
     Applied(Applied),
     /// A state transfer to a peer began: the log no longer holds what it
-    /// needs, or it holds nothing of a long log.
+    /// needs, it holds nothing of a long log, or a log entry is too large
+    /// for a delta.
     StateTransferStarted {
         /// The peer.
         peer: ReplicaId,
+        /// Why.
+        why: TransferReason,
     },
     /// Every peer has brought this replica up to date since it opened: bag
     /// takes and transfers are allowed from now on (see [`Replica::fenced`]).
@@ -130,6 +133,38 @@ pub enum Event {
         /// Why.
         error: String,
     },
+}
+
+/// Why a state transfer to a peer began.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransferReason {
+    /// The log no longer holds what the peer lacks: it was away too long.
+    LogTruncated,
+    /// The peer holds nothing of a log spanning
+    /// [`ReplicaConfig::state_for_new_peers_after`] entries or more.
+    NewPeer,
+    /// A log entry is larger than a delta the peer accepts (a large state
+    /// merged here from a state transfer): the peer is brought past it by
+    /// state transfer.
+    EntryTooLarge {
+        /// The entry's variable.
+        name: String,
+        /// The entry's size in bytes.
+        len: usize,
+    },
+}
+
+impl std::fmt::Display for TransferReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TransferReason::LogTruncated => f.write_str("the log no longer reaches back"),
+            TransferReason::NewPeer => f.write_str("a new peer of a long log"),
+            TransferReason::EntryTooLarge { name, len } => write!(
+                f,
+                "a log entry of {name:?} ({len} bytes) is too large for a delta"
+            ),
+        }
+    }
 }
 
 /// Why a message was refused. After [`ProtocolError::Hostile`] the runtime should
@@ -161,6 +196,7 @@ pub enum ProtocolError {
 #[derive(Clone, Debug)]
 struct Transfer {
     as_of: u64,
+    why: TransferReason,
     /// The last variable name acknowledged.
     cursor: String,
     /// The variable after `cursor`, being sent in parts.
@@ -305,6 +341,8 @@ pub struct TransferStatus {
     /// and the parts acknowledged (of this attempt; the number of parts is
     /// known once the last is encoded).
     pub in_parts: Option<(String, u32, u32)>,
+    /// Why it began.
+    pub why: TransferReason,
 }
 
 /// A peer's sync state, as [`Replica::peers`] reports it.
@@ -564,6 +602,7 @@ impl<B: Backend> Replica<B> {
                         let acked = s.sent - s.unacked.len() as u32;
                         (s.name.clone(), s.sent, acked)
                     }),
+                    why: t.why.clone(),
                 }),
                 last_contact: p.last_contact,
                 caught_up: p.caught_up,
@@ -1189,7 +1228,12 @@ impl<B: Backend> Replica<B> {
         if p.transfer.is_none() {
             let first = self.ks.storage().first_seq()?.unwrap_or(last + 1);
             if p.acked < last && (p.acked + 1 < first || p.wants_state) {
-                self.start_transfer(id, last);
+                let why = if p.acked + 1 < first {
+                    TransferReason::LogTruncated
+                } else {
+                    TransferReason::NewPeer
+                };
+                self.start_transfer(id, last, why);
             } else if p.sent_through >= last {
                 // Nothing to send; but a peer that connected since our last
                 // complete interval is told it has everything.
@@ -1226,20 +1270,21 @@ impl<B: Backend> Replica<B> {
     /// Starts a state transfer to `id` as of `as_of`: every variable's state,
     /// in place of the log through `as_of`. Intervals in flight are let go:
     /// the transfer covers them.
-    fn start_transfer(&mut self, id: ReplicaId, as_of: u64) {
+    fn start_transfer(&mut self, id: ReplicaId, as_of: u64, why: TransferReason) {
         let p = self.peers.get_mut(&id).expect("known");
         p.wants_state = false;
         p.flights.clear();
         p.early_acks.clear();
         p.transfer = Some(Transfer {
             as_of,
+            why: why.clone(),
             cursor: String::new(),
             split: None,
             eager: false,
         });
         p.stats.state_transfers += 1;
         self.events
-            .push_back(Event::StateTransferStarted { peer: id });
+            .push_back(Event::StateTransferStarted { peer: id, why });
     }
 
     /// The largest log entry sent as a delta: what a peer accepts (taking its
@@ -1299,7 +1344,11 @@ impl<B: Backend> Replica<B> {
                 // transfer, which sends large states in parts. The interval
                 // so far goes first.
                 if joined.is_empty() && whole.is_empty() {
-                    self.start_transfer(id, shippable);
+                    let why = TransferReason::EntryTooLarge {
+                        name: entry.name,
+                        len: entry.delta.len(),
+                    };
+                    self.start_transfer(id, shippable, why);
                     return self.send_state_chunk(id, now);
                 }
                 break;

@@ -3,7 +3,9 @@
 
 use atoll_core::protocol::Message;
 use atoll_core::testkit::{id, Net};
-use atoll_core::{Event, Keyspace, KeyspaceConfig, ProtocolError, Replica, ReplicaConfig};
+use atoll_core::{
+    Event, Keyspace, KeyspaceConfig, ProtocolError, Replica, ReplicaConfig, TransferReason,
+};
 use atoll_crdt::variable::{Bytes, Kind, MapValue, State};
 use atoll_crdt::{set_add, ReplicaId};
 use atoll_store::MemoryBackend;
@@ -956,6 +958,18 @@ fn a_state_larger_than_a_delta_is_forwarded_by_state_transfer() {
         .find(|p| p.id == id(2))
         .expect("C is B's peer");
     assert_eq!(b_to_c.stats.state_transfers, 1, "C was sent the state");
+    let why: Vec<&TransferReason> = net
+        .events
+        .iter()
+        .filter_map(|(i, e)| match e {
+            Event::StateTransferStarted { peer, why } if *i == 1 && *peer == id(2) => Some(why),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(why[..], [TransferReason::EntryTooLarge { name, len }] if name == "members" && *len > 2_000),
+        "{why:?}"
+    );
     let c_from_b = net.nodes[2]
         .peers()
         .into_iter()

@@ -135,6 +135,7 @@ async fn peers(State(api): State<Api>, h: HeaderMap) -> ApiResult {
                 "last_disconnect": s.disconnects.get(&p.id),
                 "transfer": p.transfer.as_ref().map(|t| json!({
                     "as_of": t.as_of,
+                    "why": t.why.to_string(),
                     "done_through": t.done_through,
                     "in_parts": t.in_parts.as_ref().map(|(name, sent, acked)| json!({
                         "name": name,

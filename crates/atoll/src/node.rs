@@ -694,8 +694,8 @@ async fn drive(
             while let Some(e) = r.poll_event() {
                 match e {
                     Event::Applied(a) => applied.push(a),
-                    Event::StateTransferStarted { peer } => {
-                        tracing::info!(%peer, "state transfer started");
+                    Event::StateTransferStarted { peer, why } => {
+                        tracing::info!(%peer, %why, "state transfer started");
                     }
                     Event::SendFailed { peer, error } => {
                         tracing::error!(%peer, %error, "could not read the log to send to a peer; retrying on the next input");
