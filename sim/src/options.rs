@@ -289,6 +289,10 @@ pub struct Options {
     /// than this (a large state merged from a transfer, or a long run joined
     /// at a checkpoint) reaches peers by state transfer.
     pub max_delta_len: usize,
+    /// Odd-numbered nodes run other protocol settings than even ones (window,
+    /// batch and part sizes, retransmission, gossip interval): nodes of one
+    /// cluster need not agree on them.
+    pub mixed_configs: bool,
     /// Remote timestamps further ahead than this are refused (ms).
     pub max_clock_skew_ms: u64,
     /// How often to sample divergence for the report (ms; 0 = never).
@@ -337,6 +341,7 @@ impl Options {
             state_for_new_peers_after: [0, 1, 20, 4096][rng.index(4)],
             state_part_bytes: [40, 300, 64 << 10][rng.index(3)],
             max_delta_len: [16 << 20, 16 << 20, 16 << 20, 2_000][rng.index(4)],
+            mixed_configs: rng.chance(0.25),
         }
     }
 
@@ -365,6 +370,7 @@ impl Options {
                 .state_for_new_peers_after,
             state_part_bytes: atoll_core::ReplicaConfig::default().state_part_bytes,
             max_delta_len: atoll_core::KeyspaceConfig::default().max_delta_len,
+            mixed_configs: false,
         }
     }
 }

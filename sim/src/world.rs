@@ -393,17 +393,32 @@ impl Sim {
         }
     }
 
-    fn replica_config(&self) -> ReplicaConfig {
-        ReplicaConfig {
-            max_batch_bytes: self.opts.max_batch_bytes,
-            max_batch_entries: self.opts.max_batch_entries,
-            max_in_flight: self.opts.max_in_flight,
-            retransmit_ms: self.opts.retransmit_ms,
-            ship_whole_bytes: self.opts.ship_whole_bytes,
-            gossip_interval_ms: self.opts.gossip_interval_ms,
-            state_for_new_peers_after: self.opts.state_for_new_peers_after,
-            state_part_bytes: self.opts.state_part_bytes,
+    fn replica_config(&self, i: usize) -> ReplicaConfig {
+        let o = &self.opts;
+        let config = ReplicaConfig {
+            max_batch_bytes: o.max_batch_bytes,
+            max_batch_entries: o.max_batch_entries,
+            max_in_flight: o.max_in_flight,
+            retransmit_ms: o.retransmit_ms,
+            ship_whole_bytes: o.ship_whole_bytes,
+            gossip_interval_ms: o.gossip_interval_ms,
+            state_for_new_peers_after: o.state_for_new_peers_after,
+            state_part_bytes: o.state_part_bytes,
             ..ReplicaConfig::default()
+        };
+        if !(o.mixed_configs && i % 2 == 1) {
+            return config;
+        }
+        // Other settings on odd nodes (each differs from the drawn one).
+        let other = |v: usize, a: usize, b: usize| if v == a { b } else { a };
+        ReplicaConfig {
+            max_batch_bytes: other(o.max_batch_bytes, 2_000, 200),
+            max_in_flight: other(o.max_in_flight, 1, 4),
+            retransmit_ms: (o.retransmit_ms * 2).min(2_000),
+            ship_whole_bytes: other(o.ship_whole_bytes, 1_000, 100),
+            gossip_interval_ms: if o.gossip_interval_ms == 0 { 10 } else { 0 },
+            state_part_bytes: other(o.state_part_bytes, 300, 64 << 10),
+            ..config
         }
     }
 
@@ -425,7 +440,7 @@ impl Sim {
                 return;
             }
         };
-        let mut r = Replica::new(ks, self.replica_config());
+        let mut r = Replica::new(ks, self.replica_config(i));
         for &p in &self.peers[i] {
             r.add_peer(node_id(p));
         }
@@ -754,7 +769,7 @@ impl Sim {
             let sent = self.deltas_sent.get(&(to, from)).copied().unwrap_or(0) > sent_before;
             // Unless the gossip interval holds the next one back: then a timer
             // must be set for no later than the interval from now.
-            let gap = self.opts.gossip_interval_ms;
+            let gap = r.config().gossip_interval_ms;
             let held = gap > 0 && r.poll_timeout().is_some_and(|at| at <= now + gap);
             if behind && !sent && !held {
                 self.fail(format!(

@@ -508,6 +508,11 @@ impl<B: Backend> Replica<B> {
         self.config = config;
     }
 
+    /// The protocol configuration.
+    pub fn config(&self) -> &ReplicaConfig {
+        &self.config
+    }
+
     /// The keyspace, for reads.
     pub fn keyspace_ref(&self) -> &Keyspace<B> {
         &self.ks
