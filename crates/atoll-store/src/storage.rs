@@ -16,7 +16,7 @@ const HOLDS: u8 = b'h';
 const CHECKPOINT: &[u8] = b"c";
 const DROPPED: &[u8] = b"q";
 const META: u8 = b'm';
-const STATE: u8 = b's';
+pub(crate) const STATE: u8 = b's';
 const LOG: u8 = b'l';
 
 /// What a store knows about itself.
