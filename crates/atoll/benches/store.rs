@@ -118,6 +118,9 @@ fn raw_sled(batches: &[Vec<BatchOp>], d: Durability, atoll_fsyncs: bool) -> Dura
     };
     let backend = SledBackend::open(dir.path(), every).unwrap();
     let db = backend.db();
+    // The same layout as atoll's: variable states (keys from b's') in a tree
+    // of their own, away from the log's newest leaf.
+    let states = db.open_tree("states").unwrap();
     let flush = || {
         if atoll_fsyncs {
             backend.flush().unwrap();
@@ -129,7 +132,12 @@ fn raw_sled(batches: &[Vec<BatchOp>], d: Durability, atoll_fsyncs: bool) -> Dura
     for batch in batches {
         for op in batch {
             if let BatchOp::Put(k, v) = op {
-                db.insert(k.as_slice(), v.as_slice()).unwrap();
+                let tree: &sled::Tree = if k.first() == Some(&b's') {
+                    &states
+                } else {
+                    db
+                };
+                tree.insert(k.as_slice(), v.as_slice()).unwrap();
             }
         }
         if d == Durability::Durable {
