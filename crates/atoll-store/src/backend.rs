@@ -242,17 +242,17 @@ impl Backend for SledBackend {
     }
 
     fn apply(&mut self, mut ops: Vec<BatchOp>) -> Result<()> {
-        let key = |op: &BatchOp| match op {
+        let is_state = |op: &BatchOp| match op {
             BatchOp::Put(k, _) | BatchOp::Delete(k) => k.first() == Some(&STATE),
         };
-        let states = ops.iter().filter(|op| key(op)).count();
+        let states = ops.iter().filter(|op| is_state(op)).count();
         if states > 0 && states < ops.len() {
             // Both trees (a checkpoint: states and the sequence they
             // include): one transaction.
             (&*self.db, &self.states)
                 .transaction(|(db, st)| {
                     for op in &ops {
-                        let tree = if key(op) { st } else { db };
+                        let tree = if is_state(op) { st } else { db };
                         match op {
                             BatchOp::Put(k, v) => tree.insert(k.as_slice(), v.as_slice())?,
                             BatchOp::Delete(k) => tree.remove(k.as_slice())?,
