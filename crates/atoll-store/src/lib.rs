@@ -30,7 +30,7 @@ mod backend;
 mod storage;
 
 pub use backend::{Backend, BatchOp, MemoryBackend, SledBackend};
-pub use storage::{LogEntry, NodeMeta, Storage, VarMeta, MAX_RECORD_LEN};
+pub use storage::{LogEntry, NodeMeta, Storage, VarMeta, MAX_RECORD_LEN, STORAGE_FORMAT};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +52,17 @@ pub enum StoreError {
     /// caller, not damage on disk).
     #[error("invalid storage request: {0}")]
     Invalid(String),
+    /// The data was written by a newer atoll, in a layout this one does not
+    /// read.
+    #[error(
+        "this data directory was written by a newer atoll (storage format {found}); this version reads format {supported} and earlier: open it with a newer atoll"
+    )]
+    NewerFormat {
+        /// The format on disk.
+        found: u64,
+        /// The newest format this version reads.
+        supported: u64,
+    },
 }
 
 impl From<sled::Error> for StoreError {

@@ -18,6 +18,12 @@ const DROPPED: &[u8] = b"q";
 const META: u8 = b'm';
 pub(crate) const STATE: u8 = b's';
 const LOG: u8 = b'l';
+const FORMAT: &[u8] = b"v";
+
+/// The storage layout this version writes, recorded in the data on first
+/// open (2: variable states in a sled tree of their own). A version that
+/// finds a newer one refuses to open the data, rather than misread it.
+pub const STORAGE_FORMAT: u64 = 2;
 
 /// What a store knows about itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,7 +152,23 @@ fn corrupt(key: &[u8], source: DecodeError) -> StoreError {
 impl<B: Backend> Storage<B> {
     /// Lays atoll's data out on `backend`, recovering the log sequence and the
     /// checkpoint.
-    pub fn open(backend: B) -> Result<Self> {
+    pub fn open(mut backend: B) -> Result<Self> {
+        match read_u64(&backend, FORMAT)? {
+            0 => {
+                backend.apply(vec![BatchOp::Put(
+                    FORMAT.to_vec(),
+                    STORAGE_FORMAT.to_be_bytes().to_vec(),
+                )])?;
+                backend.flush()?;
+            }
+            found if found > STORAGE_FORMAT => {
+                return Err(StoreError::NewerFormat {
+                    found,
+                    supported: STORAGE_FORMAT,
+                })
+            }
+            _ => {}
+        }
         let dropped = read_u64(&backend, DROPPED)?;
         let checkpoint = read_u64(&backend, CHECKPOINT)?;
         let newest = match backend.last_in(&[LOG], &[LOG + 1])? {
@@ -433,6 +455,29 @@ impl<B: Backend> Storage<B> {
 mod tests {
     use super::*;
     use crate::MemoryBackend;
+
+    #[test]
+    fn the_storage_format_is_recorded_and_a_newer_one_refused() {
+        let disk = MemoryBackend::new();
+        drop(Storage::open(disk.clone()).unwrap());
+        assert_eq!(
+            disk.get(FORMAT).unwrap(),
+            Some(STORAGE_FORMAT.to_be_bytes().to_vec()),
+            "recorded, and flushed"
+        );
+        disk.crash(0);
+        assert!(disk.get(FORMAT).unwrap().is_some(), "survives a crash");
+        let mut newer = disk.clone();
+        newer
+            .apply(vec![BatchOp::Put(
+                FORMAT.to_vec(),
+                (STORAGE_FORMAT + 1).to_be_bytes().to_vec(),
+            )])
+            .unwrap();
+        let e = Storage::open(newer).err().expect("refused");
+        assert!(matches!(e, StoreError::NewerFormat { .. }), "{e}");
+        assert!(e.to_string().contains("newer atoll"), "{e}");
+    }
 
     fn entry(name: &str) -> LogEntry {
         LogEntry {
