@@ -1311,6 +1311,7 @@ impl<B: Backend> Replica<B> {
         let mut whole: Vec<VarDelta> = Vec::new();
         let mut bytes = 0;
         let mut to = from;
+        let max_delta = self.max_forwarded_delta();
         // The log is read in pieces of what the message can still carry (an
         // entry's stored size is at least its delta's), not all that one
         // message could name: large entries are read only when they are sent.
@@ -1343,7 +1344,6 @@ impl<B: Backend> Replica<B> {
                 to = seq;
                 continue;
             }
-            let max_delta = self.max_forwarded_delta();
             if entry.delta.len() > max_delta {
                 // Too large for a delta: the peer is brought past it by state
                 // transfer, which sends large states in parts. The interval

@@ -152,21 +152,33 @@ impl SledBackend {
         if old.is_empty() {
             return Ok(());
         }
+        self.in_both(|db, states| {
+            for (k, v) in &old {
+                states.insert(k, v)?;
+                db.remove(k)?;
+            }
+            Ok(())
+        })?;
+        self.flush()
+    }
+
+    /// Runs `f` on the default tree and the states tree as one sled
+    /// transaction (retried by sled on conflict; it never aborts).
+    fn in_both(
+        &self,
+        f: impl Fn(
+            &sled::transaction::TransactionalTree,
+            &sled::transaction::TransactionalTree,
+        ) -> sled::transaction::ConflictableTransactionResult<(), ()>,
+    ) -> Result<()> {
         (&*self.db, &self.states)
-            .transaction(|(db, states)| {
-                for (k, v) in &old {
-                    states.insert(k, v)?;
-                    db.remove(k)?;
-                }
-                Ok(())
-            })
+            .transaction(|(db, states)| f(db, states))
             .map_err(|e: sled::transaction::TransactionError<()>| match e {
-                sled::transaction::TransactionError::Storage(e) => e,
+                sled::transaction::TransactionError::Storage(e) => e.into(),
                 sled::transaction::TransactionError::Abort(()) => {
                     unreachable!("the transaction never aborts")
                 }
-            })?;
-        self.flush()
+            })
     }
 
     /// The rows of `[from, to)` of one tree.
@@ -249,24 +261,16 @@ impl Backend for SledBackend {
         if states > 0 && states < ops.len() {
             // Both trees (a checkpoint: states and the sequence they
             // include): one transaction.
-            (&*self.db, &self.states)
-                .transaction(|(db, st)| {
-                    for op in &ops {
-                        let tree = if is_state(op) { st } else { db };
-                        match op {
-                            BatchOp::Put(k, v) => tree.insert(k.as_slice(), v.as_slice())?,
-                            BatchOp::Delete(k) => tree.remove(k.as_slice())?,
-                        };
-                    }
-                    Ok(())
-                })
-                .map_err(|e: sled::transaction::TransactionError<()>| match e {
-                    sled::transaction::TransactionError::Storage(e) => e,
-                    sled::transaction::TransactionError::Abort(()) => {
-                        unreachable!("the transaction never aborts")
-                    }
-                })?;
-            return Ok(());
+            return self.in_both(|db, st| {
+                for op in &ops {
+                    let tree = if is_state(op) { st } else { db };
+                    match op {
+                        BatchOp::Put(k, v) => tree.insert(k.as_slice(), v.as_slice())?,
+                        BatchOp::Delete(k) => tree.remove(k.as_slice())?,
+                    };
+                }
+                Ok(())
+            });
         }
         let tree = if states > 0 { &self.states } else { &*self.db };
         // A single-key write is atomic in sled by itself, and much cheaper than a batch.
