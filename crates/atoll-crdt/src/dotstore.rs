@@ -431,23 +431,23 @@ impl<K: Ord + Clone + Debug, S: DotStore> CausalMap<K, S> {
         max_bytes: usize,
     ) -> (Vec<u8>, Option<&K>, bool)
     where
-        K: Serialize,
-        S: Serialize,
+        K: crate::wire::Wire,
+        S: crate::wire::Wire,
     {
         use std::ops::Bound;
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut entries = self.store.0.range((lower, Bound::Unbounded)).peekable();
-        let mut body = Vec::new();
+        let mut body = Vec::with_capacity(max_bytes.min(1 << 20) + 256);
         let (mut count, mut last) = (0usize, None);
         while count == 0 || body.len() < max_bytes {
             let Some((k, s)) = entries.next() else { break };
-            body = postcard::to_extend(&(k, s), body).expect("encoding into a Vec cannot fail");
+            crate::wire::put_entry(k, s, &mut body);
             count += 1;
             last = Some(k);
         }
         let end = entries.peek().is_none();
-        let mut out = postcard::to_extend(&count, Vec::with_capacity(body.len() + 10))
-            .expect("encoding into a Vec cannot fail");
+        let mut out = Vec::with_capacity(body.len() + 10);
+        crate::wire::put_varint(count as u64, &mut out);
         out.extend_from_slice(&body);
         (out, last, end)
     }

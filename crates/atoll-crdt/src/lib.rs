@@ -23,6 +23,7 @@ mod map;
 mod register;
 mod set;
 pub mod variable;
+mod wire;
 
 pub use bag::{Bag, BagEntry, ElementId};
 pub use context::CausalContext;

@@ -300,8 +300,8 @@ fn part_of<K, S>(
     max_bytes: usize,
 ) -> Result<Part, DecodeError>
 where
-    K: Ord + Clone + fmt::Debug + Serialize + serde::de::DeserializeOwned,
-    S: DotStore + Serialize,
+    K: Ord + Clone + fmt::Debug + Serialize + serde::de::DeserializeOwned + crate::wire::Wire,
+    S: DotStore + crate::wire::Wire,
 {
     let after: Option<K> = after.map(postcard::from_bytes).transpose()?;
     let (entries, last, end) = c.encode_entries(after.as_ref(), max_bytes);

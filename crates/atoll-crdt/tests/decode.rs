@@ -195,6 +195,17 @@ fn spliced(parts: &[Vec<u8>], state: &State) -> Vec<u8> {
     variable::splice_parts(&ranges, entries, state.context())
 }
 
+/// A part holding the whole state is the state's own encoding: the entries
+/// written by hand (`wire`) are byte for byte what serde writes.
+#[test]
+fn a_whole_state_in_one_part_is_its_encoding() {
+    for s in sample_states().into_iter().chain(large_states()) {
+        let part = s.encode_part(None, usize::MAX).unwrap();
+        assert_eq!(part.next, None);
+        assert_eq!(part.bytes, codec::encode(&s), "{:?}", s.kind());
+    }
+}
+
 #[test]
 fn a_state_cut_into_parts_of_any_size_assembles_back() {
     for s in sample_states().into_iter().chain(large_states()) {

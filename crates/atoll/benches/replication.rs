@@ -182,7 +182,15 @@ fn main() {
     a.flush().unwrap();
     // Each run starts a new, empty B (its own data directory, so its own id).
     let mut runs = Vec::new();
-    for run in 0..RUNS {
+    // For profiling: `ATOLL_BENCH_RUNS=50` runs more catch-ups,
+    // `ATOLL_BENCH_ONLY=catchup` runs only them (no raw quinn, no latency),
+    // and `ATOLL_BENCH_WINDOWS=1` prints each catch-up's window.
+    let only_catchup = std::env::var("ATOLL_BENCH_ONLY").is_ok_and(|v| v == "catchup");
+    let count = std::env::var("ATOLL_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(RUNS);
+    for run in 0..count {
         let start = Instant::now();
         let b = node(&format!("b{run}"), "b", vec![a.local_addr()]);
         let started = start.elapsed();
@@ -201,6 +209,15 @@ fn main() {
             std::thread::sleep(Duration::from_micros(200));
         }
         let held = start.elapsed();
+        if std::env::var("ATOLL_BENCH_WINDOWS").is_ok() {
+            // For `perf record -k mono`: the window on the monotonic clock
+            // (Linux prints an `Instant` as its `timespec`).
+            eprintln!(
+                "window {:?} {:?}",
+                start + connected.unwrap_or(held),
+                start + held
+            );
+        }
         let cpu = cpu_time()
             .zip(cpu_connected)
             .map(|(end, start)| end - start);
@@ -214,12 +231,16 @@ fn main() {
         drop((seen, b));
         let (bytes, msgs) = (stats.bytes_sent as usize, stats.messages_sent as usize);
         // Right after, so that both see the machine in the same state.
-        let (raw, raw_cpu) = raw_quinn(
-            &root.path().join("t-certs-a"),
-            &root.path().join("t-certs-b"),
-            bytes,
-            (bytes / msgs.max(1)).max(1),
-        );
+        let (raw, raw_cpu) = if only_catchup {
+            (Duration::ZERO, None)
+        } else {
+            raw_quinn(
+                &root.path().join("t-certs-a"),
+                &root.path().join("t-certs-b"),
+                bytes,
+                (bytes / msgs.max(1)).max(1),
+            )
+        };
         runs.push(Run {
             started,
             connected: connected.unwrap_or(held),
@@ -236,8 +257,9 @@ fn main() {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let cpu_ms = |d: Option<Duration>| d.map_or("?".to_string(), |d| format!("{:.1}", ms(d)));
     println!(
-        "replication throughput, {N} set adds, two nodes on 127.0.0.1 (A wrote them at {:.0} ops/s, buffered, before any B started); {RUNS} runs, each with a new empty B, each followed by raw quinn carrying its bytes in frames of its average size\n",
-        ops(written)
+        "replication throughput, {N} set adds, two nodes on 127.0.0.1 (A wrote them at {:.0} ops/s, buffered, before any B started); {} runs, each with a new empty B, each followed by raw quinn carrying its bytes in frames of its average size\n",
+        ops(written),
+        runs.len()
     );
     for r in &runs {
         println!(
@@ -294,6 +316,9 @@ fn main() {
         );
     }
 
+    if only_catchup {
+        return;
+    }
     // Latency, durable writes.
     let (a, b) = pair(root.path(), "l", Durability::Durable);
     let c = a.counter("tick").unwrap();
