@@ -810,6 +810,39 @@ impl<B: Backend> Keyspace<B> {
         Ok(self.load(name)?.map(|v| &v.state))
     }
 
+    /// How many variables are held in memory (loaded since the keyspace was
+    /// opened; variables are never evicted).
+    pub fn loaded(&self) -> usize {
+        self.vars.len()
+    }
+
+    /// The stored encoding of `name`'s state, if it holds all of the state:
+    /// the variable was not changed since the last checkpoint (or was never
+    /// loaded since the keyspace was opened, which replays every change after
+    /// the checkpoint). With a version as [`Keyspace::version`] gives, without
+    /// loading the variable: a state transfer sends such a state as it is
+    /// stored, neither walking its tree nor loading a cold variable into the
+    /// cache (which keeps every variable loaded). `None` otherwise.
+    pub fn stored_state(&mut self, name: &str) -> Result<Option<(Vec<u8>, u64)>> {
+        validate_name(name)?;
+        if self.dirty.contains(name) {
+            return Ok(None);
+        }
+        let Some(bytes) = self.storage.state(name)? else {
+            return Ok(None);
+        };
+        let version = match self.vars.get(name) {
+            Some(var) => var.version,
+            None => {
+                // Any later change loads the variable, which gives it a
+                // version after this one.
+                self.versions = self.versions.wrapping_add(1);
+                self.versions
+            }
+        };
+        Ok(Some((bytes, version)))
+    }
+
     /// The version of a variable's state, which differs from every earlier
     /// one whenever the state may have changed in between (a write, a merge,
     /// a reload): a sender of a state in several parts starts over if it

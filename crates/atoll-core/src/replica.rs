@@ -1465,29 +1465,67 @@ impl<B: Backend> Replica<B> {
                 page_end = next.len() < STATE_PAGE;
                 page.extend(next);
             }
-            let Some((name, _)) = page.front().cloned() else {
+            let Some((name, listed_kind)) = page.front().cloned() else {
                 break;
             };
-            let version = self.ks.version(&name)?;
-            if let (Some(state), Some(version)) = (self.ks.state(&name)?, version) {
-                let first = state
-                    .encode_part(None, part_bytes)
-                    .expect("the first part decodes no cursor");
-                if first.next.is_some() {
+            // A state unchanged since the last checkpoint is cut into parts
+            // as it is stored; any other is encoded from its tree.
+            let stored = match self.ks.stored_state(&name)? {
+                // Too large to join the variables before it (it would go
+                // in parts): it starts the next chunk, and is cut then.
+                Some((bytes, _)) if !vars.is_empty() && bytes.len() > part_bytes => break,
+                Some((bytes, version)) => {
+                    let corrupt = |source| atoll_store::StoreError::Corrupt {
+                        key: format!("state of {name}"),
+                        source,
+                    };
+                    // The variant index follows the format version.
+                    if bytes.get(1) != Some(&(listed_kind as u8)) {
+                        return Err(corrupt(atoll_crdt::codec::DecodeError::Invalid(
+                            atoll_crdt::InvalidState(
+                                "state kind differs from the variable's metadata",
+                            ),
+                        ))
+                        .into());
+                    }
+                    let parts = atoll_crdt::variable::parts_of_encoded(&bytes, part_bytes)
+                        .map_err(corrupt)?;
+                    Some((VecDeque::from(parts), version, listed_kind))
+                }
+                None => None,
+            };
+            let found = match stored {
+                Some(found) => Some(found),
+                None => {
+                    let version = self.ks.version(&name)?;
+                    match (self.ks.state(&name)?, version) {
+                        (Some(state), Some(version)) => {
+                            let first = state
+                                .encode_part(None, part_bytes)
+                                .expect("the first part decodes no cursor");
+                            let mut ahead = VecDeque::from([first]);
+                            if eager && ahead[0].next.is_some() {
+                                // Every part now, from this one state.
+                                while let Some(after) = ahead.back().and_then(|p| p.next.clone()) {
+                                    let part = state
+                                        .encode_part(Some(&after), part_bytes)
+                                        .expect("a cursor of our own encoding");
+                                    ahead.push_back(part);
+                                }
+                            }
+                            Some((ahead, version, state.kind()))
+                        }
+                        _ => None,
+                    }
+                }
+            };
+            if let Some((mut ahead, version, kind)) = found {
+                // Every part is ahead if the last one is.
+                let all_ahead = ahead.back().is_some_and(|p| p.next.is_none());
+                if ahead.len() > 1 || ahead[0].next.is_some() {
                     // Larger than a part: it goes in parts, after this chunk.
                     if !vars.is_empty() {
                         break;
-                    }
-                    let kind = state.kind();
-                    let mut ahead = VecDeque::from([first]);
-                    if eager {
-                        // Every part now, from this one state.
-                        while let Some(after) = ahead.back().and_then(|p| p.next.clone()) {
-                            let part = state
-                                .encode_part(Some(&after), part_bytes)
-                                .expect("a cursor of our own encoding");
-                            ahead.push_back(part);
-                        }
                     }
                     let t = self.peers.get_mut(&id).expect("known").transfer.as_mut();
                     t.expect("under way").split = Some(Split {
@@ -1495,7 +1533,7 @@ impl<B: Backend> Replica<B> {
                         kind,
                         version,
                         ahead,
-                        all_ahead: eager,
+                        all_ahead,
                         next: None,
                         sent: 0,
                         unacked: BTreeMap::new(),
@@ -1505,7 +1543,7 @@ impl<B: Backend> Replica<B> {
                     });
                     return self.send_state_part(id, now);
                 }
-                let delta = first.bytes;
+                let delta = ahead.pop_front().expect("one part").bytes;
                 let fits =
                     bytes + delta.len() + STATE_MESSAGE_OVERHEAD <= self.config.max_message_len;
                 if !fits && !vars.is_empty() {
@@ -1515,7 +1553,7 @@ impl<B: Backend> Replica<B> {
                 bytes += delta.len();
                 vars.push(VarDelta {
                     name: name.clone(),
-                    kind: state.kind(),
+                    kind,
                     delta,
                 });
             }

@@ -731,6 +731,56 @@ fn a_large_state_goes_in_parts_several_at_a_time() {
     );
 }
 
+/// A state transfer sends a variable unchanged since the last checkpoint as
+/// it is stored, cut into the parts its tree would give, without loading it.
+#[test]
+fn a_state_unchanged_since_the_checkpoint_is_sent_as_stored() {
+    let config = ReplicaConfig {
+        state_for_new_peers_after: 1,
+        state_part_bytes: 300,
+        ..ReplicaConfig::default()
+    };
+    let mut net = Net::with_config(2, KeyspaceConfig::default(), config.clone());
+    fill_set(&mut net, 0, "members", 400);
+    net.incr(0, "hits", 3);
+    let members = net.state(0, "members").unwrap();
+    let ks = net.nodes[0].keyspace();
+    ks.checkpoint().unwrap();
+    ks.flush().unwrap();
+    // Reopened: nothing is loaded.
+    let backend = ks.storage().backend().clone();
+    let ks = Keyspace::open(
+        backend,
+        KeyspaceConfig::default(),
+        id(0),
+        ReplicaId(77),
+        net.now,
+    )
+    .unwrap();
+    net.nodes[0] = Replica::new(ks, config);
+    assert_eq!(net.nodes[0].keyspace().loaded(), 0);
+    net.full_mesh();
+    net.run(60_000);
+    assert_eq!(
+        net.nodes[0].keyspace().loaded(),
+        0,
+        "sent without loading either variable"
+    );
+    assert_eq!(
+        parts_delivered(&net) as usize,
+        parts_of(&members, 300).len()
+    );
+    assert_eq!(net.state(1, "members").unwrap(), members);
+    net.assert_converged(&["members", "hits"]);
+    // Changed since: it is encoded from its tree, and arrives changed.
+    net.write(0, "members", Kind::Set, |s, r, _| match s {
+        State::Set(x) => Ok(State::Set(x.add(r, Bytes::from(vec![9; 3])))),
+        _ => unreachable!(),
+    });
+    net.run(10_000);
+    net.assert_converged(&["members", "hits"]);
+}
+
 /// A state that changes while its parts are on the way is sent again, from
 /// one state: parts of two states are never joined.
 #[test]

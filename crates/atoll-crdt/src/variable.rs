@@ -321,6 +321,86 @@ where
     Ok(Part { bytes, next })
 }
 
+/// The parts [`State::encode_part`] would cut the state encoded as `bytes`
+/// (by [`crate::codec::encode`]) into, cut from the encoding itself: the
+/// entries are skipped over, not decoded, so that a state stored on disk is
+/// sent without being loaded. A set's entries are skipped by hand; a bag's
+/// values and a map's fields are decoded to find their end.
+///
+/// The bytes are the node's own stored state, not a peer's: they are not
+/// validated (a corrupt encoding that still parses is cut as it is, and the
+/// receiver refuses it).
+pub fn parts_of_encoded(bytes: &[u8], max_bytes: usize) -> Result<Vec<Part>, DecodeError> {
+    use crate::codec::FORMAT_VERSION;
+    match bytes {
+        [] => Err(DecodeError::Empty),
+        [v, ..] if *v != FORMAT_VERSION => Err(DecodeError::UnsupportedVersion(*v)),
+        [_, 3, rest @ ..] => cut_entries::<Bytes, crate::DotSet>(3, rest, max_bytes),
+        [_, 4, rest @ ..] => {
+            cut_entries::<crate::ElementId, crate::DotFun<crate::BagEntry<Bytes>>>(
+                4, rest, max_bytes,
+            )
+        }
+        [_, 5, rest @ ..] => cut_entries::<String, MapValue>(5, rest, max_bytes),
+        // A counter or register: always one part, the whole state.
+        _ => Ok(vec![Part {
+            bytes: bytes.to_vec(),
+            next: None,
+        }]),
+    }
+}
+
+/// [`parts_of_encoded`] for a causal map's encoding `rest` (after the format
+/// version and `variant`): its entries, then its context.
+fn cut_entries<K: crate::wire::Wire, S: crate::wire::Wire>(
+    variant: u8,
+    rest: &[u8],
+    max_bytes: usize,
+) -> Result<Vec<Part>, DecodeError> {
+    use crate::wire::{put_varint, take_varint};
+    let (count, mut at) = take_varint(rest)?;
+    // Each part: its entries (at least one), until they reach `max_bytes`.
+    let mut cuts: Vec<(&[u8], u64, &[u8])> = Vec::new();
+    let mut left = count;
+    while left > 0 {
+        let start = at;
+        let mut n = 0u64;
+        let mut last_key = at;
+        while left > 0 && (n == 0 || start.len() - at.len() < max_bytes) {
+            let key_end = K::skip(at)?;
+            last_key = &at[..at.len() - key_end.len()];
+            at = S::skip(key_end)?;
+            n += 1;
+            left -= 1;
+        }
+        cuts.push((&start[..start.len() - at.len()], n, last_key));
+    }
+    // What is left is the context, sent with the end part.
+    let ctx = at;
+    let empty_ctx = crate::codec::encode(&CausalContext::new());
+    let mut parts = Vec::with_capacity(cuts.len().max(1));
+    let total = cuts.len();
+    for (i, (entries, n, last_key)) in cuts.iter().enumerate() {
+        let end = i + 1 == total;
+        let mut bytes = Vec::with_capacity(entries.len() + ctx.len() + 12);
+        bytes.extend_from_slice(&[crate::codec::FORMAT_VERSION, variant]);
+        put_varint(*n, &mut bytes);
+        bytes.extend_from_slice(entries);
+        bytes.extend_from_slice(if end { ctx } else { &empty_ctx[1..] });
+        parts.push(Part {
+            bytes,
+            next: (!end).then(|| last_key.to_vec()),
+        });
+    }
+    if parts.is_empty() {
+        // No entry: one part, the state as it is (an empty store, its context).
+        let mut bytes = vec![crate::codec::FORMAT_VERSION, variant, 0];
+        bytes.extend_from_slice(ctx);
+        parts.push(Part { bytes, next: None });
+    }
+    Ok(parts)
+}
+
 /// The type of a variable, fixed when it is created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Kind {

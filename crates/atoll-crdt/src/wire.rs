@@ -11,12 +11,76 @@
 //! stays with serde: by hand it was no faster (its cost is memory, not
 //! dispatch), so there is one decoder to trust with hostile input.
 
+use crate::codec::DecodeError;
 use crate::{Dot, DotSet, ReplicaId};
 
-/// A value whose postcard encoding is written by hand (or through serde).
+/// A value whose postcard encoding is written (and skipped) by hand, or
+/// through serde.
 pub(crate) trait Wire {
     /// Appends the value's postcard encoding to `out`.
     fn put(&self, out: &mut Vec<u8>);
+
+    /// The rest of `input` after one encoded value at its front: finds
+    /// where a stored state's entries end, to cut it into parts
+    /// ([`crate::variable::parts_of_encoded`]) without decoding it.
+    fn skip(input: &[u8]) -> Result<&[u8], DecodeError>;
+}
+
+fn end() -> DecodeError {
+    DecodeError::Malformed(postcard::Error::DeserializeUnexpectedEnd)
+}
+
+/// The rest of `input` after the varint at its front, and its value.
+#[inline]
+pub(crate) fn take_varint(input: &[u8]) -> Result<(u64, &[u8]), DecodeError> {
+    if let Some(&b) = input.first() {
+        if b & 0x80 == 0 {
+            return Ok((u64::from(b), &input[1..]));
+        }
+    }
+    let mut out = 0u64;
+    for i in 0..10 {
+        let b = *input.get(i).ok_or_else(end)?;
+        out |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok((out, &input[i + 1..]));
+        }
+    }
+    Err(DecodeError::Malformed(
+        postcard::Error::DeserializeBadVarint,
+    ))
+}
+
+/// The rest of `input` after the varint at its front (its value unread):
+/// the first byte without the continuation bit ends it, found eight bytes
+/// at a time.
+#[inline]
+pub(crate) fn skip_varint(input: &[u8]) -> Result<&[u8], DecodeError> {
+    if let Some(word) = input.first_chunk::<8>() {
+        let ends = !u64::from_le_bytes(*word) & 0x8080_8080_8080_8080;
+        if ends != 0 {
+            let len = ends.trailing_zeros() as usize / 8 + 1;
+            return Ok(&input[len..]);
+        }
+        // Nine or ten bytes (a random 64-bit id takes ten).
+        return match (input.get(8), input.get(9)) {
+            (Some(b), _) if b & 0x80 == 0 => Ok(&input[9..]),
+            (Some(_), Some(b)) if b & 0x80 == 0 => Ok(&input[10..]),
+            (Some(_), Some(_)) => Err(DecodeError::Malformed(
+                postcard::Error::DeserializeBadVarint,
+            )),
+            _ => Err(end()),
+        };
+    }
+    Ok(take_varint(input)?.1)
+}
+
+/// The rest of `input` after a length and that many bytes.
+#[inline]
+fn skip_bytes(input: &[u8]) -> Result<&[u8], DecodeError> {
+    let (n, rest) = take_varint(input)?;
+    let n = usize::try_from(n).map_err(|_| end())?;
+    rest.get(n..).ok_or_else(end)
 }
 
 /// Appends `v` as a varint.
@@ -34,6 +98,11 @@ impl Wire for ReplicaId {
     fn put(&self, out: &mut Vec<u8>) {
         put_varint(self.0, out);
     }
+
+    #[inline]
+    fn skip(input: &[u8]) -> Result<&[u8], DecodeError> {
+        skip_varint(input)
+    }
 }
 
 impl Wire for Dot {
@@ -41,6 +110,11 @@ impl Wire for Dot {
     fn put(&self, out: &mut Vec<u8>) {
         put_varint(self.replica.0, out);
         put_varint(self.counter, out);
+    }
+
+    #[inline]
+    fn skip(input: &[u8]) -> Result<&[u8], DecodeError> {
+        skip_varint(skip_varint(input)?)
     }
 }
 
@@ -52,6 +126,15 @@ impl Wire for DotSet {
             d.put(out);
         }
     }
+
+    #[inline]
+    fn skip(input: &[u8]) -> Result<&[u8], DecodeError> {
+        let (n, mut rest) = take_varint(input)?;
+        for _ in 0..n {
+            rest = Dot::skip(rest)?;
+        }
+        Ok(rest)
+    }
 }
 
 impl Wire for crate::variable::Bytes {
@@ -59,6 +142,11 @@ impl Wire for crate::variable::Bytes {
     fn put(&self, out: &mut Vec<u8>) {
         put_varint(self.as_slice().len() as u64, out);
         out.extend_from_slice(self.as_slice());
+    }
+
+    #[inline]
+    fn skip(input: &[u8]) -> Result<&[u8], DecodeError> {
+        skip_bytes(input)
     }
 }
 
@@ -70,6 +158,10 @@ macro_rules! wire_via_serde {
                 let taken = std::mem::take(out);
                 *out = postcard::to_extend(self, taken)
                     .expect("postcard encoding into a Vec cannot fail");
+            }
+
+            fn skip(input: &[u8]) -> Result<&[u8], DecodeError> {
+                Ok(postcard::take_from_bytes::<$t>(input)?.1)
             }
         }
     )*};
@@ -146,6 +238,23 @@ mod tests {
                 assert_eq!(out, postcard::to_allocvec(&v).expect("into a Vec"), "{v}");
             }
         }
+    }
+
+    #[test]
+    fn varints_are_skipped_whole_at_every_length() {
+        for shift in 0..64 {
+            for v in [1u64 << shift, (1u64 << shift) - 1, u64::MAX] {
+                let mut out = Vec::new();
+                put_varint(v, &mut out);
+                let len = out.len();
+                out.extend_from_slice(&[0x7f, 0x80, 0x80]);
+                assert_eq!(skip_varint(&out).unwrap().len(), 3, "{v}");
+                assert_eq!(take_varint(&out).unwrap(), (v, &out[len..]), "{v}");
+                // Cut short: an error.
+                assert!(skip_varint(&out[..len - 1]).is_err() || len == 1);
+            }
+        }
+        assert!(skip_varint(&[0x80; 11]).is_err());
     }
 
     proptest! {

@@ -195,15 +195,42 @@ fn spliced(parts: &[Vec<u8>], state: &State) -> Vec<u8> {
     variable::splice_parts(&ranges, entries, state.context())
 }
 
-/// A part holding the whole state is the state's own encoding: the entries
-/// written by hand (`wire`) are byte for byte what serde writes.
+/// A stored state is cut into the parts its tree would be: the same bytes,
+/// the same cursors.
 #[test]
-fn a_whole_state_in_one_part_is_its_encoding() {
+fn a_stored_state_is_cut_into_the_parts_of_its_tree() {
     for s in sample_states().into_iter().chain(large_states()) {
-        let part = s.encode_part(None, usize::MAX).unwrap();
-        assert_eq!(part.next, None);
-        assert_eq!(part.bytes, codec::encode(&s), "{:?}", s.kind());
+        let whole = encode(&s);
+        for max in [0, 1, 40, 300, 1000, 4096, usize::MAX] {
+            let mut from_tree = Vec::new();
+            let mut after = None;
+            loop {
+                let part = s.encode_part(after.as_deref(), max).unwrap();
+                after = part.next.clone();
+                from_tree.push(part);
+                if after.is_none() {
+                    break;
+                }
+            }
+            let from_bytes = variable::parts_of_encoded(&whole, max).unwrap();
+            assert_eq!(from_bytes, from_tree, "{:?}, max {max}", s.kind());
+        }
     }
+    // An empty set: one part, its context.
+    let mut set = OrSet::new();
+    set.add(ReplicaId(1), Bytes::from(vec![1]));
+    set.remove(&Bytes::from(vec![1]));
+    let s = State::Set(set);
+    assert_eq!(
+        variable::parts_of_encoded(&encode(&s), 10).unwrap(),
+        vec![s.encode_part(None, 10).unwrap()]
+    );
+    // A cut-short encoding is an error, not a panic.
+    let whole = encode(&large_states()[0]);
+    for cut in [1, 2, 3, whole.len() / 2, whole.len() - 1] {
+        let _ = variable::parts_of_encoded(&whole[..cut], 100);
+    }
+    assert!(variable::parts_of_encoded(&whole[..whole.len() / 2], 100).is_err());
 }
 
 #[test]
