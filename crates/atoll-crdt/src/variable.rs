@@ -25,8 +25,64 @@ use std::ops::Range;
 /// On the wire it is the length, then the bytes, exactly as a `Vec<u8>` is in
 /// postcard; but it is written and read as one slice, not one `u8` call at a
 /// time.
-#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// Values compare as byte strings (lexicographically, as `[u8]` does), eight
+/// bytes at a time in the code itself rather than through a `memcmp` call:
+/// a set's members are short, and a catch-up compares each with its
+/// neighbour several times (decoding checks the order, the B-tree's bulk
+/// build checks it again).
+#[derive(Clone, Default)]
 pub struct Bytes(SmallVec<[u8; Bytes::INLINE]>);
+
+/// `a` and `b` compared as byte strings, eight bytes at a time.
+#[inline]
+fn compare_bytes(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let n = a.len().min(b.len());
+    let (mut x, mut y) = (&a[..n], &b[..n]);
+    while let (Some((xw, xr)), Some((yw, yr))) =
+        (x.split_first_chunk::<8>(), y.split_first_chunk::<8>())
+    {
+        if xw != yw {
+            return u64::from_be_bytes(*xw).cmp(&u64::from_be_bytes(*yw));
+        }
+        (x, y) = (xr, yr);
+    }
+    for (p, q) in x.iter().zip(y) {
+        if p != q {
+            return p.cmp(q);
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+impl PartialEq for Bytes {
+    #[inline]
+    fn eq(&self, other: &Bytes) -> bool {
+        self.0.len() == other.0.len() && compare_bytes(&self.0, &other.0).is_eq()
+    }
+}
+
+impl Eq for Bytes {}
+
+impl std::hash::Hash for Bytes {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.as_slice().hash(state);
+    }
+}
+
+impl PartialOrd for Bytes {
+    #[inline]
+    fn partial_cmp(&self, other: &Bytes) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Bytes {
+    #[inline]
+    fn cmp(&self, other: &Bytes) -> std::cmp::Ordering {
+        compare_bytes(&self.0, &other.0)
+    }
+}
 
 impl Bytes {
     /// The longest value held inline.

@@ -504,3 +504,22 @@ proptest! {
         prop_assert!(taken.keys().all(|id| inserted.contains(id)));
     }
 }
+
+proptest! {
+    /// `Bytes` compares (and equals) exactly as the byte slices it holds:
+    /// its B-tree lookups by `&[u8]` rely on it.
+    #[test]
+    fn bytes_compare_as_their_slices(
+        a in prop::collection::vec(any::<u8>(), 0..40),
+        b in prop::collection::vec(any::<u8>(), 0..40),
+        common in prop::collection::vec(any::<u8>(), 0..20),
+    ) {
+        // With a shared prefix too, so that long equal runs are compared.
+        let (pa, pb) = ([&common[..], &a[..]].concat(), [&common[..], &b[..]].concat());
+        for (x, y) in [(&a, &b), (&pa, &pb), (&pa, &pa), (&a, &pa)] {
+            let (bx, by) = (Bytes::from(&x[..]), Bytes::from(&y[..]));
+            prop_assert_eq!(bx.cmp(&by), x.cmp(y));
+            prop_assert_eq!(bx == by, x == y);
+        }
+    }
+}
