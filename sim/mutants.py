@@ -102,6 +102,9 @@ MUTANTS = [
     ("forwarding: an interval's joined deltas grow past max_delta_len", R,
      "if bytes > 0 && bytes + entry.delta.len() + JOIN_SLACK > max_delta {",
      "if false {"),
+    ("state transfer: a state changed since the checkpoint is sent as stored", K,
+     "        if self.dirty.contains(name) {\n            return Ok(None);\n        }\n        let Some(bytes) = self.storage.state(name)?",
+     "        let Some(bytes) = self.storage.state(name)?"),
 ]
 
 def sh(cmd):
