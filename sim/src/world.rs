@@ -382,11 +382,21 @@ impl Sim {
         self.nodes[i].replica.as_mut()
     }
 
-    fn ks_config(&self) -> KeyspaceConfig {
+    fn ks_config(&self, i: usize) -> KeyspaceConfig {
+        // With mixed settings, odd nodes accept other delta sizes: each
+        // learns from its peers' Hello what they accept.
+        let max_delta_len = match (
+            self.opts.mixed_configs && i % 2 == 1,
+            self.opts.max_delta_len,
+        ) {
+            (false, n) => n,
+            (true, 2_000) => 16 << 20,
+            (true, _) => 2_000,
+        };
         KeyspaceConfig {
             flush_each_write: self.opts.durability == Durability::Durable,
             max_clock_skew_ms: self.opts.max_clock_skew_ms,
-            max_delta_len: self.opts.max_delta_len,
+            max_delta_len,
             checkpoint_every: self.opts.checkpoint_every,
             log_retain: self.opts.log_retain,
             coalesce_bytes: self.opts.coalesce_bytes,
@@ -418,6 +428,8 @@ impl Sim {
             ship_whole_bytes: other(o.ship_whole_bytes, 1_000, 100),
             gossip_interval_ms: if o.gossip_interval_ms == 0 { 10 } else { 0 },
             state_part_bytes: other(o.state_part_bytes, 300, 64 << 10),
+            // Smaller messages than the others send by default.
+            max_message_len: 256 << 10,
             ..config
         }
     }
@@ -428,7 +440,7 @@ impl Sim {
         let backend = self.nodes[i].backend.clone();
         let ks = Keyspace::open(
             backend,
-            self.ks_config(),
+            self.ks_config(i),
             self.nodes[i].id,
             incarnation,
             self.local_now(i),
@@ -938,7 +950,7 @@ impl Sim {
         // What its storage holds now: open a copy, so the real one is untouched.
         let copy = Keyspace::open(
             backend.snapshot(),
-            self.ks_config(),
+            self.ks_config(i),
             self.nodes[i].id,
             ReplicaId(0),
             self.local_now(i),

@@ -10,7 +10,22 @@ use atoll_crdt::variable::{DecodedPart, Kind, State};
 use serde::{Deserialize, Serialize};
 
 /// The replication protocol's version, exchanged in the transport's handshake.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
+
+/// What a replica accepts from a peer, told in its `Hello`: the peer sends
+/// it no message, delta or state part larger (a log entry too large for a
+/// delta goes by state transfer instead). Set per node, so nodes of one
+/// cluster may differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// The largest message ([`crate::ReplicaConfig::max_message_len`]).
+    pub max_message_len: u64,
+    /// The largest delta ([`crate::KeyspaceConfig::max_delta_len`]).
+    pub max_delta_len: u64,
+    /// The largest state in a state transfer
+    /// ([`crate::ReplicaConfig::max_state_len`]).
+    pub max_state_len: u64,
+}
 
 /// One variable's delta (or whole state) in a message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,11 +86,14 @@ pub enum Message {
     },
     /// Sent by each side on connecting: what the sender durably holds of the
     /// receiver's delta log, so that a replica that restarted (or whose peer
-    /// did) resumes from there instead of sending everything again.
+    /// did) resumes from there instead of sending everything again; and what
+    /// it accepts (protocol 6), so that its peers send no more.
     Hello {
         /// Every entry of the receiver's log through this sequence number, as
         /// this incarnation of the receiver numbered them; `None` if nothing.
         holds: Option<(atoll_crdt::ReplicaId, u64)>,
+        /// The sender's limits.
+        limits: Limits,
     },
     /// One part of a variable's state in a state transfer, when the state is
     /// larger than [`crate::ReplicaConfig::state_part_bytes`] (protocol 5).

@@ -10,7 +10,7 @@
 //! to call `handle_timeout` next. Time is milliseconds on any monotone clock the
 //! caller chooses.
 
-use crate::protocol::{Decoded, Decoder, Message, VarDelta};
+use crate::protocol::{Decoded, Decoder, Limits, Message, VarDelta};
 use crate::{Applied, Error, Keyspace};
 use atoll_crdt::codec::{self, DecodeError};
 use atoll_crdt::variable::{Kind, State};
@@ -294,6 +294,9 @@ struct Peer {
     /// It connected as an incarnation we had not heard from: nothing is sent
     /// until its `Hello` says what it holds, or until this deadline.
     hello_pending: Option<u64>,
+    /// What it accepts, from its `Hello` (this incarnation's): nothing larger
+    /// is sent to it. Until then, what this replica accepts.
+    limits: Option<Limits>,
     /// Its `Hello` said it holds nothing of our long log: it is sent our
     /// state rather than the log ([`ReplicaConfig::state_for_new_peers_after`]).
     wants_state: bool,
@@ -569,8 +572,10 @@ impl<B: Backend> Replica<B> {
                     if p.incarnation != Some(inc) {
                         // A restarted (or restored) peer, or us restarted: it
                         // may hold less than it acknowledged, or we forgot
-                        // what it did. Its Hello says what it holds.
+                        // what it did. Its Hello says what it holds, and
+                        // what it accepts now.
                         p.acked = 0;
+                        p.limits = None;
                         p.transfer = None;
                         p.hello_pending = Some(now + self.config.retransmit_ms);
                     }
@@ -583,7 +588,8 @@ impl<B: Backend> Replica<B> {
             if incarnation.is_some() {
                 // Unreadable storage says nothing: the peer then resends all.
                 let holds = self.ks.peer_holds(id).ok().flatten();
-                self.send(id, &Message::Hello { holds });
+                let limits = self.limits();
+                self.send(id, &Message::Hello { holds, limits });
             }
         }
         self.update_floor();
@@ -637,6 +643,30 @@ impl<B: Backend> Replica<B> {
         self.handle_decoded(now, from, decoded)
     }
 
+    /// What this replica accepts, as its `Hello` tells its peers.
+    pub fn limits(&self) -> Limits {
+        let wide = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        Limits {
+            max_message_len: wide(self.config.max_message_len),
+            max_delta_len: wide(self.ks.config().max_delta_len),
+            max_state_len: wide(self.config.max_state_len),
+        }
+    }
+
+    /// What `id` accepts, as far as we know: the lesser of its limits (from
+    /// its `Hello`) and ours (what we would accept from it).
+    fn peer_limits(&self, id: ReplicaId) -> (usize, usize) {
+        let ours = (self.config.max_message_len, self.ks.config().max_delta_len);
+        let narrow = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        match self.peers.get(&id).and_then(|p| p.limits) {
+            Some(l) => (
+                ours.0.min(narrow(l.max_message_len)),
+                ours.1.min(narrow(l.max_delta_len)),
+            ),
+            None => ours,
+        }
+    }
+
     /// The limits this replica decodes messages under: a copy, to decode
     /// messages ahead (on another thread) for [`Replica::handle_decoded`].
     pub fn decoder(&self) -> Decoder {
@@ -682,7 +712,16 @@ impl<B: Backend> Replica<B> {
                 if start > to {
                     return Err(hostile(from, "interval ends before it starts"));
                 }
-                self.merge_all(now, from, vars, states)?;
+                if !self.merge_all(now, from, vars, states)? {
+                    // A delta larger than we accept: the sender did not know
+                    // our limits yet (our Hello was lost, or late). Told them
+                    // again, it sends the interval again within them; this
+                    // one is not acknowledged.
+                    let holds = self.ks.peer_holds(from).ok().flatten();
+                    let limits = self.limits();
+                    self.send(from, &Message::Hello { holds, limits });
+                    return Ok(());
+                }
                 // We hold the peer's log through what it knows we hold
                 // (`base`); an interval that starts within that extends it.
                 let p = self.peers.get_mut(&from).expect("checked above");
@@ -742,7 +781,17 @@ impl<B: Backend> Replica<B> {
                         .expect("checked above")
                         .transfer_in = Some(as_of);
                 }
-                self.merge_all(now, from, vars, states)?;
+                if !self.merge_all(now, from, vars, states)? {
+                    // States are decoded under `max_state_len`.
+                    let max = self.config.max_state_len;
+                    return Err(hostile(
+                        from,
+                        format!(
+                            "a state in a chunk is larger than the largest state accepted \
+                             (max_state_len, {max} bytes); raise it to accept this state"
+                        ),
+                    ));
+                }
                 if last {
                     self.transfer_in_done(from, as_of)?;
                 }
@@ -909,8 +958,9 @@ impl<B: Backend> Replica<B> {
                     }
                 }
             }
-            Message::Hello { holds } => {
+            Message::Hello { holds, limits } => {
                 let p = self.peers.get_mut(&from).expect("checked above");
+                p.limits = Some(limits);
                 if p.hello_pending.is_some() {
                     let resume = holds.map_or(0, |(inc, seq)| self.ks.resume_point(inc, seq));
                     let after = self.config.state_for_new_peers_after;
@@ -1011,13 +1061,15 @@ impl<B: Backend> Replica<B> {
         Ok(())
     }
 
+    /// Merges the deltas (or states) of a message; `false` if one was larger
+    /// than this replica accepts (`max_delta_len`; the rest are not merged).
     fn merge_all(
         &mut self,
         now: u64,
         from: ReplicaId,
         vars: Vec<VarDelta>,
         states: Vec<Result<State, DecodeError>>,
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<bool, ProtocolError> {
         // Log what arrives under the sender's incarnation, so that it is not sent
         // back to that same incarnation (but is, to a restarted one).
         let origin = self
@@ -1033,29 +1085,17 @@ impl<B: Backend> Replica<B> {
             {
                 Ok(Some(applied)) => self.events.push_back(Event::Applied(applied)),
                 Ok(None) => {}
-                Err(
-                    e @ Error::BadDelta {
-                        source: DecodeError::TooLarge { .. },
-                        ..
-                    },
-                ) => {
-                    // A sender takes our `max_delta_len` to be its own.
-                    return Err(hostile(
-                        from,
-                        format!(
-                            "{e} (max_delta_len here: {} bytes; peers send deltas up to their \
-                             own max_delta_len, so set the same one on every node)",
-                            self.ks.config().max_delta_len
-                        ),
-                    ));
-                }
+                Err(Error::BadDelta {
+                    source: DecodeError::TooLarge { .. },
+                    ..
+                }) => return Ok(false),
                 Err(e @ (Error::BadDelta { .. } | Error::InvalidName { .. })) => {
                     return Err(hostile(from, e.to_string()));
                 }
                 Err(source) => return Err(ProtocolError::Merge { peer: from, source }),
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Handles the passing of time: re-sends what was not acknowledged in time.
@@ -1292,15 +1332,12 @@ impl<B: Backend> Replica<B> {
             .push_back(Event::StateTransferStarted { peer: id, why });
     }
 
-    /// The largest log entry sent as a delta: what a peer accepts (taking its
-    /// `max_delta_len` to be ours) and what fits in a message. A larger one
-    /// (a large state merged from a state transfer) goes by state transfer.
-    fn max_forwarded_delta(&self) -> usize {
-        let room = self
-            .config
-            .max_message_len
-            .saturating_sub(STATE_MESSAGE_OVERHEAD);
-        self.ks.config().max_delta_len.min(room)
+    /// The largest log entry sent to `id` as a delta: what it accepts (see
+    /// [`Replica::peer_limits`]) and what fits in a message. A larger one (a
+    /// large state merged from a state transfer) goes by state transfer.
+    fn max_forwarded_delta(&self, id: ReplicaId) -> usize {
+        let (message, delta) = self.peer_limits(id);
+        delta.min(message.saturating_sub(STATE_MESSAGE_OVERHEAD))
     }
 
     /// Sends the interval after `from`; `false` if nothing could be sent.
@@ -1311,7 +1348,15 @@ impl<B: Backend> Replica<B> {
         let mut whole: Vec<VarDelta> = Vec::new();
         let mut bytes = 0;
         let mut to = from;
-        let max_delta = self.max_forwarded_delta();
+        let max_delta = self.max_forwarded_delta(id);
+        // What the message may carry: the deltas, and for each variable its
+        // name and a few bytes (counted for every entry, as if none shared
+        // a variable).
+        let room = self
+            .peer_limits(id)
+            .0
+            .saturating_sub(STATE_MESSAGE_OVERHEAD);
+        let mut framing = 0;
         // The log is read in pieces of what the message can still carry (an
         // entry's stored size is at least its delta's), not all that one
         // message could name: large entries are read only when they are sent.
@@ -1364,6 +1409,12 @@ impl<B: Backend> Replica<B> {
                 // counts): that too must be accepted. The entry goes next.
                 break;
             }
+            let framed = framing + entry.name.len() + VAR_FRAMING;
+            if bytes > 0 && bytes + entry.delta.len() + framed > room {
+                // The message would outgrow what the peer accepts.
+                break;
+            }
+            framing = framed;
             to = seq;
             if entry.delta.len() >= self.config.ship_whole_bytes && !self.config.state_based {
                 // A large entry (usually runs joined at a checkpoint) goes as
@@ -1447,7 +1498,7 @@ impl<B: Backend> Replica<B> {
             return self.send_state_part(id, now);
         }
         let (as_of, cursor, eager) = (t.as_of, t.cursor.clone(), t.eager);
-        let part_bytes = self.part_bytes();
+        let part_bytes = self.part_bytes(id);
         let mut vars = Vec::new();
         let mut bytes = 0;
         // The names are read a page at a time from the cursor on, not all of
@@ -1544,13 +1595,14 @@ impl<B: Backend> Replica<B> {
                     return self.send_state_part(id, now);
                 }
                 let delta = ahead.pop_front().expect("one part").bytes;
-                let fits =
-                    bytes + delta.len() + STATE_MESSAGE_OVERHEAD <= self.config.max_message_len;
+                // Each state with its name and a few bytes of framing.
+                let framed = delta.len() + name.len() + VAR_FRAMING;
+                let fits = bytes + framed + STATE_MESSAGE_OVERHEAD <= self.peer_limits(id).0;
                 if !fits && !vars.is_empty() {
                     // It goes alone, in the next chunk.
                     break;
                 }
-                bytes += delta.len();
+                bytes += framed;
                 vars.push(VarDelta {
                     name: name.clone(),
                     kind,
@@ -1575,11 +1627,12 @@ impl<B: Backend> Replica<B> {
         Ok(true)
     }
 
-    /// The size of a state's parts: as configured, and within a message.
-    fn part_bytes(&self) -> usize {
+    /// The size of a state's parts to `id`: as configured, and within a
+    /// message it accepts.
+    fn part_bytes(&self, id: ReplicaId) -> usize {
         let room = self
-            .config
-            .max_message_len
+            .peer_limits(id)
+            .0
             .saturating_sub(STATE_MESSAGE_OVERHEAD);
         self.config.state_part_bytes.min(room)
     }
@@ -1612,7 +1665,7 @@ impl<B: Backend> Replica<B> {
                     t.eager = true;
                     return Ok(true);
                 }
-                let part_bytes = self.part_bytes();
+                let part_bytes = self.part_bytes(id);
                 let state = self.ks.state(&name)?.expect("it has a version");
                 state
                     .encode_part(next.as_deref(), part_bytes)
@@ -1655,6 +1708,10 @@ impl<B: Backend> Replica<B> {
 
 /// Room kept in a `State` message for everything but the one state in it.
 const STATE_MESSAGE_OVERHEAD: usize = 4096;
+
+/// A variable's bytes in a message besides its delta and name: its kind and
+/// the lengths of both, with room to spare.
+const VAR_FRAMING: usize = 16;
 
 /// How much larger than the sum of their encodings the join of log entries
 /// may encode: a join holds no element or dot that was in none of them, but

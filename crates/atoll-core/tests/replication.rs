@@ -253,10 +253,12 @@ fn hostile_messages_are_refused_without_changing_state() {
     assert_eq!(net.state(1, "hits"), before);
 }
 
-/// A delta larger than this node's `max_delta_len` (a peer configured with
-/// a larger one) is refused with an error that says what to fix.
+/// A delta larger than this node's `max_delta_len` (from a peer that did not
+/// know it yet: its `Hello` was lost or late) is not merged and not
+/// acknowledged: the node tells the sender its limits again, and the sender
+/// sends the interval again within them.
 #[test]
-fn a_delta_over_max_delta_len_is_refused_naming_the_option() {
+fn a_delta_over_max_delta_len_is_answered_with_the_limits() {
     let mut net = Net::new(
         2,
         KeyspaceConfig {
@@ -265,6 +267,8 @@ fn a_delta_over_max_delta_len_is_refused_naming_the_option() {
         },
     );
     net.full_mesh();
+    net.run(1_000);
+    while net.nodes[1].poll_transmit().is_some() {}
     let mut set = atoll_crdt::OrSet::new();
     for k in 0..40u32 {
         set.add(ReplicaId(77), Bytes::from(k.to_be_bytes()));
@@ -282,16 +286,73 @@ fn a_delta_over_max_delta_len_is_refused_naming_the_option() {
         }],
         complete: false,
     };
-    let e = net.nodes[1]
-        .handle_message(0, id(0), &big.encode())
-        .unwrap_err();
-    assert!(matches!(e, ProtocolError::Hostile { .. }), "{e}");
-    let text = e.to_string();
-    assert!(
-        text.contains("max_delta_len here: 300 bytes") && text.contains("on every node"),
-        "{text}"
-    );
+    net.nodes[1]
+        .handle_message(net.now, id(0), &big.encode())
+        .unwrap();
     assert!(net.state(1, "members").is_none());
+    let sent: Vec<Message> = std::iter::from_fn(|| net.nodes[1].poll_transmit())
+        .map(|t| Message::decode(&t.payload, 1 << 20).unwrap())
+        .collect();
+    assert!(
+        matches!(&sent[..], [Message::Hello { limits, .. }] if limits.max_delta_len == 300),
+        "{sent:?}"
+    );
+}
+
+/// Nodes may accept different sizes: each learns from its peers' `Hello`
+/// what they accept, and sends them nothing larger. Node 1 takes deltas of
+/// at most 2 000 bytes and messages of at most 64 KiB; node 0's coalesced
+/// runs are larger, so they reach node 1 by state transfer, in parts small
+/// enough for its messages, and node 1 refuses nothing (the harness would
+/// panic). Node 0's own limits are the defaults.
+#[test]
+fn nodes_with_different_limits_send_each_other_what_they_accept() {
+    let config = ReplicaConfig {
+        state_for_new_peers_after: 0,
+        retransmit_ms: 50,
+        ..ReplicaConfig::default()
+    };
+    let mut net = Net::with_config(2, KeyspaceConfig::default(), config.clone());
+    let small = KeyspaceConfig {
+        max_delta_len: 2_000,
+        ..KeyspaceConfig::default()
+    };
+    let ks = Keyspace::open(MemoryBackend::new(), small, id(1), ReplicaId(78), 0).unwrap();
+    net.nodes[1] = Replica::new(
+        ks,
+        ReplicaConfig {
+            max_message_len: 64 << 10,
+            ..config
+        },
+    );
+    assert_eq!(net.nodes[1].limits().max_delta_len, 2_000);
+    fill_set(&mut net, 0, "members", 3_000);
+    // Joined at the checkpoint into runs of up to 64 KiB (coalesce_bytes).
+    net.nodes[0].keyspace().checkpoint().unwrap();
+    let longest = net.nodes[0]
+        .keyspace()
+        .deltas_since(0, 10_000)
+        .unwrap()
+        .iter()
+        .map(|(_, e)| e.delta.len())
+        .max()
+        .unwrap();
+    assert!(longest > 2_000, "a run of {longest} bytes");
+    net.full_mesh();
+    net.run(60_000);
+    net.assert_converged(&["members"]);
+    // Node 0 did not send the runs as deltas: it brought node 1 past them by
+    // state transfer.
+    assert!(
+        net.events.iter().any(|(i, e)| *i == 0
+            && matches!(e, Event::StateTransferStarted { why: TransferReason::EntryTooLarge { len, .. }, .. } if *len > 2_000)),
+        "{:?}",
+        net.events.iter().filter(|(i, e)| *i == 0 && !matches!(e, Event::Applied(_))).collect::<Vec<_>>()
+    );
+    // And back: node 1's writes reach node 0 as deltas.
+    net.incr(1, "hits", 5);
+    net.run(10_000);
+    net.assert_converged(&["members", "hits"]);
 }
 
 /// Every log entry of `from` after `after`, merged into `to`; returns the last seq.
