@@ -390,6 +390,58 @@ fn a_large_state_reaches_a_new_peer_in_parts() {
     });
 }
 
+/// Nodes configured with different limits (here B takes deltas of at most
+/// 16 KiB and messages of at most 256 KiB; A the defaults, 16 MiB) learn
+/// each other's from their `Hello` and send nothing larger: A's runs of
+/// 64 KiB joined at its checkpoint reach B by state transfer, and neither
+/// node refuses anything.
+#[test]
+fn nodes_with_different_limits_converge_without_refusals() {
+    let c = Cluster::new(2);
+    let mut ca = c.config(0, &[]);
+    // The log, not the state, for a new peer.
+    ca.replica.state_for_new_peers_after = 0;
+    let a = Node::start(ca).unwrap();
+    let big = a.set::<String>("big").unwrap();
+    for i in 0..3000 {
+        big.add(&format!("member-{i:05}")).unwrap();
+    }
+    a.flush().unwrap();
+    let mut cb = c.config(1, &[a.local_addr()]);
+    cb.store.max_delta_len = 16 << 10;
+    cb.replica.max_message_len = 256 << 10;
+    let b = Node::start(cb).unwrap();
+    let seen = b.set::<String>("big").unwrap();
+    wait_until("b holds every member", || seen.len().unwrap() == 3000);
+    assert_eq!(seen.members().unwrap(), big.members().unwrap());
+    let to_b = |a: &Node| {
+        a.status()
+            .peers
+            .iter()
+            .find(|(p, _)| p.id == b.replica_id())
+            .map(|(p, _)| p.stats)
+            .expect("a knows b")
+    };
+    assert!(
+        to_b(&a).state_transfers >= 1,
+        "the runs went by state transfer"
+    );
+    // And back, as deltas.
+    b.counter("hits").unwrap().incr(3).unwrap();
+    let hits = a.counter("hits").unwrap();
+    wait_until("a sees b's write", || hits.value().unwrap() == 3);
+    assert!(
+        a.status().disconnects.is_empty(),
+        "{:?}",
+        a.status().disconnects
+    );
+    assert!(
+        b.status().disconnects.is_empty(),
+        "{:?}",
+        b.status().disconnects
+    );
+}
+
 /// A state larger than the receiver's `max_state_len` is refused: the
 /// receiver disconnects the sender, and both nodes' status says why, naming
 /// the option to raise.

@@ -381,10 +381,13 @@ impl Node {
         let store = Store::open_with(config.store.clone())?;
         store.replica().set_config(config.replica.clone());
 
-        let mut tc = config
-            .transport
-            .clone()
-            .unwrap_or_else(|| TransportConfig::new(config.listen, 0, PROTOCOL_VERSION));
+        let mut tc = config.transport.clone().unwrap_or_else(|| {
+            let mut tc = TransportConfig::new(config.listen, 0, PROTOCOL_VERSION);
+            // A frame is a message: one larger than the replica accepts is
+            // refused as it is read, before it is allocated.
+            tc.max_frame_len = config.replica.max_message_len.saturating_add(4096);
+            tc
+        });
         tc.listen = config.listen;
         tc.node_id = store.replica_id().0;
         tc.incarnation = store.incarnation().0;
