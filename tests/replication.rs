@@ -633,6 +633,12 @@ fn the_http_api_checks_its_token_and_serves_metrics() {
     assert!(peers.contains("\"transfer\":null"), "{peers}");
     assert!(peers.contains("\"state_parts_out\":0"), "{peers}");
     assert!(peers.contains("\"last_disconnect\":null"), "{peers}");
+    // B's limits, from its Hello: the defaults.
+    assert!(
+        peers.contains("\"max_delta_len\":16777216")
+            && peers.contains("\"max_state_len\":67108864"),
+        "{peers}"
+    );
     let (status, body) = http(api, "GET", "/v1/counter/has%20space", Some("s3cret"));
     assert!(
         status.contains("400") && body.contains("invalid variable name"),

@@ -367,6 +367,9 @@ pub struct PeerStatus {
     pub last_contact: Option<u64>,
     /// Whether it has sent us everything it held since we opened.
     pub caught_up: bool,
+    /// What it accepts, from its `Hello` (`None` until one arrived from
+    /// this incarnation of it): nothing larger is sent to it.
+    pub limits: Option<Limits>,
     /// Its counters.
     pub stats: PeerStats,
 }
@@ -617,6 +620,7 @@ impl<B: Backend> Replica<B> {
                 }),
                 last_contact: p.last_contact,
                 caught_up: p.caught_up,
+                limits: p.limits,
                 stats: p.stats,
             })
             .collect()

@@ -133,6 +133,11 @@ async fn peers(State(api): State<Api>, h: HeaderMap) -> ApiResult {
                 "state_parts_out": p.stats.state_parts_sent,
                 "state_parts_in": p.stats.state_parts_received,
                 "last_disconnect": s.disconnects.get(&p.id),
+                "limits": p.limits.map(|l| json!({
+                    "max_message_len": l.max_message_len,
+                    "max_delta_len": l.max_delta_len,
+                    "max_state_len": l.max_state_len,
+                })),
                 "transfer": p.transfer.as_ref().map(|t| json!({
                     "as_of": t.as_of,
                     "why": t.why.to_string(),
