@@ -106,7 +106,7 @@ impl Faults {
         }
     }
 
-    /// The names [`Faults::enable`] accepts.
+    /// The names [`Faults::keep_only`] accepts.
     pub const NAMES: [&'static str; 11] = [
         "latency",
         "loss",

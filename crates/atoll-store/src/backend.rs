@@ -65,7 +65,7 @@ fn collect_within(
 }
 
 /// The sled backend: one sled database; variable states (keys beginning
-/// with [`crate::storage::STATE`]) in a tree of their own, everything else in
+/// with the byte `s`) in a tree of their own, everything else in
 /// its default tree.
 ///
 /// sled keeps up to 16 keys in a leaf page and rewrites the whole page when
