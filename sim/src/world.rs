@@ -629,9 +629,26 @@ impl Sim {
         let c = self.conns.get(&pair(from, to)).copied().unwrap_or_default();
         let kind = match Message::decode(&bytes, usize::MAX) {
             Ok(m) => {
-                if let Message::Deltas { to: end, .. } = m {
-                    self.deltas_to.insert((from, to), (c.gen, end));
+                if let Message::Deltas { to: end, vars, .. } = &m {
+                    self.deltas_to.insert((from, to), (c.gen, *end));
                     *self.deltas_sent.entry((from, to)).or_default() += 1;
+                    // A sender that has the receiver's Hello (its limits)
+                    // sends it no larger delta.
+                    let known = self.nodes[from].replica.as_ref().and_then(|r| {
+                        r.peers()
+                            .iter()
+                            .find(|p| p.id == node_id(to))
+                            .and_then(|p| p.limits)
+                    });
+                    let largest = vars.iter().map(|v| v.delta.len() as u64).max();
+                    if let (Some(known), Some(largest)) = (known, largest) {
+                        if largest > known.max_delta_len {
+                            self.fail(format!(
+                                "n{from} sent n{to} a delta of {largest} bytes, over the {} its Hello said it accepts",
+                                known.max_delta_len
+                            ));
+                        }
+                    }
                 }
                 atoll_core::testkit::kind_name(&m)
             }

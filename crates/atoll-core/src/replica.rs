@@ -224,6 +224,10 @@ struct Split {
     /// Where the next part to encode starts; `None` once the end part was
     /// encoded (and, with `ahead` empty, sent).
     next: Option<Vec<u8>>,
+    /// The state as stored, when it had not changed since the last
+    /// checkpoint: later parts are cut from it as they are sent (one state,
+    /// whatever changes meanwhile).
+    stored: Option<atoll_crdt::variable::StoredParts>,
     /// Parts sent.
     sent: u32,
     /// The parts sent and not acknowledged, encoded as sent: sent again as
@@ -1525,6 +1529,7 @@ impl<B: Backend> Replica<B> {
             };
             // A state unchanged since the last checkpoint is cut into parts
             // as it is stored; any other is encoded from its tree.
+            let mut cutter = None;
             let stored = match self.ks.stored_state(&name)? {
                 // Too large to join the variables before it (it would go
                 // in parts): it starts the next chunk, and is cut then.
@@ -1543,9 +1548,17 @@ impl<B: Backend> Replica<B> {
                         ))
                         .into());
                     }
-                    let parts = atoll_crdt::variable::parts_of_encoded(&bytes, part_bytes)
+                    // The first part now; the others as they are sent.
+                    let mut parts =
+                        atoll_crdt::variable::StoredParts::new(bytes).map_err(corrupt)?;
+                    let first = parts
+                        .next_part(part_bytes)
+                        .expect("a first part")
                         .map_err(corrupt)?;
-                    Some((VecDeque::from(parts), version, listed_kind))
+                    if first.next.is_some() {
+                        cutter = Some(parts);
+                    }
+                    Some((VecDeque::from([first]), version, listed_kind))
                 }
                 None => None,
             };
@@ -1590,6 +1603,7 @@ impl<B: Backend> Replica<B> {
                         ahead,
                         all_ahead,
                         next: None,
+                        stored: cutter,
                         sent: 0,
                         unacked: BTreeMap::new(),
                         progress: false,
@@ -1653,9 +1667,27 @@ impl<B: Backend> Replica<B> {
         let (as_of, after) = (t.as_of, t.cursor.clone());
         let s = t.split.as_mut().expect("in parts");
         let (name, kind, version) = (s.name.clone(), s.kind, s.version);
+        let part_bytes = self.part_bytes(id);
+        let p = self.peers.get_mut(&id).expect("known");
+        let s = p.transfer.as_mut().and_then(|t| t.split.as_mut());
+        let s = s.expect("in parts");
         let part = match s.ahead.pop_front() {
             Some(part) => part,
             None if s.all_ahead => unreachable!("every part was encoded ahead, the end last"),
+            None if s.stored.is_some() => {
+                let cutter = s.stored.as_mut().expect("matched");
+                let part = cutter
+                    .next_part(part_bytes)
+                    .expect("not past the end part: it ends the split")
+                    .map_err(|source| atoll_store::StoreError::Corrupt {
+                        key: format!("state of {name}"),
+                        source,
+                    })?;
+                if part.next.is_none() {
+                    s.stored = None;
+                }
+                part
+            }
             None => {
                 let next = s.next.clone();
                 if self.ks.version(&name)? != Some(version) {

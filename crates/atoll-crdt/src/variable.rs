@@ -378,83 +378,134 @@ where
 }
 
 /// The parts [`State::encode_part`] would cut the state encoded as `bytes`
-/// (by [`crate::codec::encode`]) into, cut from the encoding itself: the
+/// (by [`crate::codec::encode`]) into, cut from the encoding itself, all at
+/// once (see [`StoredParts`], which cuts them one at a time).
+pub fn parts_of_encoded(bytes: &[u8], max_bytes: usize) -> Result<Vec<Part>, DecodeError> {
+    let mut cutter = StoredParts::new(bytes.to_vec())?;
+    let mut parts = Vec::new();
+    while let Some(part) = cutter.next_part(max_bytes) {
+        parts.push(part?);
+    }
+    Ok(parts)
+}
+
+/// A state's encoding (by [`crate::codec::encode`]) cut into the parts
+/// [`State::encode_part`] would cut the state into, one at a time: the
 /// entries are skipped over, not decoded, so that a state stored on disk is
-/// sent without being loaded. A set's entries are skipped by hand; a bag's
-/// values and a map's fields are decoded to find their end.
+/// sent without being loaded, and the first part goes out before the rest
+/// is cut. A set's entries are skipped by hand; a bag's values and a map's
+/// fields are decoded to find their end.
 ///
 /// The bytes are the node's own stored state, not a peer's: they are not
 /// validated (a corrupt encoding that still parses is cut as it is, and the
 /// receiver refuses it).
-pub fn parts_of_encoded(bytes: &[u8], max_bytes: usize) -> Result<Vec<Part>, DecodeError> {
-    use crate::codec::FORMAT_VERSION;
-    match bytes {
-        [] => Err(DecodeError::Empty),
-        [v, ..] if *v != FORMAT_VERSION => Err(DecodeError::UnsupportedVersion(*v)),
-        [_, 3, rest @ ..] => cut_entries::<Bytes, crate::DotSet>(3, rest, max_bytes),
-        [_, 4, rest @ ..] => {
-            cut_entries::<crate::ElementId, crate::DotFun<crate::BagEntry<Bytes>>>(
-                4, rest, max_bytes,
-            )
-        }
-        [_, 5, rest @ ..] => cut_entries::<String, MapValue>(5, rest, max_bytes),
-        // A counter or register: always one part, the whole state.
-        _ => Ok(vec![Part {
-            bytes: bytes.to_vec(),
-            next: None,
-        }]),
+#[derive(Clone)]
+pub struct StoredParts {
+    bytes: Vec<u8>,
+    /// The causal map's variant index and how to skip its keys and stores;
+    /// `None` for a counter or register, which is one part.
+    causal: Option<(u8, SkipFn, SkipFn)>,
+    /// Where the next part's entries start; `None` once the end part was cut.
+    at: Option<usize>,
+    /// Entries not yet cut.
+    left: u64,
+}
+
+type SkipFn = fn(&[u8]) -> Result<&[u8], DecodeError>;
+
+impl fmt::Debug for StoredParts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredParts")
+            .field("len", &self.bytes.len())
+            .field("at", &self.at)
+            .field("left", &self.left)
+            .finish()
     }
 }
 
-/// [`parts_of_encoded`] for a causal map's encoding `rest` (after the format
-/// version and `variant`): its entries, then its context.
-fn cut_entries<K: crate::wire::Wire, S: crate::wire::Wire>(
-    variant: u8,
-    rest: &[u8],
-    max_bytes: usize,
-) -> Result<Vec<Part>, DecodeError> {
-    use crate::wire::{put_varint, take_varint};
-    let (count, mut at) = take_varint(rest)?;
-    // Each part: its entries (at least one), until they reach `max_bytes`.
-    let mut cuts: Vec<(&[u8], u64, &[u8])> = Vec::new();
-    let mut left = count;
-    while left > 0 {
-        let start = at;
-        let mut n = 0u64;
-        let mut last_key = at;
-        while left > 0 && (n == 0 || start.len() - at.len() < max_bytes) {
-            let key_end = K::skip(at)?;
-            last_key = &at[..at.len() - key_end.len()];
-            at = S::skip(key_end)?;
-            n += 1;
-            left -= 1;
-        }
-        cuts.push((&start[..start.len() - at.len()], n, last_key));
+impl StoredParts {
+    /// Reads the encoding's header (its format version, variant, and how
+    /// many entries follow).
+    pub fn new(bytes: Vec<u8>) -> Result<StoredParts, DecodeError> {
+        use crate::codec::FORMAT_VERSION;
+        use crate::wire::Wire;
+        let causal: Option<(u8, SkipFn, SkipFn)> = match bytes[..] {
+            [] => return Err(DecodeError::Empty),
+            [v, ..] if v != FORMAT_VERSION => return Err(DecodeError::UnsupportedVersion(v)),
+            [_, 3, ..] => Some((3, Bytes::skip, crate::DotSet::skip)),
+            [_, 4, ..] => Some((
+                4,
+                crate::ElementId::skip,
+                crate::DotFun::<crate::BagEntry<Bytes>>::skip,
+            )),
+            [_, 5, ..] => Some((5, String::skip, MapValue::skip)),
+            // A counter or register: always one part, the whole state.
+            _ => None,
+        };
+        let (left, at) = match causal {
+            Some(_) => {
+                let (count, rest) = crate::wire::take_varint(&bytes[2..])?;
+                (count, bytes.len() - rest.len())
+            }
+            None => (0, 0),
+        };
+        Ok(StoredParts {
+            bytes,
+            causal,
+            at: Some(at),
+            left,
+        })
     }
-    // What is left is the context, sent with the end part.
-    let ctx = at;
-    let empty_ctx = crate::codec::encode(&CausalContext::new());
-    let mut parts = Vec::with_capacity(cuts.len().max(1));
-    let total = cuts.len();
-    for (i, (entries, n, last_key)) in cuts.iter().enumerate() {
-        let end = i + 1 == total;
+
+    /// The next part, of entries up to about `max_bytes` (at least one);
+    /// `None` after the end part.
+    pub fn next_part(&mut self, max_bytes: usize) -> Option<Result<Part, DecodeError>> {
+        let at = self.at?;
+        let Some((variant, skip_key, skip_store)) = self.causal else {
+            self.at = None;
+            return Some(Ok(Part {
+                bytes: std::mem::take(&mut self.bytes),
+                next: None,
+            }));
+        };
+        let cut = (|| {
+            let mut rest = &self.bytes[at..];
+            let (mut n, mut last_key) = (0u64, at..at);
+            while self.left > 0 && (n == 0 || self.bytes.len() - at - rest.len() < max_bytes) {
+                let key_start = self.bytes.len() - rest.len();
+                let key_end = skip_key(rest)?;
+                last_key = key_start..self.bytes.len() - key_end.len();
+                rest = skip_store(key_end)?;
+                n += 1;
+                self.left -= 1;
+            }
+            Ok::<_, DecodeError>((n, last_key, self.bytes.len() - rest.len()))
+        })();
+        let (n, last_key, entries_end) = match cut {
+            Ok(cut) => cut,
+            Err(e) => {
+                self.at = None;
+                return Some(Err(e));
+            }
+        };
+        let end = self.left == 0;
+        let ctx = if end {
+            // What follows the last entry is the context, for the end part.
+            &self.bytes[entries_end..]
+        } else {
+            // An empty context: two empty sequences.
+            &[0, 0][..]
+        };
+        let entries = &self.bytes[at..entries_end];
         let mut bytes = Vec::with_capacity(entries.len() + ctx.len() + 12);
         bytes.extend_from_slice(&[crate::codec::FORMAT_VERSION, variant]);
-        put_varint(*n, &mut bytes);
+        crate::wire::put_varint(n, &mut bytes);
         bytes.extend_from_slice(entries);
-        bytes.extend_from_slice(if end { ctx } else { &empty_ctx[1..] });
-        parts.push(Part {
-            bytes,
-            next: (!end).then(|| last_key.to_vec()),
-        });
-    }
-    if parts.is_empty() {
-        // No entry: one part, the state as it is (an empty store, its context).
-        let mut bytes = vec![crate::codec::FORMAT_VERSION, variant, 0];
         bytes.extend_from_slice(ctx);
-        parts.push(Part { bytes, next: None });
+        let next = (!end).then(|| self.bytes[last_key].to_vec());
+        self.at = (!end).then_some(entries_end);
+        Some(Ok(Part { bytes, next }))
     }
-    Ok(parts)
 }
 
 /// The type of a variable, fixed when it is created.
