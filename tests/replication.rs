@@ -625,6 +625,9 @@ fn the_http_api_checks_its_token_and_serves_metrics() {
         "{metrics}"
     );
     assert!(metrics.contains("atoll_merged_deltas_total "), "{metrics}");
+    // The counter at least is loaded: it was written to.
+    assert!(metrics.contains("\natoll_variables_loaded "), "{metrics}");
+    assert!(a.status().variables_loaded >= 1);
     assert!(
         metrics.contains("# TYPE atoll_peer_state_parts_sent_total counter"),
         "{metrics}"

@@ -398,6 +398,12 @@ async fn metrics(State(api): State<Api>, h: HeaderMap) -> Result<String, ApiErro
         vec![(String::new(), s.last_seq)],
     );
     line(
+        "atoll_variables_loaded",
+        "Variables held in memory.",
+        "gauge",
+        vec![(String::new(), s.variables_loaded as u64)],
+    );
+    line(
         "atoll_reconnects_total",
         "Peer connections established after the first.",
         "counter",

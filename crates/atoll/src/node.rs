@@ -85,6 +85,10 @@ pub struct NodeStatus {
     /// reason), disconnected here (with ours: say, it broke the protocol),
     /// or lost.
     pub disconnects: BTreeMap<ReplicaId, String>,
+    /// Variables held in memory (loaded since the node started; a state
+    /// transfer sends a variable unchanged since the last checkpoint
+    /// without loading it).
+    pub variables_loaded: usize,
 }
 
 #[derive(Default)]
@@ -144,7 +148,11 @@ impl Control {
     }
 
     pub(crate) fn status(&self, store: &Store) -> NodeStatus {
-        let peers = store.replica().peers();
+        let (peers, variables_loaded) = {
+            let mut r = store.replica();
+            (r.peers(), r.keyspace().loaded())
+        };
+        // Not under the replica's lock: the driver takes it, then this one.
         let shared = self.shared();
         NodeStatus {
             id: store.replica_id(),
@@ -159,6 +167,7 @@ impl Control {
                 .collect(),
             refusals: shared.refusals.clone(),
             disconnects: shared.disconnects.clone(),
+            variables_loaded,
         }
     }
 
