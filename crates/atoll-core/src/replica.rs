@@ -37,8 +37,8 @@ pub struct ReplicaConfig {
     pub max_queued_transmits: usize,
     /// Ship each changed variable's whole state instead of the joined deltas:
     /// a state-based mode of the same protocol, for comparing bytes sent
-    /// (a state larger than a peer's `max_delta_len` is refused: for
-    /// benchmarks, not for use). Default: false.
+    /// (a state larger than a peer's `max_delta_len` is never accepted, and
+    /// sent again and again: for benchmarks, not for use). Default: false.
     pub state_based: bool,
     /// Log entries at least this large (usually runs joined at a checkpoint)
     /// are sent as they are, not decoded and joined with the interval's other
