@@ -65,7 +65,10 @@ pub(crate) fn run(r: &Remote, cmd: Cmd) -> Result<Output, String> {
             let text = vec![
                 format!("node\t{}", v["id"].as_str().unwrap_or("")),
                 format!("listen\t{}", v["listen"].as_str().unwrap_or("")),
-                format!("variables\t{}", v["variables"]),
+                format!(
+                    "variables\t{} ({} in memory)",
+                    v["variables"], v["variables_loaded"]
+                ),
                 format!("log seq\t{}", v["last_seq"]),
                 format!("peers\t{} ({} connected)", v["peers"], v["connected"]),
             ];

@@ -305,7 +305,9 @@ fn two_run_processes_joined_by_peer_add_converge_through_the_cli() {
                 .unwrap()
                 .ends_with("\ttransfer\tlast disconnect")
     );
-    assert!(remote_ok(&url2, &["status"]).contains("peers\t1 (1 connected)"));
+    let status = remote_ok(&url2, &["status"]);
+    assert!(status.contains("peers\t1 (1 connected)"), "{status}");
+    assert!(status.contains(" in memory)"), "{status}");
     assert!(remote_ok(&url1, &["ls"]).contains("hits\tcounter"));
     // Errors through the API are one clear line too.
     let mismatch = remote(&url1, &["set", "add", "hits", "z"]);
