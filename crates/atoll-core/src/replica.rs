@@ -1069,8 +1069,8 @@ impl<B: Backend> Replica<B> {
         Ok(())
     }
 
-    /// Merges the deltas (or states) of a message; `false` if one was larger
-    /// than this replica accepts (`max_delta_len`; the rest are not merged).
+    /// Merges the deltas (or states) of a message; `false`, and nothing
+    /// merged, if one is larger than this replica accepts.
     fn merge_all(
         &mut self,
         now: u64,
@@ -1078,6 +1078,12 @@ impl<B: Backend> Replica<B> {
         vars: Vec<VarDelta>,
         states: Vec<Result<State, DecodeError>>,
     ) -> Result<bool, ProtocolError> {
+        if states
+            .iter()
+            .any(|s| matches!(s, Err(DecodeError::TooLarge { .. })))
+        {
+            return Ok(false);
+        }
         // Log what arrives under the sender's incarnation, so that it is not sent
         // back to that same incarnation (but is, to a restarted one).
         let origin = self

@@ -275,21 +275,32 @@ fn a_delta_over_max_delta_len_is_answered_with_the_limits() {
     }
     let delta = atoll_crdt::codec::encode(&State::Set(set));
     assert!(delta.len() > 300);
+    let mut counter = atoll_crdt::PNCounter::default();
+    let small = counter.add(ReplicaId(77), 5).unwrap();
     let big = Message::Deltas {
         from: 0,
         to: 1,
         base: 0,
-        vars: vec![atoll_core::protocol::VarDelta {
-            name: "members".into(),
-            kind: Kind::Set,
-            delta,
-        }],
+        vars: vec![
+            // A delta it accepts, before the one it does not: neither is merged.
+            atoll_core::protocol::VarDelta {
+                name: "hits".into(),
+                kind: Kind::Counter,
+                delta: atoll_crdt::codec::encode(&State::Counter(small)),
+            },
+            atoll_core::protocol::VarDelta {
+                name: "members".into(),
+                kind: Kind::Set,
+                delta,
+            },
+        ],
         complete: false,
     };
     net.nodes[1]
         .handle_message(net.now, id(0), &big.encode())
         .unwrap();
     assert!(net.state(1, "members").is_none());
+    assert!(net.state(1, "hits").is_none());
     let sent: Vec<Message> = std::iter::from_fn(|| net.nodes[1].poll_transmit())
         .map(|t| Message::decode(&t.payload, 1 << 20).unwrap())
         .collect();
