@@ -9,7 +9,9 @@
 //! ([`crate::variable::State::encode_part`]): 37 ns per set member through
 //! serde, 16 by hand (`cargo bench -p atoll-crdt --bench recv`). Decoding
 //! stays with serde: by hand it was no faster (its cost is memory, not
-//! dispatch), so there is one decoder to trust with hostile input.
+//! dispatch), so there is one decoder to trust with hostile input. It also
+//! skips over entries without decoding them, to cut a node's own stored
+//! state into parts ([`crate::variable::StoredParts`]).
 
 use crate::codec::DecodeError;
 use crate::{Dot, DotSet, ReplicaId};
