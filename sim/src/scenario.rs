@@ -208,7 +208,7 @@ pub fn shipped() -> Vec<Scenario> {
     // writes; the nodes accept deltas of at most 2 000 bytes. When the link
     // heals, n1 sends n2 whole states (its log no longer reaches back), larger
     // than a delta, in parts; n2 logs them, and must pass them on to n3 by
-    // state transfer, since n3 would refuse them as deltas.
+    // state transfer, since n3 accepts no delta that large.
     let mut o = quiet(4, 40_000, 2);
     o.max_delta_len = 2_000;
     o.state_part_bytes = 300;

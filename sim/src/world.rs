@@ -634,12 +634,10 @@ impl Sim {
                     *self.deltas_sent.entry((from, to)).or_default() += 1;
                     // A sender that has the receiver's Hello (its limits)
                     // sends it no larger delta.
-                    let known = self.nodes[from].replica.as_ref().and_then(|r| {
-                        r.peers()
-                            .iter()
-                            .find(|p| p.id == node_id(to))
-                            .and_then(|p| p.limits)
-                    });
+                    let known = self.nodes[from]
+                        .replica
+                        .as_ref()
+                        .and_then(|r| r.limits_of(node_id(to)));
                     let largest = vars.iter().map(|v| v.delta.len() as u64).max();
                     if let (Some(known), Some(largest)) = (known, largest) {
                         if largest > known.max_delta_len {

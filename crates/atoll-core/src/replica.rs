@@ -661,12 +661,18 @@ impl<B: Backend> Replica<B> {
         }
     }
 
+    /// What peer `id` said it accepts, in its `Hello` (this incarnation's);
+    /// `None` before that.
+    pub fn limits_of(&self, id: ReplicaId) -> Option<Limits> {
+        self.peers.get(&id).and_then(|p| p.limits)
+    }
+
     /// What `id` accepts, as far as we know: the lesser of its limits (from
     /// its `Hello`) and ours (what we would accept from it).
     fn peer_limits(&self, id: ReplicaId) -> (usize, usize) {
         let ours = (self.config.max_message_len, self.ks.config().max_delta_len);
         let narrow = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
-        match self.peers.get(&id).and_then(|p| p.limits) {
+        match self.limits_of(id) {
             Some(l) => (
                 ours.0.min(narrow(l.max_message_len)),
                 ours.1.min(narrow(l.max_delta_len)),
@@ -1513,6 +1519,7 @@ impl<B: Backend> Replica<B> {
         }
         let (as_of, cursor, eager) = (t.as_of, t.cursor.clone(), t.eager);
         let part_bytes = self.part_bytes(id);
+        let message = self.peer_limits(id).0;
         let mut vars = Vec::new();
         let mut bytes = 0;
         // The names are read a page at a time from the cursor on, not all of
@@ -1621,7 +1628,7 @@ impl<B: Backend> Replica<B> {
                 let delta = ahead.pop_front().expect("one part").bytes;
                 // Each state with its name and a few bytes of framing.
                 let framed = delta.len() + name.len() + VAR_FRAMING;
-                let fits = bytes + framed + STATE_MESSAGE_OVERHEAD <= self.peer_limits(id).0;
+                let fits = bytes + framed + STATE_MESSAGE_OVERHEAD <= message;
                 if !fits && !vars.is_empty() {
                     // It goes alone, in the next chunk.
                     break;
@@ -1707,7 +1714,6 @@ impl<B: Backend> Replica<B> {
                     t.eager = true;
                     return Ok(true);
                 }
-                let part_bytes = self.part_bytes(id);
                 let state = self.ks.state(&name)?.expect("it has a version");
                 state
                     .encode_part(next.as_deref(), part_bytes)

@@ -917,7 +917,7 @@ fn a_state_changed_while_in_parts_arrives_whole() {
 
 /// Parts may arrive in any order and twice; the state is merged once all
 /// arrived, and the end part is acknowledged only then. Parts past the
-/// receiver's `max_delta_len` in all disconnect the sender.
+/// receiver's `max_state_len` in all disconnect the sender.
 #[test]
 fn state_parts_in_any_order_are_merged_once_all_arrived() {
     let mut source = atoll_crdt::OrSet::new();

@@ -97,7 +97,7 @@ fn main() {
         per(decoded)
     );
 
-    // The same state in parts of 64 KiB, as protocol 5 sends it: the
+    // The same state in parts of 64 KiB, as protocol 5 and later send it: the
     // sender encodes each part, the receiver decodes each (as it arrives),
     // then, once it holds them all, assembles and validates the state and
     // splices their bytes into the one encoding it logs.
