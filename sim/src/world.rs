@@ -589,6 +589,14 @@ impl Sim {
                         format_args!("n{i} state transfer to n{}", index_of(peer)),
                     );
                 }
+                Event::StateTransferBlocked { peer, blocked } => {
+                    // Every node here accepts states of any size the
+                    // workload makes.
+                    self.fail(format!(
+                        "n{i}'s state transfer to n{} was held back: {blocked}",
+                        index_of(peer)
+                    ));
+                }
                 Event::SendFailed { peer, error } => {
                     self.fail(format!(
                         "n{i} could not read its log to send to n{}: {error}",

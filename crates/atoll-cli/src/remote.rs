@@ -121,6 +121,9 @@ pub(crate) fn run(r: &Remote, cmd: Cmd) -> Result<Output, String> {
                             t["in_parts"]["sent"], t["in_parts"]["acked"]
                         );
                     }
+                    if let Some(why) = t["blocked"]["why"].as_str() {
+                        s += &format!("; HELD BACK: {why}");
+                    }
                     s
                 };
                 let v = r.call("GET", "/v1/peers", None)?;

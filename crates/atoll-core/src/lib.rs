@@ -23,6 +23,6 @@ pub mod testkit;
 pub use error::{Error, Result};
 pub use keyspace::{validate_name, Applied, Keyspace, KeyspaceConfig, OpCtx, MAX_NAME_LEN};
 pub use replica::{
-    Event, PeerStats, PeerStatus, ProtocolError, Replica, ReplicaConfig, TransferReason,
+    Event, PeerStats, PeerStatus, ProtocolError, Replica, ReplicaConfig, TooLarge, TransferReason,
     TransferStatus, Transmit,
 };

@@ -125,6 +125,17 @@ pub enum Event {
     /// Every peer has brought this replica up to date since it opened: bag
     /// takes and transfers are allowed from now on (see [`Replica::fenced`]).
     Unfenced,
+    /// A state transfer to a peer stopped at a variable larger than the
+    /// largest state the peer accepts (its `max_state_len`, from its
+    /// `Hello`): sent, it would be refused. Nothing more goes to the peer
+    /// until it says hello again (it reconnects, perhaps with a larger
+    /// limit). Also in [`TransferStatus::blocked`].
+    StateTransferBlocked {
+        /// The peer.
+        peer: ReplicaId,
+        /// What is too large.
+        blocked: TooLarge,
+    },
     /// Reading this replica's own log or states to send to a peer failed;
     /// nothing was sent to it, and the next input tries again.
     SendFailed {
@@ -205,6 +216,8 @@ struct Transfer {
     /// from one state: its previous attempt was overtaken by a change (or
     /// lost), and a variable that keeps changing must still get through.
     eager: bool,
+    /// Stopped at a variable the peer would refuse, until its next `Hello`.
+    blocked: Option<TooLarge>,
 }
 
 /// A variable's state on its way to a peer in parts.
@@ -230,6 +243,9 @@ struct Split {
     stored: Option<atoll_crdt::variable::StoredParts>,
     /// Parts sent.
     sent: u32,
+    /// Their bytes, counted as the peer counts them against its
+    /// `max_state_len` (each part once, resends not counted).
+    sent_bytes: usize,
     /// The parts sent and not acknowledged, encoded as sent: sent again as
     /// they are after a timeout.
     unacked: BTreeMap<u32, Vec<u8>>,
@@ -350,6 +366,31 @@ pub struct TransferStatus {
     pub in_parts: Option<(String, u32, u32)>,
     /// Why it began.
     pub why: TransferReason,
+    /// The transfer stopped at a variable the peer would refuse.
+    pub blocked: Option<TooLarge>,
+}
+
+/// A variable's state larger than the largest state a peer accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TooLarge {
+    /// The variable.
+    pub name: String,
+    /// Its size in bytes as sent: at least this much (found while cutting
+    /// its parts, the rest not cut).
+    pub bytes: u64,
+    /// The peer's `max_state_len`.
+    pub limit: u64,
+}
+
+impl std::fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the state of {:?} (at least {} bytes) is larger than the peer accepts \
+             (its max_state_len, {} bytes); raise max_state_len on the peer and restart it",
+            self.name, self.bytes, self.limit
+        )
+    }
 }
 
 /// A peer's sync state, as [`Replica::peers`] reports it.
@@ -569,8 +610,10 @@ impl<B: Backend> Replica<B> {
             p.transfer_in = None;
             p.staging = None;
             if let Some(t) = &mut p.transfer {
-                // Its parts in flight are lost with the connection.
+                // Its parts in flight are lost with the connection; the
+                // peer's limits are learned again.
                 t.split = None;
+                t.blocked = None;
             }
             p.hello_pending = None;
             p.wants_state = false;
@@ -621,6 +664,7 @@ impl<B: Backend> Replica<B> {
                         (s.name.clone(), s.sent, acked)
                     }),
                     why: t.why.clone(),
+                    blocked: t.blocked.clone(),
                 }),
                 last_contact: p.last_contact,
                 caught_up: p.caught_up,
@@ -975,6 +1019,11 @@ impl<B: Backend> Replica<B> {
             Message::Hello { holds, limits } => {
                 let p = self.peers.get_mut(&from).expect("checked above");
                 p.limits = Some(limits);
+                if let Some(t) = &mut p.transfer {
+                    // Its limits may have changed: a state held back as too
+                    // large is tried again.
+                    t.blocked = None;
+                }
                 if p.hello_pending.is_some() {
                     let resume = holds.map_or(0, |(inc, seq)| self.ks.resume_point(inc, seq));
                     let after = self.config.state_for_new_peers_after;
@@ -1346,6 +1395,7 @@ impl<B: Backend> Replica<B> {
             cursor: String::new(),
             split: None,
             eager: false,
+            blocked: None,
         });
         p.stats.state_transfers += 1;
         self.events
@@ -1514,9 +1564,13 @@ impl<B: Backend> Replica<B> {
             .transfer
             .as_ref()
             .expect("a transfer is under way");
+        if t.blocked.is_some() {
+            return Ok(false);
+        }
         if t.split.is_some() {
             return self.send_state_part(id, now);
         }
+        let state_limit = self.peer_state_limit(id);
         let (as_of, cursor, eager) = (t.as_of, t.cursor.clone(), t.eager);
         let part_bytes = self.part_bytes(id);
         let message = self.peer_limits(id).0;
@@ -1544,6 +1598,15 @@ impl<B: Backend> Replica<B> {
             // as it is stored; any other is encoded from its tree.
             let mut cutter = None;
             let stored = match self.ks.stored_state(&name)? {
+                // Too large for the peer (its parts would add up to more):
+                // held back, after the chunk of the variables before it.
+                Some((bytes, _)) if bytes.len() > state_limit => {
+                    if !vars.is_empty() {
+                        break;
+                    }
+                    self.block(id, name, bytes.len());
+                    return Ok(false);
+                }
                 // Too large to join the variables before it (it would go
                 // in parts): it starts the next chunk, and is cut then.
                 Some((bytes, _)) if !vars.is_empty() && bytes.len() > part_bytes => break,
@@ -1618,6 +1681,7 @@ impl<B: Backend> Replica<B> {
                         next: None,
                         stored: cutter,
                         sent: 0,
+                        sent_bytes: 0,
                         unacked: BTreeMap::new(),
                         progress: false,
                         end_index: None,
@@ -1626,6 +1690,13 @@ impl<B: Backend> Replica<B> {
                     return self.send_state_part(id, now);
                 }
                 let delta = ahead.pop_front().expect("one part").bytes;
+                if delta.len() > state_limit {
+                    if !vars.is_empty() {
+                        break;
+                    }
+                    self.block(id, name, delta.len());
+                    return Ok(false);
+                }
                 // Each state with its name and a few bytes of framing.
                 let framed = delta.len() + name.len() + VAR_FRAMING;
                 let fits = bytes + framed + STATE_MESSAGE_OVERHEAD <= message;
@@ -1656,6 +1727,34 @@ impl<B: Backend> Replica<B> {
             },
         );
         Ok(true)
+    }
+
+    /// The largest state `id` accepts, as far as we know (its `Hello` says).
+    fn peer_state_limit(&self, id: ReplicaId) -> usize {
+        self.limits_of(id).map_or(usize::MAX, |l| {
+            usize::try_from(l.max_state_len).unwrap_or(usize::MAX)
+        })
+    }
+
+    /// Holds back the transfer to `id` at variable `name`, whose state
+    /// (at least `bytes` long) `id` would refuse: it waits for the peer's
+    /// next `Hello`, which may bring a larger limit.
+    fn block(&mut self, id: ReplicaId, name: String, bytes: usize) {
+        let limit = self.peer_state_limit(id) as u64;
+        let p = self.peers.get_mut(&id).expect("known");
+        // Parts in flight are forgotten: the variable starts over once
+        // let through.
+        p.chunk = None;
+        let t = p.transfer.as_mut().expect("under way");
+        t.split = None;
+        let blocked = TooLarge {
+            name,
+            bytes: bytes as u64,
+            limit,
+        };
+        t.blocked = Some(blocked.clone());
+        self.events
+            .push_back(Event::StateTransferBlocked { peer: id, blocked });
     }
 
     /// The size of a state's parts to `id`: as configured, and within a
@@ -1720,6 +1819,15 @@ impl<B: Backend> Replica<B> {
                     .expect("a cursor of our own encoding")
             }
         };
+        let sent_bytes = {
+            let p = &self.peers[&id];
+            let s = p.transfer.as_ref().and_then(|t| t.split.as_ref());
+            s.expect("in parts").sent_bytes + part.bytes.len()
+        };
+        if sent_bytes > self.peer_state_limit(id) {
+            self.block(id, name, sent_bytes);
+            return Ok(false);
+        }
         let end = part.next.is_none();
         let last = end && self.ks.variables_after(&name, 1)?.is_empty();
         let p = self.peers.get_mut(&id).expect("known");
@@ -1730,6 +1838,7 @@ impl<B: Backend> Replica<B> {
         let s = s.expect("in parts");
         let index = s.sent;
         s.sent += 1;
+        s.sent_bytes = sent_bytes;
         s.next = part.next;
         s.last = last;
         if end {

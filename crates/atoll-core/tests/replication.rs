@@ -764,6 +764,91 @@ fn fill_set(net: &mut Net, i: usize, name: &str, n: u32) {
     }
 }
 
+/// A state larger than the peer's `max_state_len` (from its `Hello`) is
+/// not sent: the peer would refuse it and drop the connection, again at
+/// every reconnect. The transfer stops there, once, says why, and goes on
+/// when the peer comes back with a larger limit. Both ways of sending a
+/// state are checked: cut from its stored encoding (unchanged since the
+/// checkpoint) and encoded from memory a part at a time.
+#[test]
+fn a_state_larger_than_the_peer_accepts_is_held_back() {
+    for stored in [true, false] {
+        let config = ReplicaConfig {
+            state_for_new_peers_after: 1,
+            state_part_bytes: 300,
+            retransmit_ms: 50,
+            ..ReplicaConfig::default()
+        };
+        let mut net = Net::with_config(2, KeyspaceConfig::default(), config.clone());
+        let ks = Keyspace::open(
+            MemoryBackend::new(),
+            KeyspaceConfig::default(),
+            id(1),
+            ReplicaId(78),
+            0,
+        )
+        .unwrap();
+        net.nodes[1] = Replica::new(
+            ks,
+            ReplicaConfig {
+                max_state_len: 2_000,
+                ..config
+            },
+        );
+        net.incr(0, "a-hits", 1);
+        fill_set(&mut net, 0, "members", 400);
+        net.incr(0, "z-hits", 2);
+        if stored {
+            net.nodes[0].keyspace().checkpoint().unwrap();
+        }
+        net.full_mesh();
+        // Node 1 would refuse the set as hostile (the testkit panics on
+        // that), and the network would not go quiet.
+        net.run(60_000);
+        let blocked: Vec<_> = net
+            .events
+            .iter()
+            .filter_map(|(i, e)| match e {
+                Event::StateTransferBlocked { peer, blocked } if *i == 0 && *peer == id(1) => {
+                    Some(blocked.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(blocked.len(), 1, "held back once: {blocked:?}");
+        let b = &blocked[0];
+        assert_eq!((b.name.as_str(), b.limit), ("members", 2_000));
+        assert!(b.bytes > 2_000, "{b:?}");
+        if !stored {
+            // Found a part at a time: no further than the part that crossed.
+            assert!(b.bytes <= 2_000 + 300 + 64, "{b:?}");
+        }
+        let status = net.nodes[0]
+            .peers()
+            .into_iter()
+            .find(|p| p.id == id(1))
+            .unwrap();
+        let transfer = status.transfer.expect("still under way");
+        assert_eq!(transfer.blocked.as_ref(), Some(b));
+        assert_eq!(transfer.done_through, "a-hits");
+        assert!(b.to_string().contains("max_state_len"), "{b}");
+        // What comes before it arrived; it and what follows did not.
+        assert_eq!(net.counter(1, "a-hits"), 1);
+        assert!(net.state(1, "members").is_none());
+        assert!(net.state(1, "z-hits").is_none());
+        // Node 1 restarts with the default limit: the transfer goes on.
+        restart(&mut net, 1, 79, false);
+        net.run(60_000);
+        net.assert_converged(&["a-hits", "members", "z-hits"]);
+        let status = net.nodes[0]
+            .peers()
+            .into_iter()
+            .find(|p| p.id == id(1))
+            .unwrap();
+        assert!(status.transfer.is_none(), "{status:?}");
+    }
+}
+
 /// A state larger than `state_part_bytes` goes in parts, up to
 /// `max_in_flight` of them unacknowledged: the same parts arrive, sooner.
 #[test]

@@ -148,6 +148,12 @@ async fn peers(State(api): State<Api>, h: HeaderMap) -> ApiResult {
                         "sent": sent,
                         "acked": acked,
                     })),
+                    "blocked": t.blocked.as_ref().map(|b| json!({
+                        "name": b.name,
+                        "bytes": b.bytes,
+                        "limit": b.limit,
+                        "why": b.to_string(),
+                    })),
                 })),
             })
         })

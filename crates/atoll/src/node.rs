@@ -766,6 +766,9 @@ async fn drive(
                     Event::StateTransferStarted { peer, why } => {
                         tracing::info!(%peer, %why, "state transfer started");
                     }
+                    Event::StateTransferBlocked { peer, blocked } => {
+                        tracing::warn!(%peer, "state transfer held back: {blocked}");
+                    }
                     Event::SendFailed { peer, error } => {
                         tracing::error!(%peer, %error, "could not read the log to send to a peer; retrying on the next input");
                     }
