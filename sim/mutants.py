@@ -105,6 +105,15 @@ MUTANTS = [
     ("state transfer: a state changed since the checkpoint is sent as stored", K,
      "        if self.dirty.contains(name) {\n            return Ok(None);\n        }\n        let Some(bytes) = self.storage.state(name)?",
      "        let Some(bytes) = self.storage.state(name)?"),
+    ("state chunks: the cursor moves past a chunk not acknowledged", R,
+     "while self.units.front().is_some_and(|u| u.acked) {",
+     "while self.units.iter().any(|u| u.acked) {"),
+    ("state chunks: a timeout resumes after the lost chunk", R,
+     "_ if chunk_overdue => t.go_back(),",
+     "_ if chunk_overdue => t.units.retain(|u| u.acked),"),
+    ("state chunks: the receiver records what it holds across a gap", R,
+     ".filter(|(a, held)| *a == as_of && *held == after)\n                {\n                    held.clone_from(&through);",
+     ".filter(|(a, _)| *a == as_of)\n                {\n                    held.clone_from(&through);"),
 ]
 
 def sh(cmd):

@@ -10,7 +10,7 @@ use atoll_crdt::variable::{DecodedPart, Kind, State};
 use serde::{Deserialize, Serialize};
 
 /// The replication protocol's version, exchanged in the transport's handshake.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// What a replica accepts from a peer, told in its `Hello`: the peer sends
 /// it no message, delta or state part larger (a log entry too large for a

@@ -218,12 +218,74 @@ struct Transfer {
     eager: bool,
     /// Stopped at a variable the peer would refuse, until its next `Hello`.
     blocked: Option<TooLarge>,
+    /// Chunks and variables in parts sent and not yet all acknowledged, in
+    /// the order sent: up to `max_in_flight` chunks go before the first is
+    /// acknowledged, and `cursor` moves over those acknowledged in turn.
+    units: VecDeque<Unit>,
+    /// The unit that ends the transfer was sent: nothing more to build
+    /// until acks, or a timeout sends it all again from `cursor`.
+    all_sent: bool,
+}
+
+/// A state chunk, or a variable in parts, of a transfer: sent, and not
+/// known to be merged in order.
+#[derive(Clone, Debug)]
+struct Unit {
+    /// The last variable it carries (a chunk with none: the one before it).
+    through: String,
+    /// It ends the transfer.
+    last: bool,
+    /// A variable in parts (acknowledged by its end part), not a chunk.
+    parts: bool,
+    /// Acknowledged (a unit before it may not be yet).
+    acked: bool,
+}
+
+impl Transfer {
+    /// Where the next chunk starts: after the last unit sent, or after
+    /// what the peer acknowledged.
+    fn sent_through(&self) -> &str {
+        self.units.back().map_or(&self.cursor, |u| &u.through)
+    }
+
+    /// Moves `cursor` over the units acknowledged in turn; whether the
+    /// transfer's last one was among them.
+    fn advance(&mut self) -> bool {
+        let mut done = false;
+        while self.units.front().is_some_and(|u| u.acked) {
+            let u = self.units.pop_front().expect("checked");
+            self.cursor = u.through;
+            done |= u.last;
+        }
+        done
+    }
+
+    /// Everything in flight is let go: the next chunk starts after
+    /// `cursor` again (the peer merges again what it had; a join is
+    /// idempotent).
+    fn go_back(&mut self) {
+        self.units.clear();
+        self.split = None;
+        self.all_sent = false;
+        // Found again if it is still too large.
+        self.blocked = None;
+    }
+
+    /// Drops the variable in parts under way (it starts over later).
+    fn drop_split(&mut self) {
+        if self.split.take().is_some() && self.units.back().is_some_and(|u| u.parts) {
+            self.units.pop_back();
+            self.all_sent = false;
+        }
+    }
 }
 
 /// A variable's state on its way to a peer in parts.
 #[derive(Clone, Debug)]
 struct Split {
     name: String,
+    /// The variable before it: what its parts say they follow.
+    after: String,
     kind: Kind,
     /// Its version when its first part was encoded: parts encoded one at a
     /// time are of one state only while it stays the same.
@@ -324,8 +386,11 @@ struct Peer {
     /// the `base` its intervals name (what it knows we hold), advanced by
     /// contiguous intervals, and recorded in storage.
     held: Option<u64>,
-    /// The `as_of` of a state transfer from it whose first chunk we received.
-    transfer_in: Option<u64>,
+    /// A state transfer from it whose first chunk (or part) we received in
+    /// this connection: its `as_of`, and the variable through which every
+    /// chunk since arrived (chunks are pipelined: one may be lost, and
+    /// those after it arrive before it is sent again).
+    transfer_in: Option<(u64, String)>,
     /// The parts of a variable's state it is sending us.
     staging: Option<Staging>,
 }
@@ -453,6 +518,17 @@ fn absorb_acks(p: &mut Peer) {
     if p.complete_sent.is_some_and(|end| end <= acked) {
         p.announce = false;
         p.complete_sent = None;
+    }
+}
+
+/// Whether a state transfer to `p` may send something now: another part
+/// of the variable in parts, or else another chunk, fewer than `window`
+/// being unacknowledged. Always, with no transfer under way.
+fn transfer_room(p: &Peer, window: usize) -> bool {
+    match &p.transfer {
+        None => true,
+        Some(t) if t.split.is_some() => part_room(p, window),
+        Some(t) => !t.all_sent && t.blocked.is_none() && t.units.len() < window,
     }
 }
 
@@ -610,10 +686,9 @@ impl<B: Backend> Replica<B> {
             p.transfer_in = None;
             p.staging = None;
             if let Some(t) = &mut p.transfer {
-                // Its parts in flight are lost with the connection; the
+                // What was in flight is lost with the connection; the
                 // peer's limits are learned again.
-                t.split = None;
-                t.blocked = None;
+                t.go_back();
             }
             p.hello_pending = None;
             p.wants_state = false;
@@ -831,13 +906,20 @@ impl<B: Backend> Replica<B> {
                 vars,
                 last,
             } => {
-                let first = after.is_empty();
-                let through = vars.last().map_or(after, |v| v.name.clone());
-                if first {
-                    self.peers
-                        .get_mut(&from)
-                        .expect("checked above")
-                        .transfer_in = Some(as_of);
+                let through = vars
+                    .last()
+                    .map_or_else(|| after.clone(), |v| v.name.clone());
+                let p = self.peers.get_mut(&from).expect("checked above");
+                if after.is_empty() {
+                    p.transfer_in = Some((as_of, String::new()));
+                }
+                // Contiguous with what arrived before it, or not.
+                if let Some((_, held)) = p
+                    .transfer_in
+                    .as_mut()
+                    .filter(|(a, held)| *a == as_of && *held == after)
+                {
+                    held.clone_from(&through);
                 }
                 if !self.merge_all(now, from, vars, states)? {
                     // States are decoded under `max_state_len`.
@@ -851,7 +933,7 @@ impl<B: Backend> Replica<B> {
                     ));
                 }
                 if last {
-                    self.transfer_in_done(from, as_of)?;
+                    self.transfer_in_done(from, as_of, &through)?;
                 }
                 self.send(
                     from,
@@ -912,7 +994,7 @@ impl<B: Backend> Replica<B> {
                     });
                 }
                 if index == 0 && after.is_empty() {
-                    p.transfer_in = Some(as_of);
+                    p.transfer_in = Some((as_of, String::new()));
                 }
                 let staged = p.staging.as_mut().expect("kept above");
                 if end {
@@ -972,8 +1054,16 @@ impl<B: Backend> Replica<B> {
                 drop(ranges);
                 drop(raw);
                 self.merge_one(now, from, &name, kind, state, &encoded)?;
+                let p = self.peers.get_mut(&from).expect("checked above");
+                if let Some((_, held)) = p
+                    .transfer_in
+                    .as_mut()
+                    .filter(|(a, held)| *a == as_of && *held == after)
+                {
+                    held.clone_from(&name);
+                }
                 if last {
-                    self.transfer_in_done(from, as_of)?;
+                    self.transfer_in_done(from, as_of, &name)?;
                 }
                 if index != end_index {
                     self.send(from, &ack(index));
@@ -1004,16 +1094,18 @@ impl<B: Backend> Replica<B> {
                 s.progress = true;
                 // The end part is acknowledged once the state is merged.
                 let merged = s.end_index == Some(index);
-                let last = s.last;
-                p.chunk = (!s.unacked.is_empty()).then_some((as_of, now));
+                let mut done = false;
                 if merged {
-                    p.chunk = None;
-                    t.cursor = name;
                     t.split = None;
                     t.eager = false;
-                    if last {
-                        self.transfer_done(from, as_of);
-                    }
+                    t.units.back_mut().expect("the variable's own").acked = true;
+                    done = t.advance();
+                }
+                let waiting = t.units.iter().any(|u| !u.acked)
+                    || t.split.as_ref().is_some_and(|s| !s.unacked.is_empty());
+                p.chunk = waiting.then_some((as_of, now));
+                if done {
+                    self.transfer_done(from, as_of);
                 }
             }
             Message::Hello { holds, limits } => {
@@ -1044,17 +1136,24 @@ impl<B: Backend> Replica<B> {
                 last,
             } => {
                 let p = self.peers.get_mut(&from).expect("checked above");
-                if let Some(t) = &mut p.transfer {
-                    // While a variable goes in parts, no chunk is in flight:
-                    // a `StateAck` then is a stale duplicate, and must not
-                    // cancel the wait for the parts.
-                    if t.as_of == as_of && through >= t.cursor && t.split.is_none() {
-                        t.cursor = through;
-                        p.chunk = None;
-                        if last {
-                            self.transfer_done(from, as_of);
-                        }
-                    }
+                let Some(t) = p.transfer.as_mut().filter(|t| t.as_of == as_of) else {
+                    return Ok(());
+                };
+                // The chunk it acknowledges, if still in flight; anything
+                // else is a stale duplicate (of a chunk sent before a
+                // timeout sent them all again, say).
+                let Some(unit) = t
+                    .units
+                    .iter_mut()
+                    .find(|u| !u.parts && !u.acked && u.through == through && u.last == last)
+                else {
+                    return Ok(());
+                };
+                unit.acked = true;
+                let done = t.advance();
+                p.chunk = (!t.units.is_empty()).then_some((as_of, now));
+                if done {
+                    self.transfer_done(from, as_of);
                 }
             }
         }
@@ -1071,12 +1170,20 @@ impl<B: Backend> Replica<B> {
         self.update_floor();
     }
 
-    /// The last variable of a state transfer from `from` as of `as_of` was
-    /// merged: if every chunk since its first arrived, we hold all it held
-    /// through `as_of`.
-    fn transfer_in_done(&mut self, from: ReplicaId, as_of: u64) -> Result<(), ProtocolError> {
+    /// The last variable of a state transfer from `from` as of `as_of`,
+    /// `through`, was merged: if every chunk from its first through it
+    /// arrived, we hold all it held through `as_of`.
+    fn transfer_in_done(
+        &mut self,
+        from: ReplicaId,
+        as_of: u64,
+        through: &str,
+    ) -> Result<(), ProtocolError> {
         let p = &self.peers[&from];
-        if p.transfer_in == Some(as_of) {
+        if p.transfer_in
+            .as_ref()
+            .is_some_and(|(a, held)| *a == as_of && held == through)
+        {
             let held = p.held.unwrap_or(0).max(as_of);
             self.record_held(from, held)?;
         }
@@ -1185,7 +1292,10 @@ impl<B: Backend> Replica<B> {
                 p.chunk = None;
                 p.stats.retransmits += 1;
                 if let Some(t) = p.transfer.as_mut() {
+                    let chunk_overdue = t.units.iter().any(|u| !u.parts && !u.acked);
                     match t.split.as_mut() {
+                        // A chunk is overdue: go-back-N, as for intervals.
+                        _ if chunk_overdue => t.go_back(),
                         // The parts of a variable not acknowledged go again.
                         Some(s) if s.progress => {
                             s.progress = false;
@@ -1198,7 +1308,7 @@ impl<B: Backend> Replica<B> {
                         // only once merged). The variable starts over, every
                         // part at once.
                         Some(_) => {
-                            t.split = None;
+                            t.drop_split();
                             t.eager = true;
                         }
                         None => {}
@@ -1296,7 +1406,7 @@ impl<B: Backend> Replica<B> {
 
     /// Queues the next message for the first connected peer (in id order)
     /// that is owed one: what it has not acknowledged, up to `max_in_flight`
-    /// intervals (or one state chunk) ahead of its acks.
+    /// intervals (or state chunks, or parts of a state) ahead of its acks.
     fn build_next(&mut self, now: u64) {
         let ids: Vec<ReplicaId> = self.peers.keys().copied().collect();
         let window = self.config.max_in_flight.max(1);
@@ -1307,7 +1417,7 @@ impl<B: Backend> Replica<B> {
                 let p = &self.peers[&id];
                 if !p.connected
                     || p.hello_pending.is_some()
-                    || (p.chunk.is_some() && !part_room(p, window))
+                    || !transfer_room(p, window)
                     || p.flights.len() >= window
                     || self.gossip_gate(p, now).is_some()
                 {
@@ -1396,6 +1506,8 @@ impl<B: Backend> Replica<B> {
             split: None,
             eager: false,
             blocked: None,
+            units: VecDeque::new(),
+            all_sent: false,
         });
         p.stats.state_transfers += 1;
         self.events
@@ -1570,8 +1682,12 @@ impl<B: Backend> Replica<B> {
         if t.split.is_some() {
             return self.send_state_part(id, now);
         }
+        if t.all_sent || t.units.len() >= self.config.max_in_flight.max(1) {
+            return Ok(false);
+        }
         let state_limit = self.peer_state_limit(id);
-        let (as_of, cursor, eager) = (t.as_of, t.cursor.clone(), t.eager);
+        // After the chunks in flight, if any.
+        let (as_of, cursor, eager) = (t.as_of, t.sent_through().to_string(), t.eager);
         let part_bytes = self.part_bytes(id);
         let message = self.peer_limits(id).0;
         let mut vars = Vec::new();
@@ -1672,8 +1788,16 @@ impl<B: Backend> Replica<B> {
                         break;
                     }
                     let t = self.peers.get_mut(&id).expect("known").transfer.as_mut();
-                    t.expect("under way").split = Some(Split {
+                    let t = t.expect("under way");
+                    t.units.push_back(Unit {
+                        through: name.clone(),
+                        last: false,
+                        parts: true,
+                        acked: false,
+                    });
+                    t.split = Some(Split {
                         name,
+                        after: cursor.clone(),
                         kind,
                         version,
                         ahead,
@@ -1715,8 +1839,20 @@ impl<B: Backend> Replica<B> {
             examined = name;
         }
         let last = self.ks.variables_after(&examined, 1)?.is_empty();
+        let through = vars
+            .last()
+            .map_or_else(|| cursor.clone(), |v| v.name.clone());
         let p = self.peers.get_mut(&id).expect("known");
-        p.chunk = Some((as_of, now));
+        // The oldest unacknowledged unit's time, kept while others go.
+        p.chunk.get_or_insert((as_of, now));
+        let t = p.transfer.as_mut().expect("under way");
+        t.units.push_back(Unit {
+            through,
+            last,
+            parts: false,
+            acked: false,
+        });
+        t.all_sent = last;
         self.send(
             id,
             &Message::State {
@@ -1742,11 +1878,14 @@ impl<B: Backend> Replica<B> {
     fn block(&mut self, id: ReplicaId, name: String, bytes: usize) {
         let limit = self.peer_state_limit(id) as u64;
         let p = self.peers.get_mut(&id).expect("known");
-        // Parts in flight are forgotten: the variable starts over once
-        // let through.
-        p.chunk = None;
         let t = p.transfer.as_mut().expect("under way");
-        t.split = None;
+        // Its parts in flight are forgotten: the variable starts over once
+        // let through. Chunks before it still wait for their acks.
+        t.drop_split();
+        if t.units.is_empty() {
+            p.chunk = None;
+        }
+        let t = p.transfer.as_mut().expect("under way");
         let blocked = TooLarge {
             name,
             bytes: bytes as u64,
@@ -1776,8 +1915,9 @@ impl<B: Backend> Replica<B> {
         }
         let p = self.peers.get_mut(&id).expect("known");
         let t = p.transfer.as_mut().expect("under way");
-        let (as_of, after) = (t.as_of, t.cursor.clone());
+        let as_of = t.as_of;
         let s = t.split.as_mut().expect("in parts");
+        let after = s.after.clone();
         let (name, kind, version) = (s.name.clone(), s.kind, s.version);
         let part_bytes = self.part_bytes(id);
         let p = self.peers.get_mut(&id).expect("known");
@@ -1807,10 +1947,12 @@ impl<B: Backend> Replica<B> {
                     // be of one state. It starts over, every part at once
                     // (the peer drops what it kept at the new first part).
                     let p = self.peers.get_mut(&id).expect("known");
-                    p.chunk = None;
                     let t = p.transfer.as_mut().expect("under way");
-                    t.split = None;
+                    t.drop_split();
                     t.eager = true;
+                    if t.units.is_empty() {
+                        p.chunk = None;
+                    }
                     return Ok(true);
                 }
                 let state = self.ks.state(&name)?.expect("it has a version");
@@ -1834,8 +1976,12 @@ impl<B: Backend> Replica<B> {
         if p.chunk.is_none() {
             p.chunk = Some((as_of, now));
         }
-        let s = p.transfer.as_mut().and_then(|t| t.split.as_mut());
-        let s = s.expect("in parts");
+        let t = p.transfer.as_mut().expect("under way");
+        if last {
+            t.all_sent = true;
+            t.units.back_mut().expect("the variable's own").last = true;
+        }
+        let s = t.split.as_mut().expect("in parts");
         let index = s.sent;
         s.sent += 1;
         s.sent_bytes = sent_bytes;

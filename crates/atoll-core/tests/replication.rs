@@ -1,7 +1,7 @@
 //! The anti-entropy protocol between in-process replicas: virtual time, per-link
 //! latency, deterministic loss and partitions. No I/O, no threads, no clock.
 
-use atoll_core::protocol::Message;
+use atoll_core::protocol::{Message, VarDelta};
 use atoll_core::testkit::{id, Net};
 use atoll_core::{
     Event, Keyspace, KeyspaceConfig, ProtocolError, Replica, ReplicaConfig, TransferReason,
@@ -762,6 +762,95 @@ fn fill_set(net: &mut Net, i: usize, name: &str, n: u32) {
             _ => unreachable!(),
         });
     }
+}
+
+/// State chunks are pipelined as intervals are: up to `max_in_flight` go
+/// before the first is acknowledged, so a keyspace of many small variables
+/// reaches a new peer in fewer round trips. The same chunks arrive.
+#[test]
+fn state_chunks_go_several_at_a_time() {
+    let run = |max_in_flight| {
+        let config = ReplicaConfig {
+            state_for_new_peers_after: 1,
+            max_batch_bytes: 60,
+            max_in_flight,
+            retransmit_ms: 1_000,
+            ..ReplicaConfig::default()
+        };
+        let mut net = Net::with_config(2, KeyspaceConfig::default(), config);
+        for v in 0..60 {
+            net.incr(0, &format!("c{v:02}"), v + 1);
+        }
+        // And one in parts in the middle, after chunks still in flight.
+        fill_set(&mut net, 0, "c30-members", 100);
+        net.full_mesh();
+        let start = net.now;
+        net.run(60_000);
+        let names: Vec<String> = (0..60).map(|v| format!("c{v:02}")).collect();
+        let mut all: Vec<&str> = names.iter().map(String::as_str).collect();
+        all.push("c30-members");
+        net.assert_converged(&all);
+        let status = &net.nodes[0].peers()[0];
+        assert_eq!(status.transfer, None, "over");
+        assert_eq!(status.stats.retransmits, 0, "nothing was lost");
+        // The receiver recorded that it holds the sender's log.
+        let holds = net.nodes[1].keyspace().peer_holds(id(0)).unwrap();
+        assert!(holds.is_some_and(|(_, seq)| seq > 0), "{holds:?}");
+        let chunks = net.delivered.get(&(0, 1, "state")).copied().unwrap_or(0);
+        (chunks, net.now - start)
+    };
+    let (chunks, stop_and_wait) = run(1);
+    assert!(chunks > 10, "{chunks} chunks");
+    let (chunks8, eight) = run(8);
+    assert_eq!(chunks8, chunks, "the same chunks");
+    assert!(
+        eight * 3 < stop_and_wait,
+        "{eight} ms with 8 in flight, {stop_and_wait} ms with one"
+    );
+}
+
+/// A chunk lost in a pipelined transfer: those after it arrive first. The
+/// receiver merges them (a join is always safe), but records that it holds
+/// the sender's log only once every chunk from the first through the last
+/// arrived in turn, as the sender's go-back-N sends them again.
+#[test]
+fn a_lost_chunk_leaves_no_false_record_of_what_is_held() {
+    let mut net = Net::new(2, KeyspaceConfig::default());
+    net.full_mesh();
+    net.run(1_000);
+    let chunk = |after: &str, name: &str, n: i64, last: bool| {
+        let mut counter = atoll_crdt::PNCounter::new();
+        counter.add(ReplicaId(5), n).unwrap();
+        Message::State {
+            as_of: 7,
+            after: after.into(),
+            vars: vec![VarDelta {
+                name: name.into(),
+                kind: Kind::Counter,
+                delta: atoll_crdt::codec::encode(&State::Counter(counter)),
+            }],
+            last,
+        }
+        .encode()
+    };
+    let holds = |net: &mut Net| {
+        net.nodes[1]
+            .keyspace()
+            .peer_holds(id(0))
+            .unwrap()
+            .map(|h| h.1)
+    };
+    let before = holds(&mut net);
+    let deliver = |net: &mut Net, m: &[u8]| net.nodes[1].handle_message(net.now, id(0), m).unwrap();
+    deliver(&mut net, &chunk("", "a", 1, false));
+    // The chunk after "a" is lost; the last arrives.
+    deliver(&mut net, &chunk("b", "c", 3, true));
+    assert_eq!(net.counter(1, "c"), 3, "merged");
+    assert_eq!(holds(&mut net), before, "not recorded: a chunk is missing");
+    // Sent again in turn: the lost one, then the last.
+    deliver(&mut net, &chunk("a", "b", 2, false));
+    deliver(&mut net, &chunk("b", "c", 3, true));
+    assert_eq!(holds(&mut net), Some(7));
 }
 
 /// A state larger than the peer's `max_state_len` (from its `Hello`) is
