@@ -809,6 +809,54 @@ fn state_chunks_go_several_at_a_time() {
     );
 }
 
+/// A chunk lost in a pipelined transfer while those after it are
+/// acknowledged: the sender's cursor stops before it, and the timeout sends
+/// it, and everything after it, again.
+#[test]
+fn a_lost_chunk_is_sent_again_though_later_ones_were_acknowledged() {
+    let config = ReplicaConfig {
+        state_for_new_peers_after: 1,
+        max_batch_bytes: 60,
+        max_in_flight: 8,
+        retransmit_ms: 200,
+        ..ReplicaConfig::default()
+    };
+    let mut net = Net::with_config(2, KeyspaceConfig::default(), config);
+    let names: Vec<String> = (0..30).map(|v| format!("c{v:02}")).collect();
+    for (v, name) in names.iter().enumerate() {
+        net.incr(0, name, v as i64 + 1);
+    }
+    net.full_mesh();
+    // Step until node 0 has queued its second chunk, and lose it.
+    let mut lost = None;
+    for _ in 0..1_000 {
+        net.run(1);
+        let second = net.queue.iter().find_map(|(key, (from, to, bytes))| {
+            match Message::decode(bytes, 1 << 20).unwrap() {
+                Message::State { after, vars, .. }
+                    if (*from, *to) == (0, 1) && !after.is_empty() =>
+                {
+                    Some((*key, vars[0].name.clone()))
+                }
+                _ => None,
+            }
+        });
+        if let Some((key, name)) = second {
+            net.queue.remove(&key);
+            lost = Some(name);
+            break;
+        }
+    }
+    let lost = lost.expect("a second chunk was sent");
+    net.run(60_000);
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    net.assert_converged(&all);
+    assert_eq!(net.counter(1, &lost), net.counter(0, &lost));
+    let status = &net.nodes[0].peers()[0];
+    assert_eq!(status.transfer, None, "over");
+    assert!(status.stats.retransmits >= 1, "sent again");
+}
+
 /// A chunk lost in a pipelined transfer: those after it arrive first. The
 /// receiver merges them (a join is always safe), but records that it holds
 /// the sender's log only once every chunk from the first through the last
