@@ -671,19 +671,19 @@ impl<B: Backend> Keyspace<B> {
     ) -> Result<Option<Applied>> {
         validate_name(name)?;
         let state = codec::decode(delta, self.config.max_delta_len);
-        self.merge_decoded(origin, name, kind, state, delta, now_ms)
+        self.merge_decoded(origin, name, kind, state, delta.into(), now_ms)
     }
 
     /// [`Keyspace::merge`] for a delta decoded (and validated) ahead, as
     /// [`crate::protocol::Decoder`] does: `decoded` is what decoding
-    /// `encoded` gave.
+    /// `encoded` gave. Given owned, the encoding is logged without a copy.
     pub fn merge_decoded(
         &mut self,
         origin: ReplicaId,
         name: &str,
         kind: Kind,
         decoded: std::result::Result<State, codec::DecodeError>,
-        encoded: &[u8],
+        encoded: std::borrow::Cow<'_, [u8]>,
         now_ms: u64,
     ) -> Result<Option<Applied>> {
         validate_name(name)?;
@@ -696,14 +696,15 @@ impl<B: Backend> Keyspace<B> {
 
     /// [`Keyspace::merge`] for a delta already decoded and validated (and
     /// its name checked). `encoded`, if given, is the delta's encoding as it
-    /// came: a delta nothing of which was seen here is logged in it as is.
+    /// came: a delta nothing of which was seen here is logged in it as is
+    /// (without a copy, if owned).
     pub fn merge_state(
         &mut self,
         origin: ReplicaId,
         name: &str,
         kind: Kind,
         delta: State,
-        encoded: Option<&[u8]>,
+        encoded: Option<std::borrow::Cow<'_, [u8]>>,
         now_ms: u64,
     ) -> Result<Option<Applied>> {
         if delta.kind() != kind {
@@ -761,7 +762,7 @@ impl<B: Backend> Keyspace<B> {
         }
         // Encoded before it is joined, so that the join can take it whole.
         let logged = match as_received {
-            Some(bytes) => bytes.to_vec(),
+            Some(bytes) => bytes.into_owned(),
             None => codec::encode(&delta),
         };
         if let Some(ts) = delta.max_timestamp() {

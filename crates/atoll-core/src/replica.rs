@@ -1053,7 +1053,7 @@ impl<B: Backend> Replica<B> {
                 let encoded = atoll_crdt::variable::splice_parts(&ranges, entries, state.context());
                 drop(ranges);
                 drop(raw);
-                self.merge_one(now, from, &name, kind, state, &encoded)?;
+                self.merge_one(now, from, &name, kind, state, encoded)?;
                 let p = self.peers.get_mut(&from).expect("checked above");
                 if let Some((_, held)) = p
                     .transfer_in
@@ -1212,7 +1212,7 @@ impl<B: Backend> Replica<B> {
         name: &str,
         kind: Kind,
         state: State,
-        encoded: &[u8],
+        encoded: Vec<u8>,
     ) -> Result<(), ProtocolError> {
         let origin = self
             .peers
@@ -1221,7 +1221,7 @@ impl<B: Backend> Replica<B> {
             .unwrap_or(from);
         match self
             .ks
-            .merge_state(origin, name, kind, state, Some(encoded), now)
+            .merge_state(origin, name, kind, state, Some(encoded.into()), now)
         {
             Ok(Some(applied)) => self.events.push_back(Event::Applied(applied)),
             Ok(None) => {}
@@ -1257,7 +1257,7 @@ impl<B: Backend> Replica<B> {
         for (v, state) in vars.into_iter().zip(states) {
             match self
                 .ks
-                .merge_decoded(origin, &v.name, v.kind, state, &v.delta, now)
+                .merge_decoded(origin, &v.name, v.kind, state, v.delta.into(), now)
             {
                 Ok(Some(applied)) => self.events.push_back(Event::Applied(applied)),
                 Ok(None) => {}
