@@ -225,6 +225,10 @@ struct Transfer {
     /// The unit that ends the transfer was sent: nothing more to build
     /// until acks, or a timeout sends it all again from `cursor`.
     all_sent: bool,
+    /// The stored state of the variable the last chunk stopped before (too
+    /// large to join it), read then, and its version: the next chunk starts
+    /// with it, without reading it again.
+    peeked: Option<(String, Vec<u8>, u64)>,
 }
 
 /// A state chunk, or a variable in parts, of a transfer: sent, and not
@@ -266,6 +270,7 @@ impl Transfer {
     fn go_back(&mut self) {
         self.units.clear();
         self.split = None;
+        self.peeked = None;
         self.all_sent = false;
         // Found again if it is still too large.
         self.blocked = None;
@@ -1508,6 +1513,7 @@ impl<B: Backend> Replica<B> {
             blocked: None,
             units: VecDeque::new(),
             all_sent: false,
+            peeked: None,
         });
         p.stats.state_transfers += 1;
         self.events
@@ -1713,7 +1719,19 @@ impl<B: Backend> Replica<B> {
             // A state unchanged since the last checkpoint is cut into parts
             // as it is stored; any other is encoded from its tree.
             let mut cutter = None;
-            let stored = match self.ks.stored_state(&name)? {
+            // Read by the previous call, which stopped before it.
+            let peeked = self
+                .peers
+                .get_mut(&id)
+                .and_then(|p| p.transfer.as_mut())
+                .and_then(|t| t.peeked.take())
+                .filter(|(n, ..)| *n == name)
+                .map(|(_, bytes, version)| (bytes, version));
+            let read = match peeked {
+                Some(read) => Some(read),
+                None => self.ks.stored_state(&name)?,
+            };
+            let stored = match read {
                 // Too large for the peer (its parts would add up to more):
                 // held back, after the chunk of the variables before it.
                 Some((bytes, _)) if bytes.len() > state_limit => {
@@ -1724,8 +1742,14 @@ impl<B: Backend> Replica<B> {
                     return Ok(false);
                 }
                 // Too large to join the variables before it (it would go
-                // in parts): it starts the next chunk, and is cut then.
-                Some((bytes, _)) if !vars.is_empty() && bytes.len() > part_bytes => break,
+                // in parts): it starts the next chunk, and is cut then,
+                // from what was read now (a state as of now is as good as
+                // one as of then: both hold all through `as_of`).
+                Some((bytes, version)) if !vars.is_empty() && bytes.len() > part_bytes => {
+                    let t = self.peers.get_mut(&id).and_then(|p| p.transfer.as_mut());
+                    t.expect("under way").peeked = Some((name, bytes, version));
+                    break;
+                }
                 Some((bytes, version)) => {
                     let corrupt = |source| atoll_store::StoreError::Corrupt {
                         key: format!("state of {name}"),
