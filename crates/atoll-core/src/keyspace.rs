@@ -79,6 +79,11 @@ pub struct Keyspace<B> {
     /// Log entries through this were considered for joining (see
     /// [`KeyspaceConfig::coalesce_bytes`]).
     coalesced_through: u64,
+    /// `coalesced_through` when this store was opened: entries of earlier
+    /// incarnations after it may have been joined into later ones before
+    /// the store was copied (a backup), so their numbers say nothing of
+    /// what a peer holds (see `resume_point`).
+    settled_at_open: u64,
     /// The incarnations this store was opened as, oldest first, with the
     /// first log sequence number of each.
     history: Vec<(ReplicaId, u64)>,
@@ -316,8 +321,13 @@ impl<B: Backend> Keyspace<B> {
         }
         let cap = self.config.coalesce_bytes;
         let start = self.coalesced_through;
-        if cap == 0 || through <= start + 1 {
-            self.coalesced_through = self.coalesced_through.max(through);
+        if through <= start {
+            return Ok(());
+        }
+        if cap == 0 || through == start + 1 {
+            // Nothing to join: only recorded as settled.
+            self.storage.rewrite_log(&[], &[], through)?;
+            self.coalesced_through = through;
             return Ok(());
         }
         let limit = usize::try_from(through - start).unwrap_or(usize::MAX);
@@ -373,9 +383,9 @@ impl<B: Backend> Keyspace<B> {
                 },
             ));
         }
-        if !remove.is_empty() {
-            self.storage.rewrite_log(&remove, &put)?;
-        }
+        // Recorded even when nothing was joined: `settled` after a restart,
+        // where resuming a peer starts (see `resume_point`).
+        self.storage.rewrite_log(&remove, &put, through)?;
         self.coalesced_through = through;
         Ok(())
     }
@@ -427,6 +437,7 @@ impl<B: Backend> Keyspace<B> {
             acked_floor: None,
             flushed_through: 0,
             coalesced_through: 0,
+            settled_at_open: 0,
             history: Vec::new(),
         };
         ks.flushed_through = ks.storage.last_seq();
@@ -439,15 +450,18 @@ impl<B: Backend> Keyspace<B> {
         history.drain(..keep);
         ks.storage.put_incarnations(&history)?;
         ks.history = history;
-        // Runs are joined from a checkpoint's worth before the last one: what
-        // the previous opening wrote since then (and, under buffered
-        // durability, had not flushed when it last joined runs) is joined at
-        // the checkpoint below; older entries were joined by the opening that
-        // wrote them. At most about two checkpoints' worth of entries.
-        ks.coalesced_through = ks
-            .storage
-            .checkpoint_seq()
-            .saturating_sub(ks.config.checkpoint_every);
+        // Runs are joined from where the last join settled the log (recorded
+        // with it, so a join lost in a crash is done again); a store written
+        // before that was recorded, from a checkpoint's worth before the last
+        // checkpoint. Entries through there are never rewritten again.
+        ks.coalesced_through = match ks.storage.settled()? {
+            Some(settled) => settled,
+            None => ks
+                .storage
+                .checkpoint_seq()
+                .saturating_sub(ks.config.checkpoint_every),
+        };
+        ks.settled_at_open = ks.coalesced_through;
         ks.recover()?;
         // Also when nothing was replayed: a crash may have lost the truncation
         // that followed the last checkpoint, leaving the log over its bound.
@@ -472,7 +486,17 @@ impl<B: Backend> Keyspace<B> {
             .map_or(self.storage.last_seq(), |(_, first)| {
                 first.saturating_sub(1)
             });
-        seq.min(end).min(self.storage.last_seq())
+        let mut resume = seq.min(end).min(self.storage.last_seq());
+        if incarnation != self.incarnation {
+            // The earlier incarnation went on joining runs of entries after
+            // the last join recorded here (this store may be a copy, or lost
+            // the joins in a crash) and moving their content to later
+            // numbers, perhaps past `seq`: a peer that holds through `seq`
+            // may lack entries this store numbers below it. Resent from where
+            // this store's log is settled, the peer strips what it has.
+            resume = resume.min(self.settled_at_open);
+        }
+        resume
     }
 
     /// What this store holds of peer `node`'s log: through a sequence number,

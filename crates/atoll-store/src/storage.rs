@@ -19,6 +19,7 @@ const META: u8 = b'm';
 pub(crate) const STATE: u8 = b's';
 const LOG: u8 = b'l';
 const FORMAT: &[u8] = b"v";
+const COALESCED: &[u8] = b"j";
 
 /// The storage layout this version writes, recorded in the data on first
 /// open (2: variable states in a sled tree of their own). A version that
@@ -187,6 +188,17 @@ impl<B: Backend> Storage<B> {
     /// The backend.
     pub fn backend(&self) -> &B {
         &self.backend
+    }
+
+    /// The log sequence through which entries are never rewritten again
+    /// (runs of them are joined into one at a later sequence; see
+    /// [`Storage::rewrite_log`]), as last recorded; `None` if never (a store
+    /// written before it was recorded).
+    pub fn settled(&self) -> Result<Option<u64>> {
+        match self.backend.get(COALESCED)? {
+            Some(_) => read_u64(&self.backend, COALESCED).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The incarnations this store was opened as, oldest first, each with
@@ -383,7 +395,15 @@ impl<B: Backend> Storage<B> {
     /// then writes `put`. Used to join runs of small entries into one; the
     /// caller keeps every entry at or after its original sequence number, so
     /// that a peer is never skipped past something it lacks. Does not flush.
-    pub fn rewrite_log(&mut self, remove: &[u64], put: &[(u64, LogEntry)]) -> Result<()> {
+    ///
+    /// Records, in the same batch, that no entry through `settled` will be
+    /// rewritten again ([`Storage::settled`]).
+    pub fn rewrite_log(
+        &mut self,
+        remove: &[u64],
+        put: &[(u64, LogEntry)],
+        settled: u64,
+    ) -> Result<()> {
         if let Some(seq) = remove
             .iter()
             .chain(put.iter().map(|(s, _)| s))
@@ -402,6 +422,10 @@ impl<B: Backend> Storage<B> {
             put.iter()
                 .map(|(s, e)| BatchOp::Put(log_key(*s), codec::encode(e))),
         );
+        ops.push(BatchOp::Put(
+            COALESCED.to_vec(),
+            settled.to_be_bytes().to_vec(),
+        ));
         // Entries only move later, but a rewrite that removes more than it
         // puts could empty the log: read the start again when asked.
         self.first.set(None);
@@ -602,7 +626,9 @@ mod tests {
             delta: vec![9],
             ..entry("x")
         };
-        s.rewrite_log(&[1, 2], &[(3, joined.clone())]).unwrap();
+        assert_eq!(s.settled().unwrap(), None);
+        s.rewrite_log(&[1, 2], &[(3, joined.clone())], 3).unwrap();
+        assert_eq!(s.settled().unwrap(), Some(3));
         // Entries 1 and 2 moved into 3: the log still covers everything after 0.
         assert_eq!(s.first_seq().unwrap(), Some(1));
         let seqs: Vec<u64> = s
@@ -619,12 +645,15 @@ mod tests {
         assert_eq!(s.first_seq().unwrap(), Some(3));
         let reopened = Storage::open(s.backend().clone()).unwrap();
         assert_eq!(reopened.first_seq().unwrap(), Some(3));
+        assert_eq!(reopened.settled().unwrap(), Some(3));
         // Nothing may be written outside the log.
         for bad in [2, 6] {
-            let e = s.rewrite_log(&[], &[(bad, entry("x"))]).unwrap_err();
+            let e = s.rewrite_log(&[], &[(bad, entry("x"))], 5).unwrap_err();
             assert!(matches!(e, StoreError::Invalid(_)), "{e}");
         }
-        let e = s.rewrite_log(&[1], &[]).unwrap_err();
+        let e = s.rewrite_log(&[1], &[], 5).unwrap_err();
         assert!(matches!(e, StoreError::Invalid(_)), "{e}");
+        // A refused rewrite records nothing.
+        assert_eq!(s.settled().unwrap(), Some(3));
     }
 }
