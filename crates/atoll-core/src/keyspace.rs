@@ -84,6 +84,8 @@ pub struct Keyspace<B> {
     /// the store was copied (a backup), so their numbers say nothing of
     /// what a peer holds (see `resume_point`).
     settled_at_open: u64,
+    /// See [`Keyspace::set_coalesce_floor`].
+    coalesce_floor: Option<u64>,
     /// The incarnations this store was opened as, oldest first, with the
     /// first log sequence number of each.
     history: Vec<(ReplicaId, u64)>,
@@ -290,8 +292,10 @@ impl<B: Backend> Keyspace<B> {
             self.since_checkpoint = 0;
         }
         // Only flushed entries: a run moved past the flush would be held back
-        // from peers until the next one.
-        self.coalesce(last.min(self.flushed_through))?;
+        // from peers until the next one. And only what every connected peer
+        // acknowledged (see `set_coalesce_floor`).
+        let floor = self.coalesce_floor.unwrap_or(u64::MAX);
+        self.coalesce(last.min(self.flushed_through).min(floor))?;
         let forced = last.saturating_sub(self.config.log_retain);
         let through = self.acked_floor.map_or(forced, |acked| acked.max(forced));
         if self
@@ -438,6 +442,7 @@ impl<B: Backend> Keyspace<B> {
             flushed_through: 0,
             coalesced_through: 0,
             settled_at_open: 0,
+            coalesce_floor: None,
             history: Vec::new(),
         };
         ks.flushed_through = ks.storage.last_seq();
@@ -536,6 +541,18 @@ impl<B: Backend> Keyspace<B> {
     /// when there are no peers); checkpoints drop the log up to it.
     pub fn set_acked_floor(&mut self, floor: Option<u64>) {
         self.acked_floor = floor;
+    }
+
+    /// Sets the log sequence that every connected peer has acknowledged
+    /// (`None`: no peer connected); checkpoints join runs of entries only up
+    /// to it. Joining moves a run's content into its last entry: a peer that
+    /// received that entry but not an earlier one of the run (lost, to be
+    /// sent again) would never get the earlier one's content, and its
+    /// acknowledgement of the run's end would count for all. A peer not
+    /// connected resumes from what it holds in turn, so it gets the entry
+    /// that holds the moved content.
+    pub fn set_coalesce_floor(&mut self, floor: Option<u64>) {
+        self.coalesce_floor = floor;
     }
 
     /// Checks `name` and that, if the variable exists, it is a `kind`.

@@ -1396,6 +1396,8 @@ impl<B: Backend> Replica<B> {
     fn update_floor(&mut self) {
         let floor = self.peers.values().map(|p| p.acked).min();
         self.ks.set_acked_floor(floor);
+        let connected = self.peers.values().filter(|p| p.connected);
+        self.ks.set_coalesce_floor(connected.map(|p| p.acked).min());
     }
 
     /// If the gossip interval holds back the next new interval to `p`, when
