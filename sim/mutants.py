@@ -113,7 +113,7 @@ MUTANTS = [
      "_ if chunk_overdue => t.units.retain(|u| u.acked),"),
     ("coalesce: runs joined past what every connected peer acknowledged", R,
      "self.ks.set_coalesce_floor(connected.map(|p| p.acked).min());",
-     "self.ks.set_coalesce_floor(None::<u64>.filter(|_| connected.count() > 0));"),
+     "drop(connected);\n        self.ks.set_coalesce_floor(None);"),
     ("state chunks: the receiver records what it holds across a gap", R,
      ".filter(|(a, held)| *a == as_of && *held == after)\n                {\n                    held.clone_from(&through);",
      ".filter(|(a, _)| *a == as_of)\n                {\n                    held.clone_from(&through);"),
