@@ -307,7 +307,7 @@ impl Options {
     pub fn for_seed(seed: u64) -> Options {
         // A stream of its own, so that adding a field here does not perturb the run's stream.
         let mut rng = Rng::new(seed ^ 0x5eed_0f0f_0915_u64);
-        let faults = Faults::random(&mut rng);
+        let mut faults = Faults::random(&mut rng);
         let durability = if rng.chance(0.5) {
             Durability::Durable
         } else {
@@ -315,8 +315,15 @@ impl Options {
                 flush_every_ms: rng.range(5, 500),
             }
         };
+        // Two nodes too: no third one forwards what a peer missed, which hid
+        // two bugs from sweeps of three to six. Not with restores, whose
+        // known bag anomaly with two nodes docs/simulation.md describes.
+        let nodes = rng.range(2, 6) as usize;
+        if nodes == 2 {
+            faults.restores = false;
+        }
         Options {
-            nodes: rng.range(3, 6) as usize,
+            nodes,
             topology: Topology::Full,
             safety_ms: rng.range(10_000, 40_000),
             liveness_ms: 120_000,
