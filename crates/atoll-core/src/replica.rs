@@ -1103,7 +1103,12 @@ impl<B: Backend> Replica<B> {
                 if merged {
                     t.split = None;
                     t.eager = false;
-                    t.units.back_mut().expect("the variable's own").acked = true;
+                    // The variable's own unit, the last one sent (no chunk
+                    // follows a variable in parts before its end is acked).
+                    debug_assert!(t.units.back().is_some_and(|u| u.parts));
+                    if let Some(u) = t.units.back_mut() {
+                        u.acked = true;
+                    }
                     done = t.advance();
                 }
                 let waiting = t.units.iter().any(|u| !u.acked)
@@ -2005,7 +2010,10 @@ impl<B: Backend> Replica<B> {
         let t = p.transfer.as_mut().expect("under way");
         if last {
             t.all_sent = true;
-            t.units.back_mut().expect("the variable's own").last = true;
+            debug_assert!(t.units.back().is_some_and(|u| u.parts));
+            if let Some(u) = t.units.back_mut() {
+                u.last = true;
+            }
         }
         let s = t.split.as_mut().expect("in parts");
         let index = s.sent;
