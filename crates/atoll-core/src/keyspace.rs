@@ -79,11 +79,6 @@ pub struct Keyspace<B> {
     /// Log entries through this were considered for joining (see
     /// [`KeyspaceConfig::coalesce_bytes`]).
     coalesced_through: u64,
-    /// `coalesced_through` when this store was opened: entries of earlier
-    /// incarnations after it may have been joined into later ones before
-    /// the store was copied (a backup), so their numbers say nothing of
-    /// what a peer holds (see `resume_point`).
-    settled_at_open: u64,
     /// See [`Keyspace::set_coalesce_floor`].
     coalesce_floor: Option<u64>,
     /// The incarnations this store was opened as, oldest first, with the
@@ -387,8 +382,8 @@ impl<B: Backend> Keyspace<B> {
                 },
             ));
         }
-        // Recorded even when nothing was joined: `settled` after a restart,
-        // where resuming a peer starts (see `resume_point`).
+        // Recorded even when nothing was joined: the next opening joins
+        // from there.
         self.storage.rewrite_log(&remove, &put, through)?;
         self.coalesced_through = through;
         Ok(())
@@ -441,7 +436,6 @@ impl<B: Backend> Keyspace<B> {
             acked_floor: None,
             flushed_through: 0,
             coalesced_through: 0,
-            settled_at_open: 0,
             coalesce_floor: None,
             history: Vec::new(),
         };
@@ -466,7 +460,6 @@ impl<B: Backend> Keyspace<B> {
                 .checkpoint_seq()
                 .saturating_sub(ks.config.checkpoint_every),
         };
-        ks.settled_at_open = ks.coalesced_through;
         ks.recover()?;
         // Also when nothing was replayed: a crash may have lost the truncation
         // that followed the last checkpoint, leaving the log over its bound.
@@ -491,17 +484,10 @@ impl<B: Backend> Keyspace<B> {
             .map_or(self.storage.last_seq(), |(_, first)| {
                 first.saturating_sub(1)
             });
-        let mut resume = seq.min(end).min(self.storage.last_seq());
-        if incarnation != self.incarnation {
-            // The earlier incarnation went on joining runs of entries after
-            // the last join recorded here (this store may be a copy, or lost
-            // the joins in a crash) and moving their content to later
-            // numbers, perhaps past `seq`: a peer that holds through `seq`
-            // may lack entries this store numbers below it. Resent from where
-            // this store's log is settled, the peer strips what it has.
-            resume = resume.min(self.settled_at_open);
-        }
-        resume
+        // Joining runs never moved content past what a connected peer
+        // acknowledged (see `set_coalesce_floor`), so the numbers below `seq`
+        // hold, in this store too, what the peer holds.
+        seq.min(end).min(self.storage.last_seq())
     }
 
     /// What this store holds of peer `node`'s log: through a sequence number,
