@@ -55,7 +55,7 @@ MUTANTS = [
      "        if delta.is_bottom() {\n",
      "        if delta.is_bottom() || created {\n"),
     ("merge: an empty delta is logged in place of the remainder", K,
-     "            Some(bytes) => bytes.to_vec(),\n            None => codec::encode(&delta),\n",
+     "            Some(bytes) => bytes.into_owned(),\n            None => codec::encode(&delta),\n",
      "            Some(_) => codec::encode(&State::new(kind)),\n            None => codec::encode(&State::new(kind)),\n"),
     ("state transfer: one chunk claims to be the last", R,
      "let last = self.ks.variables_after(&examined, 1)?.is_empty();",
@@ -135,12 +135,14 @@ def main():
         orig = f.read_text()
         if orig.count(old) != 1:
             rows.append((k, name, "NOT APPLIED (pattern not found once)"))
+            print(f"{k:2} {name:62} {rows[-1][2]}", flush=True)
             continue
         try:
             f.write_text(orig.replace(old, new))
             b = sh("cargo build -q -p atoll-sim --release 2>&1")
             if b.returncode != 0:
                 rows.append((k, name, "does not compile"))
+                print(f"{k:2} {name:62} {rows[-1][2]}", flush=True)
                 continue
             r = sh(f"./target/release/atoll-sim --seeds {seeds} --max-failures 1 2>/dev/null")
             failed = next((l.split()[-1] for l in r.stdout.splitlines() if l.startswith("failed ")), "?")
