@@ -31,7 +31,8 @@ pub struct ReplicaConfig {
     /// How long to wait for an acknowledgement before sending again (ms). Default: 1000.
     pub retransmit_ms: u64,
     /// The most delta intervals in flight to one peer, unacknowledged
-    /// (pipelining; 1 is stop-and-wait). Default: 8.
+    /// (pipelining; 1 is stop-and-wait); as many state chunks, and as many
+    /// parts of a large state. Default: 8.
     pub max_in_flight: usize,
     /// The most messages waiting in the outgoing queue. Default: 1024.
     pub max_queued_transmits: usize,
