@@ -316,8 +316,8 @@ impl Options {
             }
         };
         // Two nodes too: no third one forwards what a peer missed, which hid
-        // two bugs from sweeps of three to six. Not with restores, whose
-        // known bag anomaly with two nodes docs/simulation.md describes.
+        // a bug from sweeps of three to six. Not with restores, whose known
+        // bag anomaly with two nodes docs/simulation.md describes.
         let nodes = rng.range(2, 6) as usize;
         if nodes == 2 {
             faults.restores = false;
