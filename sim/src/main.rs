@@ -103,7 +103,10 @@ impl Args {
                     .ok_or_else(|| format!("no scenario {name:?}; see --list-scenarios"))?
                     .options
             }
-            None => Options::for_seed(seed),
+            None => match self.nodes {
+                Some(n) => Options::for_seed_with_nodes(seed, n),
+                None => Options::for_seed(seed),
+            },
         };
         if let Some(n) = self.nodes {
             if n == 0 {

@@ -30,6 +30,24 @@ fn a_seed_replays_bit_for_bit() {
     assert_eq!(d.trace.map(|t| t.len() as u64), Some(a.trace_events));
 }
 
+/// `--nodes N` used to inherit the "no restores with two nodes" rule from the
+/// drawn node count, so a seed that drew two ran a 100-node day without
+/// restores.
+#[test]
+fn a_node_count_override_keeps_the_drawn_restores() {
+    let seed = (1..1_000)
+        .find(|&s| Options::for_seed(s).nodes == 2)
+        .expect("some seed draws two nodes");
+    assert!(!Options::for_seed(seed).faults.restores);
+    let o = Options::for_seed_with_nodes(seed, 100);
+    assert_eq!(o.nodes, 100);
+    assert!(o.faults.restores);
+    let three = (1..1_000)
+        .find(|&s| Options::for_seed(s).nodes == 3)
+        .expect("some seed draws three nodes");
+    assert!(Options::for_seed(three).faults.restores);
+}
+
 /// The CI sweep: every fault on, 100 seeds, both phases, every invariant.
 #[test]
 fn sweep_of_100_seeds_passes() {
