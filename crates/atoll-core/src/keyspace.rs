@@ -10,7 +10,7 @@ use crate::{Error, Result};
 use atoll_crdt::codec;
 use atoll_crdt::variable::{Kind, State};
 use atoll_crdt::{HybridClock, ReplicaId, Timestamp};
-use atoll_store::{Backend, LogEntry, NodeMeta, Storage, VarMeta};
+use atoll_store::{Backend, LogEntry, NodeMeta, Opening, Storage, VarMeta};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The longest variable name, in bytes.
@@ -81,9 +81,9 @@ pub struct Keyspace<B> {
     coalesced_through: u64,
     /// See [`Keyspace::set_coalesce_floor`].
     coalesce_floor: Option<u64>,
-    /// The incarnations this store was opened as, oldest first, with the
-    /// first log sequence number of each.
-    history: Vec<(ReplicaId, u64)>,
+    /// The openings of this store, oldest first: each one's incarnation,
+    /// first log sequence number, and where the log was settled.
+    history: Vec<Opening>,
 }
 
 /// The most incarnations remembered: a peer that last heard from an older
@@ -440,15 +440,6 @@ impl<B: Backend> Keyspace<B> {
             history: Vec::new(),
         };
         ks.flushed_through = ks.storage.last_seq();
-        // This opening's entries start after the log's end: peers holding the
-        // log as an earlier opening numbered it resume from there (see
-        // `Keyspace::resume_point`). Durable before anything is written.
-        let mut history = ks.storage.incarnations()?;
-        history.push((ks.incarnation, ks.storage.last_seq() + 1));
-        let keep = history.len().saturating_sub(MAX_INCARNATIONS);
-        history.drain(..keep);
-        ks.storage.put_incarnations(&history)?;
-        ks.history = history;
         // Runs are joined from where the last join settled the log (recorded
         // with it, so a join lost in a crash is done again); a store written
         // before that was recorded, from a checkpoint's worth before the last
@@ -460,6 +451,20 @@ impl<B: Backend> Keyspace<B> {
                 .checkpoint_seq()
                 .saturating_sub(ks.config.checkpoint_every),
         };
+        // This opening's entries start after the log's end: peers holding the
+        // log as an earlier opening numbered it resume from there, or from
+        // where it was settled (see `Keyspace::resume_point`). Durable before
+        // anything is written.
+        let mut history = ks.storage.incarnations()?;
+        history.push(Opening {
+            incarnation: ks.incarnation,
+            first_seq: ks.storage.last_seq() + 1,
+            settled: ks.coalesced_through,
+        });
+        let keep = history.len().saturating_sub(MAX_INCARNATIONS);
+        history.drain(..keep);
+        ks.storage.put_incarnations(&history)?;
+        ks.history = history;
         ks.recover()?;
         // Also when nothing was replayed: a crash may have lost the truncation
         // that followed the last checkpoint, leaving the log over its bound.
@@ -473,21 +478,28 @@ impl<B: Backend> Keyspace<B> {
     /// restored from a copy taken before `seq`), or 0 if that incarnation is
     /// not in this store's history (a copy older than it, or forgotten).
     pub fn resume_point(&self, incarnation: ReplicaId, seq: u64) -> u64 {
-        let Some(i) = self.history.iter().position(|(inc, _)| *inc == incarnation) else {
+        let Some(i) = self
+            .history
+            .iter()
+            .position(|o| o.incarnation == incarnation)
+        else {
             return 0;
         };
-        // Entries after the next opening's first were numbered by this store
-        // after that incarnation: the same numbers as it saw only up to there.
-        let end = self
-            .history
-            .get(i + 1)
-            .map_or(self.storage.last_seq(), |(_, first)| {
-                first.saturating_sub(1)
-            });
-        // Joining runs never moved content past what a connected peer
-        // acknowledged (see `set_coalesce_floor`), so the numbers below `seq`
-        // hold, in this store too, what the peer holds.
-        seq.min(end).min(self.storage.last_seq())
+        let Some(next) = self.history.get(i + 1) else {
+            // This opening's own numbering, as the peer saw it. Joining runs
+            // moves content only to later entries, so what the peer lacks is
+            // after `seq` here too.
+            return seq.min(self.storage.last_seq());
+        };
+        // An earlier opening. Entries from the next opening's first on were
+        // numbered by this store after it. And only through where the log
+        // was settled when the next one opened is this copy numbered as the
+        // earlier opening numbered it when the peer heard from it: after
+        // that, it may have joined runs into later entries (a crash lost the
+        // join, or this copy is a backup taken before it), so content the
+        // peer never got may sit below `seq` here.
+        let end = next.first_seq.saturating_sub(1);
+        seq.min(end).min(next.settled).min(self.storage.last_seq())
     }
 
     /// What this store holds of peer `node`'s log: through a sequence number,

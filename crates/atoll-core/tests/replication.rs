@@ -433,6 +433,60 @@ fn a_keyspace_restored_from_a_backup_never_reissues_dots() {
     assert_eq!(total, 5 + 3 + 4, "an acknowledged increment was lost");
 }
 
+/// A peer's record of a restored node's log, taken from the original after
+/// it joined a run of entries into the run's last, must not be read against
+/// the backup's numbering, which still has the run's content in its first
+/// entries. The simulator found it: four nodes, a peer cut off while the
+/// original joined the run, the original restored from a backup taken before.
+#[test]
+fn a_peer_s_record_of_a_joined_log_is_not_trusted_past_a_backup_s_settled_point() {
+    let config = KeyspaceConfig {
+        checkpoint_every: 1_000,
+        ..KeyspaceConfig::default()
+    };
+    let open = |disk: MemoryBackend, incarnation| {
+        Keyspace::open(disk, config.clone(), ReplicaId(1), incarnation, 0).unwrap()
+    };
+    let disk = MemoryBackend::new();
+    let mut ks = open(disk.clone(), ReplicaId(10));
+    let mut peer = open(MemoryBackend::new(), ReplicaId(20));
+    for n in 1..=3 {
+        add(&mut ks, n);
+    }
+    ks.flush().unwrap();
+    ks.checkpoint().unwrap();
+    assert_eq!(ship(&mut ks, &mut peer, 0), 3);
+    for n in 4..=10 {
+        add(&mut ks, n);
+    }
+    // Durable, not joined yet: the backup has entries 4 to 10 as they were.
+    ks.sync().unwrap();
+    let backup = disk.snapshot();
+    // The original joins entries 4 to 10 into entry 10. The peer is sent
+    // entries 4 to 9 of that log, which are gone: it holds the log through 9
+    // and has not one of those increments.
+    ks.checkpoint().unwrap();
+    let after_3: Vec<u64> = ks
+        .deltas_since(3, 100)
+        .unwrap()
+        .into_iter()
+        .map(|(seq, _)| seq)
+        .collect();
+    assert_eq!(after_3, [10], "the run was joined into its last entry");
+    drop(ks);
+    let mut restored = open(backup, ReplicaId(11));
+    let from = restored.resume_point(ReplicaId(10), 9);
+    assert!(from <= 3, "resumed at {from}");
+    ship(&mut restored, &mut peer, from);
+    let total = match peer.state("hits").unwrap() {
+        Some(State::Counter(c)) => c.value(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(total, 55, "1 + 2 + ... + 10");
+    // The restored node's own numbering is trusted as it is.
+    assert_eq!(restored.resume_point(ReplicaId(11), 10), 10);
+}
+
 #[test]
 fn a_peer_catching_up_is_sent_joined_runs() {
     let config = KeyspaceConfig {

@@ -30,7 +30,7 @@ mod backend;
 mod storage;
 
 pub use backend::{Backend, BatchOp, MemoryBackend, SledBackend};
-pub use storage::{LogEntry, NodeMeta, Storage, VarMeta, MAX_RECORD_LEN, STORAGE_FORMAT};
+pub use storage::{LogEntry, NodeMeta, Opening, Storage, VarMeta, MAX_RECORD_LEN, STORAGE_FORMAT};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]

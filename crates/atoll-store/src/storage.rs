@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 pub const MAX_RECORD_LEN: usize = 256 << 20;
 
 const NODE: &[u8] = b"n";
-const HISTORY: &[u8] = b"i";
+/// The incarnation history as stores before [`Opening::settled`] wrote it.
+const HISTORY_V1: &[u8] = b"i";
+const HISTORY: &[u8] = b"o";
 const HOLDS: u8 = b'h';
 const CHECKPOINT: &[u8] = b"c";
 const DROPPED: &[u8] = b"q";
@@ -33,6 +35,22 @@ pub struct NodeMeta {
     pub replica: ReplicaId,
     /// When the store was created (wall clock, ms since the Unix epoch).
     pub created_ms: u64,
+}
+
+/// One opening of a store: an entry of its incarnation history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Opening {
+    /// The incarnation the opening issued its updates under.
+    pub incarnation: ReplicaId,
+    /// The first log sequence number written under it.
+    pub first_seq: u64,
+    /// Where the log was settled when it opened (see [`Storage::settled`]):
+    /// through there, every copy of this store numbers the same entries the
+    /// same way. After it, the earlier opening, running on where this copy
+    /// came from (a backup's source, or the process a crash stopped before
+    /// its last join was flushed), may have joined runs of entries into later
+    /// ones that this copy does not have.
+    pub settled: u64,
 }
 
 /// A variable's metadata.
@@ -201,24 +219,36 @@ impl<B: Backend> Storage<B> {
         }
     }
 
-    /// The incarnations this store was opened as, oldest first, each with
-    /// the first log sequence number written under it (the newest ones; see
-    /// [`Storage::put_incarnations`]).
-    pub fn incarnations(&self) -> Result<Vec<(ReplicaId, u64)>> {
-        Ok(self
+    /// The openings of this store, oldest first (the newest ones; see
+    /// [`Storage::put_incarnations`]). A history written before openings
+    /// recorded where the log was settled reads as settled at 0, which only
+    /// costs a peer of theirs some entries sent again.
+    pub fn incarnations(&self) -> Result<Vec<Opening>> {
+        if let Some(v) = self.backend.get(HISTORY)? {
+            return decode_record(HISTORY, &v);
+        }
+        let old: Vec<(ReplicaId, u64)> = self
             .backend
-            .get(HISTORY)?
-            .map(|v| decode_record(HISTORY, &v))
+            .get(HISTORY_V1)?
+            .map(|v| decode_record(HISTORY_V1, &v))
             .transpose()?
-            .unwrap_or_default())
+            .unwrap_or_default();
+        Ok(old
+            .into_iter()
+            .map(|(incarnation, first_seq)| Opening {
+                incarnation,
+                first_seq,
+                settled: 0,
+            })
+            .collect())
     }
 
     /// Writes the incarnation history and flushes it.
-    pub fn put_incarnations(&mut self, history: &[(ReplicaId, u64)]) -> Result<()> {
-        self.backend.apply(vec![BatchOp::Put(
-            HISTORY.to_vec(),
-            codec::encode(&history.to_vec()),
-        )])?;
+    pub fn put_incarnations(&mut self, history: &[Opening]) -> Result<()> {
+        self.backend.apply(vec![
+            BatchOp::Put(HISTORY.to_vec(), codec::encode(&history.to_vec())),
+            BatchOp::Delete(HISTORY_V1.to_vec()),
+        ])?;
         self.backend.flush()
     }
 
@@ -479,6 +509,40 @@ impl<B: Backend> Storage<B> {
 mod tests {
     use super::*;
     use crate::MemoryBackend;
+
+    #[test]
+    fn a_history_written_before_openings_recorded_the_settled_point_reads_as_settled_at_0() {
+        let mut disk = MemoryBackend::new();
+        let old = vec![(ReplicaId(7), 1u64), (ReplicaId(8), 40)];
+        disk.apply(vec![BatchOp::Put(HISTORY_V1.to_vec(), codec::encode(&old))])
+            .unwrap();
+        let mut storage = Storage::open(disk.clone()).unwrap();
+        let history = storage.incarnations().unwrap();
+        assert_eq!(
+            history,
+            [
+                Opening {
+                    incarnation: ReplicaId(7),
+                    first_seq: 1,
+                    settled: 0
+                },
+                Opening {
+                    incarnation: ReplicaId(8),
+                    first_seq: 40,
+                    settled: 0
+                },
+            ]
+        );
+        let mut next = history.clone();
+        next.push(Opening {
+            incarnation: ReplicaId(9),
+            first_seq: 90,
+            settled: 60,
+        });
+        storage.put_incarnations(&next).unwrap();
+        assert_eq!(disk.get(HISTORY_V1).unwrap(), None, "the old record goes");
+        assert_eq!(storage.incarnations().unwrap(), next);
+    }
 
     #[test]
     fn the_storage_format_is_recorded_and_a_newer_one_refused() {
