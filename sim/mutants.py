@@ -73,8 +73,8 @@ MUTANTS = [
      "        !self.unfenced\n            && (self.peers.len() < self.expected_peers || !self.peers.values().all(|p| p.caught_up))\n",
      "        false\n"),
     ("resume: a claim past where the log diverged is trusted", K,
-     "        seq.min(end).min(self.storage.last_seq())",
-     "        let _ = end;\n        seq.min(self.storage.last_seq())"),
+     "        seq.min(end).min(next.settled).min(self.storage.last_seq())",
+     "        let _ = end;\n        seq.min(next.settled).min(self.storage.last_seq())"),
     ("resume: a claim on an unknown incarnation is trusted", K,
      "            return 0;\n        };",
      "            return seq;\n        };"),
@@ -117,6 +117,9 @@ MUTANTS = [
     ("state chunks: the receiver records what it holds across a gap", R,
      ".filter(|(a, held)| *a == as_of && *held == after)\n                {\n                    held.clone_from(&through);",
      ".filter(|(a, _)| *a == as_of)\n                {\n                    held.clone_from(&through);"),
+    ("resume: a claim on an earlier opening is trusted past its settled point", K,
+     "        seq.min(end).min(next.settled).min(self.storage.last_seq())",
+     "        seq.min(end).min(self.storage.last_seq())"),
 ]
 
 def sh(cmd):
