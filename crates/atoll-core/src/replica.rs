@@ -230,7 +230,15 @@ struct Transfer {
     /// large to join it), read then, and its version: the next chunk starts
     /// with it, without reading it again.
     peeked: Option<(String, Vec<u8>, u64)>,
+    /// Timeouts of this transfer so far, up to [`MAX_TRANSFER_BACKOFF`]: each
+    /// doubles the wait for the next. A round trip longer than
+    /// `retransmit_ms` would otherwise start a variable in parts over before
+    /// the acks of its first parts came back, again and again.
+    backoff: u32,
 }
+
+/// The most doublings of `retransmit_ms` a state transfer waits for an ack.
+const MAX_TRANSFER_BACKOFF: u32 = 4;
 
 /// A state chunk, or a variable in parts, of a transfer: sent, and not
 /// known to be merged in order.
@@ -399,6 +407,10 @@ struct Peer {
     transfer_in: Option<(u64, String)>,
     /// The parts of a variable's state it is sending us.
     staging: Option<Staging>,
+    /// The last state from it merged from parts, as the transfer (`as_of`),
+    /// the variable and its version: parts of it that come again are
+    /// acknowledged at once (see `Message::StatePart`).
+    merged_parts: Option<(u64, String, u64)>,
 }
 
 /// Counters kept per peer.
@@ -691,6 +703,7 @@ impl<B: Backend> Replica<B> {
             p.held = None;
             p.transfer_in = None;
             p.staging = None;
+            p.merged_parts = None;
             if let Some(t) = &mut p.transfer {
                 // What was in flight is lost with the connection; the
                 // peer's limits are learned again.
@@ -975,6 +988,35 @@ impl<B: Backend> Replica<B> {
                 let max = self.config.max_state_len;
                 let p = self.peers.get_mut(&from).expect("checked above");
                 p.stats.state_parts_received += 1;
+                let ack = |index| Message::StatePartAck {
+                    as_of,
+                    name: name.clone(),
+                    version,
+                    index,
+                };
+                if p.merged_parts
+                    .as_ref()
+                    .is_some_and(|(a, n, v)| (*a, n, *v) == (as_of, &name, version))
+                {
+                    // A part of a state merged already, sent again: the
+                    // sender gave up waiting and started the variable over,
+                    // and counts only acks of parts it sent since. Each is
+                    // acknowledged, the end part too (it means merged).
+                    self.send(from, &ack(index));
+                    return Ok(());
+                }
+                // Within a connection the sender's transfers start at
+                // growing log positions: a part of an earlier one was
+                // delayed on the way, and must not replace the parts of
+                // the current one kept so far.
+                let current = p
+                    .staging
+                    .as_ref()
+                    .map(|s| s.as_of)
+                    .max(p.transfer_in.as_ref().map(|(a, _)| *a));
+                if current.is_some_and(|c| as_of < c) {
+                    return Ok(());
+                }
                 // Parts may arrive in any order, and twice. Those of another
                 // state of the variable replace those kept if they are of a
                 // later one or start it (part 0: a sender that started over,
@@ -1029,12 +1071,6 @@ impl<B: Backend> Replica<B> {
                         && staged.parts.last_key_value().is_some_and(|(k, _)| *k == e);
                     all.then_some((e, last))
                 });
-                let ack = |index| Message::StatePartAck {
-                    as_of,
-                    name: name.clone(),
-                    version,
-                    index,
-                };
                 let Some((end_index, last)) = complete else {
                     // Kept. The end part is acknowledged only once merged.
                     if !end {
@@ -1061,6 +1097,7 @@ impl<B: Backend> Replica<B> {
                 drop(raw);
                 self.merge_one(now, from, &name, kind, state, encoded)?;
                 let p = self.peers.get_mut(&from).expect("checked above");
+                p.merged_parts = Some((as_of, name.clone(), version));
                 if let Some((_, held)) = p
                     .transfer_in
                     .as_mut()
@@ -1299,11 +1336,16 @@ impl<B: Backend> Replica<B> {
                 p.complete_sent = None;
                 p.stats.retransmits += 1;
             }
-            if p.chunk.as_ref().is_some_and(|(_, sent)| late(sent)) {
+            let backoff = p.transfer.as_ref().map_or(0, |t| t.backoff);
+            let retransmit = self.config.retransmit_ms << backoff;
+            if p.chunk.is_some_and(|(_, sent)| now >= sent + retransmit) {
                 p.chunk = None;
                 p.stats.retransmits += 1;
                 if let Some(t) = p.transfer.as_mut() {
                     let chunk_overdue = t.units.iter().any(|u| !u.parts && !u.acked);
+                    if chunk_overdue || t.split.as_ref().is_some_and(|s| !s.progress) {
+                        t.backoff = (t.backoff + 1).min(MAX_TRANSFER_BACKOFF);
+                    }
                     match t.split.as_mut() {
                         // A chunk is overdue: go-back-N, as for intervals.
                         _ if chunk_overdue => t.go_back(),
@@ -1361,12 +1403,13 @@ impl<B: Backend> Replica<B> {
     /// When to call [`Replica::handle_timeout`] next, if anything waits on time.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<u64> {
-        let retransmit = self
-            .peers
-            .values()
-            .filter(|p| p.connected)
-            .flat_map(|p| p.flights.front().into_iter().chain(p.chunk.as_ref()))
-            .map(|(_, sent)| sent + self.config.retransmit_ms);
+        let retransmit = self.peers.values().filter(|p| p.connected).flat_map(|p| {
+            let interval = p
+                .flights
+                .front()
+                .map(|(_, sent)| sent + self.config.retransmit_ms);
+            interval.into_iter().chain(self.chunk_deadline(p))
+        });
         // A peer owed new deltas that the gossip interval holds back.
         let window = self.config.max_in_flight.max(1);
         let flushed = self.ks.flushed_seq();
@@ -1381,6 +1424,13 @@ impl<B: Backend> Replica<B> {
             .filter(|p| p.connected)
             .filter_map(|p| p.hello_pending);
         retransmit.chain(gossip).chain(hello).min()
+    }
+
+    /// When the state-transfer chunk (or part) in flight to `p` is overdue.
+    fn chunk_deadline(&self, p: &Peer) -> Option<u64> {
+        let (_, sent) = p.chunk?;
+        let backoff = p.transfer.as_ref().map_or(0, |t| t.backoff);
+        Some(sent + (self.config.retransmit_ms << backoff))
     }
 
     fn send(&mut self, to: ReplicaId, msg: &Message) {
@@ -1522,6 +1572,7 @@ impl<B: Backend> Replica<B> {
             units: VecDeque::new(),
             all_sent: false,
             peeked: None,
+            backoff: 0,
         });
         p.stats.state_transfers += 1;
         self.events

@@ -1452,6 +1452,109 @@ fn a_state_larger_than_a_delta_is_forwarded_by_state_transfer() {
     assert!(c_from_b.stats.state_parts_received > 1, "in parts");
 }
 
+/// Two ways the receiver of a state in parts lost parts it had acknowledged,
+/// so that the end part was never acknowledged and the sender started the
+/// variable over forever (the simulator found both, seeds 6100 and 5831):
+/// a part of an earlier transfer, delayed on the way, replaced the parts
+/// kept; and once merged, the parts the sender sent again after starting
+/// over were kept as a new state that never completed.
+#[test]
+fn a_receiver_of_parts_keeps_them_from_stale_parts_and_acks_a_merged_state_s_again() {
+    let mut source = atoll_crdt::OrSet::new();
+    for k in 0..60u32 {
+        source.add(ReplicaId(77), Bytes::from(k.to_be_bytes()));
+    }
+    let state = State::Set(source);
+    let parts = parts_of(&state, 100);
+    let n = parts.len() as u32;
+    assert!(n >= 4, "{n} parts");
+    let message = |as_of: u64, name: &str, index: u32| {
+        Message::StatePart {
+            as_of,
+            after: String::new(),
+            name: name.into(),
+            kind: Kind::Set,
+            version: 5,
+            index,
+            part: parts[index as usize].clone(),
+            end: index + 1 == n,
+            last: false,
+        }
+        .encode()
+    };
+    let acks = |net: &mut Net| -> Vec<u32> {
+        std::iter::from_fn(|| net.nodes[1].poll_transmit())
+            .filter_map(|t| match Message::decode(&t.payload, 1 << 20).unwrap() {
+                Message::StatePartAck { index, .. } => Some(index),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut net = Net::new(2, KeyspaceConfig::default());
+    net.full_mesh();
+    acks(&mut net);
+    // Part 0 is lost; the others arrive.
+    for i in 1..n - 1 {
+        net.nodes[1]
+            .handle_message(0, id(0), &message(40, "members", i))
+            .unwrap();
+    }
+    assert_eq!(acks(&mut net), (1..n - 1).collect::<Vec<_>>());
+    // A part of an earlier transfer (as of 30), of another variable: dropped.
+    net.nodes[1]
+        .handle_message(0, id(0), &message(30, "archive", 0))
+        .unwrap();
+    assert_eq!(acks(&mut net), Vec::<u32>::new());
+    // The end part: kept, not acknowledged (part 0 is missing).
+    net.nodes[1]
+        .handle_message(0, id(0), &message(40, "members", n - 1))
+        .unwrap();
+    assert_eq!(acks(&mut net), Vec::<u32>::new());
+    // The sender heard nothing for a while and starts over: part 0 completes
+    // the state.
+    net.nodes[1]
+        .handle_message(0, id(0), &message(40, "members", 0))
+        .unwrap();
+    assert_eq!(acks(&mut net), vec![0, n - 1], "merged from the parts kept");
+    assert_eq!(net.state(1, "members"), Some(state));
+    // It sent only part 0 since it started over, so it counts only the ack
+    // of that; it goes on with the others. Each is acknowledged at once,
+    // the end part too.
+    for i in 1..n {
+        net.nodes[1]
+            .handle_message(0, id(0), &message(40, "members", i))
+            .unwrap();
+        assert_eq!(acks(&mut net), vec![i]);
+    }
+}
+
+/// A round trip longer than `retransmit_ms`: a variable in parts is started
+/// over when no ack came since the last timeout, and without backing off it
+/// was started over before the first ack could come back, forever.
+#[test]
+fn a_state_in_parts_arrives_over_a_round_trip_longer_than_the_retransmit_timeout() {
+    let config = ReplicaConfig {
+        state_for_new_peers_after: 1,
+        state_part_bytes: 200,
+        max_in_flight: 1,
+        // Each way takes 5 ms (`testkit::LATENCY`).
+        retransmit_ms: 3,
+        ..ReplicaConfig::default()
+    };
+    // The log is truncated: the peer is sent the state.
+    let ks_config = KeyspaceConfig {
+        log_retain: 10,
+        checkpoint_every: 16,
+        ..KeyspaceConfig::default()
+    };
+    let mut net = Net::with_config(2, ks_config, config);
+    fill_set(&mut net, 0, "members", 300);
+    net.full_mesh();
+    net.run(60_000);
+    net.assert_converged(&["members"]);
+    assert!(parts_delivered(&net) > 5, "in parts: {:?}", net.delivered);
+}
+
 /// A stale `StateAck` (a duplicate of the one before a variable went in
 /// parts) does not cancel the wait for the parts in flight: lost parts are
 /// still sent again.
