@@ -120,6 +120,15 @@ MUTANTS = [
     ("resume: a claim on an earlier opening is trusted past its settled point", K,
      "        seq.min(end).min(next.settled).min(self.storage.last_seq())",
      "        seq.min(end).min(self.storage.last_seq())"),
+    ("state parts: a part of an earlier transfer replaces those kept", R,
+     "                if current.is_some_and(|c| as_of < c) {",
+     "                if current.is_some_and(|c| as_of < c) && false {"),
+    ("state parts: a merged state's parts sent again are kept as new", R,
+     "                    .is_some_and(|(a, n, v)| (*a, n, *v) == (as_of, &name, version))",
+     "                    .is_some_and(|(a, n, v)| (*a, n, *v) == (as_of, &name, version) && false)"),
+    ("state transfer: no backoff on timeouts", R,
+     "const MAX_TRANSFER_BACKOFF: u32 = 4;",
+     "const MAX_TRANSFER_BACKOFF: u32 = 0;"),
 ]
 
 def sh(cmd):
