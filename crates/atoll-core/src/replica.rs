@@ -240,6 +240,15 @@ struct Transfer {
 /// The most doublings of `retransmit_ms` a state transfer waits for an ack.
 const MAX_TRANSFER_BACKOFF: u32 = 4;
 
+/// When the state-transfer chunk (or part) in flight to `p` is overdue:
+/// `retransmit_ms` after it was sent, doubled for each timeout of the
+/// transfer so far.
+fn chunk_deadline(p: &Peer, retransmit_ms: u64) -> Option<u64> {
+    let (_, sent) = p.chunk?;
+    let backoff = p.transfer.as_ref().map_or(0, |t| t.backoff);
+    Some(sent.saturating_add(retransmit_ms.saturating_mul(1 << backoff)))
+}
+
 /// A state chunk, or a variable in parts, of a transfer: sent, and not
 /// known to be merged in order.
 #[derive(Clone, Debug)]
@@ -1336,9 +1345,7 @@ impl<B: Backend> Replica<B> {
                 p.complete_sent = None;
                 p.stats.retransmits += 1;
             }
-            let backoff = p.transfer.as_ref().map_or(0, |t| t.backoff);
-            let retransmit = self.config.retransmit_ms << backoff;
-            if p.chunk.is_some_and(|(_, sent)| now >= sent + retransmit) {
+            if chunk_deadline(p, self.config.retransmit_ms).is_some_and(|at| now >= at) {
                 p.chunk = None;
                 p.stats.retransmits += 1;
                 if let Some(t) = p.transfer.as_mut() {
@@ -1408,7 +1415,9 @@ impl<B: Backend> Replica<B> {
                 .flights
                 .front()
                 .map(|(_, sent)| sent + self.config.retransmit_ms);
-            interval.into_iter().chain(self.chunk_deadline(p))
+            interval
+                .into_iter()
+                .chain(chunk_deadline(p, self.config.retransmit_ms))
         });
         // A peer owed new deltas that the gossip interval holds back.
         let window = self.config.max_in_flight.max(1);
@@ -1424,13 +1433,6 @@ impl<B: Backend> Replica<B> {
             .filter(|p| p.connected)
             .filter_map(|p| p.hello_pending);
         retransmit.chain(gossip).chain(hello).min()
-    }
-
-    /// When the state-transfer chunk (or part) in flight to `p` is overdue.
-    fn chunk_deadline(&self, p: &Peer) -> Option<u64> {
-        let (_, sent) = p.chunk?;
-        let backoff = p.transfer.as_ref().map_or(0, |t| t.backoff);
-        Some(sent + (self.config.retransmit_ms << backoff))
     }
 
     fn send(&mut self, to: ReplicaId, msg: &Message) {
