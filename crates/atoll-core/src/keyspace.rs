@@ -473,10 +473,12 @@ impl<B: Backend> Keyspace<B> {
     }
 
     /// Where to resume sending to a peer that holds this replica's log
-    /// through `seq` as incarnation `incarnation` of it numbered it: `seq`, or
-    /// less if the log since diverged from that incarnation's (this store was
-    /// restored from a copy taken before `seq`), or 0 if that incarnation is
-    /// not in this store's history (a copy older than it, or forgotten).
+    /// through `seq` as incarnation `incarnation` of it numbered it: `seq` if
+    /// that is this opening; for an earlier opening, no later than where the
+    /// log was settled when the next one opened (this store may be a copy
+    /// taken before `seq`, or before a join that incarnation did); 0 if that
+    /// incarnation is not in this store's history (a copy older than it, or
+    /// forgotten).
     pub fn resume_point(&self, incarnation: ReplicaId, seq: u64) -> u64 {
         let Some(i) = self
             .history
@@ -491,15 +493,15 @@ impl<B: Backend> Keyspace<B> {
             // after `seq` here too.
             return seq.min(self.storage.last_seq());
         };
-        // An earlier opening. Entries from the next opening's first on were
-        // numbered by this store after it. And only through where the log
-        // was settled when the next one opened is this copy numbered as the
-        // earlier opening numbered it when the peer heard from it: after
-        // that, it may have joined runs into later entries (a crash lost the
-        // join, or this copy is a backup taken before it), so content the
-        // peer never got may sit below `seq` here.
-        let end = next.first_seq.saturating_sub(1);
-        seq.min(end).min(next.settled).min(self.storage.last_seq())
+        // An earlier opening. Only through where the log was settled when
+        // the next one opened is this copy numbered as the earlier opening
+        // numbered it when the peer heard from it: after that, it may have
+        // joined runs into later entries (a crash lost the join, or this
+        // copy is a backup taken before it), so content the peer never got
+        // may sit below `seq` here. (That point is before the next opening's
+        // first entry, from which this store numbered entries after it.)
+        debug_assert!(next.settled < next.first_seq);
+        seq.min(next.settled).min(self.storage.last_seq())
     }
 
     /// What this store holds of peer `node`'s log: through a sequence number,
