@@ -788,6 +788,51 @@ fn parts_delivered(net: &Net) -> u64 {
         .unwrap_or(0)
 }
 
+/// A set of sixty members, and its state cut into parts of about 100 bytes.
+fn sixty_members_in_parts() -> (State, Vec<Vec<u8>>) {
+    let mut source = atoll_crdt::OrSet::new();
+    for k in 0..60u32 {
+        source.add(ReplicaId(77), Bytes::from(k.to_be_bytes()));
+    }
+    let state = State::Set(source);
+    let parts = parts_of(&state, 100);
+    assert!(parts.len() >= 4, "{} parts", parts.len());
+    (state, parts)
+}
+
+/// Part `index` of a set's `parts`, as node 0 sends it.
+fn part_message(
+    parts: &[Vec<u8>],
+    as_of: u64,
+    name: &str,
+    version: u64,
+    index: u32,
+    last: bool,
+) -> Vec<u8> {
+    Message::StatePart {
+        as_of,
+        after: String::new(),
+        name: name.into(),
+        kind: Kind::Set,
+        version,
+        index,
+        part: parts[index as usize].clone(),
+        end: index as usize + 1 == parts.len(),
+        last,
+    }
+    .encode()
+}
+
+/// The parts node 1 acknowledged since the last call, by index.
+fn part_acks(net: &mut Net) -> Vec<u32> {
+    std::iter::from_fn(|| net.nodes[1].poll_transmit())
+        .filter_map(|t| match Message::decode(&t.payload, 1 << 20).unwrap() {
+            Message::StatePartAck { index, .. } => Some(index),
+            _ => None,
+        })
+        .collect()
+}
+
 /// `state` cut into parts of about `max` bytes, as a sender cuts it.
 fn parts_of(state: &State, max: usize) -> Vec<Vec<u8>> {
     let mut parts = Vec::new();
@@ -1272,36 +1317,10 @@ fn a_state_changed_while_in_parts_arrives_whole() {
 /// receiver's `max_state_len` in all disconnect the sender.
 #[test]
 fn state_parts_in_any_order_are_merged_once_all_arrived() {
-    let mut source = atoll_crdt::OrSet::new();
-    for k in 0..60u32 {
-        source.add(ReplicaId(77), Bytes::from(k.to_be_bytes()));
-    }
-    let state = State::Set(source);
-    let parts = parts_of(&state, 100);
+    let (state, parts) = sixty_members_in_parts();
     let n = parts.len() as u32;
-    assert!(n >= 4, "{n} parts");
-    let message = |version: u64, index: u32| {
-        Message::StatePart {
-            as_of: 0,
-            after: String::new(),
-            name: "members".into(),
-            kind: Kind::Set,
-            version,
-            index,
-            part: parts[index as usize].clone(),
-            end: index + 1 == n,
-            last: true,
-        }
-        .encode()
-    };
-    let acks = |net: &mut Net| -> Vec<u32> {
-        std::iter::from_fn(|| net.nodes[1].poll_transmit())
-            .filter_map(|t| match Message::decode(&t.payload, 1 << 20).unwrap() {
-                Message::StatePartAck { index, .. } => Some(index),
-                _ => None,
-            })
-            .collect()
-    };
+    let message = |version, index| part_message(&parts, 0, "members", version, index, true);
+    let acks = part_acks;
     let mut net = Net::new(2, KeyspaceConfig::default());
     net.full_mesh();
     acks(&mut net);
@@ -1460,36 +1479,10 @@ fn a_state_larger_than_a_delta_is_forwarded_by_state_transfer() {
 /// over were kept as a new state that never completed.
 #[test]
 fn a_receiver_of_parts_keeps_them_from_stale_parts_and_acks_a_merged_state_s_again() {
-    let mut source = atoll_crdt::OrSet::new();
-    for k in 0..60u32 {
-        source.add(ReplicaId(77), Bytes::from(k.to_be_bytes()));
-    }
-    let state = State::Set(source);
-    let parts = parts_of(&state, 100);
+    let (state, parts) = sixty_members_in_parts();
     let n = parts.len() as u32;
-    assert!(n >= 4, "{n} parts");
-    let message = |as_of: u64, name: &str, index: u32| {
-        Message::StatePart {
-            as_of,
-            after: String::new(),
-            name: name.into(),
-            kind: Kind::Set,
-            version: 5,
-            index,
-            part: parts[index as usize].clone(),
-            end: index + 1 == n,
-            last: false,
-        }
-        .encode()
-    };
-    let acks = |net: &mut Net| -> Vec<u32> {
-        std::iter::from_fn(|| net.nodes[1].poll_transmit())
-            .filter_map(|t| match Message::decode(&t.payload, 1 << 20).unwrap() {
-                Message::StatePartAck { index, .. } => Some(index),
-                _ => None,
-            })
-            .collect()
-    };
+    let message = |as_of, name, index| part_message(&parts, as_of, name, 5, index, false);
+    let acks = part_acks;
     let mut net = Net::new(2, KeyspaceConfig::default());
     net.full_mesh();
     acks(&mut net);
