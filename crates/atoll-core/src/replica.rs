@@ -230,19 +230,21 @@ struct Transfer {
     /// large to join it), read then, and its version: the next chunk starts
     /// with it, without reading it again.
     peeked: Option<(String, Vec<u8>, u64)>,
-    /// Timeouts of this transfer so far, up to [`MAX_TRANSFER_BACKOFF`]: each
-    /// doubles the wait for the next. A round trip longer than
-    /// `retransmit_ms` would otherwise start a variable in parts over before
-    /// the acks of its first parts came back, again and again.
+    /// Times the variable in parts was started over since one last ended,
+    /// for want of any ack, up to [`MAX_TRANSFER_BACKOFF`]: each doubles the
+    /// wait before the next timeout. A round trip longer than
+    /// `retransmit_ms` would otherwise start it over before the acks of its
+    /// first parts came back, again and again. (A lost chunk or part does
+    /// not count: those are sent again as acks keep coming.)
     backoff: u32,
 }
 
-/// The most doublings of `retransmit_ms` a state transfer waits for an ack.
+/// The most doublings of `retransmit_ms` a variable in parts waits for an ack.
 const MAX_TRANSFER_BACKOFF: u32 = 4;
 
 /// When the state-transfer chunk (or part) in flight to `p` is overdue:
-/// `retransmit_ms` after it was sent, doubled for each timeout of the
-/// transfer so far.
+/// `retransmit_ms` after it was sent, doubled for each time the variable in
+/// parts was started over (see `Transfer::backoff`).
 fn chunk_deadline(p: &Peer, retransmit_ms: u64) -> Option<u64> {
     let (_, sent) = p.chunk?;
     let backoff = p.transfer.as_ref().map_or(0, |t| t.backoff);
@@ -1150,6 +1152,7 @@ impl<B: Backend> Replica<B> {
                 if merged {
                     t.split = None;
                     t.eager = false;
+                    t.backoff = 0;
                     // The variable's own unit, the last one sent (no chunk
                     // follows a variable in parts before its end is acked).
                     debug_assert!(t.units.back().is_some_and(|u| u.parts));
@@ -1350,7 +1353,7 @@ impl<B: Backend> Replica<B> {
                 p.stats.retransmits += 1;
                 if let Some(t) = p.transfer.as_mut() {
                     let chunk_overdue = t.units.iter().any(|u| !u.parts && !u.acked);
-                    if chunk_overdue || t.split.as_ref().is_some_and(|s| !s.progress) {
+                    if !chunk_overdue && t.split.as_ref().is_some_and(|s| !s.progress) {
                         t.backoff = (t.backoff + 1).min(MAX_TRANSFER_BACKOFF);
                     }
                     match t.split.as_mut() {
