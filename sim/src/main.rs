@@ -29,8 +29,8 @@ struct Args {
     /// List the shipped scenarios.
     #[arg(long)]
     list_scenarios: bool,
-    /// Nodes in the cluster (default: drawn from the seed, 2 to 6; with 2,
-    /// no restores).
+    /// Nodes in the cluster (default: drawn from the seed, 2 to 6, and a
+    /// drawn 2 runs without restores; a count given here keeps them).
     #[arg(long)]
     nodes: Option<usize>,
     /// Peers per node in a sparse mesh (default: every pair).
