@@ -233,7 +233,51 @@ pub fn shipped() -> Vec<Scenario> {
             ),
         ),
     );
+
+    // A long-haul link: every round trip (200-300 ms) is longer than the
+    // retransmit timeout (100 ms). n2 is cut off for 10 s; when it comes
+    // back, its peers' logs no longer reach back, and the states it missed
+    // go in small parts, one at a time. A variable started over for want of
+    // an ack must wait longer each time, or it never completes.
+    let mut o = quiet(3, 30_000, 5);
+    o.faults.latency = crate::Latency {
+        min_ms: 100,
+        max_ms: 150,
+        spike: 0.0,
+        spike_ms: 0,
+    };
+    o.retransmit_ms = 100;
+    o.max_in_flight = 1;
+    o.state_part_bytes = 300;
+    o.log_retain = 50;
+    o.checkpoint_every = 16;
+    out.push(
+        Scenario::new(
+            "long-haul",
+            "round trips longer than the retransmit timeout: n2, cut off for 10 s, catches up by states in parts, one at a time",
+            o,
+        )
+        .at(5_000, Step::Cut(0, 2))
+        .at(5_000, Step::Cut(1, 2))
+        .at(15_000, Step::Heal(0, 2))
+        .at(15_000, Step::Heal(1, 2))
+        .at(29_000, Step::Check("n2 caught up by state transfer", n2_caught_up_by_state_transfer)),
+    );
     out
+}
+
+fn n2_caught_up_by_state_transfer(sim: &mut Sim) -> Result<(), String> {
+    let received: u64 = sim
+        .replica(2)
+        .ok_or("n2 should be up")?
+        .peers()
+        .into_iter()
+        .map(|p| p.stats.state_parts_received)
+        .sum();
+    if received == 0 {
+        return Err("n2 should have received states in parts".into());
+    }
+    Ok(())
 }
 
 /// The shipped scenario called `name`.
