@@ -383,7 +383,8 @@ impl<B: Backend> Keyspace<B> {
             ));
         }
         // Recorded even when nothing was joined: the next opening joins
-        // from there.
+        // from there, and records it as where peers' claims on this one are
+        // cut (see `resume_point`).
         self.storage.rewrite_log(&remove, &put, through)?;
         self.coalesced_through = through;
         Ok(())
