@@ -38,15 +38,19 @@ struct Run {
     cpu: Option<Duration>,
     /// Raw quinn carrying the same bytes in frames of the same average size,
     /// right after: its time, and its CPU time.
-    raw: Duration,
-    raw_cpu: Option<Duration>,
+    raw: Timed,
     /// Floors: raw quinn again, its receiver writing what it receives into
     /// raw sled (see [`raw_quinn`]), each frame as it arrives, or all of it
-    /// in one value at the end; their times and CPU times.
-    floor_frames: Duration,
-    floor_frames_cpu: Option<Duration>,
-    floor_whole: Duration,
-    floor_whole_cpu: Option<Duration>,
+    /// in one value at the end.
+    floor_frames: Timed,
+    floor_whole: Timed,
+}
+
+/// A baseline transfer's time, and the process's CPU time meanwhile.
+#[derive(Clone, Copy)]
+struct Timed {
+    took: Duration,
+    cpu: Option<Duration>,
 }
 
 /// CPU time used so far by every thread of this process (Linux: the sum of
@@ -108,7 +112,7 @@ fn raw_quinn(
     total: usize,
     frame: usize,
     sink: Option<(&Path, usize)>,
-) -> (Duration, Option<Duration>) {
+) -> Timed {
     let value = sink.map_or(frame, |(_, value)| value);
     let db = sink.map(|(dir, _)| {
         sled::Config::new()
@@ -185,7 +189,7 @@ fn raw_quinn(
         let cpu = cpu_time().zip(cpu).map(|(end, start)| end - start);
         assert_eq!(got, total);
         drop(db);
-        (took, cpu)
+        Timed { took, cpu }
     })
 }
 
@@ -278,7 +282,10 @@ fn main() {
         let frame = (bytes / msgs.max(1)).max(1);
         let baseline = |sink: Option<(&Path, usize)>| {
             if only_catchup {
-                (Duration::ZERO, None)
+                Timed {
+                    took: Duration::ZERO,
+                    cpu: None,
+                }
             } else {
                 raw_quinn(
                     &root.path().join("t-certs-a"),
@@ -289,10 +296,9 @@ fn main() {
                 )
             }
         };
-        let (raw, raw_cpu) = baseline(None);
-        let (floor_frames, floor_frames_cpu) =
-            baseline(Some((&root.path().join(format!("floor-{run}-f")), frame)));
-        let (floor_whole, floor_whole_cpu) = baseline(Some((
+        let raw = baseline(None);
+        let floor_frames = baseline(Some((&root.path().join(format!("floor-{run}-f")), frame)));
+        let floor_whole = baseline(Some((
             &root.path().join(format!("floor-{run}-w")),
             usize::MAX,
         )));
@@ -304,11 +310,8 @@ fn main() {
             msgs,
             cpu,
             raw,
-            raw_cpu,
             floor_frames,
-            floor_frames_cpu,
             floor_whole,
-            floor_whole_cpu,
         });
     }
     drop(a);
@@ -330,12 +333,12 @@ fn main() {
             cpu_ms(r.cpu),
             r.bytes,
             r.msgs,
-            ms(r.raw),
-            cpu_ms(r.raw_cpu),
-            ms(r.floor_frames),
-            cpu_ms(r.floor_frames_cpu),
-            ms(r.floor_whole),
-            cpu_ms(r.floor_whole_cpu),
+            ms(r.raw.took),
+            cpu_ms(r.raw.cpu),
+            ms(r.floor_frames.took),
+            cpu_ms(r.floor_frames.cpu),
+            ms(r.floor_whole.took),
+            cpu_ms(r.floor_whole.cpu),
         );
     }
     let median = |mut v: Vec<Duration>| {
@@ -344,23 +347,22 @@ fn main() {
     };
     let from_start = median(runs.iter().map(|r| r.held).collect());
     let from_connection = median(runs.iter().map(|r| r.held - r.connected).collect());
-    let raw = median(runs.iter().map(|r| r.raw).collect());
-    let floor_frames = median(runs.iter().map(|r| r.floor_frames).collect());
-    let floor_whole = median(runs.iter().map(|r| r.floor_whole).collect());
+    // A baseline's median time, and its median CPU time if known in every run.
+    let baseline = |of: fn(&Run) -> Timed| {
+        let took = median(runs.iter().map(|r| of(r).took).collect());
+        let cpu: Option<Vec<Duration>> = runs.iter().map(|r| of(r).cpu).collect();
+        (took, cpu.map(median))
+    };
+    let (raw, raw_cpu) = baseline(|r| r.raw);
+    let floor_frames = baseline(|r| r.floor_frames);
+    let floor_whole = baseline(|r| r.floor_whole);
     // The kinder of the two floors: the one that leaves the target more.
-    let (floor, floor_cpu): (Duration, Option<Vec<Duration>>) = if floor_whole < floor_frames {
-        (
-            floor_whole,
-            runs.iter().map(|r| r.floor_whole_cpu).collect(),
-        )
+    let (floor, floor_cpu) = if floor_whole.0 < floor_frames.0 {
+        floor_whole
     } else {
-        (
-            floor_frames,
-            runs.iter().map(|r| r.floor_frames_cpu).collect(),
-        )
+        floor_frames
     };
     let cpu: Option<Vec<Duration>> = runs.iter().map(|r| r.cpu).collect();
-    let raw_cpu: Option<Vec<Duration>> = runs.iter().map(|r| r.raw_cpu).collect();
     let mid = |f: fn(&Run) -> usize| {
         let mut v: Vec<usize> = runs.iter().map(f).collect();
         v.sort();
@@ -380,11 +382,11 @@ fn main() {
     );
     println!(
         "| raw quinn + raw sled, frames | {bytes:>13} | {msgs:>8} | {:>17.0} |",
-        ops(floor_frames)
+        ops(floor_frames.0)
     );
     println!(
         "| raw quinn + raw sled, whole  | {bytes:>13} | {msgs:>8} | {:>17.0} |",
-        ops(floor_whole)
+        ops(floor_whole.0)
     );
     println!(
         "\nratio atoll / raw quinn (medians) = {:.2} from B's start, {:.2} from B's connection (target: at least 0.5)",
@@ -401,8 +403,7 @@ fn main() {
         budget * 1e9 / N as f64,
         (from_connection.as_secs_f64() - floor.as_secs_f64()) * 1e9 / N as f64,
     );
-    if let (Some(cpu), Some(raw_cpu), Some(floor_cpu)) = (cpu, raw_cpu, floor_cpu) {
-        let (cpu, raw_cpu, floor_cpu) = (median(cpu), median(raw_cpu), median(floor_cpu));
+    if let (Some(cpu), Some(raw_cpu), Some(floor_cpu)) = (cpu.map(median), raw_cpu, floor_cpu) {
         println!(
             "CPU time of the process (medians): atoll {:.1} ms from B's connection, raw quinn {:.1} ms, floor {:.1} ms; ratio to raw quinn {:.2}, to the floor {:.2}\n",
             ms(cpu),
