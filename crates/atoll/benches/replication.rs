@@ -11,6 +11,11 @@
 //!   ratio is of the medians, since a single run of either can be off by
 //!   several times here. The process's CPU time (all threads) from B's
 //!   connection until it holds all is reported too, against raw quinn's.
+//! - A floor, in the same run: raw quinn again, its receiver also writing
+//!   the bytes into raw sled (each frame as it arrives, or all at the end;
+//!   the faster counts). No store that keeps what it receives in sled can
+//!   beat it; the bench prints what the 0.5 target leaves per element
+//!   beyond it, and what atoll takes.
 //! - Latency: a durable write at A until B's change feed reports it; p50, p99.
 //!
 //! Run: `cargo bench -p atoll --bench replication`
