@@ -148,7 +148,8 @@ fn raw_quinn(
             let (_send, mut recv) = conn.accept_bi().await.unwrap();
             let mut got = 0usize;
             let mut buf = vec![0u8; 64 << 10];
-            // What arrived of the frame being received, when writing.
+            // What arrived of the value being built, when writing (a frame,
+            // or everything).
             let mut pending: Vec<u8> = Vec::with_capacity(value.min(total));
             let mut frames = 0u64;
             while got < total {
