@@ -18,6 +18,7 @@
 
 pub mod check;
 pub mod options;
+pub mod progress;
 pub mod report;
 pub mod rng;
 pub mod scenario;

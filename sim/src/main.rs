@@ -354,6 +354,8 @@ fn sweep(args: &Args, (from, to): (u64, u64)) -> Result<ExitCode, String> {
     for (name, v) in [
         ("operations acked", sum(|r| r.stats.acked)),
         ("bag ops fenced", sum(|r| r.stats.fenced)),
+        ("type conflicts resolved", sum(|r| r.stats.conflicts)),
+        ("ops on a name of another type", sum(|r| r.stats.mismatched)),
         ("crashes", sum(|r| r.stats.crashes)),
         ("restores from backup", sum(|r| r.stats.restores)),
         ("link cuts", sum(|r| r.stats.cuts)),
@@ -364,11 +366,11 @@ fn sweep(args: &Args, (from, to): (u64, u64)) -> Result<ExitCode, String> {
         ("allowed losses", sum(|r| r.stats.allowed_losses)),
         ("simulated events", sum(|r| r.stats.events)),
     ] {
-        println!("{name:<24} {v:>12}");
+        println!("{name:<30} {v:>12}");
     }
     let sim_secs: u64 = sum(|r| r.end_ms) / 1000;
-    println!("{:<24} {:>12}", "simulated seconds", sim_secs);
-    println!("{:<24} {:>12.1}", "wall seconds", wall);
+    println!("{:<30} {:>12}", "simulated seconds", sim_secs);
+    println!("{:<30} {:>12.1}", "wall seconds", wall);
     println!(
         "{:<24} {:>12.0}",
         "events per second",

@@ -223,6 +223,12 @@ pub struct Workload {
     pub vars_per_type: usize,
     /// Distinct set elements and map keys (small, so adds and removes collide).
     pub elements: u64,
+    /// Of every 100 operations, how many go to a name shared by every type
+    /// (`x0`, `x1`, ...) rather than to one of their own type's: a name
+    /// created as two types on two sides of a split is a type conflict,
+    /// which every replica must resolve alike, and an operation of the
+    /// losing type there is refused.
+    pub shared_names: u32,
 }
 
 impl Workload {
@@ -240,6 +246,7 @@ impl Workload {
             },
             vars_per_type: 2,
             elements: 12,
+            shared_names: 3,
         }
     }
 }

@@ -123,6 +123,8 @@ pub fn next_op(rng: &mut Rng, w: &Workload, nodes: &[ReplicaId]) -> (String, Op)
             },
         ),
     };
+    let shared = w.shared_names > 0 && rng.below(100) < u64::from(w.shared_names);
+    let prefix = if shared { "x" } else { prefix };
     (format!("{prefix}{var}"), op)
 }
 

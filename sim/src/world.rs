@@ -64,6 +64,8 @@ enum Ev {
     Flush(usize),
     Backup,
     Sample,
+    /// Checks that every link that is up makes progress (see `progress`).
+    Progress,
     Converge,
     Step(usize),
 }
@@ -96,6 +98,9 @@ pub struct Sample {
     /// Per node (`None`: down).
     pub behind: Vec<Option<u32>>,
 }
+
+/// How often the link-progress invariant is checked (simulated ms).
+const PROGRESS_EVERY_MS: u64 = 1_000;
 
 /// Counters over a run.
 #[derive(Clone, Debug, Default)]
@@ -136,6 +141,11 @@ pub struct Stats {
     pub max_log: u64,
     /// The most messages in flight on one link.
     pub max_in_flight: u64,
+    /// Operations refused because their shared name is another type at
+    /// that node.
+    pub mismatched: u64,
+    /// Type conflicts resolved (each conflict copy created at a node counts once).
+    pub conflicts: u64,
 }
 
 struct Node {
@@ -204,6 +214,8 @@ pub struct Sim {
     pub marks: Vec<(u64, Mark)>,
     /// Divergence samples (when `sample_every_ms` is set).
     pub samples: Vec<Sample>,
+    /// The link-progress invariant's memory.
+    progress: crate::progress::Progress,
     /// When the liveness phase saw every replica equal.
     pub converged_at: Option<u64>,
 }
@@ -268,6 +280,7 @@ impl Sim {
             failures: Vec::new(),
             marks: Vec::new(),
             samples: Vec::new(),
+            progress: Default::default(),
             converged_at: None,
             opts,
         };
@@ -312,6 +325,7 @@ impl Sim {
         if sim.opts.sample_every_ms > 0 {
             sim.schedule(0, Ev::Sample);
         }
+        sim.schedule(PROGRESS_EVERY_MS, Ev::Progress);
         for k in 0..sim.script.len() {
             let at = sim.script[k].0;
             sim.schedule(at, Ev::Step(k));
@@ -606,6 +620,15 @@ impl Sim {
                 Event::Unfenced => {
                     self.trace.record(self.now, format_args!("n{i} unfenced"));
                 }
+                // The merge error that begins it fails the run (`deliver`).
+                Event::PeerStuck { .. } => {}
+                Event::Conflict(c) => {
+                    self.stats.conflicts += 1;
+                    self.trace.record(
+                        self.now,
+                        format_args!("n{i} conflict {} kept {} moved {}", c.name, c.kept, c.moved),
+                    );
+                }
                 Event::Applied(a) => {
                     self.trace.record(
                         self.now,
@@ -863,6 +886,13 @@ impl Sim {
             Ok((None, _)) => {
                 self.stats.no_ops += 1;
             }
+            // A shared name that is another type here: refused, as the
+            // store's handles refuse it.
+            Err(atoll_core::Error::TypeMismatch { .. }) if var.starts_with('x') => {
+                self.stats.mismatched += 1;
+                self.trace
+                    .record(self.now, format_args!("n{i} mismatched {var} {op:?}"));
+            }
             Err(e) => self.fail(format!("n{i}: {var} {op:?} failed: {e}")),
         }
     }
@@ -903,30 +933,42 @@ impl Sim {
         // Each node's state of a variable, copied once for the whole pass.
         let mut states: BTreeMap<String, Vec<Option<State>>> = BTreeMap::new();
         for k in 0..self.history.len() {
-            if self.history[k].lost.is_some() || !changed.contains(&self.history[k].var) {
+            if self.history[k].lost.is_some() {
                 continue;
             }
+            // An operation on a shared name is held under the name, or in
+            // its conflict copy where another type kept the name.
             let var = self.history[k].var.clone();
+            let copy = atoll_core::conflict_name(&var, self.history[k].op.kind());
+            if !changed.contains(&var) && !changed.contains(&copy) {
+                continue;
+            }
             let delta = self.history[k].delta.clone();
-            let row = states.entry(var.clone()).or_insert_with(|| {
-                (0..self.nodes.len())
-                    .map(|n| self.state_of(n, &var))
-                    .collect()
-            });
-            // Held here, or by any node? The cheap test (nothing left once
-            // stripped) everywhere first; the full one (a join that changes
-            // nothing), which copies the state, only if that finds nothing.
-            let held = after
-                .get_mut(&var)
-                .is_some_and(|s| workload::strips_to_nothing(s, &delta))
-                || row
-                    .iter_mut()
-                    .flatten()
-                    .any(|s| workload::strips_to_nothing(s, &delta))
-                || after
-                    .get(&var)
-                    .is_some_and(|s| workload::includes(s, &delta))
-                || row.iter().flatten().any(|s| workload::includes(s, &delta));
+            let mut held = false;
+            for var in [var, copy] {
+                let row = states.entry(var.clone()).or_insert_with(|| {
+                    (0..self.nodes.len())
+                        .map(|n| self.state_of(n, &var))
+                        .collect()
+                });
+                // Held here, or by any node? The cheap test (nothing left once
+                // stripped) everywhere first; the full one (a join that changes
+                // nothing), which copies the state, only if that finds nothing.
+                held = after
+                    .get_mut(&var)
+                    .is_some_and(|s| workload::strips_to_nothing(s, &delta))
+                    || row
+                        .iter_mut()
+                        .flatten()
+                        .any(|s| workload::strips_to_nothing(s, &delta))
+                    || after
+                        .get(&var)
+                        .is_some_and(|s| workload::includes(s, &delta))
+                    || row.iter().flatten().any(|s| workload::includes(s, &delta));
+                if held {
+                    break;
+                }
+            }
             if held {
                 continue;
             }
@@ -1318,6 +1360,28 @@ impl Sim {
         });
     }
 
+    /// Checks the link-progress invariant on every pair (see `progress`).
+    fn check_progress(&mut self) {
+        let mut failures = Vec::new();
+        for x in 0..self.nodes.len() {
+            let Some(r) = self.nodes[x].replica.as_ref() else {
+                continue;
+            };
+            for p in r.peers() {
+                let y = index_of(p.id);
+                let gen = self
+                    .conns
+                    .get(&pair(x, y))
+                    .filter(|c| c.up && self.link_wanted(x, y))
+                    .map(|c| c.gen);
+                failures.extend(self.progress.observe(self.now, x, y, gen, &p));
+            }
+        }
+        for f in failures {
+            self.fail(f);
+        }
+    }
+
     /// Each node's log end and its view of each peer, for diagnosing a stall.
     pub fn sync_report(&mut self) -> String {
         let mut out = Vec::new();
@@ -1453,6 +1517,12 @@ impl Sim {
                 if self.phase != Phase::Done {
                     self.sample();
                     self.schedule(self.opts.sample_every_ms.max(1), Ev::Sample);
+                }
+            }
+            Ev::Progress => {
+                if self.phase != Phase::Done {
+                    self.check_progress();
+                    self.schedule(PROGRESS_EVERY_MS, Ev::Progress);
                 }
             }
             Ev::Converge => {

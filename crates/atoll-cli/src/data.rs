@@ -96,6 +96,7 @@ pub(crate) fn op(cmd: &Cmd) -> Result<Option<Op>, String> {
             MapCmd::Keys { name: n } => Op::MapKeys { name: name(n) },
         },
         Cmd::Ls => Op::Vars,
+        Cmd::Conflicts => Op::Conflicts,
         _ => return Ok(None),
     }))
 }
@@ -111,6 +112,11 @@ fn lines(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A number as it reads: a counter past 64 bits is a string of digits.
+fn number_of(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), String::from)
+}
+
 fn str_of(v: &Value) -> &str {
     v.as_str().unwrap_or("")
 }
@@ -124,7 +130,7 @@ pub(crate) fn render(cmd: &Cmd, v: Value) -> Output {
     };
     let ok = || vec!["ok".to_string()];
     match cmd {
-        Cmd::Counter(_) => out(vec![v["value"].to_string()], v),
+        Cmd::Counter(_) => out(vec![number_of(&v["value"])], v),
         Cmd::Register(RegisterCmd::Set { .. }) => out(ok(), v),
         Cmd::Register(RegisterCmd::Get { .. }) => out(
             v["value"].as_str().map(String::from).into_iter().collect(),
@@ -170,7 +176,7 @@ pub(crate) fn render(cmd: &Cmd, v: Value) -> Output {
                 .unwrap_or_default();
             out(text, v)
         }
-        Cmd::Map(MapCmd::Incr { .. }) => out(vec![v["counter"].to_string()], v),
+        Cmd::Map(MapCmd::Incr { .. }) => out(vec![number_of(&v["counter"])], v),
         Cmd::Map(MapCmd::Set { .. } | MapCmd::Add { .. }) => out(ok(), v),
         Cmd::Map(MapCmd::Remove { .. }) => {
             let was = v["removed"].as_bool().unwrap_or(false);
@@ -178,7 +184,7 @@ pub(crate) fn render(cmd: &Cmd, v: Value) -> Output {
         }
         Cmd::Map(MapCmd::Get { .. }) => {
             let text = vec![
-                format!("counter\t{}", v["counter"]),
+                format!("counter\t{}", number_of(&v["counter"])),
                 format!("register\t{}", str_of(&v["register"])),
                 format!("set\t{}", lines(&v["set"]).join(",")),
             ];
@@ -191,6 +197,25 @@ pub(crate) fn render(cmd: &Cmd, v: Value) -> Output {
                 .map(|a| {
                     a.iter()
                         .map(|x| format!("{}\t{}", str_of(&x["name"]), str_of(&x["type"])))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out(text, v)
+        }
+        Cmd::Conflicts => {
+            let text = v["conflicts"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|x| {
+                            format!(
+                                "{}\tkept {}\t{} moved to {}",
+                                str_of(&x["name"]),
+                                str_of(&x["kept"]),
+                                str_of(&x["moved"]),
+                                str_of(&x["copy"])
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default();

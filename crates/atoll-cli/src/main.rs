@@ -46,6 +46,9 @@ enum Cmd {
     Map(MapCmd),
     /// List variables and their types.
     Ls,
+    /// List type conflicts: names created with two types on two sides of a
+    /// split, the type that kept each name and the copy holding the other's data.
+    Conflicts,
     /// Show this store's replica id, variable count and log position.
     Info,
     /// A running node's peers (needs --node).

@@ -15,6 +15,18 @@ pub enum Error {
         /// What to fix.
         reason: &'static str,
     },
+    /// The name is in the system's reserved prefix (`_atoll.`): only the
+    /// node's own admin operations change those variables (membership), and
+    /// only conflict copies (`_atoll.conflict/...`) can be read.
+    #[error(
+        "variable {name:?}: names starting with \"_atoll.\" are reserved for the system; {what}"
+    )]
+    Reserved {
+        /// The name given.
+        name: String,
+        /// What is refused, and what to use instead.
+        what: &'static str,
+    },
     /// The variable exists with another type.
     #[error("variable {name:?} is a {found}, not a {expected}")]
     TypeMismatch {

@@ -21,8 +21,11 @@ mod replica;
 pub mod testkit;
 
 pub use error::{Error, Result};
-pub use keyspace::{validate_name, Applied, Keyspace, KeyspaceConfig, OpCtx, MAX_NAME_LEN};
+pub use keyspace::{
+    conflict_name, conflict_of, is_reserved, validate_name, Applied, Conflict, ConflictEvent,
+    Keyspace, KeyspaceConfig, OpCtx, CONFLICT_PREFIX, MAX_NAME_LEN, SYSTEM_PREFIX,
+};
 pub use replica::{
-    Event, PeerStats, PeerStatus, ProtocolError, Replica, ReplicaConfig, TooLarge, TransferReason,
-    TransferStatus, Transmit,
+    Event, PeerStats, PeerStatus, ProtocolError, Replica, ReplicaConfig, Stuck, TooLarge,
+    TransferReason, TransferStatus, Transmit,
 };

@@ -11,7 +11,7 @@
 //! caller chooses.
 
 use crate::protocol::{Decoded, Decoder, Limits, Message, VarDelta};
-use crate::{Applied, Error, Keyspace};
+use crate::{Applied, Conflict, ConflictEvent, Error, Keyspace};
 use atoll_crdt::codec::{self, DecodeError};
 use atoll_crdt::variable::{Kind, State};
 use atoll_crdt::ReplicaId;
@@ -137,6 +137,20 @@ pub enum Event {
         /// What is too large.
         blocked: TooLarge,
     },
+    /// A peer's deltas could not be merged (clock skew, storage): they are
+    /// not acknowledged, and it sends them again. Reported once, when it
+    /// begins; [`PeerStatus::stuck`] says since when and why until an
+    /// interval from it merges.
+    PeerStuck {
+        /// The peer.
+        peer: ReplicaId,
+        /// Why.
+        reason: String,
+    },
+    /// A name was created with two types on two sides of a split; every
+    /// replica resolves it the same way (see `Keyspace::merge_state`).
+    /// Reported once per conflict copy created here.
+    Conflict(Conflict),
     /// Reading this replica's own log or states to send to a peer failed;
     /// nothing was sent to it, and the next input tries again.
     SendFailed {
@@ -422,6 +436,8 @@ struct Peer {
     /// the variable and its version: parts of it that come again are
     /// acknowledged at once (see `Message::StatePart`).
     merged_parts: Option<(u64, String, u64)>,
+    /// Its deltas are refused here (see [`PeerStatus::stuck`]).
+    stuck: Option<Stuck>,
 }
 
 /// Counters kept per peer.
@@ -511,6 +527,27 @@ pub struct PeerStatus {
     pub limits: Option<Limits>,
     /// Its counters.
     pub stats: PeerStats,
+    /// Lag as time: how long ago the oldest entry of our log it has not
+    /// acknowledged was written (at least; `None` if it holds the whole log).
+    pub lag_ms: Option<u64>,
+    /// Inbound progress: what we hold of its log, as its sequence numbers
+    /// (`None` until an interval from it arrived in this connection).
+    pub holds: Option<u64>,
+    /// Its deltas are refused here and so not acknowledged: since when, and why.
+    pub stuck: Option<Stuck>,
+}
+
+/// The most records of when the log grew kept for [`PeerStatus::lag_ms`].
+const MAX_SEQ_TIMES: usize = 1024;
+
+/// Why the deltas a peer sends are not being merged (and so not
+/// acknowledged: the peer sends them again).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stuck {
+    /// Since when (the caller's clock): the first refusal of this run.
+    pub since: u64,
+    /// The latest refusal's reason.
+    pub reason: String,
 }
 
 /// A replica: a keyspace and the protocol state of each peer.
@@ -524,6 +561,9 @@ pub struct Replica<B> {
     unfenced: bool,
     /// The latest `now` given.
     last_now: u64,
+    /// When the log reached each of a few sequence numbers (see
+    /// [`Replica::note_log_end`]).
+    seq_times: VecDeque<(u64, u64)>,
     /// The fence lifts only once at least this many peers are known (see
     /// [`Replica::expect_peers`]).
     expected_peers: usize,
@@ -594,6 +634,7 @@ impl<B: Backend> Replica<B> {
             events: VecDeque::new(),
             unfenced: false,
             last_now: 0,
+            seq_times: VecDeque::new(),
             expected_peers: 0,
         }
     }
@@ -626,6 +667,41 @@ impl<B: Backend> Replica<B> {
             }
         }
         self.last_now = now;
+        self.note_log_end(now);
+    }
+
+    /// Records when the log grew past its last recorded end, so that a
+    /// peer's lag can be told as time: the age of the oldest entry it has
+    /// not acknowledged. Bounded: past [`MAX_SEQ_TIMES`] records every
+    /// other one is dropped, which keeps the span and coarsens the times.
+    fn note_log_end(&mut self, now: u64) {
+        let last = self.ks.last_seq();
+        if self.seq_times.back().is_none_or(|&(seq, _)| seq < last) {
+            self.seq_times.push_back((last, now));
+            if self.seq_times.len() > MAX_SEQ_TIMES {
+                let mut keep = false;
+                self.seq_times.retain(|_| {
+                    keep = !keep;
+                    keep
+                });
+            }
+        }
+    }
+
+    /// How long ago the oldest log entry after `acked` was written, as far
+    /// as [`Replica::note_log_end`] recorded it (at least this long: the
+    /// entry is known to exist only from the first record past it); `None`
+    /// if the peer holds the whole log.
+    fn unacked_age(&self, acked: u64) -> Option<u64> {
+        if acked >= self.ks.last_seq() {
+            return None;
+        }
+        let at = self
+            .seq_times
+            .iter()
+            .find(|&&(seq, _)| seq > acked)
+            .map_or(self.last_now, |&(_, at)| at);
+        Some(self.last_now.saturating_sub(at))
     }
 
     /// Whether bag takes and transfers must wait. A replica that just opened
@@ -775,6 +851,9 @@ impl<B: Backend> Replica<B> {
                 caught_up: p.caught_up,
                 limits: p.limits,
                 stats: p.stats,
+                lag_ms: self.unacked_age(p.acked),
+                holds: p.held,
+                stuck: p.stuck.clone(),
             })
             .collect()
     }
@@ -843,6 +922,43 @@ impl<B: Backend> Replica<B> {
     /// [`Replica::handle_message`] for a message decoded ahead by
     /// [`Replica::decoder`]. The same checks apply, in the same order.
     pub fn handle_decoded(
+        &mut self,
+        now: u64,
+        from: ReplicaId,
+        decoded: Decoded,
+    ) -> Result<(), ProtocolError> {
+        let deltas = matches!(decoded.msg, Ok(Message::Deltas { .. }));
+        let result = self.dispatch(now, from, decoded);
+        self.note_log_end(now);
+        match &result {
+            Err(ProtocolError::Merge { source, .. }) => {
+                if let Some(p) = self.peers.get_mut(&from) {
+                    let reason = source.to_string();
+                    let first = p.stuck.is_none();
+                    let since = p.stuck.as_ref().map_or(now, |s| s.since);
+                    p.stuck = Some(Stuck {
+                        since,
+                        reason: reason.clone(),
+                    });
+                    if first {
+                        self.events
+                            .push_back(Event::PeerStuck { peer: from, reason });
+                    }
+                }
+            }
+            Ok(()) if deltas => {
+                // An interval merged (and acknowledged, unless it was too
+                // large): whatever held the link back is over.
+                if let Some(p) = self.peers.get_mut(&from) {
+                    p.stuck = None;
+                }
+            }
+            _ => {}
+        }
+        result
+    }
+
+    fn dispatch(
         &mut self,
         now: u64,
         from: ReplicaId,
@@ -1285,10 +1401,25 @@ impl<B: Backend> Replica<B> {
         {
             Ok(Some(applied)) => self.events.push_back(Event::Applied(applied)),
             Ok(None) => {}
-            Err(e @ Error::BadDelta { .. }) => return Err(hostile(from, e.to_string())),
+            // A type mismatch that is no conflict: a system variable or a
+            // conflict copy of another kind, which no replica writes.
+            Err(e @ (Error::BadDelta { .. } | Error::TypeMismatch { .. })) => {
+                return Err(hostile(from, e.to_string()))
+            }
             Err(source) => return Err(ProtocolError::Merge { peer: from, source }),
         }
+        self.report_conflicts();
         Ok(())
+    }
+
+    /// Turns the type conflicts the keyspace met into events.
+    fn report_conflicts(&mut self) {
+        for c in self.ks.take_conflicts() {
+            self.events.push_back(match c {
+                ConflictEvent::Found(c) => Event::Conflict(c),
+                ConflictEvent::Moved(applied) => Event::Applied(applied),
+            });
+        }
     }
 
     /// Merges the deltas (or states) of a message; `false`, and nothing
@@ -1325,11 +1456,17 @@ impl<B: Backend> Replica<B> {
                     source: DecodeError::TooLarge { .. },
                     ..
                 }) => return Ok(false),
-                Err(e @ (Error::BadDelta { .. } | Error::InvalidName { .. })) => {
+                // A type mismatch here is no conflict (see `merge_one`).
+                Err(
+                    e @ (Error::BadDelta { .. }
+                    | Error::InvalidName { .. }
+                    | Error::TypeMismatch { .. }),
+                ) => {
                     return Err(hostile(from, e.to_string()));
                 }
                 Err(source) => return Err(ProtocolError::Merge { peer: from, source }),
             }
+            self.report_conflicts();
         }
         Ok(true)
     }
@@ -1596,7 +1733,9 @@ impl<B: Backend> Replica<B> {
     fn send_interval(&mut self, id: ReplicaId, from: u64, now: u64) -> crate::Result<bool> {
         let peer_incarnation = self.peers[&id].incarnation.unwrap_or(id);
         let shippable = self.ks.flushed_seq();
-        let mut joined: BTreeMap<String, State> = BTreeMap::new();
+        // By name and kind: after a type conflict, the log holds entries of a
+        // name as its old kind and as its new one.
+        let mut joined: BTreeMap<(String, Kind), State> = BTreeMap::new();
         let mut whole: Vec<VarDelta> = Vec::new();
         let mut bytes = 0;
         let mut to = from;
@@ -1682,11 +1821,21 @@ impl<B: Backend> Replica<B> {
             }
             let delta = entry.decode_delta(seq)?;
             bytes += entry.delta.len();
-            match joined.get_mut(&entry.name) {
-                // A log entry's kind always matches its variable's.
-                Some(d) => d.join(delta).expect("same variable, same kind"),
-                None => {
-                    joined.insert(entry.name, delta);
+            match joined.entry((entry.name, entry.kind)) {
+                std::collections::btree_map::Entry::Occupied(mut d) => {
+                    if d.get_mut().join(delta).is_err() {
+                        // The entry says one kind and its delta is another.
+                        return Err(atoll_store::StoreError::Corrupt {
+                            key: format!("log entry {seq}"),
+                            source: DecodeError::Invalid(atoll_crdt::InvalidState(
+                                "log entry kind differs from its delta",
+                            )),
+                        }
+                        .into());
+                    }
+                }
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(delta);
                 }
             }
         }
@@ -1713,8 +1862,8 @@ impl<B: Backend> Replica<B> {
             p.complete_sent = Some(to);
         }
         if self.config.state_based {
-            for (name, d) in joined.iter_mut() {
-                if let Some(state) = self.ks.state(name)? {
+            for ((name, kind), d) in joined.iter_mut() {
+                if let Some(state) = self.ks.state(name)?.filter(|s| s.kind() == *kind) {
                     *d = state.clone();
                 }
             }
@@ -1723,7 +1872,7 @@ impl<B: Backend> Replica<B> {
         // skipped without a message: it holds all that.
         let base = self.peers[&id].acked;
         let mut vars = whole;
-        vars.extend(joined.into_iter().map(|(name, d)| VarDelta {
+        vars.extend(joined.into_iter().map(|((name, _), d)| VarDelta {
             name,
             kind: d.kind(),
             delta: codec::encode(&d),

@@ -347,6 +347,25 @@ impl<B: Backend> Storage<B> {
         Ok(seq)
     }
 
+    /// Appends the first entry of a variable that starts over as another
+    /// kind (a type conflict its old kind lost): its new metadata, the
+    /// removal of its stored state and the entry, in one atomic batch.
+    /// Does not flush.
+    pub fn append_restarting(&mut self, meta: &VarMeta, entry: &LogEntry) -> Result<u64> {
+        let seq = self.last_seq + 1;
+        let ops = vec![
+            BatchOp::Put(key(META, &entry.name), codec::encode(meta)),
+            BatchOp::Delete(key(STATE, &entry.name)),
+            BatchOp::Put(log_key(seq), codec::encode(entry)),
+        ];
+        self.backend.apply(ops)?;
+        self.last_seq = seq;
+        if self.first.get() == Some(None) {
+            self.first.set(Some(Some(self.dropped + 1)));
+        }
+        Ok(seq)
+    }
+
     /// Writes the given variables' states and records that every state now
     /// includes the log through `through`, in one atomic batch. Does not flush.
     pub fn checkpoint<N: AsRef<str>>(

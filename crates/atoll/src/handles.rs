@@ -60,6 +60,20 @@ macro_rules! state_as {
     };
 }
 
+/// Joins one step's delta into an operation's delta so far: an operation of
+/// several steps (a request that adds many members, say) is one delta, one
+/// log entry and one flush.
+fn join_step(acc: &mut Option<State>, step: State) {
+    match acc {
+        // Every step of an operation is of its variable's kind, so the join
+        // cannot meet a kind mismatch.
+        Some(a) => {
+            let _ = a.join(step);
+        }
+        None => *acc = Some(step),
+    }
+}
+
 /// A handle on a counter (`Store::counter`).
 #[derive(Clone)]
 pub struct Counter {
@@ -172,6 +186,9 @@ impl<T: Serialize + DeserializeOwned> MvRegister<T> {
 pub struct Set<T> {
     store: Store,
     name: String,
+    /// A system variable the node itself changes (membership): the only
+    /// writes to the reserved prefix.
+    system: bool,
     _t: PhantomData<fn(T) -> T>,
 }
 
@@ -179,22 +196,54 @@ impl<T: Serialize + DeserializeOwned> Set<T> {
     /// Adds `member`; an add concurrent with a remove of it wins.
     pub fn add(&self, member: &T) -> Result<()> {
         let bytes = encode(&self.store, &self.name, member)?;
-        self.store.update(&self.name, Kind::Set, |state, ctx| {
-            let s = state_as!(state, Set);
-            Ok((Some(State::Set(s.add(ctx.replica, bytes))), ()))
-        })
+        self.store
+            .update_as(false, self.system, &self.name, Kind::Set, |state, ctx| {
+                let s = state_as!(state, Set);
+                Ok((Some(State::Set(s.add(ctx.replica, bytes))), ()))
+            })
     }
 
     /// Removes `member` (the adds of it seen here); returns whether it was present.
     pub fn remove(&self, member: &T) -> Result<bool> {
         let bytes = encode(&self.store, &self.name, member)?;
-        self.store.update(&self.name, Kind::Set, |state, _| {
-            let s = state_as!(state, Set);
-            if !s.contains(&bytes) {
-                return Ok((None, false));
-            }
-            Ok((Some(State::Set(s.remove(&bytes))), true))
-        })
+        self.store
+            .update_as(false, self.system, &self.name, Kind::Set, |state, _| {
+                let s = state_as!(state, Set);
+                if !s.contains(&bytes) {
+                    return Ok((None, false));
+                }
+                Ok((Some(State::Set(s.remove(&bytes))), true))
+            })
+    }
+
+    /// Adds every member of `add`, then removes every member of `remove`,
+    /// as one operation: one delta, one log entry, one flush, all or
+    /// nothing (every value is encoded and checked first). Returns, for each
+    /// of `remove`, whether it was present after the adds.
+    pub fn change(&self, add: &[T], remove: &[T]) -> Result<Vec<bool>> {
+        let encode_all = |xs: &[T]| -> Result<Vec<Bytes>> {
+            xs.iter()
+                .map(|x| encode(&self.store, &self.name, x))
+                .collect()
+        };
+        let (add, remove) = (encode_all(add)?, encode_all(remove)?);
+        self.store
+            .update_as(false, self.system, &self.name, Kind::Set, |state, ctx| {
+                let s = state_as!(state, Set);
+                let mut delta = None;
+                for m in add {
+                    join_step(&mut delta, State::Set(s.add(ctx.replica, m)));
+                }
+                let mut removed = Vec::with_capacity(remove.len());
+                for m in &remove {
+                    let had = s.contains(m);
+                    if had {
+                        join_step(&mut delta, State::Set(s.remove(m)));
+                    }
+                    removed.push(had);
+                }
+                Ok((delta, removed))
+            })
     }
 
     /// Whether `member` is in the set.
@@ -260,6 +309,26 @@ impl<T: Serialize + DeserializeOwned> Bag<T> {
             let b = state_as!(state, Bag);
             let (id, d) = b.insert_as(ctx.replica, ctx.node, bytes);
             Ok((Some(State::Bag(d)), id))
+        })
+    }
+
+    /// Inserts every value as one operation (one delta, one log entry, one
+    /// flush; all or nothing); returns their element ids, in order.
+    pub fn insert_all(&self, values: &[T]) -> Result<Vec<ElementId>> {
+        let values: Vec<Bytes> = values
+            .iter()
+            .map(|v| encode(&self.store, &self.name, v))
+            .collect::<Result<_>>()?;
+        self.store.update(&self.name, Kind::Bag, |state, ctx| {
+            let b = state_as!(state, Bag);
+            let mut delta = None;
+            let mut ids = Vec::with_capacity(values.len());
+            for v in values {
+                let (id, d) = b.insert_as(ctx.replica, ctx.node, v);
+                join_step(&mut delta, State::Bag(d));
+                ids.push(id);
+            }
+            Ok((delta, ids))
         })
     }
 
@@ -368,6 +437,58 @@ impl Map {
                 .add(c, ctx.replica, by)
                 .map(MapValue::with_counter)
                 .map_err(crdt(&self.name))
+        })
+    }
+
+    /// Changes several fields of `key` as one operation (one delta, one log
+    /// entry, one flush; all or nothing): adds `incr` to its counter,
+    /// writes `set` to its register and adds `add` to its set, each if given.
+    pub fn change<T: Serialize>(
+        &self,
+        key: &str,
+        incr: Option<i64>,
+        set: Option<&T>,
+        add: Option<&T>,
+    ) -> Result<()> {
+        let set = set
+            .map(|v| encode(&self.store, &self.name, v))
+            .transpose()?;
+        let add = add
+            .map(|v| encode(&self.store, &self.name, v))
+            .transpose()?;
+        self.store.update(&self.name, Kind::Map, |state, ctx| {
+            let m = state_as!(state, Map);
+            let key = key.to_string();
+            let mut delta = None;
+            // The counter first: it is the one step that can fail
+            // (overflow), and a failed operation must change nothing.
+            if let Some(by) = incr {
+                let d = m.update(key.clone(), |v, c| {
+                    v.counter
+                        .add(c, ctx.replica, by)
+                        .map(MapValue::with_counter)
+                        .map_err(crdt(&self.name))
+                })?;
+                join_step(&mut delta, State::Map(d));
+            }
+            if let Some(bytes) = set {
+                let d = m.update(key.clone(), |v, c| {
+                    Ok::<_, Error>(MapValue::with_register(v.register.set(
+                        c,
+                        ctx.replica,
+                        ctx.ts,
+                        bytes,
+                    )))
+                })?;
+                join_step(&mut delta, State::Map(d));
+            }
+            if let Some(bytes) = add {
+                let d = m.update(key, |v, c| {
+                    Ok::<_, Error>(MapValue::with_set(set_add(&v.set, c, ctx.replica, bytes)))
+                })?;
+                join_step(&mut delta, State::Map(d));
+            }
+            Ok((delta, ()))
         })
     }
 
@@ -489,6 +610,19 @@ impl Store {
         Ok(Set {
             store: self.clone(),
             name: name.to_string(),
+            system: false,
+            _t: PhantomData,
+        })
+    }
+
+    /// A handle on one of the node's own system sets (`_atoll.peers`,
+    /// `_atoll.removed`), which only the node's admin operations write.
+    pub(crate) fn system_set(&self, name: &str) -> Result<Set<String>> {
+        self.keyspace_check(name, Kind::Set)?;
+        Ok(Set {
+            store: self.clone(),
+            name: name.to_string(),
+            system: true,
             _t: PhantomData,
         })
     }

@@ -40,6 +40,7 @@ impl From<Error> for ApiError {
             }
             // Retry later: the node is catching up with its peers.
             Error::Fenced { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Reserved { .. } => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_REQUEST,
         };
         ApiError(status, e.to_string())
@@ -81,6 +82,7 @@ pub(crate) fn router(api: Api) -> Router {
         .route("/v1/peers/{id}", delete(remove_peer))
         .route("/v1/peers/{id}/readmit", post(readmit_peer))
         .route("/v1/vars", get(vars))
+        .route("/v1/conflicts", get(conflicts))
         .route("/v1/counter/{name}", get(counter_get).post(counter_incr))
         .route("/v1/register/{name}", get(register_get).put(register_set))
         .route("/v1/set/{name}", get(set_get).post(set_change))
@@ -92,7 +94,84 @@ pub(crate) fn router(api: Api) -> Router {
             get(map_get).post(map_change).delete(map_remove),
         )
         .route("/metrics", get(metrics))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(json_errors))
         .with_state(api)
+}
+
+/// The largest request body accepted (413 past it).
+pub(crate) const MAX_BODY_BYTES: usize = 16 << 20;
+
+/// The longest request target accepted (414 past it). Names are at most a
+/// few hundred bytes; the HTTP server itself answers a bare 414 only past
+/// 64 KiB.
+pub(crate) const MAX_URI_BYTES: usize = 8 << 10;
+
+/// Makes every error answer `{"error": "..."}` with a message that says what
+/// to fix: the routes' own errors already are; this covers what the
+/// framework answers before a route runs (no route, wrong method, a body
+/// that is not JSON, too large or of the wrong shape).
+async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target_len > MAX_URI_BYTES {
+        return ApiError(
+            StatusCode::URI_TOO_LONG,
+            format!("the request target is {target_len} bytes, over the limit of {MAX_URI_BYTES}; variable names are at most a few hundred"),
+        )
+        .into_response();
+    }
+    let res = next.run(req).await;
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return res;
+    }
+    let allow = res
+        .headers()
+        .get(axum::http::header::ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let body = axum::body::to_bytes(res.into_body(), 64 << 10)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let detail = if body.is_empty() {
+        String::new()
+    } else {
+        format!(": {body}")
+    };
+    let message = match status {
+        StatusCode::NOT_FOUND => format!(
+            "no such route: {method} {path} (the API's routes are listed in docs/operations.md)"
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => format!(
+            "{method} is not allowed on {path}; use {}",
+            allow.as_deref().unwrap_or("another method")
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => format!(
+            "the request body is over the limit of {MAX_BODY_BYTES} bytes; send fewer values per request"
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            "send the body as JSON, with the header Content-Type: application/json".to_string()
+        }
+        StatusCode::UNPROCESSABLE_ENTITY => format!(
+            "the JSON body does not have the fields this route takes{detail} (see docs/operations.md)"
+        ),
+        StatusCode::BAD_REQUEST if !body.is_empty() => body,
+        _ => format!(
+            "{}{detail}",
+            status.canonical_reason().unwrap_or("error")
+        ),
+    };
+    let mut out = ApiError(status, message).into_response();
+    if let Some(allow) = allow.and_then(|a| a.parse().ok()) {
+        out.headers_mut().insert(axum::http::header::ALLOW, allow);
+    }
+    out
 }
 
 async fn status(State(api): State<Api>, h: HeaderMap) -> ApiResult {
@@ -238,6 +317,10 @@ fn run(api: &Api, h: &HeaderMap, op: Op) -> ApiResult {
 
 async fn vars(State(api): State<Api>, h: HeaderMap) -> ApiResult {
     run(&api, &h, Op::Vars)
+}
+
+async fn conflicts(State(api): State<Api>, h: HeaderMap) -> ApiResult {
+    run(&api, &h, Op::Conflicts)
 }
 
 async fn counter_get(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
@@ -409,6 +492,12 @@ async fn metrics(State(api): State<Api>, h: HeaderMap) -> Result<String, ApiErro
         "Variables held in memory.",
         "gauge",
         vec![(String::new(), s.variables_loaded as u64)],
+    );
+    line(
+        "atoll_conflicts_total",
+        "Type conflicts resolved here (a name created with two types on two sides of a split).",
+        "counter",
+        vec![(String::new(), m.conflicts)],
     );
     line(
         "atoll_reconnects_total",

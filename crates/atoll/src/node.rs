@@ -115,7 +115,7 @@ pub(crate) const REMOVED_VAR: &str = "_atoll.removed";
 /// The node ids in the replicated removed set.
 pub(crate) fn removed_peers(store: &Store) -> Result<Vec<ReplicaId>> {
     Ok(store
-        .set::<String>(REMOVED_VAR)?
+        .system_set(REMOVED_VAR)?
         .members()?
         .iter()
         .filter_map(|id| u64::from_str_radix(id, 16).ok())
@@ -140,6 +140,7 @@ pub(crate) struct Metrics {
     pub(crate) local_ops: u64,
     pub(crate) merged: u64,
     pub(crate) reconnects: u64,
+    pub(crate) conflicts: u64,
 }
 
 impl Control {
@@ -177,6 +178,7 @@ impl Control {
             local_ops,
             merged,
             reconnects: self.shared().reconnects,
+            conflicts: store.conflicts_found(),
         }
     }
 
@@ -213,7 +215,7 @@ impl Control {
     fn sync_membership(&self, store: &Store) -> Result<()> {
         self.sync_denied(store)?;
         let wanted: BTreeSet<SocketAddr> = store
-            .set::<String>(PEERS_VAR)?
+            .system_set(PEERS_VAR)?
             .members()?
             .iter()
             .filter_map(|a| a.parse().ok())
@@ -228,7 +230,7 @@ impl Control {
 
     /// Adds `addr` to the replicated peer set and dials it.
     pub(crate) fn add_peer(&self, store: &Store, addr: SocketAddr) -> Result<()> {
-        store.set::<String>(PEERS_VAR)?.add(&addr.to_string())?;
+        store.system_set(PEERS_VAR)?.add(&addr.to_string())?;
         self.dial(addr);
         Ok(())
     }
@@ -277,7 +279,7 @@ impl Control {
         }
         if known || addr.is_some() {
             store
-                .set::<String>(REMOVED_VAR)?
+                .system_set(REMOVED_VAR)?
                 .add(&format!("{:016x}", id.0))?;
         }
         self.transport
@@ -295,7 +297,7 @@ impl Control {
     /// node, not yet seen here, wins: the node stays removed.
     pub(crate) fn readmit_peer(&self, store: &Store, id: ReplicaId) -> Result<bool> {
         let removed = store
-            .set::<String>(REMOVED_VAR)?
+            .system_set(REMOVED_VAR)?
             .remove(&format!("{:016x}", id.0))?;
         if !removed {
             return Ok(false);
@@ -324,7 +326,7 @@ impl Control {
 
     /// Drops `addr` from the peer set, its dialer and the fence's count.
     fn forget_addr(&self, store: &Store, addr: SocketAddr) -> Result<bool> {
-        let in_set = store.set::<String>(PEERS_VAR)?.remove(&addr.to_string())?;
+        let in_set = store.system_set(PEERS_VAR)?.remove(&addr.to_string())?;
         let dialed = self
             .dialers
             .lock()
@@ -413,7 +415,7 @@ impl Node {
         // learned only as peers connect, so the replica is told how many
         // addresses to wait for (all but this node's own).
         let mut fence_addrs: BTreeSet<String> = store
-            .set::<String>(PEERS_VAR)?
+            .system_set(PEERS_VAR)?
             .members()?
             .into_iter()
             .collect();
@@ -772,6 +774,10 @@ async fn drive(
                     Event::SendFailed { peer, error } => {
                         tracing::error!(%peer, %error, "could not read the log to send to a peer; retrying on the next input");
                     }
+                    Event::Conflict(c) => store.conflict_found(&c),
+                    Event::PeerStuck { peer, reason } => {
+                        tracing::warn!(%peer, %reason, "deltas from the peer are refused here and not acknowledged; it sends them again until they merge (see `peer list`)");
+                    }
                     Event::Unfenced => {
                         tracing::info!(
                             "every peer has brought this node up to date; bag takes allowed"
@@ -887,7 +893,8 @@ fn on_message(
             drop(s);
             transport.disconnect(peer, CloseCode::ProtocolViolation, &e.to_string());
         }
-        Err(e) => tracing::warn!("{e}"),
+        // Reported once per run by `Event::PeerStuck`, and in `peer list`.
+        Err(e) => tracing::debug!("{e}"),
     }
 }
 

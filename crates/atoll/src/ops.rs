@@ -101,6 +101,9 @@ pub enum Op {
     },
     /// Every variable and its type.
     Vars,
+    /// Every type conflict: the name, the type that kept it, the type moved
+    /// out and the conflict copy holding its data.
+    Conflicts,
 }
 
 /// Percent-encodes one path segment (names may hold `/`, `:`, `@`, spaces).
@@ -115,13 +118,26 @@ pub fn path_segment(s: &str) -> String {
         .collect()
 }
 
+/// A counter's value in JSON: a number while it fits 64 bits (signed, or
+/// unsigned when positive), else its exact decimal digits as a string. A
+/// counter's value is an `i128` (a sum of per-replica `u64` totals), which a
+/// JSON number of 64 bits cannot always hold; every value stays readable.
+pub fn counter_json(v: i128) -> Value {
+    if let Ok(n) = i64::try_from(v) {
+        Value::from(n)
+    } else if let Ok(n) = u64::try_from(v) {
+        Value::from(n)
+    } else {
+        Value::String(v.to_string())
+    }
+}
+
 fn map_entry(store: &Store, name: &str, key: &str) -> Result<Value> {
     let m = store.map(name)?;
     let register: Option<String> = m.get(key)?;
     let set: Vec<String> = m.members(key)?;
-    Ok(
-        json!({"name": name, "key": key, "counter": m.counter(key)?, "register": register, "set": set}),
-    )
+    let counter = counter_json(m.counter(key)?);
+    Ok(json!({"name": name, "key": key, "counter": counter, "register": register, "set": set}))
 }
 
 impl Op {
@@ -129,10 +145,10 @@ impl Op {
     pub fn apply(&self, store: &Store) -> Result<Value> {
         Ok(match self {
             Op::CounterAdd { name, by } => {
-                json!({"name": name, "value": store.counter(name)?.incr(*by)?})
+                json!({"name": name, "value": counter_json(store.counter(name)?.incr(*by)?)})
             }
             Op::CounterGet { name } => {
-                json!({"name": name, "value": store.counter(name)?.value()?})
+                json!({"name": name, "value": counter_json(store.counter(name)?.value()?)})
             }
             Op::RegisterSet { name, value } => {
                 store.register::<String>(name)?.set(value)?;
@@ -142,28 +158,24 @@ impl Op {
                 json!({"name": name, "value": store.register::<String>(name)?.get()?})
             }
             Op::SetChange { name, add, remove } => {
-                let s = store.set::<String>(name)?;
-                for m in add {
-                    s.add(m)?;
-                }
-                let mut removed = Vec::new();
-                for m in remove {
-                    if s.remove(m)? {
-                        removed.push(m.clone());
-                    }
-                }
+                let present = store.set::<String>(name)?.change(add, remove)?;
+                let removed: Vec<&String> = remove
+                    .iter()
+                    .zip(present)
+                    .filter_map(|(m, had)| had.then_some(m))
+                    .collect();
                 json!({"name": name, "added": add, "removed": removed})
             }
             Op::SetList { name } => {
                 json!({"name": name, "members": store.set::<String>(name)?.members()?})
             }
             Op::BagInsert { name, values } => {
-                let bag = store.bag::<String>(name)?;
-                let mut ids = Vec::new();
-                for v in values {
-                    let id = bag.insert(v)?;
-                    ids.push(format!("{}.{}", id.replica, id.counter));
-                }
+                let ids: Vec<String> = store
+                    .bag::<String>(name)?
+                    .insert_all(values)?
+                    .into_iter()
+                    .map(|id| format!("{}.{}", id.replica, id.counter))
+                    .collect();
                 json!({"name": name, "ids": ids})
             }
             Op::BagTake { name } => {
@@ -185,16 +197,9 @@ impl Op {
                 set,
                 add,
             } => {
-                let m = store.map(name)?;
-                if let Some(n) = incr {
-                    m.incr(key, *n)?;
-                }
-                if let Some(v) = set {
-                    m.set(key, v)?;
-                }
-                if let Some(v) = add {
-                    m.add(key, v)?;
-                }
+                store
+                    .map(name)?
+                    .change(key, *incr, set.as_ref(), add.as_ref())?;
                 map_entry(store, name, key)?
             }
             Op::MapGet { name, key } => map_entry(store, name, key)?,
@@ -209,6 +214,16 @@ impl Op {
                     .map(|(n, k)| json!({"name": n, "type": k.name()}))
                     .collect();
                 json!({ "variables": rows })
+            }
+            Op::Conflicts => {
+                let rows: Vec<Value> = store
+                    .conflicts()?
+                    .into_iter()
+                    .map(|(name, kept, moved, copy)| {
+                        json!({"name": name, "kept": kept.name(), "moved": moved.name(), "copy": copy})
+                    })
+                    .collect();
+                json!({ "conflicts": rows })
             }
         })
     }
@@ -264,6 +279,7 @@ impl Op {
             ),
             Op::MapKeys { name } => ("GET", format!("/v1/map/{}", seg(name)), None),
             Op::Vars => ("GET", "/v1/vars".to_string(), None),
+            Op::Conflicts => ("GET", "/v1/conflicts".to_string(), None),
         }
     }
 }

@@ -2,7 +2,10 @@
 
 use crate::feed::{Change, ChangeFeed};
 use crate::{Config, Durability, Result};
-use atoll_core::{validate_name, Applied, Keyspace, KeyspaceConfig, OpCtx, Replica, ReplicaConfig};
+use atoll_core::{
+    conflict_of, is_reserved, validate_name, Applied, ConflictEvent, Keyspace, KeyspaceConfig,
+    OpCtx, Replica, ReplicaConfig,
+};
 use atoll_crdt::codec;
 use atoll_crdt::variable::{Kind, State};
 use atoll_crdt::ReplicaId;
@@ -30,6 +33,8 @@ struct Inner {
     /// Local writes and merged deltas, for metrics.
     local_ops: std::sync::atomic::AtomicU64,
     merged: std::sync::atomic::AtomicU64,
+    /// Type conflicts resolved here, for metrics.
+    conflicts: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for Inner {
@@ -99,6 +104,7 @@ impl Store {
                 peers_changed: tokio::sync::Notify::new(),
                 local_ops: Default::default(),
                 merged: Default::default(),
+                conflicts: Default::default(),
             }),
         })
     }
@@ -136,8 +142,21 @@ impl Store {
         self.inner.wake.notified().await
     }
 
-    /// Checks `name` and that, if the variable exists, it is a `kind`.
+    /// Checks `name` and that, if the variable exists, it is a `kind`; a
+    /// system name is refused, except a conflict copy's (read-only).
     pub(crate) fn check(&self, name: &str, kind: Kind) -> Result<()> {
+        if is_reserved(name) && conflict_of(name).is_none() {
+            return Err(crate::Error::Reserved {
+                name: name.chars().take(80).collect(),
+                what: "only conflict copies (_atoll.conflict/TYPE/NAME) can be read; \
+                       membership changes through the peer commands",
+            });
+        }
+        self.keyspace_check(name, kind)
+    }
+
+    /// [`Store::check`] for the node's own system variables too.
+    pub(crate) fn keyspace_check(&self, name: &str, kind: Kind) -> Result<()> {
         self.keyspace().check(name, kind)
     }
 
@@ -159,7 +178,7 @@ impl Store {
         kind: Kind,
         op: impl FnOnce(&mut State, &OpCtx) -> Result<(Option<State>, R)>,
     ) -> Result<R> {
-        self.update_as(false, name, kind, op)
+        self.update_as(false, false, name, kind, op)
     }
 
     /// [`Store::update`] for an operation only an element's owner may do (bag
@@ -170,16 +189,27 @@ impl Store {
         kind: Kind,
         op: impl FnOnce(&mut State, &OpCtx) -> Result<(Option<State>, R)>,
     ) -> Result<R> {
-        self.update_as(true, name, kind, op)
+        self.update_as(true, false, name, kind, op)
     }
 
-    fn update_as<R>(
+    /// A local operation: `owner_only` for bag takes and transfers (refused
+    /// while fenced), `system` for the node's own writes to a system
+    /// variable (any other write of a reserved name is refused).
+    pub(crate) fn update_as<R>(
         &self,
         owner_only: bool,
+        system: bool,
         name: &str,
         kind: Kind,
         op: impl FnOnce(&mut State, &OpCtx) -> Result<(Option<State>, R)>,
     ) -> Result<R> {
+        if is_reserved(name) && !system {
+            return Err(crate::Error::Reserved {
+                name: name.chars().take(80).collect(),
+                what: "only the node writes them (membership through the peer commands; \
+                       conflict copies are read-only)",
+            });
+        }
         let now = now_ms();
         let (out, applied) = {
             let mut r = self.replica();
@@ -197,6 +227,45 @@ impl Store {
         if let Some(a) = applied {
             self.publish(a);
             self.inner.wake.notify_one();
+        }
+        Ok(out)
+    }
+
+    /// Logs a type conflict resolved here and counts it.
+    pub(crate) fn conflict_found(&self, c: &atoll_core::Conflict) {
+        self.inner
+            .conflicts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(
+            name = %c.name,
+            kept = %c.kept,
+            moved = %c.moved,
+            copy = %c.copy,
+            "type conflict: {:?} was created as a {} and as a {} on two sides of a split; \
+             the {} keeps the name on every node, the {}'s data is kept in {:?}",
+            c.name, c.kept, c.moved, c.kept, c.moved, c.copy
+        );
+    }
+
+    /// Type conflicts resolved here since the store was opened (each
+    /// conflict copy created here counts once).
+    pub(crate) fn conflicts_found(&self) -> u64 {
+        self.inner
+            .conflicts
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Every conflict copy: the name, the type that kept it, the type moved
+    /// out, and the copy that holds the moved data. Conflict copies are
+    /// replicated, so every node lists the same ones once converged.
+    pub fn conflicts(&self) -> Result<Vec<(String, Kind, Kind, String)>> {
+        let mut out = Vec::new();
+        let vars = self.keyspace().variables()?;
+        for (copy, _) in vars {
+            if let Some((name, moved)) = conflict_of(&copy) {
+                let kept = self.kind_of(name)?.unwrap_or(moved);
+                out.push((name.to_string(), kept, moved, copy.clone()));
+            }
         }
         Ok(out)
     }
@@ -237,14 +306,20 @@ impl Store {
         delta: &[u8],
     ) -> Result<Option<u64>> {
         let now = now_ms();
-        let applied = {
+        let (applied, conflicts) = {
             let mut r = self.replica();
             let applied = r.keyspace().merge(origin, name, kind, delta, now)?;
             if applied.is_some() {
                 r.handle_local_writes(now);
             }
-            applied
+            (applied, r.keyspace().take_conflicts())
         };
+        for c in conflicts {
+            match c {
+                ConflictEvent::Found(c) => self.conflict_found(&c),
+                ConflictEvent::Moved(a) => self.publish(a),
+            }
+        }
         Ok(applied.map(|a| {
             let seq = a.seq;
             self.publish(a);
