@@ -713,6 +713,12 @@ fn bag_takes_wait_for_peers_after_a_restart() {
     let e = b.bag::<String>("jobs").unwrap().take().unwrap_err();
     assert!(matches!(e, atoll::Error::Fenced { .. }), "{e}");
     assert!(e.to_string().contains("retry"), "{e}");
+    // It names whom it waits for: a's address is configured, a never answered.
+    assert!(
+        e.to_string()
+            .contains("1 configured peer(s) not yet heard from"),
+        "{e}"
+    );
     // Other types stay available.
     b.counter("hits").unwrap().incr(1).unwrap();
     // If a is gone for good, forgetting its address (it never answered this

@@ -50,6 +50,11 @@ pub(crate) fn op(cmd: &Cmd) -> Result<Option<Op>, String> {
             },
             BagCmd::Take { name: n } => Op::BagTake { name: name(n) },
             BagCmd::List { name: n } => Op::BagList { name: name(n) },
+            BagCmd::Transfer { name: n, id, to } => Op::BagTransfer {
+                name: name(n),
+                id: id.clone(),
+                to: to.clone(),
+            },
         },
         Cmd::Map(c) => match c {
             MapCmd::Incr {
@@ -158,6 +163,7 @@ pub(crate) fn render(cmd: &Cmd, v: Value) -> Output {
                 json: v,
             }
         }
+        Cmd::Bag(BagCmd::Transfer { .. }) => out(ok(), v),
         Cmd::Bag(BagCmd::List { .. }) => {
             let text = v["elements"]
                 .as_array()

@@ -16,6 +16,12 @@ struct Cli {
     /// Print machine-readable JSON instead of plain text.
     #[arg(long, global = true)]
     json: bool,
+    /// With --data-dir: this node is the last of its cluster (the others are
+    /// gone for good), so bag takes and transfers need not wait for peers
+    /// to bring it up to date. Only for a store no other copy of which will
+    /// ever take from its bags.
+    #[arg(long, global = true)]
+    last_of_cluster: bool,
     /// Talk to a running node's HTTP API (e.g. http://127.0.0.1:7780) instead
     /// of opening a data directory.
     #[arg(long, env = "ATOLL_NODE", global = true, value_name = "URL")]
@@ -70,6 +76,11 @@ enum Cmd {
         /// The node's configuration file.
         #[arg(long, short = 'c')]
         config: PathBuf,
+        /// How the log on stderr is written: "text" (default) or "json"
+        /// (one object a line, for log shippers). RUST_LOG filters it
+        /// (default: info).
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        log_format: String,
     },
 }
 
@@ -81,11 +92,11 @@ struct RunConfig {
     data_dir: PathBuf,
     /// The certificate directory made by `atoll init`.
     cert_dir: PathBuf,
-    /// The address to listen on for peers.
-    listen: std::net::SocketAddr,
-    /// Peers to connect to.
+    /// The address to listen on for peers (host:port; a host name is resolved).
+    listen: String,
+    /// Peers to connect to (host:port each; host names are resolved at start).
     #[serde(default)]
-    peers: Vec<std::net::SocketAddr>,
+    peers: Vec<String>,
     /// Where the local HTTP API listens (default 127.0.0.1:7780; "off" for none).
     http: Option<String>,
     /// The HTTP API's bearer token (required unless it listens on loopback).
@@ -151,8 +162,74 @@ fn node_config(path: &Path) -> Result<atoll::NodeConfig, String> {
     let rc: RunConfig =
         toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let mut c = atoll::NodeConfig::new(base.join(&rc.data_dir), base.join(&rc.cert_dir), rc.listen);
-    c.peers = rc.peers;
+    let file = path.display();
+    let resolve = |field: &str, value: &str| -> Result<std::net::SocketAddr, String> {
+        use std::net::ToSocketAddrs;
+        let bad = |why: String| {
+            format!("{file}: {field} = {value:?} is not an address: {why} (say host:port, like 127.0.0.1:7700 or localhost:7700)")
+        };
+        value
+            .to_socket_addrs()
+            .map_err(|e| bad(e.to_string()))?
+            // IPv4 first: "localhost" names both, and nodes listen on one.
+            .min_by_key(|a| a.is_ipv6())
+            .ok_or_else(|| bad("the name resolves to no address".into()))
+    };
+    let listen = resolve("listen", &rc.listen)?;
+    let mut c = atoll::NodeConfig::new(base.join(&rc.data_dir), base.join(&rc.cert_dir), listen);
+    c.peers = rc
+        .peers
+        .iter()
+        .map(|p| resolve("peers", p))
+        .collect::<Result<_, _>>()?;
+    // Every number is checked once, here, against the range it must lie in.
+    let range = |field: &str, v: u64, min: u64, max: u64| -> Result<(), String> {
+        if (min..=max).contains(&v) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{file}: {field} = {v} is out of range: it must be from {min} to {max}"
+            ))
+        }
+    };
+    let wide = |n: usize| n as u64;
+    if let Some(v) = rc.flush_every_ms {
+        range("flush_every_ms", v, 1, 3_600_000)?;
+    }
+    if let Some(v) = rc.log_retain {
+        range("log_retain", v, 1, u64::MAX)?;
+    }
+    if let Some(v) = rc.checkpoint_every {
+        range("checkpoint_every", v, 1, u64::MAX)?;
+    }
+    if let Some(v) = rc.retransmit_ms {
+        range("retransmit_ms", v, 1, 3_600_000)?;
+    }
+    if let Some(v) = rc.gossip_interval_ms {
+        range("gossip_interval_ms", v, 0, 3_600_000)?;
+    }
+    if let Some(v) = rc.state_part_bytes {
+        range(
+            "state_part_bytes",
+            wide(v),
+            1,
+            wide(atoll::crates::store::MAX_RECORD_LEN),
+        )?;
+    }
+    if let Some(v) = rc.max_state_len {
+        range(
+            "max_state_len",
+            wide(v),
+            1,
+            wide(atoll::crates::store::MAX_RECORD_LEN),
+        )?;
+    }
+    if let Some(v) = rc.max_batch_bytes {
+        range("max_batch_bytes", wide(v), 1, 256 << 20)?;
+    }
+    if let Some(v) = rc.max_in_flight {
+        range("max_in_flight", wide(v), 1, 4096)?;
+    }
     c.http = match rc.http.as_deref() {
         None => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 7780))),
         Some("off") => None,
@@ -195,27 +272,15 @@ fn node_config(path: &Path) -> Result<atoll::NodeConfig, String> {
         c.replica.state_for_new_peers_after = v;
     }
     if let Some(v) = rc.state_part_bytes {
-        if v == 0 {
-            return Err("state_part_bytes must be at least 1".into());
-        }
         c.replica.state_part_bytes = v;
     }
     if let Some(v) = rc.max_state_len {
-        let most = atoll::crates::store::MAX_RECORD_LEN;
-        if v == 0 || v > most {
-            return Err(format!(
-                "max_state_len must be between 1 and {most} (the largest log entry read back), not {v}"
-            ));
-        }
         c.replica.max_state_len = v;
     }
     if let Some(v) = rc.max_batch_bytes {
         c.replica.max_batch_bytes = v;
     }
     if let Some(v) = rc.max_in_flight {
-        if v == 0 {
-            return Err("max_in_flight must be at least 1".into());
-        }
         c.replica.max_in_flight = v;
     }
     Ok(c)
@@ -344,6 +409,13 @@ enum BagCmd {
     Take { name: String },
     /// Print every element: id, owner, value.
     List { name: String },
+    /// Hand element ID (as `bag list` prints it), which this store owns, to
+    /// node TO (16 hex digits): only TO can take it then.
+    Transfer {
+        name: String,
+        id: String,
+        to: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -395,10 +467,27 @@ impl Output {
     }
 }
 
+/// Sends the library's log events to stderr, filtered by `RUST_LOG`
+/// (`default` when it is unset or unreadable).
+fn init_logging(default: &str, json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second subscriber (in a test harness, say) is not an error here.
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.with_ansi(false).try_init()
+    };
+}
+
 fn run(cli: Cli) -> Result<Output, String> {
     let cli = match cli.command {
         Cmd::Init { new_cluster, join } => return init(new_cluster, join),
-        Cmd::Run { config } => {
+        Cmd::Run { config, log_format } => {
+            init_logging("info", log_format == "json");
             run_node(&config, cli.json)?;
             return Ok(Output {
                 text: vec![],
@@ -408,11 +497,13 @@ fn run(cli: Cli) -> Result<Output, String> {
         }
         _ => cli,
     };
+    // The other commands are short: only what went wrong, unless RUST_LOG asks.
+    init_logging("warn", false);
     if let Some(op) = data::op(&cli.command)? {
         let answer = match &cli.node {
             Some(url) => remote::Remote::new(url.clone(), cli.token.clone()).run_op(&op)?,
             None => {
-                let (store, _) = open_store(cli.data_dir)?;
+                let (store, _) = open_store(cli.data_dir, cli.last_of_cluster)?;
                 op.apply(&store).map_err(|e| e.to_string())?
             }
         };
@@ -430,7 +521,7 @@ fn run(cli: Cli) -> Result<Output, String> {
     }
     // What is left is `info`, on a data directory.
     debug_assert!(matches!(cli.command, Cmd::Info));
-    let (store, dir) = open_store(cli.data_dir)?;
+    let (store, dir) = open_store(cli.data_dir, cli.last_of_cluster)?;
     let e = |e: atoll::Error| e.to_string();
     let vars = store.variables().map_err(e)?;
     let mut by_kind = serde_json::Map::new();
@@ -460,9 +551,13 @@ fn run(cli: Cli) -> Result<Output, String> {
 }
 
 /// Opens the data directory the command names.
-fn open_store(dir: Option<PathBuf>) -> Result<(Store, PathBuf), String> {
+fn open_store(dir: Option<PathBuf>, last_of_cluster: bool) -> Result<(Store, PathBuf), String> {
     let dir = dir.ok_or("no data directory: pass --data-dir DIR or set ATOLL_DATA_DIR")?;
-    let store = Store::open(&dir)
+    let config = atoll::Config {
+        last_of_cluster,
+        ..atoll::Config::new(&dir)
+    };
+    let store = Store::open_with(config)
         .map_err(|e| format!("cannot open data directory {}: {e}", dir.display()))?;
     Ok((store, dir))
 }
@@ -515,7 +610,10 @@ mod tests {
         let set = config("state_part_bytes = 1000").unwrap();
         assert_eq!(set.replica.state_part_bytes, 1000);
         let err = config("state_part_bytes = 0").err().unwrap();
-        assert!(err.contains("state_part_bytes must be at least 1"), "{err}");
+        assert!(
+            err.contains("state_part_bytes = 0 is out of range: it must be from 1 to"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -526,7 +624,40 @@ mod tests {
         assert_eq!(set.replica.max_state_len, 200_000_000);
         for bad in ["0", "300000000"] {
             let err = config(&format!("max_state_len = {bad}")).err().unwrap();
-            assert!(err.contains("max_state_len must be between 1 and"), "{err}");
+            assert!(
+                err.contains(&format!("max_state_len = {bad} is out of range")),
+                "{err}"
+            );
         }
+    }
+
+    #[test]
+    fn every_number_is_range_checked_naming_the_field_and_value() {
+        for (field, bad) in [
+            ("log_retain", "0"),
+            ("checkpoint_every", "0"),
+            ("retransmit_ms", "0"),
+            ("flush_every_ms", "0"),
+            ("max_in_flight", "0"),
+            ("max_batch_bytes", "0"),
+        ] {
+            let err = config(&format!("{field} = {bad}")).err().unwrap();
+            assert!(
+                err.contains(&format!("{field} = {bad} is out of range: it must be from")),
+                "{field}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn addresses_may_be_host_names_and_a_bad_one_names_the_field_and_value() {
+        let c = config("peers = [\"localhost:7711\"]").unwrap();
+        assert_eq!(c.peers.len(), 1);
+        assert!(c.peers[0].ip().is_loopback() && c.peers[0].port() == 7711);
+        let err = config("peers = [\"nonsense\"]").err().unwrap();
+        assert!(
+            err.contains("peers = \"nonsense\" is not an address"),
+            "{err}"
+        );
     }
 }

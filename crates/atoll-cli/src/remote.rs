@@ -13,6 +13,12 @@ pub(crate) struct Remote {
 
 impl Remote {
     pub(crate) fn new(base: String, token: Option<String>) -> Self {
+        // A bare host:port means the plain HTTP API.
+        let base = if base.contains("://") {
+            base
+        } else {
+            format!("http://{base}")
+        };
         Remote {
             base: base.trim_end_matches('/').to_string(),
             token,
@@ -70,7 +76,12 @@ pub(crate) fn run(r: &Remote, cmd: Cmd) -> Result<Output, String> {
                     v["variables"], v["variables_loaded"]
                 ),
                 format!("log seq\t{}", v["last_seq"]),
-                format!("peers\t{} ({} connected)", v["peers"], v["connected"]),
+                format!(
+                    "peers\t{} ({} connected, {} addresses not answering)",
+                    v["peers"],
+                    v["connected"],
+                    v["unanswered"].as_array().map_or(0, Vec::len)
+                ),
             ];
             out(text, v)
         }
@@ -128,13 +139,17 @@ pub(crate) fn run(r: &Remote, cmd: Cmd) -> Result<Output, String> {
                 };
                 let v = r.call("GET", "/v1/peers", None)?;
                 let mut text = vec![
-                    "id\taddress\tconnected\tlast contact ms\tacked\tlag\tbytes in\tbytes out\ttransfer\tlast disconnect"
+                    "id\taddress\tconnected\tlast contact ms\tacked\tlag\tbytes in\tbytes out\ttransfer\tlast disconnect\tlag ms\tholds\tstuck"
                         .to_string(),
                 ];
                 if let Some(rows) = v["peers"].as_array() {
                     for p in rows {
+                        let stuck = match p["stuck"]["reason"].as_str() {
+                            Some(why) => format!("for {} ms: {why}", p["stuck"]["since_ms_ago"]),
+                            None => "-".into(),
+                        };
                         text.push(format!(
-                            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                             p["id"].as_str().unwrap_or(""),
                             p["addr"].as_str().unwrap_or("-"),
                             p["connected"],
@@ -145,8 +160,24 @@ pub(crate) fn run(r: &Remote, cmd: Cmd) -> Result<Output, String> {
                             p["bytes_out"],
                             transfer(&p["transfer"]),
                             p["last_disconnect"].as_str().unwrap_or("-"),
+                            p["lag_ms"],
+                            p["holds"],
+                            stuck,
                         ));
                     }
+                }
+                for a in v["unanswered"].as_array().into_iter().flatten() {
+                    let since = a["since_ms_ago"].as_u64().unwrap_or(0);
+                    text.push(match a["reason"].as_str() {
+                        Some(why) => format!(
+                            "-\t{}\tno: refused for {since} ms: {why}",
+                            a["addr"].as_str().unwrap_or("")
+                        ),
+                        None => format!(
+                            "-\t{}\tno: dialing for {since} ms, no answer",
+                            a["addr"].as_str().unwrap_or("")
+                        ),
+                    });
                 }
                 for id in v["removed"].as_array().into_iter().flatten() {
                     text.push(format!(

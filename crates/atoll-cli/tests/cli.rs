@@ -1,28 +1,10 @@
 //! The `atoll` binary against a data dir: writes persist across invocations,
 //! errors are one line on stderr with a non-zero exit.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn atoll(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_atoll"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .env_remove("ATOLL_DATA_DIR")
-        .output()
-        .expect("run atoll")
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = atoll(dir, args);
-    assert!(
-        out.status.success(),
-        "atoll {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use common::{atoll, ok, remote, remote_ok, start_node};
+use std::process::Command;
 
 #[test]
 fn a_second_invocation_sees_the_first_ones_writes() {
@@ -175,64 +157,6 @@ fn a_bad_run_config_is_one_clear_error() {
     assert!(err.contains("bad.toml"), "{err}");
 }
 
-/// A child `atoll run` that is killed if the test fails.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `atoll run` on a config; returns the process, its node id, peer address and HTTP URL.
-fn start_node(dir: &Path, name: &str) -> (Running, String, String, String) {
-    use std::io::{BufRead, BufReader};
-    std::fs::write(
-        dir.join(format!("{name}.toml")),
-        format!("data_dir = \"data-{name}\"\ncert_dir = \"certs-{name}\"\nlisten = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n"),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_atoll"))
-        .args(["run", "--config"])
-        .arg(dir.join(format!("{name}.toml")))
-        .env_remove("ATOLL_NODE")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let first = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
-    // "atoll node ID listening on ADDR (http URL, data DIR)"
-    let words: Vec<&str> = first.split_whitespace().collect();
-    assert_eq!(&words[..2], ["atoll", "node"], "{first}");
-    let id = words[2].to_string();
-    let addr = words[5].to_string();
-    let url = words[7].trim_end_matches(',').to_string();
-    (Running(child), id, addr, url)
-}
-
-fn remote(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_atoll"))
-        .args(["--node", url])
-        .args(args)
-        .env_remove("ATOLL_DATA_DIR")
-        .output()
-        .unwrap()
-}
-
-fn remote_ok(url: &str, args: &[&str]) -> String {
-    let out = remote(url, args);
-    assert!(
-        out.status.success(),
-        "atoll --node {url} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[test]
 fn two_run_processes_joined_by_peer_add_converge_through_the_cli() {
     let d = tempfile::tempdir().unwrap();
@@ -303,10 +227,13 @@ fn two_run_processes_joined_by_peer_add_converge_through_the_cli() {
                 .lines()
                 .next()
                 .unwrap()
-                .ends_with("\ttransfer\tlast disconnect")
+                .ends_with("\ttransfer\tlast disconnect\tlag ms\tholds\tstuck")
     );
     let status = remote_ok(&url2, &["status"]);
-    assert!(status.contains("peers\t1 (1 connected)"), "{status}");
+    assert!(
+        status.contains("peers\t1 (1 connected, 0 addresses not answering)"),
+        "{status}"
+    );
     assert!(status.contains(" in memory)"), "{status}");
     assert!(remote_ok(&url1, &["ls"]).contains("hits\tcounter"));
     // Errors through the API are one clear line too.

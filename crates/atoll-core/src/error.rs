@@ -27,6 +27,12 @@ pub enum Error {
         /// What is refused, and what to use instead.
         what: &'static str,
     },
+    /// A request's argument is malformed (an element id, a node id).
+    #[error("{what}")]
+    InvalidInput {
+        /// What is wrong, and what to send.
+        what: String,
+    },
     /// The variable exists with another type.
     #[error("variable {name:?} is a {found}, not a {expected}")]
     TypeMismatch {
@@ -89,10 +95,12 @@ pub enum Error {
     Node(String),
     /// A bag take or transfer was refused because this node has opened since
     /// every peer last brought it up to date (see `Replica::fenced`).
-    #[error("bag {name:?}: takes and transfers wait until every peer has brought this node up to date since it started (so that an element taken before a restore is never taken again); retry once its peers are reachable")]
+    #[error("bag {name:?}: takes and transfers wait until every peer has brought this node up to date since it opened (so that an element taken before a restore is never taken again); waiting for {waiting}")]
     Fenced {
         /// The bag.
         name: String,
+        /// Whom the fence waits for, and what to do.
+        waiting: String,
     },
     /// An earlier flush failed; reopen the store.
     #[error("the store stopped accepting writes after a storage failure: {0}; reopen it")]

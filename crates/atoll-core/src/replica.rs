@@ -715,6 +715,19 @@ impl<B: Backend> Replica<B> {
             && (self.peers.len() < self.expected_peers || !self.peers.values().all(|p| p.caught_up))
     }
 
+    /// The peers the fence waits for: those known and not yet caught up,
+    /// and how many more it expects to hear from (see
+    /// [`Replica::expect_peers`]).
+    pub fn fence_waits(&self) -> (Vec<ReplicaId>, usize) {
+        let behind = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.caught_up)
+            .map(|(id, _)| *id)
+            .collect();
+        (behind, self.expected_peers.saturating_sub(self.peers.len()))
+    }
+
     fn update_fence(&mut self) {
         if !self.unfenced && !self.fenced() {
             self.unfenced = true;

@@ -112,7 +112,14 @@ struct Shared {
     events: mpsc::Sender<NetEvent>,
     /// Node ids removed from the cluster: refused in the handshake.
     denied: Mutex<BTreeSet<u64>>,
+    /// The refusal last logged at warn for each address, and when: the same
+    /// refusal again is logged at debug for [`REFUSAL_LOG_EVERY`].
+    refusal_log: Mutex<BTreeMap<SocketAddr, (String, std::time::Instant)>>,
 }
+
+/// How long the same refusal from one address goes unrepeated at warn: a
+/// dialer retries a dead or refusing peer every few seconds.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// A node's transport. Dropping it closes the endpoint.
 pub struct Transport {
@@ -186,6 +193,7 @@ impl Transport {
             conns: Mutex::new(BTreeMap::new()),
             events,
             denied: Mutex::new(BTreeSet::new()),
+            refusal_log: Mutex::new(BTreeMap::new()),
         });
         let accept = tokio::spawn(accept_loop(endpoint.clone(), shared.clone()));
         Ok((
@@ -335,7 +343,28 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
 }
 
 async fn report_refused(shared: &Shared, addr: SocketAddr, reason: String) {
-    tracing::warn!(%addr, %reason, "connection refused");
+    let fresh = {
+        let mut log = shared.refusal_log.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        let fresh = log.get(&addr).is_none_or(|(last, at)| {
+            *last != reason || now.duration_since(*at) >= REFUSAL_LOG_EVERY
+        });
+        if fresh {
+            // Bounded: an address flood keeps the newest few hundred.
+            if log.len() >= 512 {
+                log.pop_first();
+            }
+            log.insert(addr, (reason.clone(), now));
+        }
+        fresh
+    };
+    // Two nodes dialing each other at once keep one connection; the other
+    // closing is routine.
+    if fresh && !reason.contains("duplicate connection") {
+        tracing::warn!(%addr, %reason, "connection refused");
+    } else {
+        tracing::debug!(%addr, %reason, "connection refused");
+    }
     let _ = shared.events.send(NetEvent::Refused { addr, reason }).await;
 }
 

@@ -262,6 +262,12 @@ impl<B: Backend> Storage<B> {
             .transpose()
     }
 
+    /// Whether this store ever recorded holding any peer's log: it merged
+    /// from a peer, so it belongs to a cluster.
+    pub fn has_peer_holds(&self) -> Result<bool> {
+        Ok(!self.backend.range(&[HOLDS], &[HOLDS + 1], 1, 1)?.is_empty())
+    }
+
     /// Records what this store holds of peer `node`'s log. Written after the
     /// entries it covers, so that a crash never keeps it without them. Does
     /// not flush.

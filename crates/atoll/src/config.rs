@@ -46,6 +46,14 @@ pub struct Config {
     /// up after a split or restart is sent a few large deltas instead of one
     /// per operation. 0 turns it off. Default: 65 536.
     pub coalesce_bytes: usize,
+    /// This store is the last node of its cluster: the others are gone for
+    /// good. A store that belongs to a cluster (it knows peers, or merged
+    /// from one) otherwise refuses bag takes and transfers when opened
+    /// without a node (the CLI on a data directory), since only its peers
+    /// can tell it which elements were taken after a backup it may have been
+    /// restored from. Set it only when no other copy of this data will
+    /// ever take from its bags. Default: false.
+    pub last_of_cluster: bool,
 }
 
 impl Config {
@@ -69,6 +77,7 @@ impl Config {
             checkpoint_every: 4096,
             log_retain: 100_000,
             coalesce_bytes: 64 << 10,
+            last_of_cluster: false,
         }
     }
 

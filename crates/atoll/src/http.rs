@@ -88,6 +88,7 @@ pub(crate) fn router(api: Api) -> Router {
         .route("/v1/set/{name}", get(set_get).post(set_change))
         .route("/v1/bag/{name}", get(bag_get).post(bag_insert))
         .route("/v1/bag/{name}/take", post(bag_take))
+        .route("/v1/bag/{name}/transfer", post(bag_transfer))
         .route("/v1/map/{name}", get(map_keys))
         .route(
             "/v1/map/{name}/{key}",
@@ -187,7 +188,24 @@ async fn status(State(api): State<Api>, h: HeaderMap) -> ApiResult {
         "peers": s.peers.len(),
         "connected": connected,
         "refusals": s.refusals.iter().map(|(a, r)| json!({"addr": a.to_string(), "reason": r})).collect::<Vec<_>>(),
+        "unanswered": unanswered(&s),
     })))
+}
+
+/// The dialed addresses no connected peer answers from, as JSON rows.
+fn unanswered(s: &crate::NodeStatus) -> Vec<Value> {
+    let now = crate::store::now_ms();
+    s.unanswered
+        .iter()
+        .map(|(addr, why, since)| {
+            json!({
+                "addr": addr.to_string(),
+                "state": if why.is_some() { "refused" } else { "dialing" },
+                "reason": why,
+                "since_ms_ago": now.saturating_sub(*since),
+            })
+        })
+        .collect()
 }
 
 async fn peers(State(api): State<Api>, h: HeaderMap) -> ApiResult {
@@ -204,6 +222,12 @@ async fn peers(State(api): State<Api>, h: HeaderMap) -> ApiResult {
                 "last_contact_ms_ago": p.last_contact.map(|t| crate::store::now_ms().saturating_sub(t)),
                 "acked": p.acked,
                 "lag": p.lag,
+                "lag_ms": p.lag_ms,
+                "holds": p.holds,
+                "stuck": p.stuck.as_ref().map(|st| json!({
+                    "since_ms_ago": crate::store::now_ms().saturating_sub(st.since),
+                    "reason": st.reason,
+                })),
                 "bytes_in": p.stats.bytes_received,
                 "bytes_out": p.stats.bytes_sent,
                 "messages_in": p.stats.messages_received,
@@ -241,7 +265,9 @@ async fn peers(State(api): State<Api>, h: HeaderMap) -> ApiResult {
         .iter()
         .map(|id| id.to_string())
         .collect();
-    Ok(Json(json!({ "peers": rows, "removed": removed })))
+    Ok(Json(
+        json!({ "peers": rows, "unanswered": unanswered(&s), "removed": removed }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -411,6 +437,22 @@ async fn bag_take(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>
     run(&api, &h, Op::BagTake { name })
 }
 
+#[derive(Deserialize)]
+struct BagTransfer {
+    id: String,
+    to: String,
+}
+
+async fn bag_transfer(
+    State(api): State<Api>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(b): Json<BagTransfer>,
+) -> ApiResult {
+    let (id, to) = (b.id, b.to);
+    run(&api, &h, Op::BagTransfer { name, id, to })
+}
+
 async fn map_keys(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
     run(&api, &h, Op::MapKeys { name })
 }
@@ -522,6 +564,33 @@ async fn metrics(State(api): State<Api>, h: HeaderMap) -> Result<String, ApiErro
         "Delta-log entries the peer has not acknowledged.",
         "gauge",
         per(&|p| p.lag),
+    );
+    line(
+        "atoll_peer_lag_ms",
+        "Age of the oldest delta-log entry the peer has not acknowledged (0: none).",
+        "gauge",
+        per(&|p| p.lag_ms.unwrap_or(0)),
+    );
+    line(
+        "atoll_peer_holds",
+        "Inbound progress: how far of the peer's delta log this node holds.",
+        "gauge",
+        per(&|p| p.holds.unwrap_or(0)),
+    );
+    line(
+        "atoll_peer_stuck",
+        "1 while the peer's deltas are refused here (see peer list for why).",
+        "gauge",
+        per(&|p| u64::from(p.stuck.is_some())),
+    );
+    line(
+        "atoll_peer_address_unanswered",
+        "1 for each configured or learned peer address no connected peer answers from.",
+        "gauge",
+        s.unanswered
+            .iter()
+            .map(|(a, _, _)| (format!("{{addr=\"{a}\"}}"), 1))
+            .collect(),
     );
     line(
         "atoll_peer_bytes_sent_total",

@@ -89,6 +89,11 @@ pub struct NodeStatus {
     /// transfer sends a variable unchanged since the last checkpoint
     /// without loading it).
     pub variables_loaded: usize,
+    /// The configured or learned peer addresses this node dials that no
+    /// connected peer answers from: each with its last refusal (`None`:
+    /// still dialing, never refused) and since when (ms since the Unix
+    /// epoch) it has been in that state.
+    pub unanswered: Vec<(SocketAddr, Option<String>, u64)>,
 }
 
 #[derive(Default)]
@@ -103,6 +108,9 @@ struct Shared {
     /// Peers ever connected, to count reconnects.
     seen: BTreeSet<ReplicaId>,
     reconnects: u64,
+    /// Each dialed address not connected: its last refusal (`None`: none
+    /// yet) and since when it has been so.
+    dialing: BTreeMap<SocketAddr, (Option<String>, u64)>,
 }
 
 /// The replicated set of peer addresses every node keeps connections to.
@@ -153,6 +161,8 @@ impl Control {
             let mut r = store.replica();
             (r.peers(), r.keyspace().loaded())
         };
+        let peers_connected: BTreeSet<ReplicaId> =
+            peers.iter().filter(|p| p.connected).map(|p| p.id).collect();
         // Not under the replica's lock: the driver takes it, then this one.
         let shared = self.shared();
         NodeStatus {
@@ -169,6 +179,29 @@ impl Control {
             refusals: shared.refusals.clone(),
             disconnects: shared.disconnects.clone(),
             variables_loaded,
+            unanswered: {
+                let dialed: Vec<SocketAddr> = self
+                    .dialers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .keys()
+                    .copied()
+                    .collect();
+                let connected: BTreeSet<SocketAddr> = shared
+                    .addrs
+                    .iter()
+                    .filter(|(id, _)| peers_connected.contains(id))
+                    .map(|(_, a)| *a)
+                    .collect();
+                dialed
+                    .into_iter()
+                    .filter(|a| !connected.contains(a))
+                    .map(|a| {
+                        let (why, since) = shared.dialing.get(&a).cloned().unwrap_or((None, 0));
+                        (a, why, since)
+                    })
+                    .collect()
+            },
         }
     }
 
@@ -191,6 +224,7 @@ impl Control {
         if let std::collections::btree_map::Entry::Vacant(slot) = dialers.entry(addr) {
             let _guard = self.runtime.enter();
             slot.insert(self.transport.dial(addr));
+            self.shared().dialing.insert(addr, (None, now_ms()));
         }
     }
 
@@ -422,6 +456,7 @@ impl Node {
         fence_addrs.extend(config.peers.iter().map(|a| a.to_string()));
         fence_addrs.remove(&listen.to_string());
         store.replica().expect_peers(fence_addrs.len());
+        store.set_running();
         let control = Arc::new(Control {
             transport: Arc::new(transport),
             shared: Mutex::new(Shared::default()),
@@ -828,6 +863,9 @@ fn on_net_event(store: &Store, transport: &Transport, shared: &Mutex<Shared>, ev
             {
                 let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
                 s.addrs.insert(id, addr);
+                if let Some(state) = s.dialing.get_mut(&addr) {
+                    *state = (None, now);
+                }
                 // A new connection: whatever was being closed here is over.
                 s.closing_here.remove(&id);
                 if !s.seen.insert(id) {
@@ -843,6 +881,11 @@ fn on_net_event(store: &Store, transport: &Transport, shared: &Mutex<Shared>, ev
             store.replica().set_connected(ReplicaId(peer), None, now);
             tracing::info!("peer {peer:016x} disconnected: {reason}");
             let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(addr) = s.addrs.get(&ReplicaId(peer)).copied() {
+                if let Some(state) = s.dialing.get_mut(&addr) {
+                    *state = (None, now);
+                }
+            }
             // A connection closed here for a reason ends as "closed
             // locally": keep the reason, recorded when it was closed.
             let ours = s.closing_here.remove(&ReplicaId(peer));
@@ -852,7 +895,18 @@ fn on_net_event(store: &Store, transport: &Transport, shared: &Mutex<Shared>, ev
             }
         }
         Inbound::Refused { addr, reason } => {
+            // Two nodes dialing each other at once keep one connection:
+            // the other one's closing is no refusal.
+            if reason.contains("duplicate connection") {
+                return;
+            }
             let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((why, since)) = s.dialing.get_mut(&addr) {
+                if why.as_deref() != Some(reason.as_str()) {
+                    *why = Some(bounded_reason(&reason));
+                    *since = now;
+                }
+            }
             s.refusals.push((addr, reason));
             if s.refusals.len() > MAX_REFUSALS {
                 s.refusals.remove(0);

@@ -62,6 +62,16 @@ pub enum Op {
         /// The bag.
         name: String,
     },
+    /// Hands element `id` (`REPLICA.COUNTER`, as listed), which this node
+    /// owns, to node `to` (16 hex digits).
+    BagTransfer {
+        /// The bag.
+        name: String,
+        /// The element.
+        id: String,
+        /// The new owner.
+        to: String,
+    },
     /// A bag's elements: id, owner, value.
     BagList {
         /// The bag.
@@ -140,6 +150,31 @@ fn map_entry(store: &Store, name: &str, key: &str) -> Result<Value> {
     Ok(json!({"name": name, "key": key, "counter": counter, "register": register, "set": set}))
 }
 
+/// A bag element id as listed: `REPLICA.COUNTER` (16 hex digits, a dot, a number).
+fn parse_element(id: &str) -> Result<atoll_crdt::Dot> {
+    let bad = || crate::Error::InvalidInput {
+        what: format!(
+            "{id:?} is not a bag element id like 00000000075bcd15.3 (as `bag list` prints them)"
+        ),
+    };
+    let (replica, counter) = id.split_once('.').ok_or_else(bad)?;
+    let replica = u64::from_str_radix(replica, 16).map_err(|_| bad())?;
+    let counter = counter.parse::<u64>().map_err(|_| bad())?;
+    Ok(atoll_crdt::Dot {
+        replica: crate::ReplicaId(replica),
+        counter,
+    })
+}
+
+/// A node id: 16 hex digits.
+fn parse_node(id: &str) -> Result<crate::ReplicaId> {
+    u64::from_str_radix(id, 16)
+        .map(crate::ReplicaId)
+        .map_err(|_| crate::Error::InvalidInput {
+            what: format!("{id:?} is not a node id (16 hex digits, as `peer list` prints them)"),
+        })
+}
+
 impl Op {
     /// Runs the operation on `store`; the answer is the HTTP API's JSON body.
     pub fn apply(&self, store: &Store) -> Result<Value> {
@@ -180,6 +215,12 @@ impl Op {
             }
             Op::BagTake { name } => {
                 json!({"name": name, "taken": store.bag::<String>(name)?.take()?})
+            }
+            Op::BagTransfer { name, id, to } => {
+                let element = parse_element(id)?;
+                let owner = parse_node(to)?;
+                store.bag::<String>(name)?.transfer(element, owner)?;
+                json!({"name": name, "id": id, "to": owner.to_string()})
             }
             Op::BagList { name } => {
                 let els: Vec<Value> = store
@@ -258,6 +299,11 @@ impl Op {
             ),
             Op::BagTake { name } => ("POST", format!("/v1/bag/{}/take", seg(name)), None),
             Op::BagList { name } => ("GET", format!("/v1/bag/{}", seg(name)), None),
+            Op::BagTransfer { name, id, to } => (
+                "POST",
+                format!("/v1/bag/{}/transfer", seg(name)),
+                Some(json!({"id": id, "to": to})),
+            ),
             Op::MapChange {
                 name,
                 key,

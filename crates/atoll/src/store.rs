@@ -33,6 +33,8 @@ struct Inner {
     /// Local writes and merged deltas, for metrics.
     local_ops: std::sync::atomic::AtomicU64,
     merged: std::sync::atomic::AtomicU64,
+    /// No node runs on the store (see [`Store::set_running`]).
+    standalone: std::sync::atomic::AtomicBool,
     /// Type conflicts resolved here, for metrics.
     conflicts: std::sync::atomic::AtomicU64,
 }
@@ -93,11 +95,20 @@ impl Store {
             now_ms(),
         )?;
         let (feed, _) = broadcast::channel(config.change_feed_capacity.max(1));
+        let (id, incarnation) = (keyspace.replica_id(), keyspace.incarnation());
+        let mut replica = Replica::new(keyspace, ReplicaConfig::default());
+        // A store of a cluster opened without a node is fenced until a node
+        // runs on it and its peers bring it up to date.
+        let clustered = Self::in_cluster(&mut replica)?;
+        if clustered && !config.last_of_cluster {
+            replica.expect_peers(1);
+        }
         Ok(Store {
             inner: Arc::new(Inner {
-                id: keyspace.replica_id(),
-                incarnation: keyspace.incarnation(),
-                replica: Mutex::new(Replica::new(keyspace, ReplicaConfig::default())),
+                id,
+                incarnation,
+                replica: Mutex::new(replica),
+                standalone: std::sync::atomic::AtomicBool::new(true),
                 config,
                 feed,
                 wake: tokio::sync::Notify::new(),
@@ -107,6 +118,67 @@ impl Store {
                 conflicts: Default::default(),
             }),
         })
+    }
+
+    /// Whether the store belongs to a cluster: it knows peers' addresses,
+    /// or has merged from a peer.
+    fn in_cluster(r: &mut Replica<Box<dyn Backend>>) -> Result<bool> {
+        let ks = r.keyspace();
+        if ks.storage().has_peer_holds()? {
+            return Ok(true);
+        }
+        ks.read(crate::node::PEERS_VAR, Kind::Set, |s| {
+            Ok(matches!(s, Some(State::Set(set)) if !set.is_empty()))
+        })
+        .or_else(|e| match e {
+            // Not a set: not ours.
+            crate::Error::TypeMismatch { .. } => Ok(false),
+            e => Err(e),
+        })
+    }
+
+    /// A node runs on this store from now on (its fence waits for the
+    /// node's peers).
+    pub(crate) fn set_running(&self) {
+        self.inner
+            .standalone
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whom a fenced bag operation waits for, said for the error.
+    fn fence_waiting(&self, r: &Replica<Box<dyn Backend>>) -> String {
+        if self
+            .inner
+            .standalone
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return "its peers: this store belongs to a cluster and was opened without a node; \
+                    run it as a node (atoll run) so that its peers bring it up to date, or, if it \
+                    is the last node of its cluster, open it with --last-of-cluster \
+                    (Config::last_of_cluster)"
+                .to_string();
+        }
+        let (behind, unheard) = r.fence_waits();
+        let mut parts = Vec::new();
+        if !behind.is_empty() {
+            let ids: Vec<String> = behind.iter().map(|id| id.to_string()).collect();
+            parts.push(format!(
+                "peers {} (connected or known, not yet caught up)",
+                ids.join(", ")
+            ));
+        }
+        if unheard > 0 {
+            parts.push(format!(
+                "{unheard} configured peer(s) not yet heard from (see `atoll peer list`)"
+            ));
+        }
+        if parts.is_empty() {
+            parts.push("its peers".to_string());
+        }
+        format!(
+            "{}; retry once they are reachable, or remove a peer that is gone for good (atoll peer remove)",
+            parts.join(" and ")
+        )
     }
 
     /// This store's node id: stable across openings; it owns the bag elements
@@ -216,6 +288,7 @@ impl Store {
             if owner_only && r.fenced() {
                 return Err(crate::Error::Fenced {
                     name: name.to_string(),
+                    waiting: self.fence_waiting(&r),
                 });
             }
             let (out, applied) = r.keyspace().update(name, kind, now, op)?;

@@ -1,0 +1,429 @@
+//! What a new user hits from the outside, on real `atoll run` processes:
+//! a type conflict across a split, counters past 64 bits, the offline bag
+//! fence, the reserved system prefix, the HTTP error contract, one request
+//! as one operation, and what an operator can see.
+
+mod common;
+
+use common::{atoll, init_cluster, remote, remote_ok, start, wait_until};
+use serde_json::{json, Value};
+
+/// An HTTP call: status, content type and JSON body (`Null` if none).
+fn http(
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+    content_type: Option<&str>,
+) -> (u16, String, Value) {
+    let mut req = ureq::request(method, url).timeout(std::time::Duration::from_secs(60));
+    if let Some(ct) = content_type {
+        req = req.set("Content-Type", ct);
+    }
+    let res = match body {
+        Some(b) => req.send_string(b),
+        None => req.call(),
+    };
+    let r = match res {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = r.status();
+    let ct = r.content_type().to_string();
+    let text = r.into_string().unwrap_or_default();
+    (
+        status,
+        ct,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    )
+}
+
+fn get(url: &str) -> Value {
+    let (status, _, v) = http("GET", url, None, None);
+    assert_eq!(status, 200, "GET {url}: {v}");
+    v
+}
+
+fn post(url: &str, body: Value) -> (u16, Value) {
+    let (status, _, v) = http(
+        "POST",
+        url,
+        Some(&body.to_string()),
+        Some("application/json"),
+    );
+    (status, v)
+}
+
+fn last_seq(url: &str) -> u64 {
+    get(&format!("{url}/v1/status"))["last_seq"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn a_name_created_as_two_types_apart_is_a_reported_conflict_and_replication_flows_on() {
+    let d = tempfile::tempdir().unwrap();
+    init_cluster(d.path(), &["one", "two"]);
+    let one = start(d.path(), "one", "");
+    let two = start(d.path(), "two", "");
+    remote_ok(&one.url, &["counter", "incr", "x", "5"]);
+    remote_ok(&two.url, &["set", "add", "x", "hello"]);
+    // Written after the conflicting entry: it must all arrive.
+    for _ in 0..21 {
+        remote_ok(&one.url, &["counter", "incr", "after", "1"]);
+    }
+    remote_ok(&one.url, &["peer", "add", &two.addr]);
+    for url in [&one.url, &two.url] {
+        wait_until("the conflict resolves alike and the rest arrives", || {
+            remote_ok(url, &["counter", "get", "x"]) == "5\n"
+                && remote_ok(url, &["counter", "get", "after"]) == "21\n"
+                && remote_ok(url, &["set", "list", "_atoll.conflict/set/x"]) == "hello\n"
+        });
+        assert_eq!(
+            remote_ok(url, &["conflicts"]),
+            "x\tkept counter\tset moved to _atoll.conflict/set/x\n"
+        );
+        wait_until("every interval is acknowledged", || {
+            let peers = get(&format!("{url}/v1/peers"));
+            peers["peers"][0]["lag"] == 0 && peers["peers"][0]["stuck"].is_null()
+        });
+        let metrics = ureq::get(&format!("{url}/metrics"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap();
+        assert!(metrics.contains("atoll_conflicts_total 1\n"), "{metrics}");
+    }
+    // The conflict copy is read-only; the set's writer now gets a clear error.
+    let refused = remote(&two.url, &["set", "add", "_atoll.conflict/set/x", "more"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let refused = remote(&two.url, &["set", "add", "x", "again"]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("is a counter, not a set"));
+    // Logged once, on each node, at warn.
+    for node in [&one, &two] {
+        assert_eq!(
+            node.log().matches("type conflict").count(),
+            1,
+            "{}",
+            node.log()
+        );
+    }
+    one.process.stop();
+    two.process.stop();
+}
+
+#[test]
+fn a_counter_past_the_64_bit_range_is_read_everywhere() {
+    let d = tempfile::tempdir().unwrap();
+    init_cluster(d.path(), &["one"]);
+    let one = start(d.path(), "one", "");
+    let url = format!("{}/v1/counter/neg", one.url);
+    assert_eq!(post(&url, json!({"by": i64::MIN})).0, 200);
+    let (status, v) = post(&url, json!({"by": -1}));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["value"], "-9223372036854775809");
+    assert_eq!(get(&url)["value"], "-9223372036854775809");
+    assert_eq!(
+        remote_ok(&one.url, &["counter", "get", "neg"]),
+        "-9223372036854775809\n"
+    );
+    // Within 64 bits it is a number; a map's counter field the same way.
+    let (_, v) = post(
+        &format!("{}/v1/counter/pos", one.url),
+        json!({"by": i64::MAX}),
+    );
+    assert_eq!(v["value"], json!(i64::MAX));
+    let (_, v) = post(
+        &format!("{}/v1/counter/pos", one.url),
+        json!({"by": i64::MAX}),
+    );
+    assert_eq!(v["value"], json!(u64::MAX - 1));
+    // One replica's total cannot pass u64::MAX (refused, nothing changes)...
+    let (status, v) = post(&format!("{}/v1/counter/pos", one.url), json!({"by": 2}));
+    assert_eq!(status, 400, "{v}");
+    let m = format!("{}/v1/map/m/k", one.url);
+    post(&m, json!({"incr": i64::MIN}));
+    let (status, v) = post(&m, json!({"incr": -1}));
+    assert_eq!(
+        (status, &v["counter"]),
+        (200, &json!("-9223372036854775809"))
+    );
+    one.process.stop();
+    // And offline, on the data directory.
+    let out = atoll(&d.path().join("data-one"), &["counter", "get", "neg"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "-9223372036854775809\n"
+    );
+    // ...but replicas' totals sum past it: each opening is a replica of its own.
+    let data = d.path().join("data-one");
+    assert_eq!(
+        common::ok(&data, &["counter", "incr", "pos", "2"]),
+        "18446744073709551616\n"
+    );
+    let out = common::ok(&data, &["--json", "counter", "get", "pos"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["value"], "18446744073709551616");
+}
+
+#[test]
+fn a_store_of_a_cluster_opened_offline_does_not_take_from_bags() {
+    let d = tempfile::tempdir().unwrap();
+    init_cluster(d.path(), &["one", "two"]);
+    let one = start(d.path(), "one", "");
+    let two = start(d.path(), "two", "");
+    remote_ok(&one.url, &["peer", "add", &two.addr]);
+    remote_ok(&one.url, &["bag", "insert", "jobs", "j1"]);
+    wait_until("the job reaches two", || {
+        remote_ok(&two.url, &["bag", "list", "jobs"])
+            .lines()
+            .count()
+            == 1
+    });
+    one.process.stop();
+    two.process.stop();
+    let data = d.path().join("data-one");
+    let out = atoll(&data, &["bag", "take", "jobs"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("opened without a node"), "{err}");
+    assert!(err.contains("--last-of-cluster"), "{err}");
+    // Transfers too.
+    let listed = common::ok(&data, &["bag", "list", "jobs"]);
+    let id = listed.split('\t').next().unwrap().to_string();
+    let out = atoll(&data, &["bag", "transfer", "jobs", &id, &two.id]);
+    assert_eq!(out.status.code(), Some(1));
+    // Other types are not fenced.
+    common::ok(&data, &["counter", "incr", "hits"]);
+    // The documented override, for the last node of a cluster.
+    assert_eq!(
+        common::ok(&data, &["--last-of-cluster", "bag", "take", "jobs"]),
+        "j1\n"
+    );
+    // A store that never joined a cluster is not fenced.
+    let lone = d.path().join("lone");
+    common::ok(&lone, &["bag", "insert", "b", "v"]);
+    assert_eq!(common::ok(&lone, &["bag", "take", "b"]), "v\n");
+}
+
+#[test]
+fn system_variables_are_not_writable_through_the_data_api() {
+    let d = tempfile::tempdir().unwrap();
+    init_cluster(d.path(), &["one"]);
+    let one = start(d.path(), "one", "");
+    let before = last_seq(&one.url);
+    for (path, body) in [
+        (
+            "/v1/set/_atoll.removed",
+            json!({"add": ["00000000000000ff"]}),
+        ),
+        ("/v1/set/_atoll.peers", json!({"add": ["127.0.0.1:9"]})),
+        ("/v1/counter/_atoll.x", json!({"by": 1})),
+    ] {
+        let (status, v) = post(&format!("{}{path}", one.url), body);
+        assert_eq!(status, 403, "{path}: {v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("reserved for the system"),
+            "{v}"
+        );
+    }
+    let (status, _, v) = http(
+        "GET",
+        &format!("{}/v1/set/_atoll.peers", one.url),
+        None,
+        None,
+    );
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(last_seq(&one.url), before, "nothing was written");
+    let out = remote(&one.url, &["set", "add", "_atoll.peers", "127.0.0.1:9"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reserved"));
+    one.process.stop();
+    let out = atoll(
+        &d.path().join("data-one"),
+        &["set", "add", "_atoll.removed", "x"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reserved"));
+}
+
+#[test]
+fn every_error_answer_is_json_with_a_message() {
+    let d = tempfile::tempdir().unwrap();
+    init_cluster(d.path(), &["one"]);
+    let one = start(d.path(), "one", "");
+    let u = |p: &str| format!("{}{p}", one.url);
+    let json_ct = Some("application/json");
+    let long = format!("/v1/counter/{}", "a".repeat(20_000));
+    let huge = format!("{{\"add\": [\"{}\"]}}", "a".repeat(17 << 20));
+    // Method, URL, body, content type, the status, and what the message says.
+    type Case<'a> = (
+        &'a str,
+        String,
+        Option<&'a str>,
+        Option<&'a str>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        ("GET", u("/v1/nope"), None, None, 404, "no such route"),
+        (
+            "DELETE",
+            u("/v1/counter/x"),
+            None,
+            None,
+            405,
+            "is not allowed",
+        ),
+        (
+            "POST",
+            u("/v1/counter/x"),
+            Some("{\"by\": 1}"),
+            None,
+            415,
+            "Content-Type: application/json",
+        ),
+        (
+            "POST",
+            u("/v1/counter/x"),
+            Some("{\"byy\": 1}"),
+            json_ct,
+            422,
+            "missing field `by`",
+        ),
+        (
+            "POST",
+            u("/v1/counter/x"),
+            Some("{\"by\": "),
+            json_ct,
+            400,
+            "",
+        ),
+        (
+            "POST",
+            u("/v1/set/s"),
+            Some(huge.as_str()),
+            json_ct,
+            413,
+            "over the limit",
+        ),
+        ("GET", u(&long), None, None, 414, "over the limit"),
+        (
+            "GET",
+            u("/v1/counter/bad%20name"),
+            None,
+            None,
+            400,
+            "invalid variable name",
+        ),
+        ("GET", u("/v1/counter/missing"), None, None, 200, ""),
+    ];
+    for (method, url, body, ct, want, says) in cases {
+        let (status, content_type, v) = http(method, &url, body, ct);
+        assert_eq!(status, want, "{method} {}: {v}", &url[..url.len().min(80)]);
+        if want >= 400 {
+            assert_eq!(content_type, "application/json", "{method} {want}");
+            let msg = v["error"].as_str().unwrap_or("");
+            assert!(!msg.is_empty() && msg.contains(says), "{want}: {v}");
+        }
+    }
+    one.process.stop();
+}
+
+#[test]
+fn one_request_is_one_operation_all_or_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    init_cluster(d.path(), &["one"]);
+    let one = start(d.path(), "one", "");
+    let members: Vec<String> = (0..50_000).map(|i| format!("m{i}")).collect();
+    let before = last_seq(&one.url);
+    let (status, v) = post(&format!("{}/v1/set/big", one.url), json!({"add": members}));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        last_seq(&one.url),
+        before + 1,
+        "one log entry for the request"
+    );
+    let list = get(&format!("{}/v1/set/big", one.url));
+    assert_eq!(list["members"].as_array().unwrap().len(), 50_000);
+    // Bag inserts and a map request of several fields: one entry each.
+    let values: Vec<String> = (0..1000).map(|i| format!("v{i}")).collect();
+    let (status, v) = post(&format!("{}/v1/bag/b", one.url), json!({"insert": values}));
+    assert_eq!((status, v["ids"].as_array().unwrap().len()), (200, 1000));
+    assert_eq!(last_seq(&one.url), before + 2);
+    let (status, v) = post(
+        &format!("{}/v1/map/m/k", one.url),
+        json!({"incr": 3, "set": "s", "add": "a"}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (&v["counter"], &v["register"], &v["set"]),
+        (&json!(3), &json!("s"), &json!(["a"]))
+    );
+    assert_eq!(last_seq(&one.url), before + 3);
+    // A request one value of which is refused changes nothing.
+    let too_big = "x".repeat((1 << 20) + 10);
+    let (status, v) = post(
+        &format!("{}/v1/set/partial", one.url),
+        json!({"add": ["fine", too_big]}),
+    );
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(last_seq(&one.url), before + 3);
+    assert_eq!(
+        get(&format!("{}/v1/set/partial", one.url))["members"],
+        json!([])
+    );
+    one.process.stop();
+}
+
+#[test]
+fn an_operator_sees_every_peer_its_state_and_why_takes_wait() {
+    let d = tempfile::tempdir().unwrap();
+    init_cluster(d.path(), &["one"]);
+    // A configured peer that never answers: a UDP port nothing listens on.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    drop(silent);
+    let one = start(d.path(), "one", &format!("peers = [\"{silent_addr}\"]"));
+    let list = remote_ok(&one.url, &["peer", "list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(&format!("-\t{silent_addr}\tno: "))),
+        "{list}"
+    );
+    let status = remote_ok(&one.url, &["status"]);
+    assert!(status.contains("1 addresses not answering"), "{status}");
+    let metrics = ureq::get(&format!("{}/metrics", one.url))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "atoll_peer_address_unanswered{{addr=\"{silent_addr}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    remote_ok(&one.url, &["bag", "insert", "jobs", "j"]);
+    let out = remote(&one.url, &["bag", "take", "jobs"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("1 configured peer(s) not yet heard from"),
+        "{err}"
+    );
+    // The node logs (to stderr) at info by default.
+    assert!(one.log().contains("node started"), "{}", one.log());
+    // A bare host:port for --node works.
+    let bare = one.url.trim_start_matches("http://");
+    assert!(remote_ok(bare, &["status"]).contains("node\t"));
+    one.process.stop();
+}
