@@ -722,8 +722,10 @@ impl<B: Backend> Keyspace<B> {
         // Operations refuse before they mutate, so a failed `op` leaves the state as it was.
         let outcome = op(&mut var.state, &ctx);
         let (delta, out) = match outcome {
-            Ok((Some(delta), out)) => (delta, out),
-            Ok((None, out)) => {
+            Ok((Some(delta), out)) if !delta.is_bottom() => (delta, out),
+            // A bottom delta changes nothing: nothing is written, and the
+            // variable is not created here alone.
+            Ok((_, out)) => {
                 if created {
                     self.vars.remove(name);
                 }

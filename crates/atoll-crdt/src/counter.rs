@@ -43,6 +43,11 @@ impl GCounter {
     ///
     /// Fails, changing nothing, if the replica's total would pass `u64::MAX`.
     pub fn incr(&mut self, replica: ReplicaId, n: u64) -> Result<GCounter, CrdtError> {
+        // Adding nothing changes nothing: no total of 0 is recorded, which a
+        // peer (whose total for the replica is already 0) would never see.
+        if n == 0 {
+            return Ok(GCounter::new());
+        }
         let total = match self.totals.binary_search_by_key(&replica, |e| e.0) {
             Ok(i) => {
                 let t = self.totals[i].1.checked_add(n).ok_or(CrdtError::Overflow)?;
