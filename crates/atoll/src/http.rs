@@ -6,7 +6,7 @@
 //! `{"error": "..."}` with a 4xx or 5xx status.
 
 use crate::node::Control;
-use crate::ops::Op;
+use crate::ops::{body, Op};
 use crate::{Error, Store};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -353,16 +353,11 @@ async fn counter_get(State(api): State<Api>, h: HeaderMap, Path(name): Path<Stri
     run(&api, &h, Op::CounterGet { name })
 }
 
-#[derive(Deserialize)]
-struct Incr {
-    by: i64,
-}
-
 async fn counter_incr(
     State(api): State<Api>,
     h: HeaderMap,
     Path(name): Path<String>,
-    Json(b): Json<Incr>,
+    Json(b): Json<body::Incr>,
 ) -> ApiResult {
     run(&api, &h, Op::CounterAdd { name, by: b.by })
 }
@@ -371,16 +366,11 @@ async fn register_get(State(api): State<Api>, h: HeaderMap, Path(name): Path<Str
     run(&api, &h, Op::RegisterGet { name })
 }
 
-#[derive(Deserialize)]
-struct SetValue {
-    value: String,
-}
-
 async fn register_set(
     State(api): State<Api>,
     h: HeaderMap,
     Path(name): Path<String>,
-    Json(b): Json<SetValue>,
+    Json(b): Json<body::SetValue>,
 ) -> ApiResult {
     run(
         &api,
@@ -396,19 +386,11 @@ async fn set_get(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>)
     run(&api, &h, Op::SetList { name })
 }
 
-#[derive(Deserialize)]
-struct SetChange {
-    #[serde(default)]
-    add: Vec<String>,
-    #[serde(default)]
-    remove: Vec<String>,
-}
-
 async fn set_change(
     State(api): State<Api>,
     h: HeaderMap,
     Path(name): Path<String>,
-    Json(b): Json<SetChange>,
+    Json(b): Json<body::SetChange>,
 ) -> ApiResult {
     let (add, remove) = (b.add, b.remove);
     run(&api, &h, Op::SetChange { name, add, remove })
@@ -418,16 +400,11 @@ async fn bag_get(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>)
     run(&api, &h, Op::BagList { name })
 }
 
-#[derive(Deserialize)]
-struct BagInsert {
-    insert: Vec<String>,
-}
-
 async fn bag_insert(
     State(api): State<Api>,
     h: HeaderMap,
     Path(name): Path<String>,
-    Json(b): Json<BagInsert>,
+    Json(b): Json<body::BagInsert>,
 ) -> ApiResult {
     let values = b.insert;
     run(&api, &h, Op::BagInsert { name, values })
@@ -437,17 +414,11 @@ async fn bag_take(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>
     run(&api, &h, Op::BagTake { name })
 }
 
-#[derive(Deserialize)]
-struct BagTransfer {
-    id: String,
-    to: String,
-}
-
 async fn bag_transfer(
     State(api): State<Api>,
     h: HeaderMap,
     Path(name): Path<String>,
-    Json(b): Json<BagTransfer>,
+    Json(b): Json<body::BagTransfer>,
 ) -> ApiResult {
     let (id, to) = (b.id, b.to);
     run(&api, &h, Op::BagTransfer { name, id, to })
@@ -465,18 +436,11 @@ async fn map_get(
     run(&api, &h, Op::MapGet { name, key })
 }
 
-#[derive(Deserialize)]
-struct MapChange {
-    incr: Option<i64>,
-    set: Option<String>,
-    add: Option<String>,
-}
-
 async fn map_change(
     State(api): State<Api>,
     h: HeaderMap,
     Path((name, key)): Path<(String, String)>,
-    Json(b): Json<MapChange>,
+    Json(b): Json<body::MapChange>,
 ) -> ApiResult {
     let (incr, set, add) = (b.incr, b.set, b.add);
     run(

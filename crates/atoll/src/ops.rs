@@ -116,6 +116,64 @@ pub enum Op {
     Conflicts,
 }
 
+/// The data routes that take a JSON body, for [`Op::from_body`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyRoute {
+    /// `POST /v1/counter/{name}`: `{"by": n}`.
+    CounterAdd,
+    /// `PUT /v1/register/{name}`: `{"value": "..."}`.
+    RegisterSet,
+    /// `POST /v1/set/{name}`: `{"add": [...], "remove": [...]}`.
+    SetChange,
+    /// `POST /v1/bag/{name}`: `{"insert": [...]}`.
+    BagInsert,
+    /// `POST /v1/bag/{name}/transfer`: `{"id": "...", "to": "..."}`.
+    BagTransfer,
+    /// `POST /v1/map/{name}/{key}`: `{"incr": n, "set": "...", "add": "..."}`.
+    MapChange,
+}
+
+/// The JSON bodies of the data routes, as the HTTP API reads them.
+pub(crate) mod body {
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub(crate) struct Incr {
+        pub(crate) by: i64,
+    }
+
+    #[derive(Deserialize)]
+    pub(crate) struct SetValue {
+        pub(crate) value: String,
+    }
+
+    #[derive(Deserialize)]
+    pub(crate) struct SetChange {
+        #[serde(default)]
+        pub(crate) add: Vec<String>,
+        #[serde(default)]
+        pub(crate) remove: Vec<String>,
+    }
+
+    #[derive(Deserialize)]
+    pub(crate) struct BagInsert {
+        pub(crate) insert: Vec<String>,
+    }
+
+    #[derive(Deserialize)]
+    pub(crate) struct BagTransfer {
+        pub(crate) id: String,
+        pub(crate) to: String,
+    }
+
+    #[derive(Deserialize)]
+    pub(crate) struct MapChange {
+        pub(crate) incr: Option<i64>,
+        pub(crate) set: Option<String>,
+        pub(crate) add: Option<String>,
+    }
+}
+
 /// Percent-encodes one path segment (names may hold `/`, `:`, `@`, spaces).
 pub fn path_segment(s: &str) -> String {
     s.bytes()
@@ -176,6 +234,62 @@ fn parse_node(id: &str) -> Result<crate::ReplicaId> {
 }
 
 impl Op {
+    /// The operation a data route's JSON `body` names, for variable `name`
+    /// (and map entry `key`), read as the HTTP API reads it; the error is
+    /// the reader's message. (The fuzz target `http_bodies` drives this and
+    /// [`Op::apply`] with arbitrary bodies.)
+    pub fn from_body(
+        route: BodyRoute,
+        name: &str,
+        key: &str,
+        body: &[u8],
+    ) -> std::result::Result<Op, String> {
+        fn read<T: serde::de::DeserializeOwned>(b: &[u8]) -> std::result::Result<T, String> {
+            serde_json::from_slice(b).map_err(|e| e.to_string())
+        }
+        let name = name.to_string();
+        Ok(match route {
+            BodyRoute::CounterAdd => Op::CounterAdd {
+                name,
+                by: read::<body::Incr>(body)?.by,
+            },
+            BodyRoute::RegisterSet => Op::RegisterSet {
+                name,
+                value: read::<body::SetValue>(body)?.value,
+            },
+            BodyRoute::SetChange => {
+                let b: body::SetChange = read(body)?;
+                Op::SetChange {
+                    name,
+                    add: b.add,
+                    remove: b.remove,
+                }
+            }
+            BodyRoute::BagInsert => Op::BagInsert {
+                name,
+                values: read::<body::BagInsert>(body)?.insert,
+            },
+            BodyRoute::BagTransfer => {
+                let b: body::BagTransfer = read(body)?;
+                Op::BagTransfer {
+                    name,
+                    id: b.id,
+                    to: b.to,
+                }
+            }
+            BodyRoute::MapChange => {
+                let b: body::MapChange = read(body)?;
+                Op::MapChange {
+                    name,
+                    key: key.to_string(),
+                    incr: b.incr,
+                    set: b.set,
+                    add: b.add,
+                }
+            }
+        })
+    }
+
     /// Runs the operation on `store`; the answer is the HTTP API's JSON body.
     pub fn apply(&self, store: &Store) -> Result<Value> {
         Ok(match self {
@@ -327,5 +441,86 @@ impl Op {
             Op::Vars => ("GET", "/v1/vars".to_string(), None),
             Op::Conflicts => ("GET", "/v1/conflicts".to_string(), None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The body each operation's HTTP call carries reads back as the same
+    /// operation: the CLI's requests and the API's reading agree.
+    #[test]
+    fn a_request_body_reads_back_as_its_operation() {
+        let ops = [
+            (
+                BodyRoute::CounterAdd,
+                Op::CounterAdd {
+                    name: "n".into(),
+                    by: i64::MIN,
+                },
+            ),
+            (
+                BodyRoute::RegisterSet,
+                Op::RegisterSet {
+                    name: "n".into(),
+                    value: "v".into(),
+                },
+            ),
+            (
+                BodyRoute::SetChange,
+                Op::SetChange {
+                    name: "n".into(),
+                    add: vec!["a".into()],
+                    remove: vec!["b".into()],
+                },
+            ),
+            (
+                BodyRoute::BagInsert,
+                Op::BagInsert {
+                    name: "n".into(),
+                    values: vec![String::new()],
+                },
+            ),
+            (
+                BodyRoute::BagTransfer,
+                Op::BagTransfer {
+                    name: "n".into(),
+                    id: "00000000000000ff.1".into(),
+                    to: "0a".into(),
+                },
+            ),
+            (
+                BodyRoute::MapChange,
+                Op::MapChange {
+                    name: "n".into(),
+                    key: "k".into(),
+                    incr: Some(-1),
+                    set: None,
+                    add: Some("x".into()),
+                },
+            ),
+        ];
+        for (route, op) in ops {
+            let (_, _, body) = op.request();
+            let bytes = serde_json::to_vec(&body.unwrap()).unwrap();
+            assert_eq!(Op::from_body(route, "n", "k", &bytes).unwrap(), op);
+        }
+        let e = Op::from_body(BodyRoute::CounterAdd, "n", "", b"{\"by\": 1e99}").unwrap_err();
+        assert!(e.contains("invalid type"), "{e}");
+    }
+
+    #[test]
+    fn counter_values_past_64_bits_are_exact_strings() {
+        assert_eq!(counter_json(-5), json!(-5));
+        assert_eq!(counter_json(i128::from(u64::MAX)), json!(u64::MAX));
+        assert_eq!(
+            counter_json(i128::from(u64::MAX) + 1),
+            json!("18446744073709551616")
+        );
+        assert_eq!(
+            counter_json(i128::from(i64::MIN) - 1),
+            json!("-9223372036854775809")
+        );
     }
 }

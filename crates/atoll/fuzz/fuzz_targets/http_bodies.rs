@@ -1,0 +1,54 @@
+//! The HTTP API's data request bodies, read and run as the API runs them,
+//! on one in-memory store across inputs: the first byte picks the route,
+//! the second the variable (names of several types share one), the rest is
+//! the body. Any body is refused with an error or applied; nothing panics,
+//! and every variable stays readable.
+
+#![no_main]
+
+use atoll::ops::{BodyRoute, Op};
+use libfuzzer_sys::fuzz_target;
+use std::sync::OnceLock;
+
+const ROUTES: [BodyRoute; 6] = [
+    BodyRoute::CounterAdd,
+    BodyRoute::RegisterSet,
+    BodyRoute::SetChange,
+    BodyRoute::BagInsert,
+    BodyRoute::BagTransfer,
+    BodyRoute::MapChange,
+];
+
+const NAMES: [&str; 4] = ["a", "b", "_atoll.peers", "_atoll.conflict/set/a"];
+
+fn store() -> &'static atoll::Store {
+    static STORE: OnceLock<atoll::Store> = OnceLock::new();
+    STORE.get_or_init(|| atoll::Store::open_with(atoll::Config::in_memory()).unwrap())
+}
+
+fuzz_target!(|data: &[u8]| {
+    let [route, name, body @ ..] = data else {
+        return;
+    };
+    let route = ROUTES[usize::from(*route) % ROUTES.len()];
+    let name = NAMES[usize::from(*name) % NAMES.len()];
+    let Ok(op) = Op::from_body(route, name, "k", body) else {
+        return;
+    };
+    let store = store();
+    let _ = op.apply(store);
+    // Every variable reads, whatever was written.
+    for (name, kind) in store.variables().unwrap() {
+        let read = match kind.name() {
+            "counter" => Op::CounterGet { name },
+            "register" => Op::RegisterGet { name },
+            "set" => Op::SetList { name },
+            "bag" => Op::BagList { name },
+            _ => Op::MapKeys { name },
+        };
+        match read.apply(store) {
+            Ok(_) | Err(atoll::Error::Reserved { .. }) => {}
+            Err(e) => panic!("unreadable: {e}"),
+        }
+    }
+});
