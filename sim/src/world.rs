@@ -622,6 +622,8 @@ impl Sim {
                 }
                 // The merge error that begins it fails the run (`deliver`).
                 Event::PeerStuck { .. } => {}
+                // Checked where the last ack arrives (`deliver`).
+                Event::StateTransferFinished { .. } => {}
                 Event::Conflict(c) => {
                     self.stats.conflicts += 1;
                     self.trace.record(

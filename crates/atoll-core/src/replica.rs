@@ -123,6 +123,14 @@ pub enum Event {
         /// Why.
         why: TransferReason,
     },
+    /// A state transfer to a peer ended: the peer acknowledged its last
+    /// variable, and holds this replica's log through `as_of`.
+    StateTransferFinished {
+        /// The peer.
+        peer: ReplicaId,
+        /// The log sequence the transfer brought it to.
+        as_of: u64,
+    },
     /// Every peer has brought this replica up to date since it opened: bag
     /// takes and transfers are allowed from now on (see [`Replica::fenced`]).
     Unfenced,
@@ -518,7 +526,9 @@ pub struct PeerStatus {
     pub transferring: bool,
     /// How far that transfer got.
     pub transfer: Option<TransferStatus>,
-    /// When a message from it last arrived (the caller's clock).
+    /// When a message from it last arrived, or the runtime last saw the
+    /// link carry anything from it ([`Replica::heard_from`]; the caller's
+    /// clock).
     pub last_contact: Option<u64>,
     /// Whether it has sent us everything it held since we opened.
     pub caught_up: bool,
@@ -702,6 +712,14 @@ impl<B: Backend> Replica<B> {
             .find(|&&(seq, _)| seq > acked)
             .map_or(self.last_now, |&(_, at)| at);
         Some(self.last_now.saturating_sub(at))
+    }
+
+    /// The runtime saw the link to `id` carry something at `now` (a QUIC
+    /// keep-alive, say) though no message arrived: its last contact is now.
+    pub fn heard_from(&mut self, id: ReplicaId, now: u64) {
+        if let Some(p) = self.peers.get_mut(&id).filter(|p| p.connected) {
+            p.last_contact = Some(p.last_contact.map_or(now, |t| t.max(now)));
+        }
     }
 
     /// Whether bag takes and transfers must wait. A replica that just opened
@@ -1352,11 +1370,15 @@ impl<B: Backend> Replica<B> {
     /// A state transfer to `to` as of `as_of` ended (its last variable was
     /// acknowledged): the peer holds our log through `as_of`.
     fn transfer_done(&mut self, to: ReplicaId, as_of: u64) {
-        let p = self.peers.get_mut(&to).expect("known");
+        let Some(p) = self.peers.get_mut(&to) else {
+            return;
+        };
         p.acked = p.acked.max(as_of);
         p.sent_through = p.acked;
         p.transfer = None;
         self.update_floor();
+        self.events
+            .push_back(Event::StateTransferFinished { peer: to, as_of });
     }
 
     /// The last variable of a state transfer from `from` as of `as_of`,

@@ -231,6 +231,17 @@ impl Transport {
             .is_some_and(|c| c.tx.try_send(payload).is_ok())
     }
 
+    /// For each connected peer, how many UDP datagrams its connection has
+    /// received: keep-alives count, so a count that moves shows a live
+    /// link even when no message is exchanged.
+    pub fn datagrams_received(&self) -> Vec<(u64, u64)> {
+        let conns = self.shared.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns
+            .iter()
+            .map(|(peer, c)| (*peer, c.conn.stats().udp_rx.datagrams))
+            .collect()
+    }
+
     /// Closes the connection to `peer` with `code` and a reason the peer will see.
     pub fn disconnect(&self, peer: u64, code: CloseCode, reason: &str) {
         let conns = self.shared.conns.lock().unwrap_or_else(|e| e.into_inner());

@@ -779,6 +779,10 @@ async fn drive(
 ) {
     let transport = control.transport.clone();
     let mut flush_tick = tokio::time::interval(flush_every.unwrap_or(Duration::from_secs(3600)));
+    // Each second, a link whose connection received anything (keep-alives
+    // included) counts as heard from.
+    let mut heard_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut heard: BTreeMap<u64, u64> = BTreeMap::new();
     loop {
         // Outputs first: transmits, then events, then the next deadline.
         // The replica builds each interval as it is polled; the lock is let go
@@ -810,6 +814,9 @@ async fn drive(
                         tracing::error!(%peer, %error, "could not read the log to send to a peer; retrying on the next input");
                     }
                     Event::Conflict(c) => store.conflict_found(&c),
+                    Event::StateTransferFinished { peer, as_of } => {
+                        tracing::info!(%peer, as_of, "state transfer finished");
+                    }
                     Event::PeerStuck { peer, reason } => {
                         tracing::warn!(%peer, %reason, "deltas from the peer are refused here and not acknowledged; it sends them again until they merge (see `peer list`)");
                     }
@@ -839,6 +846,18 @@ async fn drive(
                     tracing::error!("background flush failed: {e}");
                 }
                 r.handle_local_writes(now_ms());
+            }
+            _ = heard_tick.tick() => {
+                let counts = transport.datagrams_received();
+                let now = now_ms();
+                let mut r = store.replica();
+                for (peer, n) in &counts {
+                    if heard.get(peer).is_some_and(|before| before != n) {
+                        r.heard_from(ReplicaId(*peer), now);
+                    }
+                }
+                drop(r);
+                heard = counts.into_iter().collect();
             }
             ev = net.recv() => {
                 let Some(ev) = ev else { return };
