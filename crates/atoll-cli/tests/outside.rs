@@ -184,7 +184,13 @@ fn a_store_of_a_cluster_opened_offline_does_not_take_from_bags() {
     init_cluster(d.path(), &["one", "two"]);
     let one = start(d.path(), "one", "");
     let two = start(d.path(), "two", "");
-    remote_ok(&one.url, &["peer", "add", &two.addr]);
+    // By host name: resolved when added.
+    let port = two.addr.rsplit(':').next().unwrap();
+    let by_name = format!("localhost:{port}");
+    assert_eq!(
+        remote_ok(&one.url, &["peer", "add", &by_name]).trim(),
+        two.id
+    );
     remote_ok(&one.url, &["bag", "insert", "jobs", "j1"]);
     wait_until("the job reaches two", || {
         remote_ok(&two.url, &["bag", "list", "jobs"])

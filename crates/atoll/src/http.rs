@@ -277,12 +277,24 @@ struct AddPeer {
 
 async fn add_peer(State(api): State<Api>, h: HeaderMap, Json(body): Json<AddPeer>) -> ApiResult {
     authorized(&api, &h)?;
-    let addr: std::net::SocketAddr = body.addr.parse().map_err(|_| {
+    // An address, or a host name (resolved now, once; IPv4 first).
+    let bad = |why: String| {
         ApiError(
             StatusCode::BAD_REQUEST,
-            format!("{:?} is not an address like 127.0.0.1:7700", body.addr),
+            format!(
+                "{:?} is not an address like 127.0.0.1:7700 or localhost:7700: {why}",
+                body.addr
+            ),
         )
-    })?;
+    };
+    let addr: std::net::SocketAddr = match body.addr.parse() {
+        Ok(a) => a,
+        Err(_) => tokio::net::lookup_host(body.addr.as_str())
+            .await
+            .map_err(|e| bad(e.to_string()))?
+            .min_by_key(|a| a.is_ipv6())
+            .ok_or_else(|| bad("the name resolves to no address".into()))?,
+    };
     let id = api.control.add_peer_and_wait(&api.store, addr).await?;
     Ok(Json(
         json!({ "id": id.to_string(), "addr": addr.to_string() }),
