@@ -994,16 +994,14 @@ impl<B: Backend> Keyspace<B> {
         encoded: Option<std::borrow::Cow<'_, [u8]>>,
     ) -> Result<Option<Applied>> {
         let kind = delta.kind();
-        if delta.is_bottom() {
+        if State::is_bottom(&delta) {
             return Ok(None);
         }
         if let Some(ts) = delta.max_timestamp() {
             self.clock.witness(ts);
         }
-        let logged = match encoded {
-            Some(bytes) => bytes.into_owned(),
-            None => codec::encode(&delta),
-        };
+        // All of it is new: the name holds nothing of this kind.
+        let logged = encoded.map_or_else(|| codec::encode(&delta), |b| b.into_owned());
         let mut state = State::new(kind);
         // Same kind: a state of `kind` joins a delta of `kind`.
         state.join(delta).map_err(|_| Error::TypeMismatch {
