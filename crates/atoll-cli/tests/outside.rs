@@ -114,6 +114,10 @@ fn a_name_created_as_two_types_apart_is_a_reported_conflict_and_replication_flow
         let peers = get(&format!("{url}/v1/peers"));
         let ago = peers["peers"][0]["last_contact_ms_ago"].as_u64().unwrap();
         assert!(ago < 2_500, "last contact {ago} ms ago on an idle link");
+        let up = peers["peers"][0]["connected_since_ms_ago"]
+            .as_u64()
+            .unwrap();
+        assert!(up >= 3_000, "connected {up} ms ago");
     }
     one.process.stop();
     two.process.stop();

@@ -446,6 +446,8 @@ struct Peer {
     merged_parts: Option<(u64, String, u64)>,
     /// Its deltas are refused here (see [`PeerStatus::stuck`]).
     stuck: Option<Stuck>,
+    /// When the current connection came up.
+    connected_since: Option<u64>,
 }
 
 /// Counters kept per peer.
@@ -545,6 +547,9 @@ pub struct PeerStatus {
     pub holds: Option<u64>,
     /// Its deltas are refused here and so not acknowledged: since when, and why.
     pub stuck: Option<Stuck>,
+    /// When the current connection came up (the caller's clock; `None`
+    /// while disconnected).
+    pub connected_since: Option<u64>,
 }
 
 /// The most records of when the log grew kept for [`PeerStatus::lag_ms`].
@@ -812,6 +817,7 @@ impl<B: Backend> Replica<B> {
         self.observe(now);
         if let Some(p) = self.peers.get_mut(&id) {
             p.connected = incarnation.is_some();
+            p.connected_since = incarnation.map(|_| now);
             p.flights.clear();
             p.early_acks.clear();
             p.chunk = None;
@@ -885,6 +891,7 @@ impl<B: Backend> Replica<B> {
                 lag_ms: self.unacked_age(p.acked),
                 holds: p.held,
                 stuck: p.stuck.clone(),
+                connected_since: p.connected_since,
             })
             .collect()
     }

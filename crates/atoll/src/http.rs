@@ -219,6 +219,7 @@ async fn peers(State(api): State<Api>, h: HeaderMap) -> ApiResult {
                 "id": p.id.to_string(),
                 "addr": addr.map(|a| a.to_string()),
                 "connected": p.connected,
+                "connected_since_ms_ago": p.connected_since.map(|t| crate::store::now_ms().saturating_sub(t)),
                 "last_contact_ms_ago": p.last_contact.map(|t| crate::store::now_ms().saturating_sub(t)),
                 "acked": p.acked,
                 "lag": p.lag,
