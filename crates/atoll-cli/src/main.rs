@@ -94,7 +94,8 @@ struct RunConfig {
     cert_dir: PathBuf,
     /// The address to listen on for peers (host:port; a host name is resolved).
     listen: String,
-    /// Peers to connect to (host:port each; host names are resolved at start).
+    /// Peers to connect to (host:port each; a host name is resolved at
+    /// start and again while the node runs).
     #[serde(default)]
     peers: Vec<String>,
     /// Where the local HTTP API listens (default 127.0.0.1:7780; "off" for none).
@@ -177,11 +178,17 @@ fn node_config(path: &Path) -> Result<atoll::NodeConfig, String> {
     };
     let listen = resolve("listen", &rc.listen)?;
     let mut c = atoll::NodeConfig::new(base.join(&rc.data_dir), base.join(&rc.cert_dir), listen);
-    c.peers = rc
-        .peers
-        .iter()
-        .map(|p| resolve("peers", p))
-        .collect::<Result<_, _>>()?;
+    // An address is dialed as it is; a host name must resolve now, and is
+    // resolved again while the node runs (it follows the host).
+    for p in &rc.peers {
+        match p.parse::<std::net::SocketAddr>() {
+            Ok(addr) => c.peers.push(addr),
+            Err(_) => {
+                resolve("peers", p)?;
+                c.peer_hosts.push(p.clone());
+            }
+        }
+    }
     // Every number is checked once, here, against the range it must lie in.
     let range = |field: &str, v: u64, min: u64, max: u64| -> Result<(), String> {
         if (min..=max).contains(&v) {
@@ -651,9 +658,9 @@ mod tests {
 
     #[test]
     fn addresses_may_be_host_names_and_a_bad_one_names_the_field_and_value() {
-        let c = config("peers = [\"localhost:7711\"]").unwrap();
-        assert_eq!(c.peers.len(), 1);
-        assert!(c.peers[0].ip().is_loopback() && c.peers[0].port() == 7711);
+        let c = config("peers = [\"localhost:7711\", \"127.0.0.1:7712\"]").unwrap();
+        assert_eq!(c.peer_hosts, ["localhost:7711"]);
+        assert_eq!(c.peers, ["127.0.0.1:7712".parse().unwrap()]);
         let err = config("peers = [\"nonsense\"]").err().unwrap();
         assert!(
             err.contains("peers = \"nonsense\" is not an address"),

@@ -435,6 +435,24 @@ fn one_request_is_one_operation_all_or_nothing() {
 }
 
 #[test]
+fn a_peer_given_by_host_name_is_dialed() {
+    let d = tempfile::tempdir().unwrap();
+    init_cluster(d.path(), &["one", "two"]);
+    let two = start(d.path(), "two", "");
+    let port = two.addr.rsplit(':').next().unwrap();
+    let one = start(d.path(), "one", &format!("peers = [\"localhost:{port}\"]"));
+    remote_ok(&one.url, &["counter", "incr", "hits", "3"]);
+    wait_until("the write reaches two", || {
+        remote_ok(&two.url, &["counter", "get", "hits"]) == "3\n"
+    });
+    let peers = get(&format!("{}/v1/peers", one.url));
+    assert_eq!(peers["peers"][0]["id"], two.id.as_str());
+    assert_eq!(peers["unanswered"], json!([]));
+    one.process.stop();
+    two.process.stop();
+}
+
+#[test]
 fn an_operator_sees_every_peer_its_state_and_why_takes_wait() {
     let d = tempfile::tempdir().unwrap();
     init_cluster(d.path(), &["one"]);

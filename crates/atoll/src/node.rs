@@ -33,6 +33,11 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// Peers to keep connections to, by address (added to the peer set).
     pub peers: Vec<SocketAddr>,
+    /// Peers to keep connections to, by host name (`host:port`): each is
+    /// resolved at start, and again every few seconds; when its address
+    /// changes, the new one is dialed and added to the peer set, and the
+    /// old one, if no peer answers there, is forgotten.
+    pub peer_hosts: Vec<String>,
     /// Replication limits and timers.
     pub replica: ReplicaConfig,
     /// Transport limits and timers (`listen` and the node id are filled in).
@@ -59,6 +64,7 @@ impl NodeConfig {
             cert_dir: cert_dir.into(),
             listen,
             peers: Vec::new(),
+            peer_hosts: Vec::new(),
             replica: ReplicaConfig::default(),
             transport: None,
             http: Some(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0))),
@@ -454,6 +460,12 @@ impl Node {
             .into_iter()
             .collect();
         fence_addrs.extend(config.peers.iter().map(|a| a.to_string()));
+        let named: Vec<(String, Option<SocketAddr>)> = config
+            .peer_hosts
+            .iter()
+            .map(|host| (host.clone(), resolve_host(host)))
+            .collect();
+        fence_addrs.extend(named.iter().filter_map(|(_, a)| a.map(|a| a.to_string())));
         fence_addrs.remove(&listen.to_string());
         store.replica().expect_peers(fence_addrs.len());
         store.set_running();
@@ -525,8 +537,21 @@ impl Node {
         };
         // Removed nodes are refused before anyone is dialed.
         node.control.sync_denied(&node.store)?;
-        for addr in &config.peers {
+        for addr in config
+            .peers
+            .iter()
+            .chain(named.iter().filter_map(|(_, a)| a.as_ref()))
+        {
             node.control.add_peer(&node.store, *addr)?;
+        }
+        if !named.is_empty() {
+            if let Some(rt) = &node.runtime {
+                rt.spawn(follow_names(
+                    node.store.clone(),
+                    node.control.clone(),
+                    named,
+                ));
+            }
         }
         if config.learn_peers {
             node.control.sync_membership(&node.store)?;
@@ -625,6 +650,69 @@ impl Drop for Node {
 }
 
 const MAX_REFUSALS: usize = 16;
+
+/// How often peers given by host name are resolved again.
+const RESOLVE_EVERY: Duration = Duration::from_secs(5);
+
+/// A host name's address now (IPv4 first); `None`, logged, if it does not
+/// resolve.
+fn resolve_host(host: &str) -> Option<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    match host.to_socket_addrs() {
+        Ok(addrs) => addrs.min_by_key(|a| a.is_ipv6()),
+        Err(e) => {
+            tracing::warn!(%host, "peer host does not resolve (trying again): {e}");
+            None
+        }
+    }
+}
+
+/// Resolves the peers given by host name again and again; follows each to
+/// its new address (see `NodeConfig::peer_hosts`). Ends with the node's
+/// runtime.
+async fn follow_names(
+    store: Store,
+    control: Arc<Control>,
+    mut named: Vec<(String, Option<SocketAddr>)>,
+) {
+    loop {
+        tokio::time::sleep(RESOLVE_EVERY).await;
+        for (host, current) in named.iter_mut() {
+            let now = match tokio::net::lookup_host(host.as_str()).await {
+                Ok(addrs) => addrs.min_by_key(|a| a.is_ipv6()),
+                Err(e) => {
+                    tracing::debug!(%host, "peer host does not resolve: {e}");
+                    None
+                }
+            };
+            let Some(new) = now.filter(|a| Some(*a) != *current) else {
+                continue;
+            };
+            tracing::info!(%host, %new, old = ?current, "peer host resolves to a new address");
+            if let Err(e) = control.add_peer(&store, new) {
+                tracing::warn!(%host, "could not add its new address: {e}");
+                continue;
+            }
+            if let Some(old) = current.replace(new) {
+                let answered = control.shared().addrs.values().any(|a| *a == old);
+                if !answered {
+                    let mut fence = control
+                        .fence_addrs
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    if fence.remove(&old.to_string()) {
+                        // The fence waits for the host at its new address.
+                        fence.insert(new.to_string());
+                    }
+                    drop(fence);
+                    if let Err(e) = control.forget_addr(&store, old) {
+                        tracing::warn!(%host, "could not forget its old address: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// Applies changes of the replicated peer set (dialing its addresses if
 /// `learn_peers`) and removed set. It wakes only for those (not for every
