@@ -129,6 +129,12 @@ MUTANTS = [
     ("state transfer: no backoff on timeouts", R,
      "const MAX_TRANSFER_BACKOFF: u32 = 4;",
      "const MAX_TRANSFER_BACKOFF: u32 = 0;"),
+    ("conflict: a name of two types refused, as a poison message", K,
+     "                return self.merge_conflict(origin, name, held, delta, encoded, now_ms);\n",
+     "                return Err(Error::TypeMismatch { name: name.to_string(), expected: held, found: kind });\n"),
+    ("conflict: the arriving delta always keeps the name", K,
+     "        let applied = if kind > held {\n",
+     "        let applied = if false {\n"),
 ]
 
 def sh(cmd):
