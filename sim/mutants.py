@@ -16,6 +16,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 R = "crates/atoll-core/src/replica.rs"
 K = "crates/atoll-core/src/keyspace.rs"
 S = "crates/atoll-store/src/storage.rs"
+KC = "crates/atoll-core/src/keyspace/conflict.rs"
 
 MUTANTS = [
     ("ack: acknowledge one short of the interval", R,
@@ -132,7 +133,7 @@ MUTANTS = [
     ("conflict: a name of two types refused, as a poison message", K,
      "                return self.merge_conflict(origin, name, held, delta, encoded, now_ms);\n",
      "                return Err(Error::TypeMismatch { name: name.to_string(), expected: held, found: kind });\n"),
-    ("conflict: the arriving delta always keeps the name", K,
+    ("conflict: the arriving delta always keeps the name", KC,
      "        let applied = if kind > held {\n",
      "        let applied = if false {\n"),
 ]
