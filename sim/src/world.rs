@@ -100,7 +100,7 @@ pub struct Sample {
 }
 
 /// How often the link-progress invariant is checked (simulated ms).
-const PROGRESS_EVERY_MS: u64 = 1_000;
+const PROGRESS_EVERY_MS: u64 = 5_000;
 
 /// Counters over a run.
 #[derive(Clone, Debug, Default)]

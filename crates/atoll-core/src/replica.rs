@@ -711,10 +711,11 @@ impl<B: Backend> Replica<B> {
         if acked >= self.ks.last_seq() {
             return None;
         }
+        // The records are in log order: the first past `acked`, by bisection.
+        let first = self.seq_times.partition_point(|&(seq, _)| seq <= acked);
         let at = self
             .seq_times
-            .iter()
-            .find(|&&(seq, _)| seq > acked)
+            .get(first)
             .map_or(self.last_now, |&(_, at)| at);
         Some(self.last_now.saturating_sub(at))
     }
