@@ -488,10 +488,13 @@ fn an_operator_sees_every_peer_its_state_and_why_takes_wait() {
         err.contains("1 configured peer(s) not yet heard from"),
         "{err}"
     );
-    // The node logs (to stderr) at info by default.
-    assert!(one.log().contains("node started"), "{}", one.log());
     // A bare host:port for --node works.
     let bare = one.url.trim_start_matches("http://");
     assert!(remote_ok(bare, &["status"]).contains("node\t"));
+    // The node logs (to stderr) at info by default: its start and its stop.
+    let log = one.log.clone();
     one.process.stop();
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(log.contains("node started"), "{log}");
+    assert!(log.contains("node stopped; data flushed"), "{log}");
 }

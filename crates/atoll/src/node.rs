@@ -636,6 +636,16 @@ impl Node {
             let transport = self.control.transport.clone();
             rt.block_on(async move { transport.shutdown().await });
             rt.shutdown_timeout(Duration::from_secs(2));
+            let flushed = self.store.flush();
+            match &flushed {
+                Ok(()) => {
+                    tracing::info!(id = %self.store.replica_id(), "node stopped; data flushed")
+                }
+                Err(e) => {
+                    tracing::error!(id = %self.store.replica_id(), "node stopped; flush failed: {e}")
+                }
+            }
+            return flushed;
         }
         self.store.flush()
     }
