@@ -109,11 +109,13 @@ fn a_name_created_as_two_types_apart_is_a_reported_conflict_and_replication_flow
         );
     }
     // An idle, healthy link: keep-alives keep its last contact recent.
-    std::thread::sleep(std::time::Duration::from_millis(3_500));
+    std::thread::sleep(std::time::Duration::from_millis(5_000));
     for url in [&one.url, &two.url] {
         let peers = get(&format!("{url}/v1/peers"));
         let ago = peers["peers"][0]["last_contact_ms_ago"].as_u64().unwrap();
-        assert!(ago < 2_500, "last contact {ago} ms ago on an idle link");
+        // Keep-alives every second, looked at every second: about 2 s at
+        // most, with room for a loaded machine; 5 s without them.
+        assert!(ago < 3_500, "last contact {ago} ms ago on an idle link");
         let up = peers["peers"][0]["connected_since_ms_ago"]
             .as_u64()
             .unwrap();
