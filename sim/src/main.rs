@@ -69,6 +69,11 @@ struct Args {
     /// Stop a sweep once this many seeds have failed.
     #[arg(long)]
     max_failures: Option<usize>,
+    /// With a sweep: write each seed's trace hash to this file, a line
+    /// each (`SEED HASH`), in seed order. Two such files from two builds
+    /// differ exactly where the runs did: what a refactor must keep.
+    #[arg(long, value_name = "FILE")]
+    hashes: Option<std::path::PathBuf>,
     /// Threads for a sweep (default: the machine's cores).
     #[arg(long)]
     jobs: Option<usize>,
@@ -333,6 +338,13 @@ fn sweep(args: &Args, (from, to): (u64, u64)) -> Result<ExitCode, String> {
     eprintln!();
     let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
     results.sort_by_key(|r| r.seed);
+    if let Some(path) = &args.hashes {
+        let lines: String = results
+            .iter()
+            .map(|r| format!("{} {:016x}\n", r.seed, r.trace_hash))
+            .collect();
+        std::fs::write(path, lines).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     let wall = started.elapsed().as_secs_f64();
     let sum = |f: fn(&RunResult) -> u64| results.iter().map(f).sum::<u64>();
     let failures: Vec<&RunResult> = results.iter().filter(|r| !r.passed()).collect();

@@ -241,3 +241,34 @@ fn the_checker_reports_a_bag_element_taken_twice() {
     let found = check::check(&[view], &history, &[owner]).join("\n");
     assert!(found.contains("taken twice, by ops [1, 2]"), "{found}");
 }
+
+#[test]
+fn a_sweep_writes_each_seed_s_trace_hash_as_the_single_run_prints_it() {
+    let bin = env!("CARGO_BIN_EXE_atoll-sim");
+    let file = std::env::temp_dir().join(format!("atoll-sim-hashes-{}", std::process::id()));
+    let st = Command::new(bin)
+        .args(["--seeds", "1..4", "--jobs", "2", "--hashes"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let lines = std::fs::read_to_string(&file).unwrap();
+    let _ = std::fs::remove_file(&file);
+    let seeds: Vec<&str> = lines
+        .lines()
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(seeds, ["1", "2", "3"]);
+    for line in lines.lines() {
+        let (seed, hash) = line.split_once(' ').unwrap();
+        let one = Command::new(bin).args(["--seed", seed]).output().unwrap();
+        let out = String::from_utf8(one.stdout).unwrap();
+        assert!(
+            out.lines()
+                .next()
+                .unwrap()
+                .ends_with(&format!("trace {hash}")),
+            "{out}"
+        );
+    }
+}
