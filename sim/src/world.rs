@@ -452,6 +452,14 @@ impl Sim {
         // A fresh incarnation, as the node draws one at random on every start.
         let incarnation = ReplicaId(self.fault_rng.next_u64() | 1 << 63);
         let backend = self.nodes[i].backend.clone();
+        // The settings drawn must be ones a node would accept.
+        let checked = self
+            .ks_config(i)
+            .validate()
+            .and(self.replica_config(i).validate());
+        if let Err(e) = checked {
+            self.fail(format!("n{i} drew a configuration a node refuses: {e}"));
+        }
         let ks = Keyspace::open(
             backend,
             self.ks_config(i),

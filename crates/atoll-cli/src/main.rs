@@ -189,53 +189,12 @@ fn node_config(path: &Path) -> Result<atoll::NodeConfig, String> {
             }
         }
     }
-    // Every number is checked once, here, against the range it must lie in.
-    let range = |field: &str, v: u64, min: u64, max: u64| -> Result<(), String> {
-        if (min..=max).contains(&v) {
-            Ok(())
-        } else {
-            Err(format!(
-                "{file}: {field} = {v} is out of range: it must be from {min} to {max}"
-            ))
-        }
-    };
-    let wide = |n: usize| n as u64;
+    // flush_every_ms may be given without "buffered", where the store's
+    // check does not look at it; every other number is checked with the
+    // whole configuration, below.
     if let Some(v) = rc.flush_every_ms {
-        range("flush_every_ms", v, 1, 3_600_000)?;
-    }
-    if let Some(v) = rc.log_retain {
-        range("log_retain", v, 1, u64::MAX)?;
-    }
-    if let Some(v) = rc.checkpoint_every {
-        range("checkpoint_every", v, 1, u64::MAX)?;
-    }
-    if let Some(v) = rc.retransmit_ms {
-        range("retransmit_ms", v, 1, 3_600_000)?;
-    }
-    if let Some(v) = rc.gossip_interval_ms {
-        range("gossip_interval_ms", v, 0, 3_600_000)?;
-    }
-    if let Some(v) = rc.state_part_bytes {
-        range(
-            "state_part_bytes",
-            wide(v),
-            1,
-            wide(atoll::crates::store::MAX_RECORD_LEN),
-        )?;
-    }
-    if let Some(v) = rc.max_state_len {
-        range(
-            "max_state_len",
-            wide(v),
-            1,
-            wide(atoll::crates::store::MAX_RECORD_LEN),
-        )?;
-    }
-    if let Some(v) = rc.max_batch_bytes {
-        range("max_batch_bytes", wide(v), 1, 256 << 20)?;
-    }
-    if let Some(v) = rc.max_in_flight {
-        range("max_in_flight", wide(v), 1, 4096)?;
+        atoll::check_range("flush_every_ms", v, 1, 3_600_000)
+            .map_err(|e| format!("{file}: {e}"))?;
     }
     c.http = match rc.http.as_deref() {
         None => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 7780))),
@@ -290,6 +249,7 @@ fn node_config(path: &Path) -> Result<atoll::NodeConfig, String> {
     if let Some(v) = rc.max_in_flight {
         c.replica.max_in_flight = v;
     }
+    c.validate().map_err(|e| format!("{file}: {e}"))?;
     Ok(c)
 }
 

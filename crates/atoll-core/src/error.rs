@@ -27,6 +27,9 @@ pub enum Error {
         /// What is refused, and what to use instead.
         what: &'static str,
     },
+    /// A setting is out of its range; nothing was opened or started.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] crate::ConfigError),
     /// A request's argument is malformed (an element id, a node id).
     #[error("{what}")]
     InvalidInput {

@@ -14,12 +14,14 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod config;
 mod error;
 mod keyspace;
 pub mod protocol;
 mod replica;
 pub mod testkit;
 
+pub use config::{check_range, ConfigError};
 pub use error::{Error, Result};
 pub use keyspace::{
     conflict_name, conflict_of, is_reserved, validate_name, Applied, Conflict, ConflictEvent,

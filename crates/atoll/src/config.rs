@@ -57,6 +57,41 @@ pub struct Config {
 }
 
 impl Config {
+    /// Checks every setting against its range (also done by
+    /// [`crate::Store::open_with`]).
+    pub fn validate(&self) -> Result<(), atoll_core::ConfigError> {
+        use atoll_core::check_range;
+        let wide = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        if let Durability::Buffered { flush_every_ms } = self.durability {
+            check_range("flush_every_ms", flush_every_ms, 1, 3_600_000)?;
+        }
+        check_range(
+            "max_value_len",
+            wide(self.max_value_len),
+            1,
+            wide(atoll_store::MAX_RECORD_LEN),
+        )?;
+        check_range(
+            "change_feed_capacity",
+            wide(self.change_feed_capacity),
+            1,
+            1 << 24,
+        )?;
+        self.keyspace().validate()
+    }
+
+    /// The keyspace's part of it.
+    pub(crate) fn keyspace(&self) -> atoll_core::KeyspaceConfig {
+        atoll_core::KeyspaceConfig {
+            flush_each_write: self.durability == Durability::Durable,
+            max_clock_skew_ms: u64::try_from(self.max_clock_skew.as_millis()).unwrap_or(u64::MAX),
+            max_delta_len: self.max_delta_len,
+            checkpoint_every: self.checkpoint_every,
+            log_retain: self.log_retain,
+            coalesce_bytes: self.coalesce_bytes,
+        }
+    }
+
     /// A durable store in `path`, with defaults.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Config {

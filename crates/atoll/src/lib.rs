@@ -30,7 +30,7 @@ mod node;
 pub mod ops;
 mod store;
 
-pub use atoll_core::{validate_name, Error, Result, MAX_NAME_LEN};
+pub use atoll_core::{check_range, validate_name, ConfigError, Error, Result, MAX_NAME_LEN};
 pub use atoll_core::{PeerStats, PeerStatus, ReplicaConfig};
 pub use atoll_crdt::variable::Kind;
 pub use atoll_crdt::{ElementId, ReplicaId};

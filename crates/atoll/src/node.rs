@@ -53,6 +53,12 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
+    /// Checks every setting against its range (also done by [`Node::start`]).
+    pub fn validate(&self) -> std::result::Result<(), atoll_core::ConfigError> {
+        self.store.validate()?;
+        self.replica.validate()
+    }
+
     /// A node storing in `data_dir`, with certificates in `cert_dir`, listening on `listen`.
     pub fn new(
         data_dir: impl Into<PathBuf>,
@@ -403,6 +409,7 @@ impl Node {
     /// Opens the store, binds the transport and the HTTP API, dials the
     /// configured and replicated peers, and starts replicating.
     pub fn start(config: NodeConfig) -> Result<Node> {
+        config.validate()?;
         if let Some(addr) = config.http {
             if !addr.ip().is_loopback() && config.http_token.as_deref().is_none_or(str::is_empty) {
                 return Err(Error::Node(format!(

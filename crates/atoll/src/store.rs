@@ -3,8 +3,8 @@
 use crate::feed::{Change, ChangeFeed};
 use crate::{Config, Durability, Result};
 use atoll_core::{
-    conflict_of, is_reserved, validate_name, Applied, ConflictEvent, Keyspace, KeyspaceConfig,
-    OpCtx, Replica, ReplicaConfig,
+    conflict_of, is_reserved, validate_name, Applied, ConflictEvent, Keyspace, OpCtx, Replica,
+    ReplicaConfig,
 };
 use atoll_crdt::codec;
 use atoll_crdt::variable::{Kind, State};
@@ -79,14 +79,8 @@ impl Store {
 
     /// Opens a store on any backend (a [`MemoryBackend`] a test can crash, say).
     pub fn open_backend(backend: Box<dyn Backend>, config: Config) -> Result<Store> {
-        let ks_config = KeyspaceConfig {
-            flush_each_write: config.durability == Durability::Durable,
-            max_clock_skew_ms: u64::try_from(config.max_clock_skew.as_millis()).unwrap_or(u64::MAX),
-            max_delta_len: config.max_delta_len,
-            checkpoint_every: config.checkpoint_every,
-            log_retain: config.log_retain,
-            coalesce_bytes: config.coalesce_bytes,
-        };
+        config.validate()?;
+        let ks_config = config.keyspace();
         let keyspace = Keyspace::open(
             backend,
             ks_config,
