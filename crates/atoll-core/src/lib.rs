@@ -19,6 +19,7 @@ mod error;
 mod keyspace;
 pub mod protocol;
 mod replica;
+#[cfg(feature = "testkit")]
 pub mod testkit;
 
 pub use config::{check_range, ConfigError};
