@@ -7,11 +7,16 @@
 //!
 //! | key                 | value                                          |
 //! |---------------------|------------------------------------------------|
+//! | `v`                 | the storage format ([`STORAGE_FORMAT`]) the data was written in |
 //! | `n`                 | [`NodeMeta`]: this store's replica id           |
+//! | `o`                 | the openings ([`Opening`]): each incarnation, its first sequence, where the log was settled |
+//! | `i`                 | the openings as stores before the settled point wrote them (read once, then moved to `o`) |
+//! | `h` + node (8 B, BE) | what this store holds of a peer's log: its incarnation and sequence |
 //! | `c`                 | the checkpoint: log sequence the states include |
 //! | `q`                 | the last sequence number dropped from the log  |
+//! | `j`                 | where the log was settled: joined at checkpoints through here ([`Storage::settled`]) |
 //! | `m` + name          | [`VarMeta`]: kind, owner, epoch                 |
-//! | `s` + name          | the variable's state as of the checkpoint      |
+//! | `s` + name          | the variable's state as of the checkpoint (a sled tree of its own) |
 //! | `l` + seq (8 B, BE) | [`LogEntry`]: the delta of one operation       |
 //!
 //! The delta log is a write-ahead log. [`Storage::append`] writes an operation's
