@@ -15,9 +15,11 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Every write is a delta-state CRDT operation: its delta is committed with the
-//! new state in one atomic batch, to a delta log that replication reads, and
-//! (by default) flushed before the call returns.
+//! Every write is a delta-state CRDT operation: its delta is appended as one
+//! entry to a delta log (a write-ahead log that replication reads), in one
+//! atomic batch (with the variable's metadata when the write creates it), and
+//! (by default) flushed before the call returns. States are written at
+//! checkpoints; recovery joins the log after the last one into them.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
