@@ -117,6 +117,13 @@ fn lines(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Each object of the JSON array `v` as one line.
+fn rows(v: &Value, line: impl Fn(&Value) -> String) -> Vec<String> {
+    v.as_array()
+        .map(|a| a.iter().map(line).collect())
+        .unwrap_or_default()
+}
+
 /// A number as it reads: a counter past 64 bits is a string of digits.
 fn number_of(v: &Value) -> String {
     v.as_str().map_or_else(|| v.to_string(), String::from)
@@ -165,21 +172,14 @@ pub(crate) fn render(cmd: &Cmd, v: Value) -> Output {
         }
         Cmd::Bag(BagCmd::Transfer { .. }) => out(ok(), v),
         Cmd::Bag(BagCmd::List { .. }) => {
-            let text = v["elements"]
-                .as_array()
-                .map(|els| {
-                    els.iter()
-                        .map(|e| {
-                            format!(
-                                "{}\t{}\t{}",
-                                str_of(&e["id"]),
-                                str_of(&e["owner"]),
-                                str_of(&e["value"])
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let text = rows(&v["elements"], |e| {
+                format!(
+                    "{}\t{}\t{}",
+                    str_of(&e["id"]),
+                    str_of(&e["owner"]),
+                    str_of(&e["value"])
+                )
+            });
             out(text, v)
         }
         Cmd::Map(MapCmd::Incr { .. }) => out(vec![number_of(&v["counter"])], v),
@@ -198,33 +198,21 @@ pub(crate) fn render(cmd: &Cmd, v: Value) -> Output {
         }
         Cmd::Map(MapCmd::Keys { .. }) => out(lines(&v["keys"]), v),
         Cmd::Ls => {
-            let text = v["variables"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|x| format!("{}\t{}", str_of(&x["name"]), str_of(&x["type"])))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let text = rows(&v["variables"], |x| {
+                format!("{}\t{}", str_of(&x["name"]), str_of(&x["type"]))
+            });
             out(text, v)
         }
         Cmd::Conflicts => {
-            let text = v["conflicts"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|x| {
-                            format!(
-                                "{}\tkept {}\t{} moved to {}",
-                                str_of(&x["name"]),
-                                str_of(&x["kept"]),
-                                str_of(&x["moved"]),
-                                str_of(&x["copy"])
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let text = rows(&v["conflicts"], |x| {
+                format!(
+                    "{}\tkept {}\t{} moved to {}",
+                    str_of(&x["name"]),
+                    str_of(&x["kept"]),
+                    str_of(&x["moved"]),
+                    str_of(&x["copy"])
+                )
+            });
             out(text, v)
         }
         _ => out(Vec::new(), v),

@@ -165,16 +165,9 @@ fn node_config(path: &Path) -> Result<atoll::NodeConfig, String> {
     let base = path.parent().unwrap_or(Path::new("."));
     let file = path.display();
     let resolve = |field: &str, value: &str| -> Result<std::net::SocketAddr, String> {
-        use std::net::ToSocketAddrs;
-        let bad = |why: String| {
+        atoll::resolve_peer(value).map_err(|why| {
             format!("{file}: {field} = {value:?} is not an address: {why} (say host:port, like 127.0.0.1:7700 or localhost:7700)")
-        };
-        value
-            .to_socket_addrs()
-            .map_err(|e| bad(e.to_string()))?
-            // IPv4 first: "localhost" names both, and nodes listen on one.
-            .min_by_key(|a| a.is_ipv6())
-            .ok_or_else(|| bad("the name resolves to no address".into()))
+        })
     };
     let listen = resolve("listen", &rc.listen)?;
     let mut c = atoll::NodeConfig::new(base.join(&rc.data_dir), base.join(&rc.cert_dir), listen);

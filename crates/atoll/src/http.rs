@@ -288,14 +288,9 @@ async fn add_peer(State(api): State<Api>, h: HeaderMap, Json(body): Json<AddPeer
             ),
         )
     };
-    let addr: std::net::SocketAddr = match body.addr.parse() {
-        Ok(a) => a,
-        Err(_) => tokio::net::lookup_host(body.addr.as_str())
-            .await
-            .map_err(|e| bad(e.to_string()))?
-            .min_by_key(|a| a.is_ipv6())
-            .ok_or_else(|| bad("the name resolves to no address".into()))?,
-    };
+    let addr = crate::node::resolve_peer_async(&body.addr)
+        .await
+        .map_err(bad)?;
     let id = api.control.add_peer_and_wait(&api.store, addr).await?;
     Ok(Json(
         json!({ "id": id.to_string(), "addr": addr.to_string() }),

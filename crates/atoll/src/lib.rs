@@ -41,7 +41,7 @@ pub use atoll_store::LogEntry;
 pub use config::{Config, Durability};
 pub use feed::{Change, ChangeFeed, FeedError};
 pub use handles::{Bag, BagElement, Counter, Map, MvRegister, Register, Set};
-pub use node::{Node, NodeConfig, NodeStatus};
+pub use node::{resolve_peer, Node, NodeConfig, NodeStatus};
 pub use store::Store;
 
 /// The crates atoll is built from, for lower-level use.

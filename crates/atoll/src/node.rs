@@ -671,12 +671,34 @@ const MAX_REFUSALS: usize = 16;
 /// How often peers given by host name are resolved again.
 const RESOLVE_EVERY: Duration = Duration::from_secs(5);
 
+/// Resolves a peer's `host:port` (or address) to one address, IPv4 first
+/// ("localhost" names both, and a node listens on one); the error says why.
+/// Blocks while the name is looked up.
+pub fn resolve_peer(host: &str) -> std::result::Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    first_v4(host.to_socket_addrs().map_err(|e| e.to_string())?)
+}
+
+/// [`resolve_peer`] without blocking the runtime.
+pub(crate) async fn resolve_peer_async(host: &str) -> std::result::Result<SocketAddr, String> {
+    first_v4(
+        tokio::net::lookup_host(host)
+            .await
+            .map_err(|e| e.to_string())?,
+    )
+}
+
+fn first_v4(addrs: impl Iterator<Item = SocketAddr>) -> std::result::Result<SocketAddr, String> {
+    addrs
+        .min_by_key(|a| a.is_ipv6())
+        .ok_or_else(|| "the name resolves to no address".to_string())
+}
+
 /// A host name's address now (IPv4 first); `None`, logged, if it does not
 /// resolve.
 fn resolve_host(host: &str) -> Option<SocketAddr> {
-    use std::net::ToSocketAddrs;
-    match host.to_socket_addrs() {
-        Ok(addrs) => addrs.min_by_key(|a| a.is_ipv6()),
+    match resolve_peer(host) {
+        Ok(addr) => Some(addr),
         Err(e) => {
             tracing::warn!(%host, "peer host does not resolve (trying again): {e}");
             None
@@ -695,8 +717,8 @@ async fn follow_names(
     loop {
         tokio::time::sleep(RESOLVE_EVERY).await;
         for (host, current) in named.iter_mut() {
-            let now = match tokio::net::lookup_host(host.as_str()).await {
-                Ok(addrs) => addrs.min_by_key(|a| a.is_ipv6()),
+            let now = match resolve_peer_async(host).await {
+                Ok(addr) => Some(addr),
                 Err(e) => {
                     tracing::debug!(%host, "peer host does not resolve: {e}");
                     None
