@@ -1,0 +1,216 @@
+//! `atoll run`'s configuration file, read into a `NodeConfig`: every
+//! setting checked once, with errors that name the file, the field, the
+//! value and what is accepted.
+
+use std::path::{Path, PathBuf};
+
+/// `atoll run`'s configuration file. Relative paths are relative to the file.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunConfig {
+    /// The data directory.
+    data_dir: PathBuf,
+    /// The certificate directory made by `atoll init`.
+    cert_dir: PathBuf,
+    /// The address to listen on for peers (host:port; a host name is resolved).
+    listen: String,
+    /// Peers to connect to (host:port each; a host name is resolved at
+    /// start and again while the node runs).
+    #[serde(default)]
+    peers: Vec<String>,
+    /// Where the local HTTP API listens (default 127.0.0.1:7780; "off" for none).
+    http: Option<String>,
+    /// The HTTP API's bearer token (required unless it listens on loopback).
+    http_token: Option<String>,
+    /// "durable" (default) or "buffered".
+    #[serde(default)]
+    durability: Option<String>,
+    /// With "buffered": the flush interval (default 100).
+    flush_every_ms: Option<u64>,
+    /// Delta-log entries kept (default 100000).
+    log_retain: Option<u64>,
+    /// Delta-log entries between checkpoints (default 4096).
+    checkpoint_every: Option<u64>,
+    /// Join runs of delta-log entries into entries of up to this many bytes
+    /// at each checkpoint (default 65536; 0: never).
+    coalesce_bytes: Option<usize>,
+    /// Re-send unacknowledged deltas after this long (default 1000).
+    retransmit_ms: Option<u64>,
+    /// The least time between two delta messages to one peer, so that writes
+    /// in between travel together (default 0: send each write at once).
+    gossip_interval_ms: Option<u64>,
+    /// A peer that holds nothing of a log spanning this many entries is sent
+    /// the state instead (default 4096; 0: never).
+    state_for_new_peers_after: Option<u64>,
+    /// In a state transfer, a variable's state larger than this goes in parts
+    /// of about this size (default 65536).
+    state_part_bytes: Option<usize>,
+    /// The largest variable state accepted from a peer in a state transfer
+    /// (default 67108864; at most 268435456).
+    max_state_len: Option<usize>,
+    /// The most delta bytes per message (default 262144).
+    max_batch_bytes: Option<usize>,
+    /// The most delta messages in flight to one peer (default 8; 1 is stop-and-wait).
+    max_in_flight: Option<usize>,
+}
+
+pub(crate) fn node_config(path: &Path) -> Result<atoll::NodeConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let rc: RunConfig =
+        toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let file = path.display();
+    let resolve = |field: &str, value: &str| -> Result<std::net::SocketAddr, String> {
+        atoll::resolve_peer(value).map_err(|why| {
+            format!("{file}: {field} = {value:?} is not an address: {why} (say host:port, like 127.0.0.1:7700 or localhost:7700)")
+        })
+    };
+    let listen = resolve("listen", &rc.listen)?;
+    let mut c = atoll::NodeConfig::new(base.join(&rc.data_dir), base.join(&rc.cert_dir), listen);
+    // An address is dialed as it is; a host name must resolve now, and is
+    // resolved again while the node runs (it follows the host).
+    for p in &rc.peers {
+        match p.parse::<std::net::SocketAddr>() {
+            Ok(addr) => c.peers.push(addr),
+            Err(_) => {
+                resolve("peers", p)?;
+                c.peer_hosts.push(p.clone());
+            }
+        }
+    }
+    // flush_every_ms may be given without "buffered", where the store's
+    // check does not look at it; every other number is checked with the
+    // whole configuration, below.
+    if let Some(v) = rc.flush_every_ms {
+        atoll::check_range("flush_every_ms", v, 1, 3_600_000)
+            .map_err(|e| format!("{file}: {e}"))?;
+    }
+    c.http = match rc.http.as_deref() {
+        None => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 7780))),
+        Some("off") => None,
+        Some(a) => Some(a.parse().map_err(|_| {
+            format!(
+                "{}: http {a:?} is not an address like 127.0.0.1:7780 (or \"off\")",
+                path.display()
+            )
+        })?),
+    };
+    c.http_token = rc.http_token;
+    c.store.durability = match rc.durability.as_deref() {
+        None | Some("durable") => atoll::Durability::Durable,
+        Some("buffered") => atoll::Durability::Buffered {
+            flush_every_ms: rc.flush_every_ms.unwrap_or(100),
+        },
+        Some(other) => {
+            return Err(format!(
+                "{}: durability is \"durable\" or \"buffered\", not {other:?}",
+                path.display()
+            ))
+        }
+    };
+    if let Some(v) = rc.log_retain {
+        c.store.log_retain = v;
+    }
+    if let Some(v) = rc.checkpoint_every {
+        c.store.checkpoint_every = v;
+    }
+    if let Some(v) = rc.coalesce_bytes {
+        c.store.coalesce_bytes = v;
+    }
+    if let Some(v) = rc.retransmit_ms {
+        c.replica.retransmit_ms = v;
+    }
+    if let Some(v) = rc.gossip_interval_ms {
+        c.replica.gossip_interval_ms = v;
+    }
+    if let Some(v) = rc.state_for_new_peers_after {
+        c.replica.state_for_new_peers_after = v;
+    }
+    if let Some(v) = rc.state_part_bytes {
+        c.replica.state_part_bytes = v;
+    }
+    if let Some(v) = rc.max_state_len {
+        c.replica.max_state_len = v;
+    }
+    if let Some(v) = rc.max_batch_bytes {
+        c.replica.max_batch_bytes = v;
+    }
+    if let Some(v) = rc.max_in_flight {
+        c.replica.max_in_flight = v;
+    }
+    c.validate().map_err(|e| format!("{file}: {e}"))?;
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::node_config;
+
+    fn config(extra: &str) -> Result<atoll::NodeConfig, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        let text = format!(
+            "data_dir = \"data\"\ncert_dir = \"certs\"\nlisten = \"127.0.0.1:0\"\n{extra}\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        node_config(&path)
+    }
+
+    #[test]
+    fn state_part_bytes_is_read_and_checked() {
+        let default = config("").unwrap();
+        assert_eq!(default.replica.state_part_bytes, 64 << 10);
+        let set = config("state_part_bytes = 1000").unwrap();
+        assert_eq!(set.replica.state_part_bytes, 1000);
+        let err = config("state_part_bytes = 0").err().unwrap();
+        assert!(
+            err.contains("state_part_bytes = 0 is out of range: it must be from 1 to"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn max_state_len_is_read_and_checked() {
+        let default = config("").unwrap();
+        assert_eq!(default.replica.max_state_len, 64 << 20);
+        let set = config("max_state_len = 200000000").unwrap();
+        assert_eq!(set.replica.max_state_len, 200_000_000);
+        for bad in ["0", "300000000"] {
+            let err = config(&format!("max_state_len = {bad}")).err().unwrap();
+            assert!(
+                err.contains(&format!("max_state_len = {bad} is out of range")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_number_is_range_checked_naming_the_field_and_value() {
+        for (field, bad) in [
+            ("log_retain", "0"),
+            ("checkpoint_every", "0"),
+            ("retransmit_ms", "0"),
+            ("flush_every_ms", "0"),
+            ("max_in_flight", "0"),
+            ("max_batch_bytes", "0"),
+        ] {
+            let err = config(&format!("{field} = {bad}")).err().unwrap();
+            assert!(
+                err.contains(&format!("{field} = {bad} is out of range: it must be from")),
+                "{field}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn addresses_may_be_host_names_and_a_bad_one_names_the_field_and_value() {
+        let c = config("peers = [\"localhost:7711\", \"127.0.0.1:7712\"]").unwrap();
+        assert_eq!(c.peer_hosts, ["localhost:7711"]);
+        assert_eq!(c.peers, ["127.0.0.1:7712".parse().unwrap()]);
+        let err = config("peers = [\"nonsense\"]").err().unwrap();
+        assert!(
+            err.contains("peers = \"nonsense\" is not an address"),
+            "{err}"
+        );
+    }
+}

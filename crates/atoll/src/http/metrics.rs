@@ -1,0 +1,148 @@
+//! `GET /metrics`: the node's counters and each peer's, in Prometheus text.
+
+use super::{authorized, Api, ApiError};
+use axum::extract::State;
+use axum::http::HeaderMap;
+
+pub(super) async fn metrics(State(api): State<Api>, h: HeaderMap) -> Result<String, ApiError> {
+    authorized(&api, &h)?;
+    let s = api.control.status(&api.store);
+    let m = api.control.metrics(&api.store);
+    let mut out = String::new();
+    let mut line = |name: &str, help: &str, kind: &str, rows: Vec<(String, u64)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, v) in rows {
+            out.push_str(&format!("{name}{labels} {v}\n"));
+        }
+    };
+    line(
+        "atoll_local_ops_total",
+        "Local write operations.",
+        "counter",
+        vec![(String::new(), m.local_ops)],
+    );
+    line(
+        "atoll_merged_deltas_total",
+        "Deltas from peers that changed state.",
+        "counter",
+        vec![(String::new(), m.merged)],
+    );
+    line(
+        "atoll_log_seq",
+        "Newest delta-log sequence number.",
+        "gauge",
+        vec![(String::new(), s.last_seq)],
+    );
+    line(
+        "atoll_variables_loaded",
+        "Variables held in memory.",
+        "gauge",
+        vec![(String::new(), s.variables_loaded as u64)],
+    );
+    line(
+        "atoll_conflicts_total",
+        "Type conflicts resolved here (a name created with two types on two sides of a split).",
+        "counter",
+        vec![(String::new(), m.conflicts)],
+    );
+    line(
+        "atoll_reconnects_total",
+        "Peer connections established after the first.",
+        "counter",
+        vec![(String::new(), m.reconnects)],
+    );
+    let per = |f: &dyn Fn(&atoll_core::PeerStatus) -> u64| -> Vec<(String, u64)> {
+        s.peers
+            .iter()
+            .map(|(p, _)| (format!("{{peer=\"{}\"}}", p.id), f(p)))
+            .collect()
+    };
+    line(
+        "atoll_peer_connected",
+        "1 if connected to the peer.",
+        "gauge",
+        per(&|p| p.connected as u64),
+    );
+    line(
+        "atoll_peer_lag",
+        "Delta-log entries the peer has not acknowledged.",
+        "gauge",
+        per(&|p| p.lag),
+    );
+    line(
+        "atoll_peer_lag_ms",
+        "Age of the oldest delta-log entry the peer has not acknowledged (0: none).",
+        "gauge",
+        per(&|p| p.lag_ms.unwrap_or(0)),
+    );
+    line(
+        "atoll_peer_holds",
+        "Inbound progress: how far of the peer's delta log this node holds.",
+        "gauge",
+        per(&|p| p.holds.unwrap_or(0)),
+    );
+    line(
+        "atoll_peer_stuck",
+        "1 while the peer's deltas are refused here (see peer list for why).",
+        "gauge",
+        per(&|p| u64::from(p.stuck.is_some())),
+    );
+    line(
+        "atoll_peer_address_unanswered",
+        "1 for each configured or learned peer address no connected peer answers from.",
+        "gauge",
+        s.unanswered
+            .iter()
+            .map(|(a, _, _)| (format!("{{addr=\"{a}\"}}"), 1))
+            .collect(),
+    );
+    line(
+        "atoll_peer_bytes_sent_total",
+        "Message bytes sent to the peer.",
+        "counter",
+        per(&|p| p.stats.bytes_sent),
+    );
+    line(
+        "atoll_peer_bytes_received_total",
+        "Message bytes received from the peer.",
+        "counter",
+        per(&|p| p.stats.bytes_received),
+    );
+    line(
+        "atoll_peer_messages_sent_total",
+        "Messages sent to the peer.",
+        "counter",
+        per(&|p| p.stats.messages_sent),
+    );
+    line(
+        "atoll_peer_messages_received_total",
+        "Messages received from the peer.",
+        "counter",
+        per(&|p| p.stats.messages_received),
+    );
+    line(
+        "atoll_peer_retransmits_total",
+        "Intervals re-sent to the peer after a timeout.",
+        "counter",
+        per(&|p| p.stats.retransmits),
+    );
+    line(
+        "atoll_peer_state_transfers_total",
+        "State transfers to the peer.",
+        "counter",
+        per(&|p| p.stats.state_transfers),
+    );
+    line(
+        "atoll_peer_state_parts_sent_total",
+        "Parts of large states sent to the peer in state transfers.",
+        "counter",
+        per(&|p| p.stats.state_parts_sent),
+    );
+    line(
+        "atoll_peer_state_parts_received_total",
+        "Parts of large states received from the peer.",
+        "counter",
+        per(&|p| p.stats.state_parts_received),
+    );
+    Ok(out)
+}
