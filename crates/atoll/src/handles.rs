@@ -197,25 +197,13 @@ pub struct Set<T> {
 impl<T: Serialize + DeserializeOwned> Set<T> {
     /// Adds `member`; an add concurrent with a remove of it wins.
     pub fn add(&self, member: &T) -> Result<()> {
-        let bytes = encode(&self.store, &self.name, member)?;
-        self.store
-            .update_as(false, self.system, &self.name, Kind::Set, |state, ctx| {
-                let s = state_as!(state, Set);
-                Ok((Some(State::Set(s.add(ctx.replica, bytes))), ()))
-            })
+        self.change(std::slice::from_ref(member), &[]).map(|_| ())
     }
 
     /// Removes `member` (the adds of it seen here); returns whether it was present.
     pub fn remove(&self, member: &T) -> Result<bool> {
-        let bytes = encode(&self.store, &self.name, member)?;
-        self.store
-            .update_as(false, self.system, &self.name, Kind::Set, |state, _| {
-                let s = state_as!(state, Set);
-                if !s.contains(&bytes) {
-                    return Ok((None, false));
-                }
-                Ok((Some(State::Set(s.remove(&bytes))), true))
-            })
+        let present = self.change(&[], std::slice::from_ref(member))?;
+        Ok(present.first().copied().unwrap_or(false))
     }
 
     /// Adds every member of `add`, then removes every member of `remove`,

@@ -1048,8 +1048,11 @@ fn on_net_event(store: &Store, transport: &Transport, shared: &Mutex<Shared>, ev
             }
             let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
             if let Some((why, since)) = s.dialing.get_mut(&addr) {
-                if why.as_deref() != Some(reason.as_str()) {
-                    *why = Some(bounded_reason(&reason));
+                // Compared as kept (cut to a status line's length): the
+                // same long refusal again keeps its `since`.
+                let bounded = bounded_reason(&reason);
+                if why.as_deref() != Some(bounded.as_str()) {
+                    *why = Some(bounded);
                     *since = now;
                 }
             }

@@ -40,12 +40,7 @@ impl Map {
 
     /// Adds `by` to the counter at `key`.
     pub fn incr(&self, key: &str, by: i64) -> Result<()> {
-        self.update_key(key, |v, c, ctx| {
-            v.counter
-                .add(c, ctx.replica, by)
-                .map(MapValue::with_counter)
-                .map_err(crdt(&self.name))
-        })
+        self.change::<()>(key, Some(by), None, None)
     }
 
     /// Changes several fields of `key` as one operation (one delta, one log
@@ -107,15 +102,7 @@ impl Map {
 
     /// Writes the register at `key`.
     pub fn set<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
-        let bytes = encode(&self.store, &self.name, value)?;
-        self.update_key(key, |v, c, ctx| {
-            Ok(MapValue::with_register(v.register.set(
-                c,
-                ctx.replica,
-                ctx.ts,
-                bytes,
-            )))
-        })
+        self.change(key, None, Some(value), None)
     }
 
     /// The register at `key`.
@@ -129,10 +116,7 @@ impl Map {
 
     /// Adds `member` to the set at `key`.
     pub fn add<T: Serialize>(&self, key: &str, member: &T) -> Result<()> {
-        let bytes = encode(&self.store, &self.name, member)?;
-        self.update_key(key, |v, c, ctx| {
-            Ok(MapValue::with_set(set_add(&v.set, c, ctx.replica, bytes)))
-        })
+        self.change(key, None, None, Some(member))
     }
 
     /// Removes `member` from the set at `key`.
