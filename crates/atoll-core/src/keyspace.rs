@@ -284,7 +284,11 @@ impl<B: Backend> Keyspace<B> {
                 let Some(&(last, _)) = batch.last() else {
                     return Ok(());
                 };
-                let mine = |e: &LogEntry| e.name == name || conflict_name(&e.name, e.kind) == name;
+                // Its own entries, and for a conflict copy those of the name
+                // it copies, of its kind.
+                let copy_of = conflict_of(name);
+                let mine =
+                    |e: &LogEntry| e.name == name || copy_of == Some((e.name.as_str(), e.kind));
                 for (seq, entry) in batch.iter().filter(|(_, e)| mine(e)) {
                     self.replay(*seq, entry)?;
                 }
