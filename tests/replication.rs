@@ -1,4 +1,7 @@
 //! Nodes replicating over real QUIC with mutual TLS on 127.0.0.1.
+//!
+//! Over 800 lines: one scenario per test, each a story on real nodes, sharing
+//! the `Cluster` helper at the top.
 
 use atoll::{Config, Node, NodeConfig};
 use atoll_net::certs;

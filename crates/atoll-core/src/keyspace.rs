@@ -5,6 +5,11 @@
 //! (a write-ahead log), and states are checkpointed atomically every so often;
 //! opening replays the log after the last checkpoint. Time comes in as an
 //! argument: the keyspace reads no clock.
+//!
+//! Over 1 000 lines: names, recovery, local updates, merges, checkpoints
+//! with the joining of runs, and the openings' history. Type conflicts
+//! already live in `keyspace/conflict.rs`; the rest is due to be split by
+//! concern the same way.
 
 use crate::{Error, Result};
 use atoll_crdt::codec;

@@ -1,4 +1,7 @@
 //! atoll's layout on a backend: variables, their metadata and the delta log.
+//!
+//! About 750 lines, of which the last 215 are its tests, kept beside the
+//! layout they pin down.
 
 use crate::{Backend, BatchOp, Result, StoreError};
 use atoll_crdt::codec::{self, DecodeError};

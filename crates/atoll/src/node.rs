@@ -6,6 +6,10 @@
 //! sleeps until the replica's next deadline, a network event, or a local write.
 //! Peers' addresses live in a replicated set (`_atoll.peers`), so every node
 //! learns its peers' peers and keeps connections to them.
+//!
+//! Over 1 100 lines: startup, membership and the peer set, host names,
+//! inbound decoding and the driver loop. It is due to be split by concern
+//! (startup, membership, inbound, driver).
 
 use crate::store::now_ms;
 use crate::{Config, Durability, Error, Result, Store};
