@@ -97,6 +97,27 @@ fn a_failing_check_in_a_scenario_fails_the_run() {
     assert!(r.failures[0].contains("never"), "{:?}", r.failures);
 }
 
+/// A scenario replays bit for bit across processes too: its trace names a
+/// check step by name, never by its function's address (which moves from one
+/// run of the binary to the next).
+#[test]
+fn a_check_step_is_traced_by_name_only() {
+    fn ok(_: &mut atoll_sim::Sim) -> Result<(), String> {
+        Ok(())
+    }
+    let step = atoll_sim::Step::Check("n2 is back", ok);
+    assert_eq!(format!("{step:?}"), r#"Check("n2 is back")"#);
+    let s = scenario::Scenario::new("t", "t", Options::calm(2)).at(100, step);
+    let r = s.run(1, true);
+    let trace = r.trace.unwrap_or_default();
+    assert!(
+        trace
+            .iter()
+            .any(|l| l.ends_with(r#"step Check("n2 is back")"#)),
+        "{trace:?}"
+    );
+}
+
 fn repro_args(stdout: &str) -> Vec<String> {
     let line = stdout
         .lines()
