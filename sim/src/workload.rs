@@ -3,9 +3,9 @@
 
 use crate::options::Workload;
 use crate::rng::Rng;
-use atoll_core::{Error, OpCtx};
-use atoll_crdt::variable::{Bytes, Kind, MapValue, State};
-use atoll_crdt::{CrdtError, ElementId, ReplicaId, Timestamp};
+use atoll_core::{Answer, Op as StoreOp};
+use atoll_crdt::variable::{Bytes, Kind, State};
+use atoll_crdt::{ElementId, ReplicaId, Timestamp};
 use std::fmt;
 
 /// One client operation.
@@ -136,101 +136,80 @@ fn key(k: u64) -> String {
     format!("k{k}")
 }
 
-/// Applies `op` to `state` the way the store's handles do: returns the delta
-/// (`None`: nothing to do) and the outcome.
-pub fn apply(
-    op: &Op,
-    state: &mut State,
-    ctx: &OpCtx,
-) -> Result<(Option<State>, Option<Outcome>), Error> {
-    let crdt = |source: CrdtError| Error::Crdt {
-        name: String::new(),
-        source,
-    };
-    let done = |d: State| Ok((Some(d), Some(Outcome::Done)));
-    match (op, state) {
-        (Op::CounterAdd(by), State::Counter(c)) => {
-            done(State::Counter(c.add(ctx.replica, *by).map_err(crdt)?))
+impl Op {
+    /// The store operation ([`atoll_core::Op`]) that carries out this client
+    /// operation at node `node`, whose elements of the bag, if it is a bag
+    /// transfer, are `owned` (in element order).
+    ///
+    /// A transfer from an empty share is a take, which finds nothing: both
+    /// change nothing (and, like every operation, tick the node's clock).
+    pub fn to_store(&self, owned: &[ElementId]) -> StoreOp {
+        match self {
+            Op::CounterAdd(by) => StoreOp::CounterAdd { by: *by },
+            Op::RegisterSet(v) => StoreOp::RegisterSet { value: bytes(*v) },
+            Op::MvWrite(v) => StoreOp::MvRegisterSet { value: bytes(*v) },
+            Op::SetAdd(e) => StoreOp::SetChange {
+                add: vec![bytes(*e)],
+                remove: Vec::new(),
+            },
+            Op::SetRemove(e) => StoreOp::SetChange {
+                add: Vec::new(),
+                remove: vec![bytes(*e)],
+            },
+            Op::MapIncr(k, by) => StoreOp::MapChange {
+                key: key(*k),
+                incr: Some(*by),
+                set: None,
+                add: None,
+            },
+            Op::MapSet(k, x) => StoreOp::MapChange {
+                key: key(*k),
+                incr: None,
+                set: Some(bytes(*x)),
+                add: None,
+            },
+            Op::MapSetAdd(k, x) => StoreOp::MapChange {
+                key: key(*k),
+                incr: None,
+                set: None,
+                add: Some(bytes(*x)),
+            },
+            Op::MapRemove(k) => StoreOp::MapRemove { key: key(*k) },
+            Op::BagInsert(v) => StoreOp::BagInsert {
+                values: vec![bytes(*v)],
+            },
+            Op::BagTake => StoreOp::BagTake,
+            Op::BagTransfer { pick, to } => match owned.len() {
+                0 => StoreOp::BagTake,
+                n => StoreOp::BagTransfer {
+                    id: owned[(*pick % n as u64) as usize],
+                    to: *to,
+                },
+            },
         }
-        (Op::RegisterSet(v), State::Register(r)) => {
-            done(State::Register(r.set(ctx.ts, ctx.replica, bytes(*v))))
+    }
+
+    /// What the store's answer to [`Op::to_store`]'s operation says this
+    /// client operation did.
+    pub fn outcome(store_op: &StoreOp, answer: &Answer) -> Outcome {
+        match (store_op, answer) {
+            (StoreOp::BagTransfer { id, .. }, _) => Outcome::Element(*id),
+            (_, Answer::Inserted(ids)) if !ids.is_empty() => Outcome::Element(ids[0]),
+            (_, Answer::Taken(Some((id, _)))) => Outcome::Element(*id),
+            _ => Outcome::Done,
         }
-        (Op::MvWrite(v), State::MvRegister(r)) => {
-            done(State::MvRegister(r.write(ctx.replica, bytes(*v))))
-        }
-        (Op::SetAdd(e), State::Set(s)) => done(State::Set(s.add(ctx.replica, bytes(*e)))),
-        (Op::SetRemove(e), State::Set(s)) => {
-            if !s.contains(&bytes(*e)) {
-                return Ok((None, None));
-            }
-            done(State::Set(s.remove(&bytes(*e))))
-        }
-        (Op::MapIncr(k, by), State::Map(m)) => {
-            let d = m
-                .update(key(*k), |v, c| {
-                    v.counter
-                        .add(c, ctx.replica, *by)
-                        .map(MapValue::with_counter)
-                })
-                .map_err(crdt)?;
-            done(State::Map(d))
-        }
-        (Op::MapSet(k, x), State::Map(m)) => {
-            let d = m
-                .update(key(*k), |v, c| {
-                    Ok::<_, CrdtError>(MapValue::with_register(v.register.set(
-                        c,
-                        ctx.replica,
-                        ctx.ts,
-                        bytes(*x),
-                    )))
-                })
-                .map_err(crdt)?;
-            done(State::Map(d))
-        }
-        (Op::MapSetAdd(k, x), State::Map(m)) => {
-            let d = m
-                .update(key(*k), |v, c| {
-                    Ok::<_, CrdtError>(MapValue::with_set(atoll_crdt::set_add(
-                        &v.set,
-                        c,
-                        ctx.replica,
-                        bytes(*x),
-                    )))
-                })
-                .map_err(crdt)?;
-            done(State::Map(d))
-        }
-        (Op::MapRemove(k), State::Map(m)) => {
-            if m.get(&key(*k)).is_none() {
-                return Ok((None, None));
-            }
-            done(State::Map(m.remove(&key(*k))))
-        }
-        (Op::BagInsert(v), State::Bag(b)) => {
-            let (id, d) = b.insert_as(ctx.replica, ctx.node, bytes(*v));
-            Ok((Some(State::Bag(d)), Some(Outcome::Element(id))))
-        }
-        (Op::BagTake, State::Bag(b)) => match b.take(ctx.node) {
-            Some((id, _, d)) => Ok((Some(State::Bag(d)), Some(Outcome::Element(id)))),
-            None => Ok((None, None)),
-        },
-        (Op::BagTransfer { pick, to }, State::Bag(b)) => {
-            let owned: Vec<ElementId> = b
-                .iter()
-                .filter(|(_, e)| e.owner == ctx.node)
-                .map(|(id, _)| id)
-                .collect();
-            if owned.is_empty() || *to == ctx.node {
-                return Ok((None, None));
-            }
-            let id = owned[(*pick % owned.len() as u64) as usize];
-            let d = b
-                .transfer_as(ctx.replica, ctx.node, id, *to)
-                .map_err(crdt)?;
-            Ok((Some(State::Bag(d)), Some(Outcome::Element(id))))
-        }
-        (op, s) => unreachable!("{op:?} applied to a {}", s.kind()),
+    }
+}
+
+/// The elements of a bag state owned by `node`, in element order.
+pub fn owned_by(state: Option<&State>, node: ReplicaId) -> Vec<ElementId> {
+    match state {
+        Some(State::Bag(b)) => b
+            .iter()
+            .filter(|(_, e)| e.owner == node)
+            .map(|(id, _)| id)
+            .collect(),
+        _ => Vec::new(),
     }
 }
 

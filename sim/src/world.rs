@@ -12,7 +12,7 @@ use crate::trace::Trace;
 use crate::workload::{self, Loss, Record};
 use atoll_core::protocol::Message;
 use atoll_core::{Event, Keyspace, KeyspaceConfig, ProtocolError, Replica, ReplicaConfig};
-use atoll_crdt::variable::State;
+use atoll_crdt::variable::{Kind, State};
 use atoll_crdt::ReplicaId;
 use atoll_store::MemoryBackend;
 use std::collections::BTreeMap;
@@ -885,15 +885,22 @@ impl Sim {
             return;
         }
         let actor = r.keyspace_ref().incarnation();
-        let kind = op.kind();
-        let mut meta = None;
-        let res = r.keyspace().update(&var, kind, now, |state, ctx| {
-            meta = Some(ctx.ts);
-            let (delta, outcome) = workload::apply(&op, state, ctx)?;
-            Ok((delta.clone(), delta.zip(outcome)))
+        let owned = match op {
+            workload::Op::BagTransfer { .. } => {
+                let node = r.keyspace_ref().replica_id();
+                r.keyspace()
+                    .read(&var, Kind::Bag, |s| Ok(workload::owned_by(s, node)))
+                    .unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
+        let store_op = op.to_store(&owned);
+        let res = r.write(now, &var, store_op.clone()).map(|out| {
+            let outcome = workload::Op::outcome(&store_op, &out.answer);
+            (out.delta.map(|d| (d, outcome, out.ts)), out.applied)
         });
         match res {
-            Ok((Some((delta, outcome)), applied)) => {
+            Ok((Some((delta, outcome, ts)), applied)) => {
                 debug_assert!(applied.is_some());
                 self.stats.acked += 1;
                 let id = self.history.len() as u64;
@@ -902,7 +909,7 @@ impl Sim {
                     at: self.now,
                     node: i,
                     actor,
-                    ts: meta.expect("set by the update"),
+                    ts,
                     var,
                     op,
                     outcome,
@@ -911,8 +918,6 @@ impl Sim {
                 };
                 self.trace.record(self.now, format_args!("ack {rec}"));
                 self.history.push(rec);
-                let r = self.nodes[i].replica.as_mut().expect("up");
-                r.handle_local_writes(now);
                 self.after_input(i);
             }
             Ok((None, _)) => {

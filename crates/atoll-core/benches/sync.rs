@@ -15,7 +15,7 @@
 
 use atoll_core::testkit::Net;
 use atoll_core::{KeyspaceConfig, ReplicaConfig};
-use atoll_crdt::variable::{Kind, State};
+use atoll_crdt::variable::State;
 
 fn counter_bytes_per_increment() -> (f64, f64) {
     let mut net = Net::new(2, KeyspaceConfig::default());
@@ -54,10 +54,7 @@ fn set_workload(state_based: bool, max_in_flight: usize) -> u64 {
     for round in 0..ROUNDS {
         for i in 0..N {
             let member = format!("r{i}-e{round}").into_bytes();
-            net.write(i, "members", Kind::Set, |s, r, _| match s {
-                State::Set(x) => Ok(State::Set(x.add(r, member.into()))),
-                _ => unreachable!(),
-            });
+            net.add(i, "members", member);
         }
         net.run(20);
     }

@@ -11,6 +11,7 @@
 //! already live in `keyspace/conflict.rs`; the rest is due to be split by
 //! concern the same way.
 
+use crate::op::{Op, Outcome};
 use crate::{Error, Result};
 use atoll_crdt::codec;
 use atoll_crdt::variable::{Kind, State};
@@ -632,19 +633,18 @@ impl<B: Backend> Keyspace<B> {
         }
     }
 
-    /// Applies a local operation at wall time `now_ms`: `op` mutates the state
-    /// and returns the delta (`None`: nothing changed, nothing is written) and a
-    /// result. The delta is appended to the log, and flushed if
-    /// `flush_each_write`, before this returns.
-    pub fn update<R>(
-        &mut self,
-        name: &str,
-        kind: Kind,
-        now_ms: u64,
-        op: impl FnOnce(&mut State, &OpCtx) -> Result<(Option<State>, R)>,
-    ) -> Result<(R, Option<Applied>)> {
+    /// Applies a local operation to the variable `name` at wall time
+    /// `now_ms` (creating it, if the operation changes anything). The delta
+    /// is appended to the log, and flushed if `flush_each_write`, before
+    /// this returns. An operation that fails, or changes nothing, writes
+    /// nothing and leaves the state as it was.
+    ///
+    /// This is the keyspace half of a write; [`crate::Replica::write`] also
+    /// queues the delta for the peers.
+    pub fn apply(&mut self, name: &str, op: Op, now_ms: u64) -> Result<Outcome> {
         self.check_writable()?;
         validate_name(name)?;
+        let kind = op.kind();
         copy_kind(name, kind)?;
         let created = self.load(name)?.is_none();
         let ctx = OpCtx {
@@ -671,16 +671,20 @@ impl<B: Backend> Keyspace<B> {
             });
         }
         // Operations refuse before they mutate, so a failed `op` leaves the state as it was.
-        let outcome = op(&mut var.state, &ctx);
-        let (delta, out) = match outcome {
-            Ok((Some(delta), out)) if !delta.is_bottom() => (delta, out),
+        let (delta, answer) = match op.apply(name, &mut var.state, &ctx) {
+            Ok((Some(delta), answer)) if !delta.is_bottom() => (delta, answer),
             // A bottom delta changes nothing: nothing is written, and the
             // variable is not created here alone.
-            Ok((_, out)) => {
+            Ok((_, answer)) => {
                 if created {
                     self.vars.remove(name);
                 }
-                return Ok((out, None));
+                return Ok(Outcome {
+                    answer,
+                    ts: ctx.ts,
+                    delta: None,
+                    applied: None,
+                });
             }
             Err(e) => {
                 if created {
@@ -696,7 +700,12 @@ impl<B: Backend> Keyspace<B> {
             seq,
             origin: self.incarnation,
         };
-        Ok((out, Some(applied)))
+        Ok(Outcome {
+            answer,
+            ts: ctx.ts,
+            delta: Some(delta),
+            applied: Some(applied),
+        })
     }
 
     /// Appends `delta` (already joined into the cached state of `name`) to the

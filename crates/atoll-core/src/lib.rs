@@ -7,6 +7,7 @@
 //! The node runtime (crate `atoll`) and the simulator (`sim/`) drive the same
 //! code.
 //!
+//! - [`Op`]: an operation on a variable, the one vocabulary every writer uses.
 //! - [`Keyspace`]: every variable of one replica, with the write-ahead delta log.
 //! - [`Replica`]: a keyspace plus the delta anti-entropy protocol with its peers.
 //! - [`protocol`]: the messages replicas exchange.
@@ -17,6 +18,7 @@
 mod config;
 mod error;
 mod keyspace;
+pub mod op;
 pub mod protocol;
 mod replica;
 #[cfg(feature = "testkit")]
@@ -28,6 +30,7 @@ pub use keyspace::{
     conflict_name, conflict_of, is_reserved, validate_name, Applied, Conflict, ConflictEvent,
     Keyspace, KeyspaceConfig, OpCtx, CONFLICT_PREFIX, MAX_NAME_LEN, SYSTEM_PREFIX,
 };
+pub use op::{Answer, Op, Outcome};
 pub use replica::{
     Event, PeerStats, PeerStatus, ProtocolError, Replica, ReplicaConfig, Stuck, TooLarge,
     TransferReason, TransferStatus, Transmit,

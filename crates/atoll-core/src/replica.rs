@@ -17,7 +17,7 @@
 //! sweep (`atoll-sim --hashes`) will check changes no run.
 
 use crate::protocol::{Decoded, Decoder, Limits, Message, VarDelta};
-use crate::{Applied, Conflict, ConflictEvent, Error, Keyspace};
+use crate::{Applied, Conflict, ConflictEvent, Error, Keyspace, Op, Outcome};
 use atoll_crdt::codec::{self, DecodeError};
 use atoll_crdt::variable::{Kind, State};
 use atoll_crdt::ReplicaId;
@@ -903,7 +903,54 @@ impl<B: Backend> Replica<B> {
             .collect()
     }
 
-    /// Call after local writes: sends them to connected peers.
+    /// A local write at time `now`: applies `op` to the variable `name`
+    /// ([`Keyspace::apply`]: the delta is logged, and flushed if the
+    /// keyspace flushes each write) and queues the delta for the peers. An
+    /// owner-only operation (a bag take or transfer) is refused while the
+    /// replica is fenced, before anything happens.
+    pub fn write(&mut self, now: u64, name: &str, op: Op) -> crate::Result<Outcome> {
+        if op.owner_only() && self.fenced() {
+            return Err(Error::Fenced {
+                name: name.to_string(),
+                waiting: self.fence_waiting(),
+            });
+        }
+        let out = self.ks.apply(name, op, now)?;
+        if out.applied.is_some() {
+            self.handle_local_writes(now);
+        }
+        Ok(out)
+    }
+
+    /// Whom the fence waits for, in words: the peers not yet caught up and
+    /// how many configured peers were not heard from.
+    pub fn fence_waiting(&self) -> String {
+        let (behind, unheard) = self.fence_waits();
+        let mut parts = Vec::new();
+        if !behind.is_empty() {
+            let ids: Vec<String> = behind.iter().map(|id| id.to_string()).collect();
+            parts.push(format!(
+                "peers {} (connected or known, not yet caught up)",
+                ids.join(", ")
+            ));
+        }
+        if unheard > 0 {
+            parts.push(format!(
+                "{unheard} configured peer(s) not yet heard from (see `atoll peer list`)"
+            ));
+        }
+        if parts.is_empty() {
+            parts.push("its peers".to_string());
+        }
+        format!(
+            "{}; retry once they are reachable, or remove a peer that is gone for good (atoll peer remove)",
+            parts.join(" and ")
+        )
+    }
+
+    /// After a merge made outside [`Replica::handle_message`] (the store's
+    /// own `merge`): queues what changed for the peers. Local writes do this
+    /// in [`Replica::write`].
     pub fn handle_local_writes(&mut self, now: u64) {
         self.observe(now);
         self.update_fence();

@@ -3,9 +3,9 @@
 //! deterministic loss and partitions. No I/O, no threads, no clock.
 
 use crate::protocol::Message;
-use crate::{Error, Event, Keyspace, KeyspaceConfig, Replica, ReplicaConfig};
-use atoll_crdt::variable::{Kind, State};
-use atoll_crdt::{CrdtError, ReplicaId, Timestamp};
+use crate::{Answer, Event, Keyspace, KeyspaceConfig, Op, Replica, ReplicaConfig};
+use atoll_crdt::variable::{Bytes, State};
+use atoll_crdt::ReplicaId;
 use atoll_store::MemoryBackend;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -188,33 +188,24 @@ impl Net {
         panic!("the network did not go quiet");
     }
 
-    /// A local write at replica `i` (`op` returns the delta), then sends it.
-    pub fn write(
-        &mut self,
-        i: usize,
-        name: &str,
-        kind: Kind,
-        op: impl FnOnce(&mut State, ReplicaId, Timestamp) -> Result<State, CrdtError>,
-    ) {
+    /// A local write at replica `i` ([`Replica::write`]), then sends it.
+    pub fn write(&mut self, i: usize, name: &str, op: Op) -> Answer {
         let now = self.now;
-        let ks = self.nodes[i].keyspace();
-        ks.update(name, kind, now, |s, ctx| {
-            let d = op(s, ctx.replica, ctx.ts).map_err(|source| Error::Crdt {
-                name: name.into(),
-                source,
-            })?;
-            Ok((Some(d), ()))
-        })
-        .unwrap();
-        self.nodes[i].handle_local_writes(now);
+        self.nodes[i].write(now, name, op).unwrap().answer
     }
 
     /// Adds `n` to counter `name` at replica `i`.
     pub fn incr(&mut self, i: usize, name: &str, n: i64) {
-        self.write(i, name, Kind::Counter, |s, r, _| match s {
-            State::Counter(c) => c.add(r, n).map(State::Counter),
-            _ => unreachable!(),
-        });
+        self.write(i, name, Op::CounterAdd { by: n });
+    }
+
+    /// Adds `member` to set `name` at replica `i`.
+    pub fn add(&mut self, i: usize, name: &str, member: impl Into<Bytes>) {
+        let op = Op::SetChange {
+            add: vec![member.into()],
+            remove: Vec::new(),
+        };
+        self.write(i, name, op);
     }
 
     /// The state of `name` at replica `i`.

@@ -2,17 +2,14 @@
 //! every replica resolves alike, not a poison message that stalls the link.
 
 use atoll_core::testkit::{id, inc, Net};
-use atoll_core::{conflict_name, Event, Keyspace, KeyspaceConfig, Replica, ReplicaConfig};
+use atoll_core::{conflict_name, Event, Keyspace, KeyspaceConfig, Op, Replica, ReplicaConfig};
 use atoll_crdt::variable::{Bytes, Kind, State};
 use atoll_crdt::{OrSet, PNCounter, ReplicaId};
 use atoll_store::MemoryBackend;
 
 fn set_add(net: &mut Net, i: usize, name: &str, member: &[u8]) {
     let member = Bytes::from(member.to_vec());
-    net.write(i, name, Kind::Set, |s, r, _| match s {
-        State::Set(x) => Ok(State::Set(x.add(r, member))),
-        _ => unreachable!("a set"),
-    });
+    net.add(i, name, member);
 }
 
 fn members(s: Option<State>) -> Vec<Vec<u8>> {
@@ -66,7 +63,11 @@ fn a_name_made_a_counter_and_a_set_apart_resolves_alike_and_the_link_keeps_flowi
     // A later write of the losing type at the node that had it is refused,
     // as any write of the wrong type is.
     let ks = net.nodes[1].keyspace();
-    let wrong = ks.update("x", Kind::Set, 1, |_, _| Ok((None, ())));
+    let op = Op::SetChange {
+        add: Vec::new(),
+        remove: Vec::new(),
+    };
+    let wrong = ks.apply("x", op, 1);
     assert!(
         matches!(wrong, Err(atoll_core::Error::TypeMismatch { .. })),
         "{:?}",

@@ -4,43 +4,26 @@
 use atoll_core::protocol::{Message, VarDelta};
 use atoll_core::testkit::{id, inc, Net};
 use atoll_core::{
-    Event, Keyspace, KeyspaceConfig, ProtocolError, Replica, ReplicaConfig, TransferReason,
+    Event, Keyspace, KeyspaceConfig, Op, ProtocolError, Replica, ReplicaConfig, TransferReason,
 };
-use atoll_crdt::variable::{Bytes, Kind, MapValue, State};
-use atoll_crdt::{set_add, ReplicaId};
+use atoll_crdt::variable::{Bytes, Kind, State};
+use atoll_crdt::ReplicaId;
 use atoll_store::MemoryBackend;
 
 fn every_type_ops(net: &mut Net, i: usize) {
     net.incr(i, "hits", 10 + i as i64);
-    net.write(i, "motd", Kind::Register, |s, r, ts| match s {
-        State::Register(x) => Ok(State::Register(x.set(ts, r, Bytes::from(vec![i as u8])))),
-        _ => unreachable!(),
-    });
-    net.write(i, "ver", Kind::MvRegister, |s, r, _| match s {
-        State::MvRegister(x) => Ok(State::MvRegister(x.write(r, Bytes::from(vec![i as u8])))),
-        _ => unreachable!(),
-    });
-    net.write(i, "tags", Kind::Set, |s, r, _| match s {
-        State::Set(x) => Ok(State::Set(x.add(r, Bytes::from(vec![i as u8])))),
-        _ => unreachable!(),
-    });
-    net.write(i, "jobs", Kind::Bag, |s, r, _| match s {
-        State::Bag(x) => Ok(State::Bag(x.insert(r, Bytes::from(vec![i as u8])).1)),
-        _ => unreachable!(),
-    });
-    net.write(i, "cart", Kind::Map, |s, r, _| match s {
-        State::Map(m) => m
-            .update(format!("k{}", i % 2), |v, c| {
-                Ok(MapValue::with_set(set_add(
-                    &v.set,
-                    c,
-                    r,
-                    Bytes::from(vec![i as u8]),
-                )))
-            })
-            .map(State::Map),
-        _ => unreachable!(),
-    });
+    let v = || Bytes::from(vec![i as u8]);
+    net.write(i, "motd", Op::RegisterSet { value: v() });
+    net.write(i, "ver", Op::MvRegisterSet { value: v() });
+    net.add(i, "tags", v());
+    net.write(i, "jobs", Op::BagInsert { values: vec![v()] });
+    let cart = Op::MapChange {
+        key: format!("k{}", i % 2),
+        incr: None,
+        set: None,
+        add: Some(v()),
+    };
+    net.write(i, "cart", cart);
 }
 
 const ALL: [&str; 6] = ["hits", "motd", "ver", "tags", "jobs", "cart"];
@@ -133,10 +116,7 @@ fn a_peer_behind_the_log_catches_up_by_state_transfer() {
     net.cut(1, 2);
     for i in 0..60 {
         net.incr(0, "hits", 1);
-        net.write(0, &format!("s{}", i % 7), Kind::Set, |s, r, _| match s {
-            State::Set(x) => Ok(State::Set(x.add(r, Bytes::from(vec![i as u8])))),
-            _ => unreachable!(),
-        });
+        net.add(0, &format!("s{}", i % 7), vec![i as u8]);
     }
     net.run(1_000);
     // Node 0's log no longer holds what node 2 needs.
@@ -378,11 +358,7 @@ fn ship(from: &mut Keyspace<MemoryBackend>, to: &mut Keyspace<MemoryBackend>, af
 }
 
 fn add(ks: &mut Keyspace<MemoryBackend>, n: i64) {
-    ks.update("hits", Kind::Counter, 0, |s, ctx| match s {
-        State::Counter(c) => Ok((Some(State::Counter(c.add(ctx.replica, n).unwrap())), ())),
-        _ => unreachable!(),
-    })
-    .unwrap();
+    ks.apply("hits", Op::CounterAdd { by: n }, 0).unwrap();
 }
 
 #[test]
@@ -498,10 +474,7 @@ fn a_peer_catching_up_is_sent_joined_runs() {
     net.cut(0, 1);
     let mut hits = 0;
     for i in 0..3000u32 {
-        net.write(0, "members", Kind::Set, |s, r, _| match s {
-            State::Set(x) => Ok(State::Set(x.add(r, i.to_be_bytes().to_vec().into()))),
-            _ => unreachable!(),
-        });
+        net.add(0, "members", i.to_be_bytes().to_vec());
         if i % 7 == 0 {
             net.incr(0, "hits", 1);
             hits += 1;
@@ -543,10 +516,7 @@ fn a_new_peer_of_a_long_log_is_sent_the_state() {
         let mut net = Net::with_config(2, KeyspaceConfig::default(), config);
         // Node 0 writes before node 1 ever connects.
         for i in 0..300u32 {
-            net.write(0, "members", Kind::Set, |s, r, _| match s {
-                State::Set(x) => Ok(State::Set(x.add(r, i.to_be_bytes().to_vec().into()))),
-                _ => unreachable!(),
-            });
+            net.add(0, "members", i.to_be_bytes().to_vec());
         }
         net.incr(0, "hits", 7);
         net.full_mesh();
@@ -678,10 +648,7 @@ fn a_restarted_peer_resumes_where_it_was() {
     let mut net = Net::new(3, KeyspaceConfig::default());
     net.link(&[(0, 1), (0, 2)]);
     for i in 0..400u32 {
-        net.write(0, "members", Kind::Set, |s, r, _| match s {
-            State::Set(x) => Ok(State::Set(x.add(r, i.to_be_bytes().to_vec().into()))),
-            _ => unreachable!(),
-        });
+        net.add(0, "members", i.to_be_bytes().to_vec());
     }
     net.run(5_000);
     // Replica 1 restarts from its storage; replica 2 loses its storage.
@@ -708,10 +675,7 @@ fn a_restarted_peer_resumes_where_it_was() {
         resumed * 20 < full,
         "resumed {resumed} bytes, full resync {full}"
     );
-    net.write(0, "members", Kind::Set, |s, r, _| match s {
-        State::Set(x) => Ok(State::Set(x.add(r, Bytes::from(vec![1])))),
-        _ => unreachable!(),
-    });
+    net.add(0, "members", Bytes::from(vec![1]));
     net.run(5_000);
     net.assert_converged(&["members"]);
     let State::Set(members) = net.state(1, "members").unwrap() else {
@@ -723,10 +687,7 @@ fn a_restarted_peer_resumes_where_it_was() {
 #[test]
 fn an_interval_lost_before_a_restart_is_sent_again() {
     let add = |net: &mut Net, member: u8| {
-        net.write(0, "members", Kind::Set, |s, r, _| match s {
-            State::Set(x) => Ok(State::Set(x.add(r, Bytes::from(vec![member])))),
-            _ => unreachable!(),
-        });
+        net.add(0, "members", Bytes::from(vec![member]));
     };
     let mut net = Net::new(2, KeyspaceConfig::default());
     net.full_mesh();
@@ -759,10 +720,7 @@ fn runs_written_before_a_restart_are_joined_after_it() {
     };
     let mut net = Net::new(1, config.clone());
     for i in 0..250u32 {
-        net.write(0, "members", Kind::Set, |s, r, _| match s {
-            State::Set(x) => Ok(State::Set(x.add(r, i.to_be_bytes().to_vec().into()))),
-            _ => unreachable!(),
-        });
+        net.add(0, "members", i.to_be_bytes().to_vec());
     }
     let entries = |ks: &Keyspace<MemoryBackend>| ks.storage().log_after(0, usize::MAX).unwrap();
     // The checkpoints at 100 and 200 joined their runs; the 50 since are one each.
@@ -850,16 +808,17 @@ fn parts_of(state: &State, max: usize) -> Vec<Vec<u8>> {
 /// Adds `n` members to set `name` at node `i`, and removes every fifth.
 fn fill_set(net: &mut Net, i: usize, name: &str, n: u32) {
     for k in 0..n {
-        net.write(i, name, Kind::Set, |s, r, _| match s {
-            State::Set(x) => Ok(State::Set(x.add(r, Bytes::from(k.to_be_bytes())))),
-            _ => unreachable!(),
-        });
+        net.add(i, name, Bytes::from(k.to_be_bytes()));
     }
     for k in (0..n).step_by(5) {
-        net.write(i, name, Kind::Set, |s, _, _| match s {
-            State::Set(x) => Ok(State::Set(x.remove(&Bytes::from(k.to_be_bytes())))),
-            _ => unreachable!(),
-        });
+        net.write(
+            i,
+            name,
+            Op::SetChange {
+                add: Vec::new(),
+                remove: vec![Bytes::from(k.to_be_bytes())],
+            },
+        );
     }
 }
 
@@ -879,12 +838,7 @@ fn a_run_is_not_joined_into_an_entry_a_peer_got_before_the_run_s_start() {
         ..ReplicaConfig::default()
     };
     let mut net = Net::with_config(2, KeyspaceConfig::default(), config);
-    let add = |net: &mut Net, k: u32| {
-        net.write(0, "s", Kind::Set, |s, r, _| match s {
-            State::Set(x) => Ok(State::Set(x.add(r, Bytes::from(k.to_be_bytes())))),
-            _ => unreachable!(),
-        })
-    };
+    let add = |net: &mut Net, k: u32| net.add(0, "s", Bytes::from(k.to_be_bytes()));
     // Node 0's log: 1 = its add of 1, 2 = node 1's counter, 3 = its add of 2.
     add(&mut net, 1);
     let mut counter = atoll_crdt::PNCounter::new();
@@ -1242,10 +1196,7 @@ fn a_state_unchanged_since_the_checkpoint_is_sent_as_stored() {
     assert_eq!(net.state(1, "members").unwrap(), members);
     net.assert_converged(&["members", "hits"]);
     // Changed since: it is encoded from its tree, and arrives changed.
-    net.write(0, "members", Kind::Set, |s, r, _| match s {
-        State::Set(x) => Ok(State::Set(x.add(r, Bytes::from(vec![9; 3])))),
-        _ => unreachable!(),
-    });
+    net.add(0, "members", Bytes::from(vec![9; 3]));
     net.run(10_000);
     net.assert_converged(&["members", "hits"]);
 }
@@ -1283,15 +1234,16 @@ fn a_state_changed_while_in_parts_arrives_whole() {
     // removed before) among the members already sent. Joined with the
     // parts sent before, the new state's context would claim 5's new add
     // without its member, and the add would be lost.
-    net.write(0, "members", Kind::Set, |s, _, _| match s {
-        State::Set(x) => Ok(State::Set(x.remove(&Bytes::from(7u32.to_be_bytes())))),
-        _ => unreachable!(),
-    });
+    net.write(
+        0,
+        "members",
+        Op::SetChange {
+            add: Vec::new(),
+            remove: vec![Bytes::from(7u32.to_be_bytes())],
+        },
+    );
     for k in [5u32, 1001] {
-        net.write(0, "members", Kind::Set, |s, r, _| match s {
-            State::Set(x) => Ok(State::Set(x.add(r, Bytes::from(k.to_be_bytes())))),
-            _ => unreachable!(),
-        });
+        net.add(0, "members", Bytes::from(k.to_be_bytes()));
     }
     net.run(60_000);
     net.assert_converged(&["members"]);

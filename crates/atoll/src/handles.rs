@@ -7,6 +7,7 @@
 //! [`Error::Value`].
 
 use crate::{Error, Result, Store};
+use atoll_core::{Answer, Op};
 use atoll_crdt::variable::{Bytes, Kind, State};
 use atoll_crdt::{CrdtError, ElementId, ReplicaId};
 use serde::de::DeserializeOwned;
@@ -41,13 +42,6 @@ fn decode<T: DeserializeOwned>(name: &str, bytes: &[u8]) -> Result<T> {
     }
 }
 
-fn crdt(name: &str) -> impl Fn(CrdtError) -> Error + '_ {
-    move |source| Error::Crdt {
-        name: name.to_string(),
-        source,
-    }
-}
-
 macro_rules! state_as {
     ($state:expr, $variant:ident) => {
         match $state {
@@ -59,18 +53,15 @@ macro_rules! state_as {
     };
 }
 
-/// Joins one step's delta into an operation's delta so far: an operation of
-/// several steps (a request that adds many members, say) is one delta, one
-/// log entry and one flush.
-fn join_step(acc: &mut Option<State>, step: State) {
-    match acc {
-        // Every step of an operation is of its variable's kind, so the join
-        // cannot meet a kind mismatch.
-        Some(a) => {
-            let _ = a.join(step);
+/// The answer an operation gives, by its variant: [`Op::apply`] answers
+/// each operation with one variant, so another cannot reach here.
+macro_rules! answer {
+    ($answer:expr, $variant:ident) => {
+        match $answer {
+            Answer::$variant(x) => x,
+            other => unreachable!("Op::apply answered {other:?}"),
         }
-        None => *acc = Some(step),
-    }
+    };
 }
 
 mod map;
@@ -86,11 +77,8 @@ pub struct Counter {
 impl Counter {
     /// Adds `by` (negative to subtract); returns the new value as seen here.
     pub fn incr(&self, by: i64) -> Result<i128> {
-        self.store.update(&self.name, Kind::Counter, |state, ctx| {
-            let c = state_as!(state, Counter);
-            let d = c.add(ctx.replica, by).map_err(crdt(&self.name))?;
-            Ok((Some(State::Counter(d)), c.value()))
-        })
+        let answer = self.store.write(false, &self.name, Op::CounterAdd { by })?;
+        Ok(answer!(answer, Value))
     }
 
     /// Subtracts `by`; returns the new value as seen here.
@@ -125,11 +113,9 @@ impl<T: Serialize + DeserializeOwned> Register<T> {
     /// Writes `value`; a later write (by hybrid logical clock) anywhere wins.
     pub fn set(&self, value: &T) -> Result<()> {
         let bytes = encode(&self.store, &self.name, value)?;
-        self.store.update(&self.name, Kind::Register, |state, ctx| {
-            let r = state_as!(state, Register);
-            let d = r.set(ctx.ts, ctx.replica, bytes);
-            Ok((Some(State::Register(d)), ()))
-        })
+        self.store
+            .write(false, &self.name, Op::RegisterSet { value: bytes })
+            .map(drop)
     }
 
     /// The current value (`None` if never written).
@@ -159,11 +145,8 @@ impl<T: Serialize + DeserializeOwned> MvRegister<T> {
     pub fn set(&self, value: &T) -> Result<()> {
         let bytes = encode(&self.store, &self.name, value)?;
         self.store
-            .update(&self.name, Kind::MvRegister, |state, ctx| {
-                let r = state_as!(state, MvRegister);
-                let d = r.write(ctx.replica, bytes);
-                Ok((Some(State::MvRegister(d)), ()))
-            })
+            .write(false, &self.name, Op::MvRegisterSet { value: bytes })
+            .map(drop)
     }
 
     /// The current values: one, or several after concurrent writes (empty if never written).
@@ -217,23 +200,10 @@ impl<T: Serialize + DeserializeOwned> Set<T> {
                 .collect()
         };
         let (add, remove) = (encode_all(add)?, encode_all(remove)?);
-        self.store
-            .update_as(false, self.system, &self.name, Kind::Set, |state, ctx| {
-                let s = state_as!(state, Set);
-                let mut delta = None;
-                for m in add {
-                    join_step(&mut delta, State::Set(s.add(ctx.replica, m)));
-                }
-                let mut removed = Vec::with_capacity(remove.len());
-                for m in &remove {
-                    let had = s.contains(m);
-                    if had {
-                        join_step(&mut delta, State::Set(s.remove(m)));
-                    }
-                    removed.push(had);
-                }
-                Ok((delta, removed))
-            })
+        let answer = self
+            .store
+            .write(self.system, &self.name, Op::SetChange { add, remove })?;
+        Ok(answer!(answer, Removed))
     }
 
     /// Whether `member` is in the set.
@@ -295,10 +265,9 @@ impl<T: Serialize + DeserializeOwned> Bag<T> {
     /// Inserts `value`, owned by this store; returns the element's id.
     pub fn insert(&self, value: &T) -> Result<ElementId> {
         let bytes = encode(&self.store, &self.name, value)?;
-        self.store.update(&self.name, Kind::Bag, |state, ctx| {
-            let b = state_as!(state, Bag);
-            let (id, d) = b.insert_as(ctx.replica, ctx.node, bytes);
-            Ok((Some(State::Bag(d)), id))
+        let ids = self.insert_encoded(vec![bytes])?;
+        ids.first().copied().ok_or_else(|| Error::InvalidInput {
+            what: "no element id for the inserted value".to_string(),
         })
     }
 
@@ -309,44 +278,30 @@ impl<T: Serialize + DeserializeOwned> Bag<T> {
             .iter()
             .map(|v| encode(&self.store, &self.name, v))
             .collect::<Result<_>>()?;
-        self.store.update(&self.name, Kind::Bag, |state, ctx| {
-            let b = state_as!(state, Bag);
-            let mut delta = None;
-            let mut ids = Vec::with_capacity(values.len());
-            for v in values {
-                let (id, d) = b.insert_as(ctx.replica, ctx.node, v);
-                join_step(&mut delta, State::Bag(d));
-                ids.push(id);
-            }
-            Ok((delta, ids))
-        })
+        self.insert_encoded(values)
+    }
+
+    fn insert_encoded(&self, values: Vec<Bytes>) -> Result<Vec<ElementId>> {
+        let answer = self
+            .store
+            .write(false, &self.name, Op::BagInsert { values })?;
+        Ok(answer!(answer, Inserted))
     }
 
     /// Takes one element this store owns (`None` if it owns none). An element is
     /// never taken twice, anywhere, even across a partition.
     pub fn take(&self) -> Result<Option<T>> {
-        let taken = self
-            .store
-            .update_owned(&self.name, Kind::Bag, |state, ctx| {
-                let b = state_as!(state, Bag);
-                match b.take(ctx.node) {
-                    Some((_, value, d)) => Ok((Some(State::Bag(d)), Some(value))),
-                    None => Ok((None, None)),
-                }
-            })?;
-        taken.map(|b| decode(&self.name, &b)).transpose()
+        let answer = self.store.write(false, &self.name, Op::BagTake)?;
+        answer!(answer, Taken)
+            .map(|(_, b)| decode(&self.name, &b))
+            .transpose()
     }
 
     /// Hands element `id`, which this store must own, to replica `to`.
     pub fn transfer(&self, id: ElementId, to: ReplicaId) -> Result<()> {
         self.store
-            .update_owned(&self.name, Kind::Bag, |state, ctx| {
-                let b = state_as!(state, Bag);
-                let d = b
-                    .transfer_as(ctx.replica, ctx.node, id, to)
-                    .map_err(crdt(&self.name))?;
-                Ok((Some(State::Bag(d)), ()))
-            })
+            .write(false, &self.name, Op::BagTransfer { id, to })
+            .map(drop)
     }
 
     /// Every element known here, across all owners, by id.

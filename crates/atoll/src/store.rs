@@ -3,7 +3,7 @@
 use crate::feed::{Change, ChangeFeed};
 use crate::{Config, Durability, Result};
 use atoll_core::{
-    conflict_of, is_reserved, validate_name, Applied, ConflictEvent, Keyspace, OpCtx, Replica,
+    conflict_of, is_reserved, validate_name, Answer, Applied, ConflictEvent, Keyspace, Op, Replica,
     ReplicaConfig,
 };
 use atoll_crdt::codec;
@@ -152,27 +152,7 @@ impl Store {
                     (Config::last_of_cluster)"
                 .to_string();
         }
-        let (behind, unheard) = r.fence_waits();
-        let mut parts = Vec::new();
-        if !behind.is_empty() {
-            let ids: Vec<String> = behind.iter().map(|id| id.to_string()).collect();
-            parts.push(format!(
-                "peers {} (connected or known, not yet caught up)",
-                ids.join(", ")
-            ));
-        }
-        if unheard > 0 {
-            parts.push(format!(
-                "{unheard} configured peer(s) not yet heard from (see `atoll peer list`)"
-            ));
-        }
-        if parts.is_empty() {
-            parts.push("its peers".to_string());
-        }
-        format!(
-            "{}; retry once they are reachable, or remove a peer that is gone for good (atoll peer remove)",
-            parts.join(" and ")
-        )
+        r.fence_waiting()
     }
 
     /// This store's node id: stable across openings; it owns the bag elements
@@ -236,39 +216,12 @@ impl Store {
         self.keyspace().read(name, kind, f)
     }
 
-    /// Applies a local operation (see [`Keyspace::update`]) and announces it on
-    /// the change feed.
-    pub(crate) fn update<R>(
-        &self,
-        name: &str,
-        kind: Kind,
-        op: impl FnOnce(&mut State, &OpCtx) -> Result<(Option<State>, R)>,
-    ) -> Result<R> {
-        self.update_as(false, false, name, kind, op)
-    }
-
-    /// [`Store::update`] for an operation only an element's owner may do (bag
-    /// take and transfer): refused while the replica is fenced after opening.
-    pub(crate) fn update_owned<R>(
-        &self,
-        name: &str,
-        kind: Kind,
-        op: impl FnOnce(&mut State, &OpCtx) -> Result<(Option<State>, R)>,
-    ) -> Result<R> {
-        self.update_as(true, false, name, kind, op)
-    }
-
-    /// A local operation: `owner_only` for bag takes and transfers (refused
-    /// while fenced), `system` for the node's own writes to a system
-    /// variable (any other write of a reserved name is refused).
-    pub(crate) fn update_as<R>(
-        &self,
-        owner_only: bool,
-        system: bool,
-        name: &str,
-        kind: Kind,
-        op: impl FnOnce(&mut State, &OpCtx) -> Result<(Option<State>, R)>,
-    ) -> Result<R> {
+    /// Applies a local operation ([`Replica::write`]: logged, flushed as
+    /// configured, queued for the peers), announces it on the change feed
+    /// and wakes the node's driver. Every local write goes through here.
+    /// `system` is for the node's own writes to a system variable (any other
+    /// write of a reserved name is refused).
+    pub(crate) fn write(&self, system: bool, name: &str, op: Op) -> Result<Answer> {
         if is_reserved(name) && !system {
             return Err(crate::Error::Reserved {
                 name: name.chars().take(80).collect(),
@@ -277,25 +230,21 @@ impl Store {
             });
         }
         let now = now_ms();
-        let (out, applied) = {
+        let out = {
             let mut r = self.replica();
-            if owner_only && r.fenced() {
+            if op.owner_only() && r.fenced() {
                 return Err(crate::Error::Fenced {
                     name: name.to_string(),
                     waiting: self.fence_waiting(&r),
                 });
             }
-            let (out, applied) = r.keyspace().update(name, kind, now, op)?;
-            if applied.is_some() {
-                r.handle_local_writes(now);
-            }
-            (out, applied)
+            r.write(now, name, op)?
         };
-        if let Some(a) = applied {
+        if let Some(a) = out.applied {
             self.publish(a);
             self.inner.wake.notify_one();
         }
-        Ok(out)
+        Ok(out.answer)
     }
 
     /// Logs a type conflict resolved here and counts it.

@@ -1,12 +1,9 @@
 //! The map handle: string keys, each with a counter, a register and a set.
 
-use super::{crdt, decode, encode, join_step};
-use crate::{Error, Result, Store};
-use atoll_core::OpCtx;
-use atoll_crdt::set_add;
-use atoll_crdt::set_remove;
+use super::{decode, encode};
+use crate::{Result, Store};
+use atoll_core::{Answer, Op};
 use atoll_crdt::variable::{Kind, MapValue, State};
-use atoll_crdt::Causal;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -20,18 +17,6 @@ pub struct Map {
 }
 
 impl Map {
-    fn update_key(
-        &self,
-        key: &str,
-        f: impl FnOnce(&MapValue, &atoll_crdt::CausalContext, &OpCtx) -> Result<Causal<MapValue>>,
-    ) -> Result<()> {
-        self.store.update(&self.name, Kind::Map, |state, ctx| {
-            let m = state_as!(state, Map);
-            let d = m.update(key.to_string(), |v, c| f(v, c, ctx))?;
-            Ok((Some(State::Map(d)), ()))
-        })
-    }
-
     fn read_key<R>(&self, key: &str, f: impl FnOnce(Option<&MapValue>) -> Result<R>) -> Result<R> {
         self.store.read(&self.name, Kind::Map, |s| {
             f(s.and_then(|s| state_as!(s, Map).get(&key.to_string())))
@@ -59,40 +44,13 @@ impl Map {
         let add = add
             .map(|v| encode(&self.store, &self.name, v))
             .transpose()?;
-        self.store.update(&self.name, Kind::Map, |state, ctx| {
-            let m = state_as!(state, Map);
-            let key = key.to_string();
-            let mut delta = None;
-            // The counter first: it is the one step that can fail
-            // (overflow), and a failed operation must change nothing.
-            if let Some(by) = incr {
-                let d = m.update(key.clone(), |v, c| {
-                    v.counter
-                        .add(c, ctx.replica, by)
-                        .map(MapValue::with_counter)
-                        .map_err(crdt(&self.name))
-                })?;
-                join_step(&mut delta, State::Map(d));
-            }
-            if let Some(bytes) = set {
-                let d = m.update(key.clone(), |v, c| {
-                    Ok::<_, Error>(MapValue::with_register(v.register.set(
-                        c,
-                        ctx.replica,
-                        ctx.ts,
-                        bytes,
-                    )))
-                })?;
-                join_step(&mut delta, State::Map(d));
-            }
-            if let Some(bytes) = add {
-                let d = m.update(key, |v, c| {
-                    Ok::<_, Error>(MapValue::with_set(set_add(&v.set, c, ctx.replica, bytes)))
-                })?;
-                join_step(&mut delta, State::Map(d));
-            }
-            Ok((delta, ()))
-        })
+        let op = Op::MapChange {
+            key: key.to_string(),
+            incr,
+            set,
+            add,
+        };
+        self.store.write(false, &self.name, op).map(drop)
     }
 
     /// The counter at `key` (0 if absent).
@@ -121,10 +79,12 @@ impl Map {
 
     /// Removes `member` from the set at `key`.
     pub fn remove_member<T: Serialize>(&self, key: &str, member: &T) -> Result<()> {
-        let bytes = encode(&self.store, &self.name, member)?;
-        self.update_key(key, |v, _, _| {
-            Ok(MapValue::with_set(set_remove(&v.set, &bytes)))
-        })
+        let member = encode(&self.store, &self.name, member)?;
+        let op = Op::MapRemoveMember {
+            key: key.to_string(),
+            member,
+        };
+        self.store.write(false, &self.name, op).map(drop)
     }
 
     /// The members of the set at `key`.
@@ -137,14 +97,11 @@ impl Map {
 
     /// Removes `key` as seen here; returns whether it was present.
     pub fn remove(&self, key: &str) -> Result<bool> {
-        self.store.update(&self.name, Kind::Map, |state, _| {
-            let m = state_as!(state, Map);
-            let key = key.to_string();
-            if m.get(&key).is_none() {
-                return Ok((None, false));
-            }
-            Ok((Some(State::Map(m.remove(&key))), true))
-        })
+        let op = Op::MapRemove {
+            key: key.to_string(),
+        };
+        let answer = self.store.write(false, &self.name, op)?;
+        Ok(answer!(answer, Present))
     }
 
     /// The keys present.

@@ -1,0 +1,394 @@
+//! The operations on variables: one vocabulary for every writer.
+//!
+//! An [`Op`] names what to do to one variable; [`Op::apply`] is the one place
+//! an operation turns into a delta and an [`Answer`]. The store's typed
+//! handles, the HTTP and CLI operations layer, the simulator's workload and
+//! the test network all build `Op`s, and the keyspace applies them
+//! ([`crate::Keyspace::apply`], or [`crate::Replica::write`], which also
+//! queues the delta for the peers). An `Op` is serializable, so that an
+//! operation on an owned variable can travel to its owner.
+//!
+//! Values are bytes here: the handles encode the application's types.
+
+use crate::{Error, OpCtx, Result};
+use atoll_crdt::variable::{Bytes, Kind, MapValue, State};
+use atoll_crdt::{set_add, set_remove, CrdtError, ElementId, ReplicaId, Timestamp};
+use serde::{Deserialize, Serialize};
+
+/// One operation on one variable. Each applies as one delta: one log entry,
+/// one flush, all or nothing.
+///
+/// New variants will come with owned variables (compare-and-set,
+/// decrement-if, claim-once, take-any), hence `non_exhaustive`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Op {
+    /// Adds `by` (negative to subtract) to a counter. Answers
+    /// [`Answer::Value`]: the counter's value after it, as seen here.
+    CounterAdd {
+        /// How much.
+        by: i64,
+    },
+    /// Writes a last-writer-wins register.
+    RegisterSet {
+        /// The encoded value.
+        value: Bytes,
+    },
+    /// Writes a multi-value register, replacing every value seen here.
+    MvRegisterSet {
+        /// The encoded value.
+        value: Bytes,
+    },
+    /// Adds every member of `add`, then removes every member of `remove`.
+    /// Answers [`Answer::Removed`]: for each of `remove`, whether it was
+    /// present after the adds.
+    SetChange {
+        /// Members to add.
+        add: Vec<Bytes>,
+        /// Members to remove.
+        remove: Vec<Bytes>,
+    },
+    /// Changes the fields of one map entry: adds `incr` to its counter,
+    /// writes `set` to its register and adds `add` to its set, each if given.
+    MapChange {
+        /// The entry.
+        key: String,
+        /// Added to its counter.
+        incr: Option<i64>,
+        /// Written to its register.
+        set: Option<Bytes>,
+        /// Added to its set.
+        add: Option<Bytes>,
+    },
+    /// Removes `member` from the set of map entry `key`.
+    MapRemoveMember {
+        /// The entry.
+        key: String,
+        /// The member.
+        member: Bytes,
+    },
+    /// Removes a map entry as seen here. Answers [`Answer::Present`].
+    MapRemove {
+        /// The entry.
+        key: String,
+    },
+    /// Inserts values into a bag, owned by this node. Answers
+    /// [`Answer::Inserted`]: their element ids, in order.
+    BagInsert {
+        /// The encoded values.
+        values: Vec<Bytes>,
+    },
+    /// Takes one element this node owns out of a bag. Answers
+    /// [`Answer::Taken`]. Only an element's owner may take it, and a fenced
+    /// replica takes nothing ([`Op::owner_only`]).
+    BagTake,
+    /// Hands element `id`, which this node must own, to node `to`. A
+    /// transfer to this node itself changes nothing.
+    BagTransfer {
+        /// The element.
+        id: ElementId,
+        /// The new owner.
+        to: ReplicaId,
+    },
+}
+
+/// What an operation answers, besides its delta.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Done; nothing more to say.
+    Done,
+    /// A counter's value after the operation, as seen here.
+    Value(i128),
+    /// For each member asked to be removed, whether it was present.
+    Removed(Vec<bool>),
+    /// Whether the map entry was present.
+    Present(bool),
+    /// The ids of the inserted bag elements, in order.
+    Inserted(Vec<ElementId>),
+    /// The bag element taken and its value (`None`: this node owns none).
+    Taken(Option<(ElementId, Bytes)>),
+}
+
+/// An operation applied: its answer, and the delta it wrote, if any.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// What the operation answers.
+    pub answer: Answer,
+    /// The hybrid-clock timestamp it was issued at.
+    pub ts: Timestamp,
+    /// The change, as logged and shipped (`None`: nothing changed, nothing
+    /// was written).
+    pub delta: Option<State>,
+    /// Where it went in the delta log (`None` with `delta`).
+    pub applied: Option<crate::Applied>,
+}
+
+impl Op {
+    /// The kind of variable it applies to.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Op::CounterAdd { .. } => Kind::Counter,
+            Op::RegisterSet { .. } => Kind::Register,
+            Op::MvRegisterSet { .. } => Kind::MvRegister,
+            Op::SetChange { .. } => Kind::Set,
+            Op::MapChange { .. } | Op::MapRemoveMember { .. } | Op::MapRemove { .. } => Kind::Map,
+            Op::BagInsert { .. } | Op::BagTake | Op::BagTransfer { .. } => Kind::Bag,
+        }
+    }
+
+    /// Whether only an element's owner may do it: a replica refuses it while
+    /// fenced after opening (see [`crate::Replica::fenced`]).
+    pub fn owner_only(&self) -> bool {
+        matches!(self, Op::BagTake | Op::BagTransfer { .. })
+    }
+
+    /// Applies the operation to `state` (of the variable `name`, of
+    /// [`Op::kind`]): mutates it and returns the delta (`None`: nothing
+    /// changed) and the answer. An operation refuses before it mutates, so
+    /// an error leaves `state` as it was.
+    /// A `state` of another kind is an [`Error::TypeMismatch`].
+    pub fn apply(
+        self,
+        name: &str,
+        state: &mut State,
+        ctx: &OpCtx,
+    ) -> Result<(Option<State>, Answer)> {
+        let crdt = |source: CrdtError| Error::Crdt {
+            name: name.to_string(),
+            source,
+        };
+        let kind = state.kind();
+        match (self, state) {
+            (Op::CounterAdd { by }, State::Counter(c)) => {
+                let d = c.add(ctx.replica, by).map_err(crdt)?;
+                Ok((Some(State::Counter(d)), Answer::Value(c.value())))
+            }
+            (Op::RegisterSet { value }, State::Register(r)) => Ok((
+                Some(State::Register(r.set(ctx.ts, ctx.replica, value))),
+                Answer::Done,
+            )),
+            (Op::MvRegisterSet { value }, State::MvRegister(r)) => Ok((
+                Some(State::MvRegister(r.write(ctx.replica, value))),
+                Answer::Done,
+            )),
+            (Op::SetChange { add, remove }, State::Set(s)) => {
+                let mut delta = None;
+                for m in add {
+                    join_step(&mut delta, State::Set(s.add(ctx.replica, m)));
+                }
+                let mut removed = Vec::with_capacity(remove.len());
+                for m in &remove {
+                    let had = s.contains(m);
+                    if had {
+                        join_step(&mut delta, State::Set(s.remove(m)));
+                    }
+                    removed.push(had);
+                }
+                Ok((delta, Answer::Removed(removed)))
+            }
+            (
+                Op::MapChange {
+                    key,
+                    incr,
+                    set,
+                    add,
+                },
+                State::Map(m),
+            ) => {
+                let mut delta = None;
+                // The counter first: it is the one step that can fail
+                // (overflow), and a failed operation must change nothing.
+                if let Some(by) = incr {
+                    let d = m
+                        .update(key.clone(), |v, c| {
+                            v.counter
+                                .add(c, ctx.replica, by)
+                                .map(MapValue::with_counter)
+                        })
+                        .map_err(crdt)?;
+                    join_step(&mut delta, State::Map(d));
+                }
+                if let Some(bytes) = set {
+                    let d = m
+                        .update(key.clone(), |v, c| {
+                            Ok::<_, CrdtError>(MapValue::with_register(v.register.set(
+                                c,
+                                ctx.replica,
+                                ctx.ts,
+                                bytes,
+                            )))
+                        })
+                        .map_err(crdt)?;
+                    join_step(&mut delta, State::Map(d));
+                }
+                if let Some(bytes) = add {
+                    let d = m
+                        .update(key, |v, c| {
+                            Ok::<_, CrdtError>(MapValue::with_set(set_add(
+                                &v.set,
+                                c,
+                                ctx.replica,
+                                bytes,
+                            )))
+                        })
+                        .map_err(crdt)?;
+                    join_step(&mut delta, State::Map(d));
+                }
+                Ok((delta, Answer::Done))
+            }
+            (Op::MapRemoveMember { key, member }, State::Map(m)) => {
+                let d = m
+                    .update(key, |v, _| {
+                        Ok::<_, CrdtError>(MapValue::with_set(set_remove(&v.set, &member)))
+                    })
+                    .map_err(crdt)?;
+                Ok((Some(State::Map(d)), Answer::Done))
+            }
+            (Op::MapRemove { key }, State::Map(m)) => {
+                if m.get(&key).is_none() {
+                    return Ok((None, Answer::Present(false)));
+                }
+                Ok((Some(State::Map(m.remove(&key))), Answer::Present(true)))
+            }
+            (Op::BagInsert { values }, State::Bag(b)) => {
+                let mut delta = None;
+                let mut ids = Vec::with_capacity(values.len());
+                for v in values {
+                    let (id, d) = b.insert_as(ctx.replica, ctx.node, v);
+                    join_step(&mut delta, State::Bag(d));
+                    ids.push(id);
+                }
+                Ok((delta, Answer::Inserted(ids)))
+            }
+            (Op::BagTake, State::Bag(b)) => match b.take(ctx.node) {
+                Some((id, value, d)) => Ok((Some(State::Bag(d)), Answer::Taken(Some((id, value))))),
+                None => Ok((None, Answer::Taken(None))),
+            },
+            (Op::BagTransfer { id, to }, State::Bag(b)) => {
+                if to == ctx.node {
+                    // Ours already: still refuse an element we do not own.
+                    return match b.get(id) {
+                        Some(e) if e.owner == ctx.node => Ok((None, Answer::Done)),
+                        Some(e) => Err(crdt(CrdtError::NotOwner { owner: e.owner })),
+                        None => Err(crdt(CrdtError::NoSuchElement)),
+                    };
+                }
+                let d = b.transfer_as(ctx.replica, ctx.node, id, to).map_err(crdt)?;
+                Ok((Some(State::Bag(d)), Answer::Done))
+            }
+            (op, _) => Err(Error::TypeMismatch {
+                name: name.to_string(),
+                expected: op.kind(),
+                found: kind,
+            }),
+        }
+    }
+}
+
+/// Joins one step's delta into an operation's delta so far: an operation of
+/// several steps (a request that adds many members, say) is one delta, one
+/// log entry and one flush.
+fn join_step(acc: &mut Option<State>, step: State) {
+    match acc {
+        // Every step of an operation is of its variable's kind, so the join
+        // cannot meet a kind mismatch.
+        Some(a) => {
+            let _ = a.join(step);
+        }
+        None => *acc = Some(step),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(node: u64) -> OpCtx {
+        OpCtx {
+            replica: ReplicaId(node * 10),
+            node: ReplicaId(node),
+            ts: Timestamp::default(),
+        }
+    }
+
+    /// An operation travels: an owned variable's operations go to its owner.
+    #[test]
+    fn an_op_round_trips_through_the_wire_encoding() {
+        let ops = [
+            Op::CounterAdd { by: -3 },
+            Op::SetChange {
+                add: vec![Bytes::from(vec![1, 2])],
+                remove: vec![Bytes::from(vec![3])],
+            },
+            Op::MapChange {
+                key: "k".into(),
+                incr: Some(1),
+                set: Some(Bytes::from(vec![9])),
+                add: None,
+            },
+            Op::BagTransfer {
+                id: ElementId::new(ReplicaId(4), 7),
+                to: ReplicaId(5),
+            },
+        ];
+        for op in ops {
+            let bytes = postcard::to_allocvec(&op).unwrap();
+            assert_eq!(postcard::from_bytes::<Op>(&bytes).unwrap(), op);
+        }
+    }
+
+    #[test]
+    fn an_op_on_a_state_of_another_kind_is_refused_and_changes_nothing() {
+        let mut state = State::new(Kind::Set);
+        let before = state.clone();
+        let r = Op::CounterAdd { by: 1 }.apply("s", &mut state, &ctx(1));
+        assert!(
+            matches!(r, Err(Error::TypeMismatch { found: Kind::Set, .. })),
+            "{r:?}"
+        );
+        assert_eq!(state, before);
+    }
+
+    #[test]
+    fn a_map_change_that_overflows_its_counter_changes_no_field() {
+        let mut state = State::new(Kind::Map);
+        let op = |incr| Op::MapChange {
+            key: "k".into(),
+            incr: Some(incr),
+            set: Some(Bytes::from(vec![1])),
+            add: Some(Bytes::from(vec![2])),
+        };
+        // The field counts increments in 64 bits: the third overflows.
+        for _ in 0..2 {
+            op(i64::MAX).apply("m", &mut state, &ctx(1)).unwrap();
+        }
+        let before = state.clone();
+        let r = op(i64::MAX).apply("m", &mut state, &ctx(1));
+        assert!(matches!(r, Err(Error::Crdt { .. })), "{r:?}");
+        assert_eq!(state, before);
+    }
+
+    #[test]
+    fn a_bag_transfer_to_its_owner_changes_nothing_and_others_elements_are_refused() {
+        let mut state = State::new(Kind::Bag);
+        let insert = Op::BagInsert {
+            values: vec![Bytes::from(vec![1])],
+        };
+        let (_, answer) = insert.apply("b", &mut state, &ctx(1)).unwrap();
+        let Answer::Inserted(ids) = answer else {
+            panic!("{answer:?}")
+        };
+        let to_self = Op::BagTransfer {
+            id: ids[0],
+            to: ReplicaId(1),
+        };
+        let (delta, _) = to_self.clone().apply("b", &mut state, &ctx(1)).unwrap();
+        assert!(delta.is_none());
+        // Node 2 owns none of it, whether it names itself or another.
+        for to in [ReplicaId(2), ReplicaId(3)] {
+            let op = Op::BagTransfer { id: ids[0], to };
+            let r = op.apply("b", &mut state, &ctx(2));
+            assert!(matches!(r, Err(Error::Crdt { .. })), "{r:?}");
+        }
+    }
+}
