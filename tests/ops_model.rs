@@ -5,7 +5,7 @@
 //! random order. Whatever was accepted or refused: nothing panics, every
 //! variable reads on every replica, and the replicas converge.
 
-use atoll::ops::Op;
+use atoll::ops::Request;
 use atoll::{Config, Store};
 use proptest::prelude::*;
 use serde_json::Value;
@@ -45,17 +45,17 @@ fn members() -> impl Strategy<Value = Vec<String>> {
     ]
 }
 
-fn op() -> impl Strategy<Value = Op> {
+fn op() -> impl Strategy<Value = Request> {
     prop_oneof![
-        (name(), amount()).prop_map(|(name, by)| Op::CounterAdd { name, by }),
-        (name(), "[a-z]{0,3}").prop_map(|(name, value)| Op::RegisterSet { name, value }),
-        (name(), members(), members()).prop_map(|(name, add, remove)| Op::SetChange {
+        (name(), amount()).prop_map(|(name, by)| Request::CounterAdd { name, by }),
+        (name(), "[a-z]{0,3}").prop_map(|(name, value)| Request::RegisterSet { name, value }),
+        (name(), members(), members()).prop_map(|(name, add, remove)| Request::SetChange {
             name,
             add,
             remove
         }),
-        (name(), members()).prop_map(|(name, values)| Op::BagInsert { name, values }),
-        name().prop_map(|name| Op::BagTake { name }),
+        (name(), members()).prop_map(|(name, values)| Request::BagInsert { name, values }),
+        name().prop_map(|name| Request::BagTake { name }),
         (
             name(),
             "[a-c]",
@@ -63,30 +63,30 @@ fn op() -> impl Strategy<Value = Op> {
             prop::option::of("[a-z]{0,3}"),
             prop::option::of("[a-z]{0,3}")
         )
-            .prop_map(|(name, key, incr, set, add)| Op::MapChange {
+            .prop_map(|(name, key, incr, set, add)| Request::MapChange {
                 name,
                 key,
                 incr,
                 set,
                 add
             }),
-        (name(), "[a-c]").prop_map(|(name, key)| Op::MapRemove { name, key }),
+        (name(), "[a-c]").prop_map(|(name, key)| Request::MapRemove { name, key }),
     ]
 }
 
 /// Every variable of `store` as the read operations answer it.
 fn read_all(store: &Store) -> Vec<(String, Value)> {
-    let vars = Op::Vars.apply(store).unwrap();
+    let vars = Request::Vars.apply(store).unwrap();
     let mut out = Vec::new();
     for v in vars["variables"].as_array().unwrap() {
         let name = v["name"].as_str().unwrap().to_string();
         let kind = v["type"].as_str().unwrap();
         let read = match kind {
-            "counter" => Op::CounterGet { name: name.clone() },
-            "register" => Op::RegisterGet { name: name.clone() },
-            "set" => Op::SetList { name: name.clone() },
-            "bag" => Op::BagList { name: name.clone() },
-            "map" => Op::MapKeys { name: name.clone() },
+            "counter" => Request::CounterGet { name: name.clone() },
+            "register" => Request::RegisterGet { name: name.clone() },
+            "set" => Request::SetList { name: name.clone() },
+            "bag" => Request::BagList { name: name.clone() },
+            "map" => Request::MapKeys { name: name.clone() },
             other => panic!("{other}"),
         };
         let answer = match read.apply(store) {
@@ -98,7 +98,7 @@ fn read_all(store: &Store) -> Vec<(String, Value)> {
         if kind == "map" {
             for key in answer["keys"].as_array().unwrap() {
                 let key = key.as_str().unwrap().to_string();
-                let entry = Op::MapGet {
+                let entry = Request::MapGet {
                     name: name.clone(),
                     key,
                 }
@@ -169,7 +169,7 @@ proptest! {
         for s in &stores {
             for (name, kept, moved, copy) in s.conflicts().unwrap() {
                 prop_assert!(kept < moved, "{name}: {kept} kept, {moved} moved");
-                let write = Op::SetChange { name: copy, add: vec!["x".into()], remove: vec![] };
+                let write = Request::SetChange { name: copy, add: vec!["x".into()], remove: vec![] };
                 prop_assert!(write.apply(s).is_err(), "a conflict copy was written");
             }
         }

@@ -744,8 +744,8 @@ fn bag_takes_wait_for_peers_after_a_restart() {
     drop(b);
 }
 
-/// Sends `op` to the node's HTTP API as `Op::request` says; the JSON answer.
-fn http_op(addr: SocketAddr, op: &atoll::ops::Op) -> serde_json::Value {
+/// Sends `op` to the node's HTTP API as `Request::request` says; the JSON answer.
+fn http_op(addr: SocketAddr, op: &atoll::ops::Request) -> serde_json::Value {
     use std::io::{Read, Write};
     let (method, path, body) = op.request();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
@@ -767,44 +767,44 @@ fn http_op(addr: SocketAddr, op: &atoll::ops::Op) -> serde_json::Value {
 /// what running it on the store answers, and reads back what it wrote.
 #[test]
 fn every_operation_answers_the_same_over_http_and_on_the_store() {
-    use atoll::ops::Op;
+    use atoll::ops::Request;
     let c = Cluster::new(1);
     let a = c.start(0, &[]);
     let api = a.http_addr().unwrap();
     let (n, k) = (|s: &str| s.to_string(), "k/1 x".to_string());
     let writes = [
-        Op::CounterAdd {
+        Request::CounterAdd {
             name: n("c:1"),
             by: 5,
         },
-        Op::RegisterSet {
+        Request::RegisterSet {
             name: n("r"),
             value: n("v"),
         },
-        Op::SetChange {
+        Request::SetChange {
             name: n("s"),
             add: vec![n("a"), n("b")],
             remove: vec![n("a")],
         },
-        Op::BagInsert {
+        Request::BagInsert {
             name: n("b"),
             values: vec![n("x")],
         },
-        Op::MapChange {
+        Request::MapChange {
             name: n("m"),
             key: k.clone(),
             incr: Some(2),
             set: Some(n("w")),
             add: Some(n("y")),
         },
-        Op::MapChange {
+        Request::MapChange {
             name: n("m"),
             key: n("gone"),
             incr: Some(1),
             set: None,
             add: None,
         },
-        Op::MapRemove {
+        Request::MapRemove {
             name: n("m"),
             key: n("gone"),
         },
@@ -818,16 +818,16 @@ fn every_operation_answers_the_same_over_http_and_on_the_store() {
         assert_eq!(keys(&over_http), keys(&local), "{op:?}");
     }
     let reads = [
-        Op::CounterGet { name: n("c:1") },
-        Op::RegisterGet { name: n("r") },
-        Op::SetList { name: n("s") },
-        Op::BagList { name: n("b") },
-        Op::MapGet {
+        Request::CounterGet { name: n("c:1") },
+        Request::RegisterGet { name: n("r") },
+        Request::SetList { name: n("s") },
+        Request::BagList { name: n("b") },
+        Request::MapGet {
             name: n("m"),
             key: k.clone(),
         },
-        Op::MapKeys { name: n("m") },
-        Op::Vars,
+        Request::MapKeys { name: n("m") },
+        Request::Vars,
     ];
     for op in &reads {
         assert_eq!(http_op(api, op), op.apply(&a).unwrap(), "{op:?}");
@@ -837,6 +837,6 @@ fn every_operation_answers_the_same_over_http_and_on_the_store() {
     assert_eq!(http_op(api, &reads[2])["members"], serde_json::json!(["b"]));
     assert_eq!(http_op(api, &reads[4])["counter"], 4);
     assert_eq!(http_op(api, &reads[5])["keys"], serde_json::json!([k]));
-    let took = http_op(api, &Op::BagTake { name: n("b") });
+    let took = http_op(api, &Request::BagTake { name: n("b") });
     assert!(took["taken"] == "x", "{took}");
 }

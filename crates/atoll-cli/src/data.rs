@@ -1,56 +1,56 @@
-//! The data commands. Each names one [`Op`], which runs on a data directory
+//! The data commands. Each names one [`Request`], which runs on a data directory
 //! or, with `--node`, on a running node through its HTTP API; its answer is
 //! the same JSON either way, and is printed here, once.
 
 use crate::{BagCmd, Cmd, CounterCmd, MapCmd, Output, RegisterCmd, SetCmd};
-use atoll::ops::Op;
+use atoll::ops::Request;
 use serde_json::{json, Value};
 
 /// The operation a data command names; `None` for the other commands.
-pub(crate) fn op(cmd: &Cmd) -> Result<Option<Op>, String> {
+pub(crate) fn op(cmd: &Cmd) -> Result<Option<Request>, String> {
     let name = |n: &String| n.clone();
     Ok(Some(match cmd {
         Cmd::Counter(c) => match c {
-            CounterCmd::Incr { name: n, n: by } => Op::CounterAdd {
+            CounterCmd::Incr { name: n, n: by } => Request::CounterAdd {
                 name: name(n),
                 by: *by,
             },
-            CounterCmd::Decr { name: n, n: by } => Op::CounterAdd {
+            CounterCmd::Decr { name: n, n: by } => Request::CounterAdd {
                 name: name(n),
                 by: by.checked_neg().ok_or("decrement too large")?,
             },
-            CounterCmd::Get { name: n } => Op::CounterGet { name: name(n) },
+            CounterCmd::Get { name: n } => Request::CounterGet { name: name(n) },
         },
         Cmd::Register(c) => match c {
-            RegisterCmd::Set { name: n, value } => Op::RegisterSet {
+            RegisterCmd::Set { name: n, value } => Request::RegisterSet {
                 name: name(n),
                 value: value.clone(),
             },
-            RegisterCmd::Get { name: n } => Op::RegisterGet { name: name(n) },
+            RegisterCmd::Get { name: n } => Request::RegisterGet { name: name(n) },
         },
         Cmd::Set(c) => match c {
-            SetCmd::Add { name: n, members } => Op::SetChange {
+            SetCmd::Add { name: n, members } => Request::SetChange {
                 name: name(n),
                 add: members.clone(),
                 remove: Vec::new(),
             },
-            SetCmd::Remove { name: n, members } => Op::SetChange {
+            SetCmd::Remove { name: n, members } => Request::SetChange {
                 name: name(n),
                 add: Vec::new(),
                 remove: members.clone(),
             },
             SetCmd::List { name: n } | SetCmd::Contains { name: n, .. } => {
-                Op::SetList { name: name(n) }
+                Request::SetList { name: name(n) }
             }
         },
         Cmd::Bag(c) => match c {
-            BagCmd::Insert { name: n, values } => Op::BagInsert {
+            BagCmd::Insert { name: n, values } => Request::BagInsert {
                 name: name(n),
                 values: values.clone(),
             },
-            BagCmd::Take { name: n } => Op::BagTake { name: name(n) },
-            BagCmd::List { name: n } => Op::BagList { name: name(n) },
-            BagCmd::Transfer { name: n, id, to } => Op::BagTransfer {
+            BagCmd::Take { name: n } => Request::BagTake { name: name(n) },
+            BagCmd::List { name: n } => Request::BagList { name: name(n) },
+            BagCmd::Transfer { name: n, id, to } => Request::BagTransfer {
                 name: name(n),
                 id: id.clone(),
                 to: to.clone(),
@@ -61,7 +61,7 @@ pub(crate) fn op(cmd: &Cmd) -> Result<Option<Op>, String> {
                 name: n,
                 key,
                 n: by,
-            } => Op::MapChange {
+            } => Request::MapChange {
                 name: name(n),
                 key: key.clone(),
                 incr: Some(*by),
@@ -72,7 +72,7 @@ pub(crate) fn op(cmd: &Cmd) -> Result<Option<Op>, String> {
                 name: n,
                 key,
                 value,
-            } => Op::MapChange {
+            } => Request::MapChange {
                 name: name(n),
                 key: key.clone(),
                 incr: None,
@@ -83,25 +83,25 @@ pub(crate) fn op(cmd: &Cmd) -> Result<Option<Op>, String> {
                 name: n,
                 key,
                 member,
-            } => Op::MapChange {
+            } => Request::MapChange {
                 name: name(n),
                 key: key.clone(),
                 incr: None,
                 set: None,
                 add: Some(member.clone()),
             },
-            MapCmd::Remove { name: n, key } => Op::MapRemove {
+            MapCmd::Remove { name: n, key } => Request::MapRemove {
                 name: name(n),
                 key: key.clone(),
             },
-            MapCmd::Get { name: n, key } => Op::MapGet {
+            MapCmd::Get { name: n, key } => Request::MapGet {
                 name: name(n),
                 key: key.clone(),
             },
-            MapCmd::Keys { name: n } => Op::MapKeys { name: name(n) },
+            MapCmd::Keys { name: n } => Request::MapKeys { name: name(n) },
         },
-        Cmd::Ls => Op::Vars,
-        Cmd::Conflicts => Op::Conflicts,
+        Cmd::Ls => Request::Vars,
+        Cmd::Conflicts => Request::Conflicts,
         _ => return Ok(None),
     }))
 }

@@ -2,7 +2,7 @@
 //! commands' operations (see `data.rs`), and the admin commands.
 
 use crate::{Cmd, Output, PeerCmd};
-use atoll::ops::{path_segment as seg, Op};
+use atoll::ops::{path_segment as seg, Request};
 use serde_json::{json, Value};
 
 /// A node's HTTP API.
@@ -26,7 +26,7 @@ impl Remote {
     }
 
     /// Runs a data operation on the node; its answer.
-    pub(crate) fn run_op(&self, op: &Op) -> Result<Value, String> {
+    pub(crate) fn run_op(&self, op: &Request) -> Result<Value, String> {
         let (method, path, body) = op.request();
         self.call(method, &path, body)
     }

@@ -343,7 +343,13 @@ mod tests {
         let before = state.clone();
         let r = Op::CounterAdd { by: 1 }.apply("s", &mut state, &ctx(1));
         assert!(
-            matches!(r, Err(Error::TypeMismatch { found: Kind::Set, .. })),
+            matches!(
+                r,
+                Err(Error::TypeMismatch {
+                    found: Kind::Set,
+                    ..
+                })
+            ),
             "{r:?}"
         );
         assert_eq!(state, before);

@@ -6,7 +6,7 @@
 //! `{"error": "..."}` with a 4xx or 5xx status.
 
 use crate::node::Control;
-use crate::ops::{body, Op};
+use crate::ops::{body, Request};
 use crate::{Error, Store};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -347,21 +347,21 @@ async fn readmit_peer(State(api): State<Api>, h: HeaderMap, Path(id): Path<Strin
 }
 
 /// Runs one data operation (the same code as the CLI's; see [`crate::ops`]).
-fn run(api: &Api, h: &HeaderMap, op: Op) -> ApiResult {
+fn run(api: &Api, h: &HeaderMap, op: Request) -> ApiResult {
     authorized(api, h)?;
     Ok(Json(op.apply(&api.store)?))
 }
 
 async fn vars(State(api): State<Api>, h: HeaderMap) -> ApiResult {
-    run(&api, &h, Op::Vars)
+    run(&api, &h, Request::Vars)
 }
 
 async fn conflicts(State(api): State<Api>, h: HeaderMap) -> ApiResult {
-    run(&api, &h, Op::Conflicts)
+    run(&api, &h, Request::Conflicts)
 }
 
 async fn counter_get(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    run(&api, &h, Op::CounterGet { name })
+    run(&api, &h, Request::CounterGet { name })
 }
 
 async fn counter_incr(
@@ -370,11 +370,11 @@ async fn counter_incr(
     Path(name): Path<String>,
     Json(b): Json<body::Incr>,
 ) -> ApiResult {
-    run(&api, &h, Op::CounterAdd { name, by: b.by })
+    run(&api, &h, Request::CounterAdd { name, by: b.by })
 }
 
 async fn register_get(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    run(&api, &h, Op::RegisterGet { name })
+    run(&api, &h, Request::RegisterGet { name })
 }
 
 async fn register_set(
@@ -386,7 +386,7 @@ async fn register_set(
     run(
         &api,
         &h,
-        Op::RegisterSet {
+        Request::RegisterSet {
             name,
             value: b.value,
         },
@@ -394,7 +394,7 @@ async fn register_set(
 }
 
 async fn set_get(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    run(&api, &h, Op::SetList { name })
+    run(&api, &h, Request::SetList { name })
 }
 
 async fn set_change(
@@ -404,11 +404,11 @@ async fn set_change(
     Json(b): Json<body::SetChange>,
 ) -> ApiResult {
     let (add, remove) = (b.add, b.remove);
-    run(&api, &h, Op::SetChange { name, add, remove })
+    run(&api, &h, Request::SetChange { name, add, remove })
 }
 
 async fn bag_get(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    run(&api, &h, Op::BagList { name })
+    run(&api, &h, Request::BagList { name })
 }
 
 async fn bag_insert(
@@ -418,11 +418,11 @@ async fn bag_insert(
     Json(b): Json<body::BagInsert>,
 ) -> ApiResult {
     let values = b.insert;
-    run(&api, &h, Op::BagInsert { name, values })
+    run(&api, &h, Request::BagInsert { name, values })
 }
 
 async fn bag_take(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    run(&api, &h, Op::BagTake { name })
+    run(&api, &h, Request::BagTake { name })
 }
 
 async fn bag_transfer(
@@ -432,11 +432,11 @@ async fn bag_transfer(
     Json(b): Json<body::BagTransfer>,
 ) -> ApiResult {
     let (id, to) = (b.id, b.to);
-    run(&api, &h, Op::BagTransfer { name, id, to })
+    run(&api, &h, Request::BagTransfer { name, id, to })
 }
 
 async fn map_keys(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    run(&api, &h, Op::MapKeys { name })
+    run(&api, &h, Request::MapKeys { name })
 }
 
 async fn map_get(
@@ -444,7 +444,7 @@ async fn map_get(
     h: HeaderMap,
     Path((name, key)): Path<(String, String)>,
 ) -> ApiResult {
-    run(&api, &h, Op::MapGet { name, key })
+    run(&api, &h, Request::MapGet { name, key })
 }
 
 async fn map_change(
@@ -457,7 +457,7 @@ async fn map_change(
     run(
         &api,
         &h,
-        Op::MapChange {
+        Request::MapChange {
             name,
             key,
             incr,
@@ -472,5 +472,5 @@ async fn map_remove(
     h: HeaderMap,
     Path((name, key)): Path<(String, String)>,
 ) -> ApiResult {
-    run(&api, &h, Op::MapRemove { name, key })
+    run(&api, &h, Request::MapRemove { name, key })
 }

@@ -1,7 +1,7 @@
 //! The data operations, named once for every front end: the CLI on a data
 //! directory, the node's HTTP API, and the CLI against a running node
 //! (`--node URL`). Each runs on a [`Store`] and answers with the JSON the HTTP
-//! API returns, and [`Op::request`] names the HTTP call that runs it on a
+//! API returns, and [`Request::request`] names the HTTP call that runs it on a
 //! node; so the three front ends agree by construction.
 //!
 //! Values are strings, as on the command line.
@@ -9,9 +9,10 @@
 use crate::{Result, Store};
 use serde_json::{json, Value};
 
-/// One data operation.
+/// One data request: a read, or an operation (which the store turns into an
+/// [`atoll_core::Op`] through its handles).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Op {
+pub enum Request {
     /// Adds `by` (negative to subtract) to a counter; answers its value.
     CounterAdd {
         /// The counter.
@@ -116,7 +117,7 @@ pub enum Op {
     Conflicts,
 }
 
-/// The data routes that take a JSON body, for [`Op::from_body`].
+/// The data routes that take a JSON body, for [`Request::from_body`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BodyRoute {
     /// `POST /v1/counter/{name}`: `{"by": n}`.
@@ -233,45 +234,45 @@ fn parse_node(id: &str) -> Result<crate::ReplicaId> {
         })
 }
 
-impl Op {
+impl Request {
     /// The operation a data route's JSON `body` names, for variable `name`
     /// (and map entry `key`), read as the HTTP API reads it; the error is
     /// the reader's message. (The fuzz target `http_bodies` drives this and
-    /// [`Op::apply`] with arbitrary bodies.)
+    /// [`Request::apply`] with arbitrary bodies.)
     pub fn from_body(
         route: BodyRoute,
         name: &str,
         key: &str,
         body: &[u8],
-    ) -> std::result::Result<Op, String> {
+    ) -> std::result::Result<Request, String> {
         fn read<T: serde::de::DeserializeOwned>(b: &[u8]) -> std::result::Result<T, String> {
             serde_json::from_slice(b).map_err(|e| e.to_string())
         }
         let name = name.to_string();
         Ok(match route {
-            BodyRoute::CounterAdd => Op::CounterAdd {
+            BodyRoute::CounterAdd => Request::CounterAdd {
                 name,
                 by: read::<body::Incr>(body)?.by,
             },
-            BodyRoute::RegisterSet => Op::RegisterSet {
+            BodyRoute::RegisterSet => Request::RegisterSet {
                 name,
                 value: read::<body::SetValue>(body)?.value,
             },
             BodyRoute::SetChange => {
                 let b: body::SetChange = read(body)?;
-                Op::SetChange {
+                Request::SetChange {
                     name,
                     add: b.add,
                     remove: b.remove,
                 }
             }
-            BodyRoute::BagInsert => Op::BagInsert {
+            BodyRoute::BagInsert => Request::BagInsert {
                 name,
                 values: read::<body::BagInsert>(body)?.insert,
             },
             BodyRoute::BagTransfer => {
                 let b: body::BagTransfer = read(body)?;
-                Op::BagTransfer {
+                Request::BagTransfer {
                     name,
                     id: b.id,
                     to: b.to,
@@ -279,7 +280,7 @@ impl Op {
             }
             BodyRoute::MapChange => {
                 let b: body::MapChange = read(body)?;
-                Op::MapChange {
+                Request::MapChange {
                     name,
                     key: key.to_string(),
                     incr: b.incr,
@@ -293,20 +294,20 @@ impl Op {
     /// Runs the operation on `store`; the answer is the HTTP API's JSON body.
     pub fn apply(&self, store: &Store) -> Result<Value> {
         Ok(match self {
-            Op::CounterAdd { name, by } => {
+            Request::CounterAdd { name, by } => {
                 json!({"name": name, "value": counter_json(store.counter(name)?.incr(*by)?)})
             }
-            Op::CounterGet { name } => {
+            Request::CounterGet { name } => {
                 json!({"name": name, "value": counter_json(store.counter(name)?.value()?)})
             }
-            Op::RegisterSet { name, value } => {
+            Request::RegisterSet { name, value } => {
                 store.register::<String>(name)?.set(value)?;
                 json!({"name": name, "value": value})
             }
-            Op::RegisterGet { name } => {
+            Request::RegisterGet { name } => {
                 json!({"name": name, "value": store.register::<String>(name)?.get()?})
             }
-            Op::SetChange { name, add, remove } => {
+            Request::SetChange { name, add, remove } => {
                 let present = store.set::<String>(name)?.change(add, remove)?;
                 let removed: Vec<&String> = remove
                     .iter()
@@ -315,10 +316,10 @@ impl Op {
                     .collect();
                 json!({"name": name, "added": add, "removed": removed})
             }
-            Op::SetList { name } => {
+            Request::SetList { name } => {
                 json!({"name": name, "members": store.set::<String>(name)?.members()?})
             }
-            Op::BagInsert { name, values } => {
+            Request::BagInsert { name, values } => {
                 let ids: Vec<String> = store
                     .bag::<String>(name)?
                     .insert_all(values)?
@@ -327,16 +328,16 @@ impl Op {
                     .collect();
                 json!({"name": name, "ids": ids})
             }
-            Op::BagTake { name } => {
+            Request::BagTake { name } => {
                 json!({"name": name, "taken": store.bag::<String>(name)?.take()?})
             }
-            Op::BagTransfer { name, id, to } => {
+            Request::BagTransfer { name, id, to } => {
                 let element = parse_element(id)?;
                 let owner = parse_node(to)?;
                 store.bag::<String>(name)?.transfer(element, owner)?;
                 json!({"name": name, "id": id, "to": owner.to_string()})
             }
-            Op::BagList { name } => {
+            Request::BagList { name } => {
                 let els: Vec<Value> = store
                     .bag::<String>(name)?
                     .elements()?
@@ -345,7 +346,7 @@ impl Op {
                     .collect();
                 json!({"name": name, "elements": els})
             }
-            Op::MapChange {
+            Request::MapChange {
                 name,
                 key,
                 incr,
@@ -357,12 +358,12 @@ impl Op {
                     .change(key, *incr, set.as_ref(), add.as_ref())?;
                 map_entry(store, name, key)?
             }
-            Op::MapGet { name, key } => map_entry(store, name, key)?,
-            Op::MapRemove { name, key } => {
+            Request::MapGet { name, key } => map_entry(store, name, key)?,
+            Request::MapRemove { name, key } => {
                 json!({"name": name, "key": key, "removed": store.map(name)?.remove(key)?})
             }
-            Op::MapKeys { name } => json!({"name": name, "keys": store.map(name)?.keys()?}),
-            Op::Vars => {
+            Request::MapKeys { name } => json!({"name": name, "keys": store.map(name)?.keys()?}),
+            Request::Vars => {
                 let rows: Vec<Value> = store
                     .variables()?
                     .into_iter()
@@ -370,7 +371,7 @@ impl Op {
                     .collect();
                 json!({ "variables": rows })
             }
-            Op::Conflicts => {
+            Request::Conflicts => {
                 let rows: Vec<Value> = store
                     .conflicts()?
                     .into_iter()
@@ -388,37 +389,37 @@ impl Op {
     pub fn request(&self) -> (&'static str, String, Option<Value>) {
         let seg = path_segment;
         match self {
-            Op::CounterAdd { name, by } => (
+            Request::CounterAdd { name, by } => (
                 "POST",
                 format!("/v1/counter/{}", seg(name)),
                 Some(json!({"by": by})),
             ),
-            Op::CounterGet { name } => ("GET", format!("/v1/counter/{}", seg(name)), None),
-            Op::RegisterSet { name, value } => (
+            Request::CounterGet { name } => ("GET", format!("/v1/counter/{}", seg(name)), None),
+            Request::RegisterSet { name, value } => (
                 "PUT",
                 format!("/v1/register/{}", seg(name)),
                 Some(json!({"value": value})),
             ),
-            Op::RegisterGet { name } => ("GET", format!("/v1/register/{}", seg(name)), None),
-            Op::SetChange { name, add, remove } => (
+            Request::RegisterGet { name } => ("GET", format!("/v1/register/{}", seg(name)), None),
+            Request::SetChange { name, add, remove } => (
                 "POST",
                 format!("/v1/set/{}", seg(name)),
                 Some(json!({"add": add, "remove": remove})),
             ),
-            Op::SetList { name } => ("GET", format!("/v1/set/{}", seg(name)), None),
-            Op::BagInsert { name, values } => (
+            Request::SetList { name } => ("GET", format!("/v1/set/{}", seg(name)), None),
+            Request::BagInsert { name, values } => (
                 "POST",
                 format!("/v1/bag/{}", seg(name)),
                 Some(json!({"insert": values})),
             ),
-            Op::BagTake { name } => ("POST", format!("/v1/bag/{}/take", seg(name)), None),
-            Op::BagList { name } => ("GET", format!("/v1/bag/{}", seg(name)), None),
-            Op::BagTransfer { name, id, to } => (
+            Request::BagTake { name } => ("POST", format!("/v1/bag/{}/take", seg(name)), None),
+            Request::BagList { name } => ("GET", format!("/v1/bag/{}", seg(name)), None),
+            Request::BagTransfer { name, id, to } => (
                 "POST",
                 format!("/v1/bag/{}/transfer", seg(name)),
                 Some(json!({"id": id, "to": to})),
             ),
-            Op::MapChange {
+            Request::MapChange {
                 name,
                 key,
                 incr,
@@ -429,17 +430,17 @@ impl Op {
                 format!("/v1/map/{}/{}", seg(name), seg(key)),
                 Some(json!({"incr": incr, "set": set, "add": add})),
             ),
-            Op::MapGet { name, key } => {
+            Request::MapGet { name, key } => {
                 ("GET", format!("/v1/map/{}/{}", seg(name), seg(key)), None)
             }
-            Op::MapRemove { name, key } => (
+            Request::MapRemove { name, key } => (
                 "DELETE",
                 format!("/v1/map/{}/{}", seg(name), seg(key)),
                 None,
             ),
-            Op::MapKeys { name } => ("GET", format!("/v1/map/{}", seg(name)), None),
-            Op::Vars => ("GET", "/v1/vars".to_string(), None),
-            Op::Conflicts => ("GET", "/v1/conflicts".to_string(), None),
+            Request::MapKeys { name } => ("GET", format!("/v1/map/{}", seg(name)), None),
+            Request::Vars => ("GET", "/v1/vars".to_string(), None),
+            Request::Conflicts => ("GET", "/v1/conflicts".to_string(), None),
         }
     }
 }
@@ -455,21 +456,21 @@ mod tests {
         let ops = [
             (
                 BodyRoute::CounterAdd,
-                Op::CounterAdd {
+                Request::CounterAdd {
                     name: "n".into(),
                     by: i64::MIN,
                 },
             ),
             (
                 BodyRoute::RegisterSet,
-                Op::RegisterSet {
+                Request::RegisterSet {
                     name: "n".into(),
                     value: "v".into(),
                 },
             ),
             (
                 BodyRoute::SetChange,
-                Op::SetChange {
+                Request::SetChange {
                     name: "n".into(),
                     add: vec!["a".into()],
                     remove: vec!["b".into()],
@@ -477,14 +478,14 @@ mod tests {
             ),
             (
                 BodyRoute::BagInsert,
-                Op::BagInsert {
+                Request::BagInsert {
                     name: "n".into(),
                     values: vec![String::new()],
                 },
             ),
             (
                 BodyRoute::BagTransfer,
-                Op::BagTransfer {
+                Request::BagTransfer {
                     name: "n".into(),
                     id: "00000000000000ff.1".into(),
                     to: "0a".into(),
@@ -492,7 +493,7 @@ mod tests {
             ),
             (
                 BodyRoute::MapChange,
-                Op::MapChange {
+                Request::MapChange {
                     name: "n".into(),
                     key: "k".into(),
                     incr: Some(-1),
@@ -504,9 +505,9 @@ mod tests {
         for (route, op) in ops {
             let (_, _, body) = op.request();
             let bytes = serde_json::to_vec(&body.unwrap()).unwrap();
-            assert_eq!(Op::from_body(route, "n", "k", &bytes).unwrap(), op);
+            assert_eq!(Request::from_body(route, "n", "k", &bytes).unwrap(), op);
         }
-        let e = Op::from_body(BodyRoute::CounterAdd, "n", "", b"{\"by\": 1e99}").unwrap_err();
+        let e = Request::from_body(BodyRoute::CounterAdd, "n", "", b"{\"by\": 1e99}").unwrap_err();
         assert!(e.contains("invalid type"), "{e}");
     }
 

@@ -6,7 +6,7 @@
 
 #![no_main]
 
-use atoll::ops::{BodyRoute, Op};
+use atoll::ops::{BodyRoute, Request};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 
@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let route = ROUTES[usize::from(*route) % ROUTES.len()];
     let name = NAMES[usize::from(*name) % NAMES.len()];
-    let Ok(op) = Op::from_body(route, name, "k", body) else {
+    let Ok(op) = Request::from_body(route, name, "k", body) else {
         return;
     };
     let store = store();
@@ -40,11 +40,11 @@ fuzz_target!(|data: &[u8]| {
     // Every variable reads, whatever was written.
     for (name, kind) in store.variables().unwrap() {
         let read = match kind.name() {
-            "counter" => Op::CounterGet { name },
-            "register" => Op::RegisterGet { name },
-            "set" => Op::SetList { name },
-            "bag" => Op::BagList { name },
-            _ => Op::MapKeys { name },
+            "counter" => Request::CounterGet { name },
+            "register" => Request::RegisterGet { name },
+            "set" => Request::SetList { name },
+            "bag" => Request::BagList { name },
+            _ => Request::MapKeys { name },
         };
         match read.apply(store) {
             Ok(_) | Err(atoll::Error::Reserved { .. }) => {}
