@@ -1,0 +1,393 @@
+//! The replica: a keyspace plus each peer's sync state, driving the delta
+//! anti-entropy protocol (Almeida et al. 2016, Algorithm 2, with the
+//! back-propagation avoidance and redundancy removal of Enes et al. 2019).
+//!
+//! Inputs are calls: [`Replica::handle_message`], [`Replica::handle_timeout`],
+//! local writes ([`Replica::write`]), and peer changes. Outputs are pulled,
+//! in this order after each input: [`Replica::poll_transmit`] until `None`,
+//! then [`Replica::poll_event`] until `None`, then [`Replica::poll_timeout`]
+//! for when to call `handle_timeout` next. Time is milliseconds on any
+//! monotone clock the caller chooses.
+//!
+//! By concern:
+//! - this module: the replica, its inputs and outputs, and local writes;
+//! - `config`: [`ReplicaConfig`]; `events`: what it reports ([`Event`],
+//!   [`PeerStatus`], [`ProtocolError`], ...);
+//! - `peer`: each peer's sync state, and the peer set;
+//! - `fence`: the bag fence after opening;
+//! - `interval`: outbound deltas (the log's intervals each peer is sent);
+//! - `transfer`: outbound state transfer, in chunks and in parts;
+//! - `inbound`: each message handed to its handler; merging and acking;
+//! - `staging`: inbound states in parts, kept aside until their end.
+
+use crate::protocol::{Decoded, Decoder, Limits, Message, PartDecoded, VarDelta};
+use crate::{Applied, Conflict, ConflictEvent, Error, Keyspace, Op, Outcome};
+use atoll_crdt::codec::{self, DecodeError};
+use atoll_crdt::variable::{Kind, State};
+use atoll_crdt::ReplicaId;
+use atoll_store::Backend;
+use std::collections::{BTreeMap, VecDeque};
+
+mod config;
+mod events;
+mod fence;
+mod inbound;
+mod interval;
+mod peer;
+mod staging;
+mod transfer;
+
+pub use config::ReplicaConfig;
+pub use events::{
+    Event, PeerStats, PeerStatus, ProtocolError, Stuck, TooLarge, TransferReason, TransferStatus,
+    Transmit,
+};
+use peer::{absorb_acks, chunk_deadline, known, part_room, transfer_room, Peer};
+use staging::{PartHeader, Staging};
+use transfer::{Transfer, JOIN_SLACK, MAX_TRANSFER_BACKOFF, STATE_MESSAGE_OVERHEAD, VAR_FRAMING};
+
+/// The most records of when the log grew kept for [`PeerStatus::lag_ms`].
+const MAX_SEQ_TIMES: usize = 1024;
+
+/// A replica: a keyspace and the protocol state of each peer.
+pub struct Replica<B> {
+    ks: Keyspace<B>,
+    config: ReplicaConfig,
+    peers: BTreeMap<ReplicaId, Peer>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    /// Every peer has sent a complete interval since this replica opened.
+    unfenced: bool,
+    /// The latest `now` given.
+    last_now: u64,
+    /// When the log reached each of a few sequence numbers (see
+    /// [`Replica::note_log_end`]).
+    seq_times: VecDeque<(u64, u64)>,
+    /// The fence lifts only once at least this many peers are known (see
+    /// [`Replica::expect_peers`]).
+    expected_peers: usize,
+}
+
+/// Whether version `a` is later than `b`: versions of one keyspace opening
+/// count up (from a random start, wrapping).
+pub(super) fn newer(a: u64, b: u64) -> bool {
+    (a.wrapping_sub(b) as i64) > 0
+}
+
+pub(super) fn hostile(peer: ReplicaId, why: impl Into<String>) -> ProtocolError {
+    ProtocolError::Hostile {
+        peer,
+        why: why.into(),
+    }
+}
+
+impl<B: Backend> Replica<B> {
+    /// A replica over `ks`, with no peers yet.
+    pub fn new(ks: Keyspace<B>, config: ReplicaConfig) -> Self {
+        Replica {
+            ks,
+            config,
+            peers: BTreeMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            unfenced: false,
+            last_now: 0,
+            seq_times: VecDeque::new(),
+            expected_peers: 0,
+        }
+    }
+
+    /// Keeps the bag fence up until at least `n` peers are known and every
+    /// known peer has sent a complete interval. A runtime that learns peer
+    /// ids only as they connect calls this at start with the size of its peer
+    /// set, so that a write or a first connection cannot lift the fence
+    /// before the others were heard from.
+    pub fn expect_peers(&mut self, n: usize) {
+        self.expected_peers = n;
+    }
+
+    /// Notes the time of an input. If the caller's clock went back (a wall
+    /// clock set back), what is in flight counts as sent now: otherwise its
+    /// retransmission would wait until the clock caught up again.
+    pub(super) fn observe(&mut self, now: u64) {
+        if now < self.last_now {
+            let wait = self.config.retransmit_ms;
+            for p in self.peers.values_mut() {
+                if let Some(at) = &mut p.hello_pending {
+                    *at = (*at).min(now + wait);
+                }
+                for (_, sent) in p.flights.iter_mut().chain(p.chunk.as_mut()) {
+                    *sent = (*sent).min(now);
+                }
+                if let Some(at) = &mut p.last_interval_at {
+                    *at = (*at).min(now);
+                }
+            }
+        }
+        self.last_now = now;
+        self.note_log_end(now);
+    }
+
+    /// Records when the log grew past its last recorded end, so that a
+    /// peer's lag can be told as time: the age of the oldest entry it has
+    /// not acknowledged. Bounded: past [`MAX_SEQ_TIMES`] records every
+    /// other one is dropped, which keeps the span and coarsens the times.
+    pub(super) fn note_log_end(&mut self, now: u64) {
+        let last = self.ks.last_seq();
+        if self.seq_times.back().is_none_or(|&(seq, _)| seq < last) {
+            self.seq_times.push_back((last, now));
+            if self.seq_times.len() > MAX_SEQ_TIMES {
+                let mut keep = false;
+                self.seq_times.retain(|_| {
+                    keep = !keep;
+                    keep
+                });
+            }
+        }
+    }
+
+    /// How long ago the oldest log entry after `acked` was written, as far
+    /// as [`Replica::note_log_end`] recorded it (at least this long: the
+    /// entry is known to exist only from the first record past it); `None`
+    /// if the peer holds the whole log.
+    pub(super) fn unacked_age(&self, acked: u64) -> Option<u64> {
+        if acked >= self.ks.last_seq() {
+            return None;
+        }
+        // The records are in log order: the first past `acked`, by bisection.
+        let first = self.seq_times.partition_point(|&(seq, _)| seq <= acked);
+        let at = self
+            .seq_times
+            .get(first)
+            .map_or(self.last_now, |&(_, at)| at);
+        Some(self.last_now.saturating_sub(at))
+    }
+
+    /// This replica's id.
+    pub fn id(&self) -> ReplicaId {
+        self.ks.replica_id()
+    }
+
+    /// The keyspace, for local reads and writes. After writing, call
+    /// [`Replica::handle_local_writes`].
+    pub fn keyspace(&mut self) -> &mut Keyspace<B> {
+        &mut self.ks
+    }
+
+    /// Replaces the protocol limits and timers.
+    pub fn set_config(&mut self, config: ReplicaConfig) {
+        self.config = config;
+    }
+
+    /// The protocol configuration.
+    pub fn config(&self) -> &ReplicaConfig {
+        &self.config
+    }
+
+    /// The keyspace, for reads.
+    pub fn keyspace_ref(&self) -> &Keyspace<B> {
+        &self.ks
+    }
+
+    /// A local write at time `now`: applies `op` to the variable `name`
+    /// ([`Keyspace::apply`]: the delta is logged, and flushed if the
+    /// keyspace flushes each write) and queues the delta for the peers. An
+    /// owner-only operation (a bag take or transfer) is refused while the
+    /// replica is fenced, before anything happens.
+    pub fn write(&mut self, now: u64, name: &str, op: Op) -> crate::Result<Outcome> {
+        if op.owner_only() && self.fenced() {
+            return Err(Error::Fenced {
+                name: name.to_string(),
+                waiting: self.fence_waiting(),
+            });
+        }
+        let out = self.ks.apply(name, op, now)?;
+        if out.applied.is_some() {
+            self.handle_local_writes(now);
+        }
+        Ok(out)
+    }
+
+    /// After a merge made outside [`Replica::handle_message`] (the store's
+    /// own `merge`): queues what changed for the peers. Local writes do this
+    /// in [`Replica::write`].
+    pub fn handle_local_writes(&mut self, now: u64) {
+        self.observe(now);
+        self.update_fence();
+    }
+
+    /// Handles a message from peer `from`.
+    pub fn handle_message(
+        &mut self,
+        now: u64,
+        from: ReplicaId,
+        bytes: &[u8],
+    ) -> Result<(), ProtocolError> {
+        if !self.peers.contains_key(&from) {
+            self.observe(now);
+            return Err(ProtocolError::UnknownPeer(from));
+        }
+        let decoded = self.decoder().decode(bytes);
+        self.handle_decoded(now, from, decoded)
+    }
+
+    /// What this replica accepts, as its `Hello` tells its peers.
+    pub fn limits(&self) -> Limits {
+        let wide = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        Limits {
+            max_message_len: wide(self.config.max_message_len),
+            max_delta_len: wide(self.ks.config().max_delta_len),
+            max_state_len: wide(self.config.max_state_len),
+        }
+    }
+
+    /// What peer `id` said it accepts, in its `Hello` (this incarnation's);
+    /// `None` before that.
+    pub fn limits_of(&self, id: ReplicaId) -> Option<Limits> {
+        self.peers.get(&id).and_then(|p| p.limits)
+    }
+
+    /// What `id` accepts, as far as we know: the lesser of its limits (from
+    /// its `Hello`) and ours (what we would accept from it).
+    pub(super) fn peer_limits(&self, id: ReplicaId) -> (usize, usize) {
+        let ours = (self.config.max_message_len, self.ks.config().max_delta_len);
+        let narrow = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        match self.limits_of(id) {
+            Some(l) => (
+                ours.0.min(narrow(l.max_message_len)),
+                ours.1.min(narrow(l.max_delta_len)),
+            ),
+            None => ours,
+        }
+    }
+
+    /// The limits this replica decodes messages under: a copy, to decode
+    /// messages ahead (on another thread) for [`Replica::handle_decoded`].
+    pub fn decoder(&self) -> Decoder {
+        Decoder {
+            max_message_len: self.config.max_message_len,
+            max_delta_len: self.ks.config().max_delta_len,
+            max_state_len: self.config.max_state_len,
+        }
+    }
+
+    /// Handles the passing of time: re-sends what was not acknowledged in time.
+    pub fn handle_timeout(&mut self, now: u64) {
+        self.observe(now);
+        let late = |sent: &u64| now >= sent + self.config.retransmit_ms;
+        let mut resend = Vec::new();
+        for (id, p) in self.peers.iter_mut() {
+            // Go-back-N: when the oldest interval is overdue, everything after
+            // what the peer acknowledged is sent again.
+            if p.flights.front().is_some_and(|(_, sent)| late(sent)) {
+                p.flights.clear();
+                p.sent_through = p.acked;
+                p.complete_sent = None;
+                p.stats.retransmits += 1;
+            }
+            if chunk_deadline(p, self.config.retransmit_ms).is_some_and(|at| now >= at) {
+                p.chunk = None;
+                p.stats.retransmits += 1;
+                if let Some(t) = p.transfer.as_mut() {
+                    let chunk_overdue = t.units.iter().any(|u| !u.parts && !u.acked);
+                    if !chunk_overdue && t.split.as_ref().is_some_and(|s| !s.progress) {
+                        t.backoff = (t.backoff + 1).min(MAX_TRANSFER_BACKOFF);
+                    }
+                    match t.split.as_mut() {
+                        // A chunk is overdue: go-back-N, as for intervals.
+                        _ if chunk_overdue => t.go_back(),
+                        // The parts of a variable not acknowledged go again.
+                        Some(s) if s.progress => {
+                            s.progress = false;
+                            p.stats.state_parts_sent += s.unacked.len() as u64;
+                            resend.push((*id, s.unacked.values().cloned().collect::<Vec<_>>()));
+                            p.chunk = Some((t.as_of, now));
+                        }
+                        // No ack since the last timeout: the peer may have
+                        // lost the parts it had (its end part is acknowledged
+                        // only once merged). The variable starts over, every
+                        // part at once.
+                        Some(_) => {
+                            t.drop_split();
+                            t.eager = true;
+                        }
+                        None => {}
+                    }
+                }
+            }
+            if p.hello_pending.is_some_and(|at| now >= at) {
+                // No Hello: send it everything.
+                p.hello_pending = None;
+            }
+        }
+        for (id, payloads) in resend {
+            for payload in payloads {
+                self.send_encoded(id, payload);
+            }
+        }
+        self.update_fence();
+    }
+
+    /// The next message to send. Intervals and state chunks are built here,
+    /// one per call, as quinn-proto builds packets: a runtime that hands each
+    /// one to the network before asking for the next overlaps this replica's
+    /// work with the network and the peer's. Call it until `None` after every
+    /// input.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if self.transmits.is_empty() {
+            self.build_next(self.last_now);
+        }
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`Replica::handle_timeout`] next, if anything waits on time.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let retransmit = self.peers.values().filter(|p| p.connected).flat_map(|p| {
+            let interval = p
+                .flights
+                .front()
+                .map(|(_, sent)| sent + self.config.retransmit_ms);
+            interval
+                .into_iter()
+                .chain(chunk_deadline(p, self.config.retransmit_ms))
+        });
+        // A peer owed new deltas that the gossip interval holds back.
+        let window = self.config.max_in_flight.max(1);
+        let flushed = self.ks.flushed_seq();
+        let gossip = self
+            .peers
+            .values()
+            .filter(|p| p.connected && p.sent_through < flushed && p.flights.len() < window)
+            .filter_map(|p| self.gossip_gate(p, self.last_now));
+        let hello = self
+            .peers
+            .values()
+            .filter(|p| p.connected)
+            .filter_map(|p| p.hello_pending);
+        retransmit.chain(gossip).chain(hello).min()
+    }
+
+    pub(super) fn send(&mut self, to: ReplicaId, msg: &Message) {
+        self.send_encoded(to, msg.encode());
+    }
+
+    pub(super) fn send_encoded(&mut self, to: ReplicaId, payload: Vec<u8>) {
+        if let Some(p) = self.peers.get_mut(&to) {
+            p.stats.messages_sent += 1;
+            p.stats.bytes_sent += payload.len() as u64;
+        }
+        // Bounded: the oldest are dropped; what they carried is sent again on timeout.
+        if self.transmits.len() >= self.config.max_queued_transmits {
+            self.transmits.pop_front();
+        }
+        self.transmits.push_back(Transmit { to, payload });
+    }
+}
