@@ -1,8 +1,10 @@
 //! Persistence for atoll.
 //!
 //! A [`Backend`] is an ordered key-value store with atomic batches and an explicit
-//! flush: [`SledBackend`] on disk (sled 0.34.7), and [`MemoryBackend`] in memory,
-//! which a simulator can crash to lose whatever was not flushed. [`Storage`] lays
+//! flush: `SledBackend` on disk (sled 0.34.7, behind the default feature `sled`),
+//! and [`MemoryBackend`] in memory, which a simulator can crash to lose whatever
+//! was not flushed. The replica's core (`atoll-core`) uses this crate without
+//! the `sled` feature: it links no database. [`Storage`] lays
 //! atoll's data out on any backend:
 //!
 //! | key                 | value                                          |
@@ -32,10 +34,18 @@
 #![deny(missing_docs)]
 
 mod backend;
+mod memory;
+#[cfg(feature = "sled")]
+mod sled;
 mod storage;
 
-pub use backend::{Backend, BatchOp, MemoryBackend, SledBackend};
-pub use storage::{LogEntry, NodeMeta, Opening, Storage, VarMeta, MAX_RECORD_LEN, STORAGE_FORMAT};
+pub use backend::{Backend, BatchOp, Table};
+pub use memory::MemoryBackend;
+#[cfg(feature = "sled")]
+pub use sled::SledBackend;
+pub use storage::{
+    LogEntry, NodeMeta, Opening, Storage, VarMeta, MAX_RECORD_LEN, STATES, STORAGE_FORMAT,
+};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -70,8 +80,9 @@ pub enum StoreError {
     },
 }
 
-impl From<sled::Error> for StoreError {
-    fn from(e: sled::Error) -> Self {
+#[cfg(feature = "sled")]
+impl From<::sled::Error> for StoreError {
+    fn from(e: ::sled::Error) -> Self {
         StoreError::Io(e.into())
     }
 }

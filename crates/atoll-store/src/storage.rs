@@ -22,6 +22,13 @@ const CHECKPOINT: &[u8] = b"c";
 const DROPPED: &[u8] = b"q";
 const META: u8 = b'm';
 pub(crate) const STATE: u8 = b's';
+
+/// The variables' states (`s` + name): a table of their own, so that a
+/// backend can keep them apart from the log (sled: a tree of its own).
+pub const STATES: crate::Table = crate::Table {
+    prefix: STATE,
+    name: "states",
+};
 const LOG: u8 = b'l';
 const FORMAT: &[u8] = b"v";
 const COALESCED: &[u8] = b"j";
@@ -681,7 +688,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for backend in [
             Box::new(MemoryBackend::new()) as Box<dyn Backend>,
-            Box::new(crate::SledBackend::open(dir.path(), None).unwrap()),
+            Box::new(crate::SledBackend::open(dir.path(), None, STATES).unwrap()),
         ] {
             let mut s = Storage::open(backend).unwrap();
             for size in [10, 1000, 10, 10] {

@@ -116,7 +116,7 @@ fn raw_sled(batches: &[Vec<BatchOp>], d: Durability, atoll_fsyncs: bool) -> Dura
         Durability::Durable => None,
         Durability::Buffered { flush_every_ms } => Some(flush_every_ms),
     };
-    let backend = SledBackend::open(dir.path(), every).unwrap();
+    let backend = SledBackend::open(dir.path(), every, atoll::crates::store::STATES).unwrap();
     let db = backend.db();
     // The same layout as atoll's: variable states (keys from b's') in a tree
     // of their own, away from the log's newest leaf.

@@ -70,7 +70,7 @@ impl Store {
                     Durability::Durable => None,
                     Durability::Buffered { flush_every_ms } => Some(flush_every_ms.max(1)),
                 };
-                Box::new(SledBackend::open(path, every)?)
+                Box::new(SledBackend::open(path, every, atoll_store::STATES)?)
             }
             None => Box::new(MemoryBackend::new()),
         };
