@@ -6,10 +6,11 @@
 //! opening replays the log after the last checkpoint. Time comes in as an
 //! argument: the keyspace reads no clock.
 //!
-//! Over 1 000 lines: names, recovery, local updates, merges, checkpoints
-//! with the joining of runs, and the openings' history. Type conflicts
-//! already live in `keyspace/conflict.rs`; the rest is due to be split by
-//! concern the same way.
+//! By concern: this module holds the keyspace, its settings, opening, reads
+//! and local writes ([`Keyspace::apply`]); `names` what a name may be;
+//! `recovery` loading and replay; `merge` remote deltas and states;
+//! `checkpoint` checkpoints, coalescing and flushes; `history` the
+//! openings and what peers hold; `conflict` type conflicts.
 
 use crate::op::{Op, Outcome};
 use crate::{Error, Result};
@@ -19,53 +20,20 @@ use atoll_crdt::{HybridClock, ReplicaId, Timestamp};
 use atoll_store::{Backend, LogEntry, NodeMeta, Opening, Storage, VarMeta};
 use std::collections::{BTreeMap, BTreeSet};
 
+mod checkpoint;
 mod conflict;
+mod history;
+mod merge;
+mod names;
+mod recovery;
+
 use conflict::copy_kind;
 pub use conflict::{
     conflict_name, conflict_of, is_reserved, Conflict, ConflictEvent, CONFLICT_PREFIX,
     SYSTEM_PREFIX,
 };
-
-/// The longest variable name, in bytes.
-pub const MAX_NAME_LEN: usize = 255;
-
-/// Checks a variable name: 1 to 255 bytes of ASCII letters, digits and `_ - . : / @`,
-/// starting with a letter, digit or `_`. A conflict copy's name
-/// (`_atoll.conflict/{kind}/{name}`) may be longer: its `name` is checked,
-/// and must not itself be a system name.
-pub fn validate_name(name: &str) -> Result<()> {
-    if name.starts_with(CONFLICT_PREFIX) {
-        return match conflict_of(name) {
-            Some((of, _)) if !is_reserved(of) => validate_name(of),
-            _ => Err(Error::InvalidName {
-                name: name.chars().take(80).collect(),
-                reason: "a conflict copy is named _atoll.conflict/{type}/{name}, of a name outside _atoll.",
-            }),
-        };
-    }
-    let bad = |reason| {
-        Err(Error::InvalidName {
-            name: name.chars().take(80).collect(),
-            reason,
-        })
-    };
-    if name.is_empty() {
-        return bad("a name must not be empty");
-    }
-    if name.len() > MAX_NAME_LEN {
-        return bad("a name must be at most 255 bytes");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"_-.:/@".contains(&b))
-    {
-        return bad("use only ASCII letters, digits and _ - . : / @");
-    }
-    if !name.as_bytes()[0].is_ascii_alphanumeric() && name.as_bytes()[0] != b'_' {
-        return bad("a name must start with a letter, a digit or _");
-    }
-    Ok(())
-}
+use history::MAX_INCARNATIONS;
+pub use names::{validate_name, MAX_NAME_LEN};
 
 struct Var {
     meta: VarMeta,
@@ -111,10 +79,6 @@ pub struct Keyspace<B> {
     /// first log sequence number, and where the log was settled.
     history: Vec<Opening>,
 }
-
-/// The most incarnations remembered: a peer that last heard from an older
-/// one is sent everything again.
-const MAX_INCARNATIONS: usize = 64;
 
 /// How a [`Keyspace`] behaves.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,264 +139,6 @@ pub struct Applied {
 }
 
 impl<B: Backend> Keyspace<B> {
-    /// Loads a variable into the cache; `None` if it does not exist.
-    fn load(&mut self, name: &str) -> Result<Option<&mut Var>> {
-        if !self.vars.contains_key(name) {
-            let Some(meta) = self.storage.meta(name)? else {
-                return Ok(None);
-            };
-            // A variable created since the last checkpoint has no stored state
-            // yet: it starts at bottom, and recovery replays its logged deltas.
-            let state: State = match self.storage.state(name)? {
-                Some(bytes) => {
-                    codec::decode(&bytes, atoll_store::MAX_RECORD_LEN).map_err(|source| {
-                        atoll_store::StoreError::Corrupt {
-                            key: format!("state of {name}"),
-                            source,
-                        }
-                    })?
-                }
-                None => State::new(meta.kind),
-            };
-            if state.kind() != meta.kind {
-                return Err(atoll_store::StoreError::Corrupt {
-                    key: format!("state of {name}"),
-                    source: codec::DecodeError::Invalid(atoll_crdt::InvalidState(
-                        "state kind differs from the variable's metadata",
-                    )),
-                }
-                .into());
-            }
-            // Writes after a restart must order after the writes they replace,
-            // even if the wall clock has not moved past them.
-            if let Some(ts) = state.max_timestamp() {
-                self.clock.witness(ts);
-            }
-            self.versions = self.versions.wrapping_add(1);
-            let version = self.versions;
-            self.vars.insert(
-                name.to_string(),
-                Var {
-                    meta,
-                    state,
-                    version,
-                },
-            );
-        }
-        Ok(self.vars.get_mut(name))
-    }
-
-    /// Joins a logged delta into its variable during recovery.
-    fn replay(&mut self, seq: u64, entry: &LogEntry) -> Result<()> {
-        let corrupt = |source| atoll_store::StoreError::Corrupt {
-            key: format!("log entry {seq}"),
-            source,
-        };
-        let delta = entry.decode_delta(seq)?;
-        let no_meta = || {
-            corrupt(codec::DecodeError::Invalid(atoll_crdt::InvalidState(
-                "log entry for a variable with no metadata",
-            )))
-        };
-        let held = self.load(&entry.name)?.ok_or_else(no_meta)?.meta.kind;
-        // An entry written before its name went to another kind in a type
-        // conflict belongs to the conflict copy (see `merge_state`).
-        let name = if held == entry.kind {
-            entry.name.clone()
-        } else {
-            let copy = conflict_name(&entry.name, entry.kind);
-            self.load(&copy)?.ok_or_else(no_meta)?;
-            copy
-        };
-        self.versions = self.versions.wrapping_add(1);
-        let version = self.versions;
-        let Some(var) = self.vars.get_mut(&name) else {
-            return Err(no_meta().into());
-        };
-        var.version = version;
-        var.state.join(delta).map_err(|_| {
-            corrupt(codec::DecodeError::Invalid(atoll_crdt::InvalidState(
-                "log entry kind differs from its variable",
-            )))
-        })?;
-        if let Some(ts) = var.state.max_timestamp() {
-            self.clock.witness(ts);
-        }
-        self.dirty.insert(name);
-        Ok(())
-    }
-
-    /// Rebuilds the state of every variable from the checkpoint and the log after it.
-    fn recover(&mut self) -> Result<usize> {
-        let mut after = self.storage.checkpoint_seq();
-        let mut replayed = 0;
-        loop {
-            let batch = self.storage.log_after(after, 1024)?;
-            let Some(&(last, _)) = batch.last() else {
-                return Ok(replayed);
-            };
-            for (seq, entry) in &batch {
-                self.replay(*seq, entry)?;
-            }
-            replayed += batch.len();
-            after = last;
-        }
-    }
-
-    /// Drops the cached state of `name` and rebuilds it from storage: after a
-    /// failed write, the cache must not keep what storage does not hold.
-    fn reload(&mut self, name: &str) {
-        self.vars.remove(name);
-        let rebuilt = (|| -> Result<()> {
-            let mut after = self.storage.checkpoint_seq();
-            loop {
-                let batch = self.storage.log_after(after, 1024)?;
-                let Some(&(last, _)) = batch.last() else {
-                    return Ok(());
-                };
-                // Its own entries, and for a conflict copy those of the name
-                // it copies, of its kind.
-                let copy_of = conflict_of(name);
-                let mine =
-                    |e: &LogEntry| e.name == name || copy_of == Some((e.name.as_str(), e.kind));
-                for (seq, entry) in batch.iter().filter(|(_, e)| mine(e)) {
-                    self.replay(*seq, entry)?;
-                }
-                after = last;
-            }
-        })();
-        if let Err(e) = rebuilt {
-            self.failed = Some(format!(
-                "could not reload {name:?} after a failed write: {e}"
-            ));
-        }
-    }
-
-    /// Writes the changed states and the checkpoint sequence in one batch, then
-    /// drops the log entries every peer acknowledged (see
-    /// [`Keyspace::set_acked_floor`]) or that the retention bound forces out.
-    /// The checkpoint is flushed only before entries are dropped: until then,
-    /// losing it in a crash just means replaying more of the log.
-    pub fn checkpoint(&mut self) -> Result<()> {
-        let last = self.storage.last_seq();
-        if !(self.dirty.is_empty() && self.storage.checkpoint_seq() == last) {
-            let states: Vec<(String, Vec<u8>)> = self
-                .dirty
-                .iter()
-                .filter_map(|n| {
-                    self.vars
-                        .get(n)
-                        .map(|v| (n.clone(), codec::encode(&v.state)))
-                })
-                .collect();
-            self.storage.checkpoint(states, last)?;
-            self.dirty.clear();
-            self.since_checkpoint = 0;
-        }
-        // Only flushed entries: a run moved past the flush would be held back
-        // from peers until the next one. And only what every connected peer
-        // acknowledged (see `set_coalesce_floor`).
-        let floor = self.coalesce_floor.unwrap_or(u64::MAX);
-        self.coalesce(last.min(self.flushed_through).min(floor))?;
-        let forced = last.saturating_sub(self.config.log_retain);
-        let through = self.acked_floor.map_or(forced, |acked| acked.max(forced));
-        if self
-            .storage
-            .first_seq()?
-            .is_some_and(|first| first <= through)
-        {
-            // The checkpoint must be on disk before the entries it replaces go.
-            self.storage.flush()?;
-            self.flushed_through = last;
-            self.storage.truncate_log(through)?;
-        }
-        Ok(())
-    }
-
-    /// Joins runs of log entries written since the last call, through
-    /// `through` (covered by a checkpoint, so never replayed): entries of one
-    /// variable from one origin, up to [`KeyspaceConfig::coalesce_bytes`], become
-    /// one entry at the sequence number of the run's last. Nothing moves to an
-    /// earlier sequence number, so a peer that acknowledged a sequence still
-    /// receives everything after it (and some of it again). One atomic batch.
-    fn coalesce(&mut self, through: u64) -> Result<()> {
-        struct Run {
-            delta: State,
-            seqs: Vec<u64>,
-            bytes: usize,
-        }
-        let cap = self.config.coalesce_bytes;
-        let start = self.coalesced_through;
-        if through <= start {
-            return Ok(());
-        }
-        if cap == 0 || through == start + 1 {
-            // Nothing to join: only recorded as settled.
-            self.storage.rewrite_log(&[], &[], through)?;
-            self.coalesced_through = through;
-            return Ok(());
-        }
-        let limit = usize::try_from(through - start).unwrap_or(usize::MAX);
-        let entries = self.storage.log_after(start, limit)?;
-        let mut open: BTreeMap<(String, ReplicaId), Run> = BTreeMap::new();
-        let mut done: Vec<((String, ReplicaId), Run)> = Vec::new();
-        for (seq, entry) in entries {
-            if seq > through {
-                break;
-            }
-            if entry.delta.len() >= cap {
-                continue;
-            }
-            let delta = entry.decode_delta(seq)?;
-            let key = (entry.name, entry.origin);
-            if let Some(run) = open.get_mut(&key) {
-                if run.bytes + entry.delta.len() <= cap && run.delta.kind() == delta.kind() {
-                    run.delta.join(delta).expect("same kind, checked");
-                    run.seqs.push(seq);
-                    run.bytes += entry.delta.len();
-                    continue;
-                }
-                let full = open.remove(&key).expect("just found");
-                done.push((key.clone(), full));
-            }
-            open.insert(
-                key,
-                Run {
-                    delta,
-                    seqs: vec![seq],
-                    bytes: entry.delta.len(),
-                },
-            );
-        }
-        done.extend(open);
-        let mut remove = Vec::new();
-        let mut put = Vec::new();
-        for ((name, origin), run) in done {
-            let Some(&last) = run.seqs.last() else {
-                continue;
-            };
-            if run.seqs.len() < 2 {
-                continue;
-            }
-            remove.extend_from_slice(&run.seqs[..run.seqs.len() - 1]);
-            put.push((
-                last,
-                LogEntry {
-                    name,
-                    kind: run.delta.kind(),
-                    origin,
-                    delta: codec::encode(&run.delta),
-                },
-            ));
-        }
-        // Recorded even when nothing was joined: the next opening joins
-        // from there, and records it as where peers' claims on this one are
-        // cut (see `resume_point`).
-        self.storage.rewrite_log(&remove, &put, through)?;
-        self.coalesced_through = through;
-        Ok(())
-    }
-
     fn check_writable(&self) -> Result<()> {
         match &self.failed {
             Some(why) => Err(Error::Failed(why.clone())),
@@ -517,51 +223,6 @@ impl<B: Backend> Keyspace<B> {
         Ok(ks)
     }
 
-    /// Where to resume sending to a peer that holds this replica's log
-    /// through `seq` as incarnation `incarnation` of it numbered it: `seq` if
-    /// that is this opening; for an earlier opening, no later than where the
-    /// log was settled when the next one opened (this store may be a copy
-    /// taken before `seq`, or before a join that incarnation did); 0 if that
-    /// incarnation is not in this store's history (a copy older than it, or
-    /// forgotten).
-    pub fn resume_point(&self, incarnation: ReplicaId, seq: u64) -> u64 {
-        let Some(i) = self
-            .history
-            .iter()
-            .position(|o| o.incarnation == incarnation)
-        else {
-            return 0;
-        };
-        let Some(next) = self.history.get(i + 1) else {
-            // This opening's own numbering, as the peer saw it. Joining runs
-            // moves content only to later entries, so what the peer lacks is
-            // after `seq` here too.
-            return seq.min(self.storage.last_seq());
-        };
-        // An earlier opening. Only through where the log was settled when
-        // the next one opened is this copy numbered as the earlier opening
-        // numbered it when the peer heard from it: after that, it may have
-        // joined runs into later entries (a crash lost the join, or this
-        // copy is a backup taken before it), so content the peer never got
-        // may sit below `seq` here. (That point is before the next opening's
-        // first entry, from which this store numbered entries after it.)
-        debug_assert!(next.settled < next.first_seq);
-        seq.min(next.settled).min(self.storage.last_seq())
-    }
-
-    /// What this store holds of peer `node`'s log: through a sequence number,
-    /// as the named incarnation of the peer numbered it.
-    pub fn peer_holds(&self, node: ReplicaId) -> Result<Option<(ReplicaId, u64)>> {
-        Ok(self.storage.peer_holds(node)?)
-    }
-
-    /// Records what this store holds of peer `node`'s log (after the entries
-    /// it covers were written). Flushed with them.
-    pub fn set_peer_holds(&mut self, node: ReplicaId, holds: (ReplicaId, u64)) -> Result<()> {
-        self.check_writable()?;
-        Ok(self.storage.put_peer_holds(node, holds)?)
-    }
-
     /// This keyspace's node id (stable across openings).
     pub fn replica_id(&self) -> ReplicaId {
         self.replica
@@ -580,24 +241,6 @@ impl<B: Backend> Keyspace<B> {
     /// The storage it writes to.
     pub fn storage(&self) -> &Storage<B> {
         &self.storage
-    }
-
-    /// Sets the log sequence that every known peer has acknowledged (`None`
-    /// when there are no peers); checkpoints drop the log up to it.
-    pub fn set_acked_floor(&mut self, floor: Option<u64>) {
-        self.acked_floor = floor;
-    }
-
-    /// Sets the log sequence that every connected peer has acknowledged
-    /// (`None`: no peer connected); checkpoints join runs of entries only up
-    /// to it. Joining moves a run's content into its last entry: a peer that
-    /// received that entry but not an earlier one of the run (lost, to be
-    /// sent again) would never get the earlier one's content, and its
-    /// acknowledgement of the run's end would count for all. A peer not
-    /// connected resumes from what it holds in turn, so it gets the entry
-    /// that holds the moved content.
-    pub fn set_coalesce_floor(&mut self, floor: Option<u64>) {
-        self.coalesce_floor = floor;
     }
 
     /// Checks `name` and that, if the variable exists, it is a `kind`.
@@ -758,128 +401,6 @@ impl<B: Backend> Keyspace<B> {
         Ok(())
     }
 
-    /// Joins a delta (or whole state) received from replica `origin` into the
-    /// variable `name` of `kind`, creating it if needed. The bytes are untrusted:
-    /// they are size-checked, decoded and validated before anything changes, and
-    /// last-writer-wins timestamps too far ahead of `now_ms` are refused.
-    ///
-    /// Returns the change, or `None` if the delta held nothing new (then
-    /// nothing is written).
-    pub fn merge(
-        &mut self,
-        origin: ReplicaId,
-        name: &str,
-        kind: Kind,
-        delta: &[u8],
-        now_ms: u64,
-    ) -> Result<Option<Applied>> {
-        validate_name(name)?;
-        let state = codec::decode(delta, self.config.max_delta_len);
-        self.merge_decoded(origin, name, kind, state, delta.into(), now_ms)
-    }
-
-    /// [`Keyspace::merge`] for a delta decoded (and validated) ahead, as
-    /// [`crate::protocol::Decoder`] does: `decoded` is what decoding
-    /// `encoded` gave. Given owned, the encoding is logged without a copy.
-    pub fn merge_decoded(
-        &mut self,
-        origin: ReplicaId,
-        name: &str,
-        kind: Kind,
-        decoded: std::result::Result<State, codec::DecodeError>,
-        encoded: std::borrow::Cow<'_, [u8]>,
-        now_ms: u64,
-    ) -> Result<Option<Applied>> {
-        validate_name(name)?;
-        let state = decoded.map_err(|source| Error::BadDelta {
-            name: name.to_string(),
-            source,
-        })?;
-        self.merge_state(origin, name, kind, state, Some(encoded), now_ms)
-    }
-
-    /// [`Keyspace::merge`] for a delta already decoded and validated (and
-    /// its name checked). `encoded`, if given, is the delta's encoding as it
-    /// came: a delta nothing of which was seen here is logged in it as is
-    /// (without a copy, if owned).
-    pub fn merge_state(
-        &mut self,
-        origin: ReplicaId,
-        name: &str,
-        kind: Kind,
-        delta: State,
-        encoded: Option<std::borrow::Cow<'_, [u8]>>,
-        now_ms: u64,
-    ) -> Result<Option<Applied>> {
-        if delta.kind() != kind {
-            return Err(Error::TypeMismatch {
-                name: name.to_string(),
-                expected: kind,
-                found: delta.kind(),
-            });
-        }
-        copy_kind(name, kind)?;
-        self.check_writable()?;
-        if let Some(ts) = delta.max_timestamp() {
-            self.clock
-                .check(ts, now_ms)
-                .map_err(|source| Error::ClockSkew {
-                    name: name.to_string(),
-                    source,
-                })?;
-        }
-        let created = self.load(name)?.is_none();
-        match self.vars.get(name) {
-            Some(var) if var.meta.kind != kind => {
-                let held = var.meta.kind;
-                return self.merge_conflict(origin, name, held, delta, encoded, now_ms);
-            }
-            Some(_) => {}
-            None => {
-                let var = Var {
-                    meta: VarMeta::new(kind),
-                    state: State::new(kind),
-                    version: 0,
-                };
-                self.vars.insert(name.to_string(), var);
-            }
-        }
-        let var = self.vars.get_mut(name).expect("loaded or inserted above");
-        self.versions = self.versions.wrapping_add(1);
-        var.version = self.versions;
-        // Redundancy removal: log (and so forward) only what is new here. By
-        // the strip law (state ⊔ strip(δ) = state ⊔ δ, a property test), an
-        // empty remainder means the delta changes nothing. Both steps cost
-        // O(delta), not O(state). A delta none of which was seen here is all
-        // new (also a property test): it is logged in the encoding it came in.
-        let (delta, as_received) = match encoded {
-            Some(bytes) if var.state.has_seen_none_of(&delta) => (delta, Some(bytes)),
-            _ => (var.state.strip(delta), None),
-        };
-        if delta.is_bottom() {
-            if created {
-                self.vars.remove(name);
-            }
-            return Ok(None);
-        }
-        // Encoded before it is joined, so that the join can take it whole.
-        let logged = match as_received {
-            Some(bytes) => bytes.into_owned(),
-            None => codec::encode(&delta),
-        };
-        if let Some(ts) = delta.max_timestamp() {
-            self.clock.witness(ts);
-        }
-        var.state.join(delta).expect("kinds checked above");
-        let seq = self.persist(name, created, logged, origin)?;
-        Ok(Some(Applied {
-            name: name.to_string(),
-            kind,
-            seq,
-            origin,
-        }))
-    }
-
     /// Every variable and its kind, in name order.
     pub fn variables(&self) -> Result<Vec<(String, Kind)>> {
         Ok(self
@@ -980,58 +501,5 @@ impl<B: Backend> Keyspace<B> {
     /// log only through here.
     pub fn flushed_seq(&self) -> u64 {
         self.flushed_through
-    }
-
-    /// Writes a checkpoint and flushes everything written so far.
-    pub fn flush(&mut self) -> Result<()> {
-        self.check_writable()?;
-        let last = self.storage.last_seq();
-        let done = self.checkpoint().and_then(|()| Ok(self.storage.flush()?));
-        match &done {
-            Ok(()) => self.flushed_through = last,
-            Err(e) => self.failed = Some(e.to_string()),
-        }
-        done
-    }
-
-    /// Flushes the log (no checkpoint): everything written so far becomes
-    /// durable and may be shipped. For periodic flushing under buffered durability.
-    pub fn sync(&mut self) -> Result<()> {
-        self.check_writable()?;
-        let last = self.storage.last_seq();
-        match self.storage.flush() {
-            Ok(()) => {
-                self.flushed_through = last;
-                Ok(())
-            }
-            Err(e) => {
-                self.failed = Some(e.to_string());
-                Err(e.into())
-            }
-        }
-    }
-
-    /// Checkpoints and flushes unless an earlier failure makes that unsafe; for closing.
-    pub fn close(&mut self) -> Result<()> {
-        if self.failed.is_some() {
-            return Ok(());
-        }
-        self.flush()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_checked_with_a_reason() {
-        for ok in ["hits", "a", "_x", "site1/cart:42", "u@host.example-1"] {
-            validate_name(ok).unwrap();
-        }
-        for bad in ["", "-x", "/abs", "sp ace", "ünï", &"x".repeat(256)] {
-            let e = validate_name(bad).unwrap_err();
-            assert!(matches!(e, Error::InvalidName { .. }), "{bad:?}");
-        }
     }
 }

@@ -1,0 +1,187 @@
+//! Checkpoints and the log's length: changed states are written with the
+//! sequence they include in one atomic batch, and runs of the log every
+//! peer acknowledged are joined (coalesced) or dropped.
+
+use super::*;
+
+impl<B: Backend> Keyspace<B> {
+    /// Writes the changed states and the checkpoint sequence in one batch, then
+    /// drops the log entries every peer acknowledged (see
+    /// [`Keyspace::set_acked_floor`]) or that the retention bound forces out.
+    /// The checkpoint is flushed only before entries are dropped: until then,
+    /// losing it in a crash just means replaying more of the log.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        let last = self.storage.last_seq();
+        if !(self.dirty.is_empty() && self.storage.checkpoint_seq() == last) {
+            let states: Vec<(String, Vec<u8>)> = self
+                .dirty
+                .iter()
+                .filter_map(|n| {
+                    self.vars
+                        .get(n)
+                        .map(|v| (n.clone(), codec::encode(&v.state)))
+                })
+                .collect();
+            self.storage.checkpoint(states, last)?;
+            self.dirty.clear();
+            self.since_checkpoint = 0;
+        }
+        // Only flushed entries: a run moved past the flush would be held back
+        // from peers until the next one. And only what every connected peer
+        // acknowledged (see `set_coalesce_floor`).
+        let floor = self.coalesce_floor.unwrap_or(u64::MAX);
+        self.coalesce(last.min(self.flushed_through).min(floor))?;
+        let forced = last.saturating_sub(self.config.log_retain);
+        let through = self.acked_floor.map_or(forced, |acked| acked.max(forced));
+        if self
+            .storage
+            .first_seq()?
+            .is_some_and(|first| first <= through)
+        {
+            // The checkpoint must be on disk before the entries it replaces go.
+            self.storage.flush()?;
+            self.flushed_through = last;
+            self.storage.truncate_log(through)?;
+        }
+        Ok(())
+    }
+
+    /// Joins runs of log entries written since the last call, through
+    /// `through` (covered by a checkpoint, so never replayed): entries of one
+    /// variable from one origin, up to [`KeyspaceConfig::coalesce_bytes`], become
+    /// one entry at the sequence number of the run's last. Nothing moves to an
+    /// earlier sequence number, so a peer that acknowledged a sequence still
+    /// receives everything after it (and some of it again). One atomic batch.
+    pub(super) fn coalesce(&mut self, through: u64) -> Result<()> {
+        struct Run {
+            delta: State,
+            seqs: Vec<u64>,
+            bytes: usize,
+        }
+        let cap = self.config.coalesce_bytes;
+        let start = self.coalesced_through;
+        if through <= start {
+            return Ok(());
+        }
+        if cap == 0 || through == start + 1 {
+            // Nothing to join: only recorded as settled.
+            self.storage.rewrite_log(&[], &[], through)?;
+            self.coalesced_through = through;
+            return Ok(());
+        }
+        let limit = usize::try_from(through - start).unwrap_or(usize::MAX);
+        let entries = self.storage.log_after(start, limit)?;
+        let mut open: BTreeMap<(String, ReplicaId), Run> = BTreeMap::new();
+        let mut done: Vec<((String, ReplicaId), Run)> = Vec::new();
+        for (seq, entry) in entries {
+            if seq > through {
+                break;
+            }
+            if entry.delta.len() >= cap {
+                continue;
+            }
+            let delta = entry.decode_delta(seq)?;
+            let key = (entry.name, entry.origin);
+            if let Some(run) = open.get_mut(&key) {
+                if run.bytes + entry.delta.len() <= cap && run.delta.kind() == delta.kind() {
+                    run.delta.join(delta).expect("same kind, checked");
+                    run.seqs.push(seq);
+                    run.bytes += entry.delta.len();
+                    continue;
+                }
+                let full = open.remove(&key).expect("just found");
+                done.push((key.clone(), full));
+            }
+            open.insert(
+                key,
+                Run {
+                    delta,
+                    seqs: vec![seq],
+                    bytes: entry.delta.len(),
+                },
+            );
+        }
+        done.extend(open);
+        let mut remove = Vec::new();
+        let mut put = Vec::new();
+        for ((name, origin), run) in done {
+            let Some(&last) = run.seqs.last() else {
+                continue;
+            };
+            if run.seqs.len() < 2 {
+                continue;
+            }
+            remove.extend_from_slice(&run.seqs[..run.seqs.len() - 1]);
+            put.push((
+                last,
+                LogEntry {
+                    name,
+                    kind: run.delta.kind(),
+                    origin,
+                    delta: codec::encode(&run.delta),
+                },
+            ));
+        }
+        // Recorded even when nothing was joined: the next opening joins
+        // from there, and records it as where peers' claims on this one are
+        // cut (see `resume_point`).
+        self.storage.rewrite_log(&remove, &put, through)?;
+        self.coalesced_through = through;
+        Ok(())
+    }
+
+    /// Sets the log sequence that every known peer has acknowledged (`None`
+    /// when there are no peers); checkpoints drop the log up to it.
+    pub fn set_acked_floor(&mut self, floor: Option<u64>) {
+        self.acked_floor = floor;
+    }
+
+    /// Sets the log sequence that every connected peer has acknowledged
+    /// (`None`: no peer connected); checkpoints join runs of entries only up
+    /// to it. Joining moves a run's content into its last entry: a peer that
+    /// received that entry but not an earlier one of the run (lost, to be
+    /// sent again) would never get the earlier one's content, and its
+    /// acknowledgement of the run's end would count for all. A peer not
+    /// connected resumes from what it holds in turn, so it gets the entry
+    /// that holds the moved content.
+    pub fn set_coalesce_floor(&mut self, floor: Option<u64>) {
+        self.coalesce_floor = floor;
+    }
+
+    /// Writes a checkpoint and flushes everything written so far.
+    pub fn flush(&mut self) -> Result<()> {
+        self.check_writable()?;
+        let last = self.storage.last_seq();
+        let done = self.checkpoint().and_then(|()| Ok(self.storage.flush()?));
+        match &done {
+            Ok(()) => self.flushed_through = last,
+            Err(e) => self.failed = Some(e.to_string()),
+        }
+        done
+    }
+
+    /// Flushes the log (no checkpoint): everything written so far becomes
+    /// durable and may be shipped. For periodic flushing under buffered durability.
+    pub fn sync(&mut self) -> Result<()> {
+        self.check_writable()?;
+        let last = self.storage.last_seq();
+        match self.storage.flush() {
+            Ok(()) => {
+                self.flushed_through = last;
+                Ok(())
+            }
+            Err(e) => {
+                self.failed = Some(e.to_string());
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Checkpoints and flushes unless an earlier failure makes that unsafe; for closing.
+    pub fn close(&mut self) -> Result<()> {
+        if self.failed.is_some() {
+            return Ok(());
+        }
+        self.flush()
+    }
+}

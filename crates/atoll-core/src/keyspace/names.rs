@@ -1,0 +1,60 @@
+//! Variable names: what a name may be, and why one is refused.
+
+use crate::{conflict_of, is_reserved, Error, Result, CONFLICT_PREFIX};
+
+/// The longest variable name, in bytes.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// Checks a variable name: 1 to 255 bytes of ASCII letters, digits and `_ - . : / @`,
+/// starting with a letter, digit or `_`. A conflict copy's name
+/// (`_atoll.conflict/{kind}/{name}`) may be longer: its `name` is checked,
+/// and must not itself be a system name.
+pub fn validate_name(name: &str) -> Result<()> {
+    if name.starts_with(CONFLICT_PREFIX) {
+        return match conflict_of(name) {
+            Some((of, _)) if !is_reserved(of) => validate_name(of),
+            _ => Err(Error::InvalidName {
+                name: name.chars().take(80).collect(),
+                reason: "a conflict copy is named _atoll.conflict/{type}/{name}, of a name outside _atoll.",
+            }),
+        };
+    }
+    let bad = |reason| {
+        Err(Error::InvalidName {
+            name: name.chars().take(80).collect(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return bad("a name must not be empty");
+    }
+    if name.len() > MAX_NAME_LEN {
+        return bad("a name must be at most 255 bytes");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_-.:/@".contains(&b))
+    {
+        return bad("use only ASCII letters, digits and _ - . : / @");
+    }
+    if !name.as_bytes()[0].is_ascii_alphanumeric() && name.as_bytes()[0] != b'_' {
+        return bad("a name must start with a letter, a digit or _");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_with_a_reason() {
+        for ok in ["hits", "a", "_x", "site1/cart:42", "u@host.example-1"] {
+            validate_name(ok).unwrap();
+        }
+        for bad in ["", "-x", "/abs", "sp ace", "ünï", &"x".repeat(256)] {
+            let e = validate_name(bad).unwrap_err();
+            assert!(matches!(e, Error::InvalidName { .. }), "{bad:?}");
+        }
+    }
+}

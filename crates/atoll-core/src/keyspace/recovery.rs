@@ -1,0 +1,139 @@
+//! Loading and recovery: a variable's state is its checkpointed state joined
+//! with every logged delta after the checkpoint; opening replays the log.
+
+use super::*;
+
+impl<B: Backend> Keyspace<B> {
+    /// Loads a variable into the cache; `None` if it does not exist.
+    pub(super) fn load(&mut self, name: &str) -> Result<Option<&mut Var>> {
+        if !self.vars.contains_key(name) {
+            let Some(meta) = self.storage.meta(name)? else {
+                return Ok(None);
+            };
+            // A variable created since the last checkpoint has no stored state
+            // yet: it starts at bottom, and recovery replays its logged deltas.
+            let state: State = match self.storage.state(name)? {
+                Some(bytes) => {
+                    codec::decode(&bytes, atoll_store::MAX_RECORD_LEN).map_err(|source| {
+                        atoll_store::StoreError::Corrupt {
+                            key: format!("state of {name}"),
+                            source,
+                        }
+                    })?
+                }
+                None => State::new(meta.kind),
+            };
+            if state.kind() != meta.kind {
+                return Err(atoll_store::StoreError::Corrupt {
+                    key: format!("state of {name}"),
+                    source: codec::DecodeError::Invalid(atoll_crdt::InvalidState(
+                        "state kind differs from the variable's metadata",
+                    )),
+                }
+                .into());
+            }
+            // Writes after a restart must order after the writes they replace,
+            // even if the wall clock has not moved past them.
+            if let Some(ts) = state.max_timestamp() {
+                self.clock.witness(ts);
+            }
+            self.versions = self.versions.wrapping_add(1);
+            let version = self.versions;
+            self.vars.insert(
+                name.to_string(),
+                Var {
+                    meta,
+                    state,
+                    version,
+                },
+            );
+        }
+        Ok(self.vars.get_mut(name))
+    }
+
+    /// Joins a logged delta into its variable during recovery.
+    pub(super) fn replay(&mut self, seq: u64, entry: &LogEntry) -> Result<()> {
+        let corrupt = |source| atoll_store::StoreError::Corrupt {
+            key: format!("log entry {seq}"),
+            source,
+        };
+        let delta = entry.decode_delta(seq)?;
+        let no_meta = || {
+            corrupt(codec::DecodeError::Invalid(atoll_crdt::InvalidState(
+                "log entry for a variable with no metadata",
+            )))
+        };
+        let held = self.load(&entry.name)?.ok_or_else(no_meta)?.meta.kind;
+        // An entry written before its name went to another kind in a type
+        // conflict belongs to the conflict copy (see `merge_state`).
+        let name = if held == entry.kind {
+            entry.name.clone()
+        } else {
+            let copy = conflict_name(&entry.name, entry.kind);
+            self.load(&copy)?.ok_or_else(no_meta)?;
+            copy
+        };
+        self.versions = self.versions.wrapping_add(1);
+        let version = self.versions;
+        let Some(var) = self.vars.get_mut(&name) else {
+            return Err(no_meta().into());
+        };
+        var.version = version;
+        var.state.join(delta).map_err(|_| {
+            corrupt(codec::DecodeError::Invalid(atoll_crdt::InvalidState(
+                "log entry kind differs from its variable",
+            )))
+        })?;
+        if let Some(ts) = var.state.max_timestamp() {
+            self.clock.witness(ts);
+        }
+        self.dirty.insert(name);
+        Ok(())
+    }
+
+    /// Rebuilds the state of every variable from the checkpoint and the log after it.
+    pub(super) fn recover(&mut self) -> Result<usize> {
+        let mut after = self.storage.checkpoint_seq();
+        let mut replayed = 0;
+        loop {
+            let batch = self.storage.log_after(after, 1024)?;
+            let Some(&(last, _)) = batch.last() else {
+                return Ok(replayed);
+            };
+            for (seq, entry) in &batch {
+                self.replay(*seq, entry)?;
+            }
+            replayed += batch.len();
+            after = last;
+        }
+    }
+
+    /// Drops the cached state of `name` and rebuilds it from storage: after a
+    /// failed write, the cache must not keep what storage does not hold.
+    pub(super) fn reload(&mut self, name: &str) {
+        self.vars.remove(name);
+        let rebuilt = (|| -> Result<()> {
+            let mut after = self.storage.checkpoint_seq();
+            loop {
+                let batch = self.storage.log_after(after, 1024)?;
+                let Some(&(last, _)) = batch.last() else {
+                    return Ok(());
+                };
+                // Its own entries, and for a conflict copy those of the name
+                // it copies, of its kind.
+                let copy_of = conflict_of(name);
+                let mine =
+                    |e: &LogEntry| e.name == name || copy_of == Some((e.name.as_str(), e.kind));
+                for (seq, entry) in batch.iter().filter(|(_, e)| mine(e)) {
+                    self.replay(*seq, entry)?;
+                }
+                after = last;
+            }
+        })();
+        if let Err(e) = rebuilt {
+            self.failed = Some(format!(
+                "could not reload {name:?} after a failed write: {e}"
+            ));
+        }
+    }
+}
