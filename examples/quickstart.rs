@@ -8,7 +8,7 @@
 //!
 //! Run: `cargo run --release --example quickstart`
 
-use atoll::crates::net::certs;
+use atoll::certs;
 use atoll::{Node, NodeConfig, Result, TransportConfig};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

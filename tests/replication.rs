@@ -537,7 +537,7 @@ fn a_garbage_frame_closes_that_connection_and_the_node_serves_the_others() {
             &identity,
             a.local_addr(),
             77,
-            atoll::crates::core::protocol::PROTOCOL_VERSION,
+            atoll_core::protocol::PROTOCOL_VERSION,
         )
         .await
         .unwrap();
@@ -724,7 +724,10 @@ fn bag_takes_wait_for_peers_after_a_restart() {
     // b comes back while a is down: it must not take.
     let b = c.start(1, &[a_addr]);
     let e = b.bag::<String>("jobs").unwrap().take().unwrap_err();
-    assert!(matches!(e, atoll::Error::Fenced { .. }), "{e}");
+    assert!(
+        matches!(e, atoll::Error::Core(atoll::CoreError::Fenced { .. })),
+        "{e}"
+    );
     assert!(e.to_string().contains("retry"), "{e}");
     // It names whom it waits for: a's address is configured, a never answered.
     assert!(

@@ -1,6 +1,6 @@
 //! The embedded API as an application sees it.
 
-use atoll::{Config, Durability, Error, Kind, Store};
+use atoll::{Config, CoreError, Durability, Error, Kind, Store};
 
 fn open() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -89,11 +89,11 @@ fn a_name_used_with_another_type_is_a_typed_error() {
     let (_d, s) = open();
     s.counter("x").unwrap().incr(1).unwrap();
     match s.set::<u8>("x") {
-        Err(Error::TypeMismatch {
+        Err(Error::Core(CoreError::TypeMismatch {
             name,
             expected,
             found,
-        }) => {
+        })) => {
             assert_eq!(
                 (name.as_str(), expected, found),
                 ("x", Kind::Set, Kind::Counter)
@@ -115,7 +115,7 @@ fn a_name_used_with_another_type_is_a_typed_error() {
 fn bad_names_say_what_to_fix() {
     let (_d, s) = open();
     let e = s.counter("has space").err().unwrap();
-    assert!(matches!(e, Error::InvalidName { .. }));
+    assert!(matches!(e, Error::Core(CoreError::InvalidName { .. })));
     assert!(e.to_string().contains("letters, digits"), "{e}");
 }
 
@@ -164,7 +164,7 @@ fn counter_overflow_is_refused_and_changes_nothing() {
     c.incr(1).unwrap();
     let seq = s.last_seq();
     let e = c.incr(i64::MAX).unwrap_err();
-    assert!(matches!(e, Error::Crdt { .. }), "{e}");
+    assert!(matches!(e, Error::Core(CoreError::Crdt { .. })), "{e}");
     assert_eq!(c.value().unwrap(), 2 * i128::from(i64::MAX) + 1);
     assert_eq!(s.last_seq(), seq);
 }
@@ -218,7 +218,7 @@ fn hostile_deltas_are_refused_and_change_nothing() {
     let (_d, b) = open();
     let origin = atoll::ReplicaId(42);
     let e = b.merge(origin, "s", Kind::Set, &[1, 99, 3]).unwrap_err();
-    assert!(matches!(e, Error::BadDelta { .. }), "{e}");
+    assert!(matches!(e, Error::Core(CoreError::BadDelta { .. })), "{e}");
     let big = vec![0u8; b.config().max_delta_len + 1];
     let e = b.merge(origin, "s", Kind::Set, &big).unwrap_err();
     assert!(e.to_string().contains("exceeds the limit"), "{e}");
@@ -226,25 +226,20 @@ fn hostile_deltas_are_refused_and_change_nothing() {
     let (_f, far) = open();
     far.register::<u8>("r").unwrap().set(&1).unwrap();
     let (_, mut entry) = far.deltas_since(0, 1).unwrap().remove(0);
-    let mut state: atoll::crates::crdt::variable::State =
-        atoll::crates::crdt::codec::decode(&entry.delta, 1 << 20).unwrap();
-    let atoll::crates::crdt::variable::State::Register(r) = &mut state else {
+    let mut state: atoll_crdt::variable::State =
+        atoll_crdt::codec::decode(&entry.delta, 1 << 20).unwrap();
+    let atoll_crdt::variable::State::Register(r) = &mut state else {
         unreachable!()
     };
-    let mut ahead = atoll::crates::crdt::LwwRegister::new();
+    let mut ahead = atoll_crdt::LwwRegister::new();
     let mut ts = r.entry().unwrap().ts;
     ts.physical_ms += 3_600_000;
-    ahead.set(
-        ts,
-        origin,
-        atoll::crates::crdt::variable::Bytes::from(vec![2]),
-    );
-    entry.delta =
-        atoll::crates::crdt::codec::encode(&atoll::crates::crdt::variable::State::Register(ahead));
+    ahead.set(ts, origin, atoll_crdt::variable::Bytes::from(vec![2]));
+    entry.delta = atoll_crdt::codec::encode(&atoll_crdt::variable::State::Register(ahead));
     let e = b
         .merge(origin, "r", Kind::Register, &entry.delta)
         .unwrap_err();
-    assert!(matches!(e, Error::ClockSkew { .. }), "{e}");
+    assert!(matches!(e, Error::Core(CoreError::ClockSkew { .. })), "{e}");
     assert!(e.to_string().contains("ahead of the local clock"), "{e}");
     assert!(b.variables().unwrap().is_empty());
     assert_eq!(b.last_seq(), 0);

@@ -2,8 +2,8 @@
 //! with close and reopen (sled), and with crashes that lose unflushed writes
 //! (the in-memory backend under buffered durability).
 
-use atoll::crates::store::{Backend, MemoryBackend};
 use atoll::{Config, Durability, Store};
+use atoll_store::{Backend, MemoryBackend};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 

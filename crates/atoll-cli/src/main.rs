@@ -85,7 +85,7 @@ enum Cmd {
 }
 
 fn init(new_cluster: Option<PathBuf>, join: Option<Vec<PathBuf>>) -> Result<Output, String> {
-    use atoll::crates::net::certs;
+    use atoll::certs;
     match (new_cluster, join) {
         (Some(dir), None) => {
             let id = certs::new_cluster(&dir).map_err(|e| e.to_string())?;

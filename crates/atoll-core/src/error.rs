@@ -1,13 +1,15 @@
-//! The keyspace's errors.
+//! The replica's errors: the keyspace's and the fence's. Errors of the
+//! layers above (values, reserved names, the node) are theirs.
 
 use atoll_crdt::codec::DecodeError;
 use atoll_crdt::variable::Kind;
 use atoll_crdt::{ClockSkew, CrdtError};
 
-/// Why a store call failed. Unless a variant says otherwise, nothing changed.
+/// Why a keyspace or replica call failed. Each variant says whether
+/// anything changed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The variable name is not allowed.
+    /// The variable name is not allowed. Nothing changed.
     #[error("invalid variable name {name:?}: {reason}")]
     InvalidName {
         /// The name given.
@@ -15,28 +17,7 @@ pub enum Error {
         /// What to fix.
         reason: &'static str,
     },
-    /// The name is in the system's reserved prefix (`_atoll.`): only the
-    /// node's own admin operations change those variables (membership), and
-    /// only conflict copies (`_atoll.conflict/...`) can be read.
-    #[error(
-        "variable {name:?}: names starting with \"_atoll.\" are reserved for the system; {what}"
-    )]
-    Reserved {
-        /// The name given.
-        name: String,
-        /// What is refused, and what to use instead.
-        what: &'static str,
-    },
-    /// A setting is out of its range; nothing was opened or started.
-    #[error("invalid configuration: {0}")]
-    Config(#[from] crate::ConfigError),
-    /// A request's argument is malformed (an element id, a node id).
-    #[error("{what}")]
-    InvalidInput {
-        /// What is wrong, and what to send.
-        what: String,
-    },
-    /// The variable exists with another type.
+    /// The variable exists with another type. Nothing changed.
     #[error("variable {name:?} is a {found}, not a {expected}")]
     TypeMismatch {
         /// The variable.
@@ -46,26 +27,9 @@ pub enum Error {
         /// The type it was created with.
         found: Kind,
     },
-    /// A value could not be encoded, or stored bytes could not be decoded as the
-    /// requested type (the variable was written with another value type).
-    #[error("variable {name:?}: value does not (de)serialize as the requested type: {source}")]
-    Value {
-        /// The variable.
-        name: String,
-        /// The serializer's error.
-        source: postcard::Error,
-    },
-    /// A value is larger than the configured maximum.
-    #[error("variable {name:?}: value of {len} bytes exceeds the maximum of {max} bytes")]
-    ValueTooLarge {
-        /// The variable.
-        name: String,
-        /// The encoded value's length.
-        len: usize,
-        /// The configured maximum (`Config::max_value_len`).
-        max: usize,
-    },
-    /// The data type refused the operation (overflow, or a bag element owned elsewhere).
+    /// The data type refused the operation (overflow, or a bag element
+    /// owned elsewhere). Nothing changed: operations refuse before they
+    /// mutate.
     #[error("variable {name:?}: {source}")]
     Crdt {
         /// The variable.
@@ -73,7 +37,8 @@ pub enum Error {
         /// What the type refused.
         source: CrdtError,
     },
-    /// A remote delta carries a timestamp too far in the future; it was refused.
+    /// A remote delta carries a timestamp too far in the future; it was
+    /// refused. Nothing changed.
     #[error("variable {name:?}: delta refused: {source}")]
     ClockSkew {
         /// The variable.
@@ -81,7 +46,7 @@ pub enum Error {
         /// How far ahead it was.
         source: ClockSkew,
     },
-    /// A remote delta could not be decoded; it was refused.
+    /// A remote delta could not be decoded; it was refused. Nothing changed.
     #[error("variable {name:?}: delta refused: {source}")]
     BadDelta {
         /// The variable.
@@ -89,15 +54,15 @@ pub enum Error {
         /// Why it could not be decoded.
         source: DecodeError,
     },
-    /// Storage failed. If the failure was a flush, the operation may or may not be
-    /// on disk; the store refuses further writes until it is reopened.
+    /// Storage failed. If the failure was an append, nothing changed (the
+    /// variable is reloaded from storage). If it was a flush, the operation
+    /// may or may not be on disk, and the store refuses further writes until
+    /// it is reopened.
     #[error(transparent)]
     Storage(#[from] atoll_store::StoreError),
-    /// The node could not start or run (runtime, certificates, listen address).
-    #[error("node: {0}")]
-    Node(String),
     /// A bag take or transfer was refused because this node has opened since
     /// every peer last brought it up to date (see `Replica::fenced`).
+    /// Nothing changed.
     #[error("bag {name:?}: takes and transfers wait until every peer has brought this node up to date since it opened (so that an element taken before a restore is never taken again); waiting for {waiting}")]
     Fenced {
         /// The bag.
@@ -105,10 +70,10 @@ pub enum Error {
         /// Whom the fence waits for, and what to do.
         waiting: String,
     },
-    /// An earlier flush failed; reopen the store.
+    /// An earlier flush failed; reopen the store. Nothing changed.
     #[error("the store stopped accepting writes after a storage failure: {0}; reopen it")]
     Failed(String),
 }
 
-/// The result of a store call.
+/// The result of a keyspace or replica call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

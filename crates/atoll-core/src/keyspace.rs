@@ -259,18 +259,20 @@ impl<B: Backend> Keyspace<B> {
     }
 
     /// Reads a variable: `f` sees its state, or `None` if it does not exist.
-    pub fn read<R>(
+    /// `f`'s error may be a caller's own, into which this one converts.
+    pub fn read<R, E: From<Error>>(
         &mut self,
         name: &str,
         kind: Kind,
-        f: impl FnOnce(Option<&State>) -> Result<R>,
-    ) -> Result<R> {
+        f: impl FnOnce(Option<&State>) -> Result<R, E>,
+    ) -> Result<R, E> {
         match self.load(name)? {
             Some(var) if var.meta.kind != kind => Err(Error::TypeMismatch {
                 name: name.to_string(),
                 expected: kind,
                 found: var.meta.kind,
-            }),
+            }
+            .into()),
             Some(var) => f(Some(&var.state)),
             None => f(None),
         }
@@ -413,7 +415,7 @@ impl<B: Backend> Keyspace<B> {
 
     /// Up to `limit` variables named after `after`, and their kinds, in name
     /// order.
-    pub fn variables_after(&self, after: &str, limit: usize) -> Result<Vec<(String, Kind)>> {
+    pub(crate) fn variables_after(&self, after: &str, limit: usize) -> Result<Vec<(String, Kind)>> {
         Ok(self
             .storage
             .variables_after(after, limit)?
@@ -447,7 +449,7 @@ impl<B: Backend> Keyspace<B> {
     /// loading the variable: a state transfer sends such a state as it is
     /// stored, neither walking its tree nor loading a cold variable into the
     /// cache (which keeps every variable loaded). `None` otherwise.
-    pub fn stored_state(&mut self, name: &str) -> Result<Option<(Vec<u8>, u64)>> {
+    pub(crate) fn stored_state(&mut self, name: &str) -> Result<Option<(Vec<u8>, u64)>> {
         validate_name(name)?;
         if self.dirty.contains(name) {
             return Ok(None);
@@ -471,7 +473,7 @@ impl<B: Backend> Keyspace<B> {
     /// one whenever the state may have changed in between (a write, a merge,
     /// a reload): a sender of a state in several parts starts over if it
     /// changed between them. `None` if the variable does not exist.
-    pub fn version(&mut self, name: &str) -> Result<Option<u64>> {
+    pub(crate) fn version(&mut self, name: &str) -> Result<Option<u64>> {
         validate_name(name)?;
         Ok(self.load(name)?.map(|v| v.version))
     }
@@ -483,7 +485,7 @@ impl<B: Backend> Keyspace<B> {
 
     /// Like [`Keyspace::deltas_since`], ending with the entry that brings
     /// their stored size to `max_bytes` or more.
-    pub fn deltas_within(
+    pub(crate) fn deltas_within(
         &self,
         after: u64,
         limit: usize,

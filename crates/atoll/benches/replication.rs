@@ -20,8 +20,8 @@
 //!
 //! Run: `cargo bench -p atoll --bench replication`
 
-use atoll::crates::net::{certs, tls::Identity};
 use atoll::{Config, Durability, Node, NodeConfig};
+use atoll_net::{certs, tls::Identity};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use std::path::Path;
 use std::sync::Arc;

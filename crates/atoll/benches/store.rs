@@ -9,8 +9,8 @@
 //!
 //! Run: `cargo bench -p atoll --bench store`
 
-use atoll::crates::store::{Backend, BatchOp, MemoryBackend, SledBackend};
 use atoll::{Config, Durability, Store};
+use atoll_store::{Backend, BatchOp, MemoryBackend, SledBackend};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ struct Recorder {
 }
 
 impl Backend for Recorder {
-    fn get(&self, key: &[u8]) -> atoll::crates::store::Result<Option<Vec<u8>>> {
+    fn get(&self, key: &[u8]) -> atoll_store::Result<Option<Vec<u8>>> {
         self.inner.get(key)
     }
     fn range(
@@ -30,21 +30,17 @@ impl Backend for Recorder {
         to: &[u8],
         limit: usize,
         max_bytes: usize,
-    ) -> atoll::crates::store::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    ) -> atoll_store::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.inner.range(from, to, limit, max_bytes)
     }
-    fn last_in(
-        &self,
-        from: &[u8],
-        to: &[u8],
-    ) -> atoll::crates::store::Result<Option<(Vec<u8>, Vec<u8>)>> {
+    fn last_in(&self, from: &[u8], to: &[u8]) -> atoll_store::Result<Option<(Vec<u8>, Vec<u8>)>> {
         self.inner.last_in(from, to)
     }
-    fn apply(&mut self, ops: Vec<BatchOp>) -> atoll::crates::store::Result<()> {
+    fn apply(&mut self, ops: Vec<BatchOp>) -> atoll_store::Result<()> {
         self.batches.lock().unwrap().push(ops.clone());
         self.inner.apply(ops)
     }
-    fn flush(&self) -> atoll::crates::store::Result<()> {
+    fn flush(&self) -> atoll_store::Result<()> {
         self.inner.flush()
     }
 }
@@ -116,7 +112,7 @@ fn raw_sled(batches: &[Vec<BatchOp>], d: Durability, atoll_fsyncs: bool) -> Dura
         Durability::Durable => None,
         Durability::Buffered { flush_every_ms } => Some(flush_every_ms),
     };
-    let backend = SledBackend::open(dir.path(), every, atoll::crates::store::STATES).unwrap();
+    let backend = SledBackend::open(dir.path(), every, atoll_store::STATES).unwrap();
     let db = backend.db();
     // The same layout as atoll's: variable states (keys from b's') in a tree
     // of their own, away from the log's newest leaf.

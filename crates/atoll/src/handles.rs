@@ -6,7 +6,7 @@
 //! variable with another value type than it was written with is an
 //! [`Error::Value`].
 
-use crate::{Error, Result, Store};
+use crate::{CoreError, Error, Result, Store};
 use atoll_core::{Answer, Op};
 use atoll_crdt::variable::{Bytes, Kind, State};
 use atoll_crdt::{CrdtError, ElementId, ReplicaId};
@@ -83,7 +83,7 @@ impl Counter {
 
     /// Subtracts `by`; returns the new value as seen here.
     pub fn decr(&self, by: i64) -> Result<i128> {
-        self.incr(by.checked_neg().ok_or(Error::Crdt {
+        self.incr(by.checked_neg().ok_or(CoreError::Crdt {
             name: self.name.clone(),
             source: CrdtError::Overflow,
         })?)

@@ -7,6 +7,7 @@
 
 use crate::node::Control;
 use crate::ops::{body, Request};
+use crate::CoreError;
 use crate::{Error, Store};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -38,11 +39,11 @@ impl IntoResponse for ApiError {
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let status = match e {
-            Error::Storage(_) | Error::Failed(_) | Error::Node(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Error::Core(CoreError::Storage(_) | CoreError::Failed(_))
+            | Error::Io { .. }
+            | Error::Net(_) => StatusCode::INTERNAL_SERVER_ERROR,
             // Retry later: the node is catching up with its peers.
-            Error::Fenced { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Core(CoreError::Fenced { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Reserved { .. } => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_REQUEST,
         };

@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 mod config;
+mod error;
 mod feed;
 mod handles;
 mod http;
@@ -32,22 +33,16 @@ mod node;
 pub mod ops;
 mod store;
 
-pub use atoll_core::{check_range, validate_name, ConfigError, Error, Result, MAX_NAME_LEN};
+pub use atoll_core::{check_range, validate_name, ConfigError, MAX_NAME_LEN};
 pub use atoll_core::{PeerStats, PeerStatus, ReplicaConfig};
 pub use atoll_crdt::variable::Kind;
 pub use atoll_crdt::{ElementId, ReplicaId};
 pub use atoll_net::TransportConfig;
+pub use atoll_net::{certs, NetError};
 pub use atoll_store::LogEntry;
 pub use config::{Config, Durability};
+pub use error::{CoreError, Error, Result};
 pub use feed::{Change, ChangeFeed, FeedError};
 pub use handles::{Bag, BagElement, Counter, Map, MvRegister, Register, Set};
 pub use node::{resolve_peer, Node, NodeConfig, NodeStatus};
 pub use store::Store;
-
-/// The crates atoll is built from, for lower-level use.
-pub mod crates {
-    pub use atoll_core as core;
-    pub use atoll_crdt as crdt;
-    pub use atoll_net as net;
-    pub use atoll_store as store;
-}

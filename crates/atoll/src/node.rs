@@ -167,30 +167,19 @@ impl Node {
         config.validate()?;
         if let Some(addr) = config.http {
             if !addr.ip().is_loopback() && config.http_token.as_deref().is_none_or(str::is_empty) {
-                return Err(Error::Node(format!(
-                    "the HTTP API would listen on {addr}, which is not loopback: set http_token"
-                )));
+                return Err(Error::HttpTokenRequired { addr });
             }
-        }
-        let most = atoll_store::MAX_RECORD_LEN;
-        if config.replica.max_state_len == 0 || config.replica.max_state_len > most {
-            return Err(Error::Node(format!(
-                "replica.max_state_len must be between 1 and {most} (the largest log entry read back), not {}",
-                config.replica.max_state_len
-            )));
-        }
-        if config.replica.state_part_bytes == 0 {
-            return Err(Error::Node(
-                "replica.state_part_bytes must be at least 1".into(),
-            ));
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("atoll-node")
             .enable_all()
             .build()
-            .map_err(|e| Error::Node(format!("cannot start the runtime: {e}")))?;
-        let identity = Identity::load(&config.cert_dir).map_err(|e| Error::Node(e.to_string()))?;
+            .map_err(|source| Error::Io {
+                what: "cannot start the runtime".into(),
+                source,
+            })?;
+        let identity = Identity::load(&config.cert_dir)?;
         let store = Store::open_with(config.store.clone())?;
         store.replica().set_config(config.replica.clone());
 
@@ -207,11 +196,9 @@ impl Node {
         tc.protocol_version = PROTOCOL_VERSION;
         let (transport, net_rx) = {
             let _guard = runtime.enter();
-            Transport::bind(tc, &identity).map_err(|e| Error::Node(e.to_string()))?
+            Transport::bind(tc, &identity)?
         };
-        let listen = transport
-            .local_addr()
-            .map_err(|e| Error::Node(e.to_string()))?;
+        let listen = transport.local_addr()?;
         // Bag takes wait until every peer in the peer set has brought this
         // node up to date (it may run on a restored backup). Peer ids are
         // learned only as peers connect, so the replica is told how many
@@ -243,10 +230,14 @@ impl Node {
             Some(addr) => {
                 let listener = runtime
                     .block_on(tokio::net::TcpListener::bind(addr))
-                    .map_err(|e| Error::Node(format!("cannot listen for HTTP on {addr}: {e}")))?;
-                let bound = listener
-                    .local_addr()
-                    .map_err(|e| Error::Node(e.to_string()))?;
+                    .map_err(|source| Error::Io {
+                        what: format!("cannot listen for HTTP on {addr}"),
+                        source,
+                    })?;
+                let bound = listener.local_addr().map_err(|source| Error::Io {
+                    what: "the HTTP listener's address".into(),
+                    source,
+                })?;
                 let api = crate::http::Api {
                     store: store.clone(),
                     control: control.clone(),

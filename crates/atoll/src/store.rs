@@ -1,7 +1,7 @@
 //! The embedded store: variables by name, persisted, with a change feed.
 
 use crate::feed::{Change, ChangeFeed};
-use crate::{Config, Durability, Result};
+use crate::{Config, CoreError, Durability, Result};
 use atoll_core::{
     conflict_of, is_reserved, validate_name, Answer, Applied, ConflictEvent, Keyspace, Op, Replica,
     ReplicaConfig,
@@ -121,14 +121,15 @@ impl Store {
         if ks.storage().has_peer_holds()? {
             return Ok(true);
         }
-        ks.read(crate::node::PEERS_VAR, Kind::Set, |s| {
-            Ok(matches!(s, Some(State::Set(set)) if !set.is_empty()))
-        })
-        .or_else(|e| match e {
+        let found = ks.read(crate::node::PEERS_VAR, Kind::Set, |s| {
+            Ok::<_, CoreError>(matches!(s, Some(State::Set(set)) if !set.is_empty()))
+        });
+        match found {
+            Ok(found) => Ok(found),
             // Not a set: not ours.
-            crate::Error::TypeMismatch { .. } => Ok(false),
-            e => Err(e),
-        })
+            Err(CoreError::TypeMismatch { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// A node runs on this store from now on (its fence waits for the
@@ -203,7 +204,7 @@ impl Store {
 
     /// [`Store::check`] for the node's own system variables too.
     pub(crate) fn keyspace_check(&self, name: &str, kind: Kind) -> Result<()> {
-        self.keyspace().check(name, kind)
+        Ok(self.keyspace().check(name, kind)?)
     }
 
     /// Reads a variable: `f` sees its state, or `None` if it does not exist.
@@ -233,10 +234,11 @@ impl Store {
         let out = {
             let mut r = self.replica();
             if op.owner_only() && r.fenced() {
-                return Err(crate::Error::Fenced {
+                return Err(CoreError::Fenced {
                     name: name.to_string(),
                     waiting: self.fence_waiting(&r),
-                });
+                }
+                .into());
             }
             r.write(now, name, op)?
         };
@@ -346,12 +348,12 @@ impl Store {
 
     /// Every variable and its kind, in name order.
     pub fn variables(&self) -> Result<Vec<(String, Kind)>> {
-        self.keyspace().variables()
+        Ok(self.keyspace().variables()?)
     }
 
     /// The kind of `name`, if it exists.
     pub fn kind_of(&self, name: &str) -> Result<Option<Kind>> {
-        self.keyspace().kind_of(name)
+        Ok(self.keyspace().kind_of(name)?)
     }
 
     /// The encoded whole state of `name` (for state transfer), if it exists.
@@ -364,7 +366,7 @@ impl Store {
 
     /// Up to `limit` delta-log entries after sequence number `after`, oldest first.
     pub fn deltas_since(&self, after: u64, limit: usize) -> Result<Vec<(u64, LogEntry)>> {
-        self.keyspace().deltas_since(after, limit)
+        Ok(self.keyspace().deltas_since(after, limit)?)
     }
 
     /// The newest delta-log sequence number.
@@ -374,7 +376,7 @@ impl Store {
 
     /// Writes a checkpoint and flushes everything written so far to disk.
     pub fn flush(&self) -> Result<()> {
-        self.keyspace().flush()
+        Ok(self.keyspace().flush()?)
     }
 
     /// Local writes and merged deltas since the store was opened.

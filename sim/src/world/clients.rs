@@ -23,7 +23,9 @@ impl Sim {
             workload::Op::BagTransfer { .. } => {
                 let node = r.keyspace_ref().replica_id();
                 r.keyspace()
-                    .read(&var, Kind::Bag, |s| Ok(workload::owned_by(s, node)))
+                    .read(&var, Kind::Bag, |s| {
+                        Ok::<_, atoll_core::Error>(workload::owned_by(s, node))
+                    })
                     .unwrap_or_default()
             }
             _ => Vec::new(),

@@ -132,7 +132,7 @@ impl<B: Backend> Keyspace<B> {
 
     /// Sets the log sequence that every known peer has acknowledged (`None`
     /// when there are no peers); checkpoints drop the log up to it.
-    pub fn set_acked_floor(&mut self, floor: Option<u64>) {
+    pub(crate) fn set_acked_floor(&mut self, floor: Option<u64>) {
         self.acked_floor = floor;
     }
 
@@ -144,7 +144,7 @@ impl<B: Backend> Keyspace<B> {
     /// acknowledgement of the run's end would count for all. A peer not
     /// connected resumes from what it holds in turn, so it gets the entry
     /// that holds the moved content.
-    pub fn set_coalesce_floor(&mut self, floor: Option<u64>) {
+    pub(crate) fn set_coalesce_floor(&mut self, floor: Option<u64>) {
         self.coalesce_floor = floor;
     }
 

@@ -27,7 +27,7 @@ impl<B: Backend> Keyspace<B> {
     /// [`Keyspace::merge`] for a delta decoded (and validated) ahead, as
     /// [`crate::protocol::Decoder`] does: `decoded` is what decoding
     /// `encoded` gave. Given owned, the encoding is logged without a copy.
-    pub fn merge_decoded(
+    pub(crate) fn merge_decoded(
         &mut self,
         origin: ReplicaId,
         name: &str,

@@ -182,9 +182,7 @@ impl Control {
                         .rev()
                         .find(|(a, _)| *a == addr)
                         .map_or("no answer".to_string(), |(_, r)| r.clone());
-                    return Err(Error::Node(format!(
-                        "could not connect to {addr} (still trying): {why}"
-                    )));
+                    return Err(Error::Unreachable { addr, why });
                 }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
