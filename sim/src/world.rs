@@ -13,7 +13,7 @@ use crate::rng::Rng;
 use crate::trace::Trace;
 use crate::workload::{self, Loss, Record};
 use atoll_core::protocol::Message;
-use atoll_core::{Event, Keyspace, KeyspaceConfig, ProtocolError, Replica, ReplicaConfig};
+use atoll_core::{Event, Keyspace, KeyspaceConfig, Now, ProtocolError, Replica, ReplicaConfig};
 use atoll_crdt::variable::{Kind, State};
 use atoll_crdt::ReplicaId;
 use atoll_store::MemoryBackend;
@@ -374,6 +374,16 @@ impl Sim {
         (EPOCH_MS + self.now as i64 + self.nodes[i].offset) as u64
     }
 
+    /// The time of an input at node `i`: the simulation's own clock as its
+    /// monotonic time (it never goes back), and its wall clock, skew and
+    /// jumps included, for its keyspace.
+    pub fn clock(&self, i: usize) -> Now {
+        Now {
+            mono: self.now,
+            wall: self.local_now(i),
+        }
+    }
+
     /// How many nodes.
     pub fn len(&self) -> usize {
         self.nodes.len()
@@ -435,7 +445,7 @@ impl Sim {
                         self.nodes[i].timeouts_now = (self.now, 0);
                         return;
                     }
-                    let now = self.local_now(i);
+                    let now = self.clock(i);
                     if let Some(r) = self.nodes[i].replica.as_mut() {
                         self.trace.record(self.now, format_args!("timeout n{i}"));
                         r.handle_timeout(now);
@@ -465,7 +475,7 @@ impl Sim {
             Ev::Connect(a, b) => self.connect(a, b),
             Ev::Flush(i) => {
                 if let Durability::Buffered { flush_every_ms } = self.opts.durability {
-                    let now = self.local_now(i);
+                    let now = self.clock(i);
                     if let Some(r) = self.nodes[i].replica.as_mut() {
                         let synced = r.keyspace().sync();
                         r.handle_local_writes(now);

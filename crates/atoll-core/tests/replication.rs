@@ -4,7 +4,7 @@
 use atoll_core::protocol::{Message, VarDelta};
 use atoll_core::testkit::{id, inc, Net};
 use atoll_core::{
-    Event, Keyspace, KeyspaceConfig, Op, ProtocolError, Replica, ReplicaConfig, TransferReason,
+    Event, Keyspace, KeyspaceConfig, Now, Op, ProtocolError, Replica, ReplicaConfig, TransferReason,
 };
 use atoll_crdt::variable::{Bytes, Kind, State};
 use atoll_crdt::ReplicaId;
@@ -1543,4 +1543,75 @@ fn a_stale_state_ack_does_not_stall_a_state_in_parts() {
         .unwrap();
     net.run(60_000);
     net.assert_converged(&["members"]);
+}
+
+/// A replica's timers run on the monotonic clock and its keyspace on the
+/// wall clock: a write is stamped with the wall time, and a wall clock set
+/// back an hour delays no retransmission, since the monotonic one went on.
+#[test]
+fn timers_run_on_the_monotonic_clock_and_writes_on_the_wall_clock() {
+    const WALL: u64 = 1_700_000_000_000;
+    let open = |i: usize| {
+        let ks = Keyspace::open(
+            MemoryBackend::new(),
+            KeyspaceConfig::default(),
+            id(i),
+            inc(i),
+            WALL,
+        )
+        .unwrap();
+        Replica::new(ks, ReplicaConfig::default())
+    };
+    let mut a = open(0);
+    let retransmit = a.config().retransmit_ms;
+    a.add_peer(id(1));
+    let at = |mono: u64, wall: u64| Now { mono, wall };
+    a.set_connected(id(1), Some(inc(1)), at(5, WALL));
+    let drain = |a: &mut Replica<MemoryBackend>| -> Vec<Message> {
+        std::iter::from_fn(|| a.poll_transmit())
+            .map(|t| Message::decode(&t.payload, 1 << 20).unwrap())
+            .collect()
+    };
+    drain(&mut a);
+    // The peer says it holds nothing of a's log.
+    let hello = Message::Hello {
+        holds: None,
+        limits: a.limits(),
+    };
+    a.handle_message(at(6, WALL), id(1), &hello.encode()).unwrap();
+    drain(&mut a);
+    let value = Bytes::from(vec![7]);
+    let out = a
+        .write(at(10, WALL + 10), "motd", Op::RegisterSet { value })
+        .unwrap();
+    assert_eq!(out.ts.physical_ms, WALL + 10, "stamped with the wall time");
+    let deltas = |msgs: &[Message]| {
+        msgs.iter()
+            .filter(|m| matches!(m, Message::Deltas { vars, .. } if !vars.is_empty()))
+            .count()
+    };
+    assert_eq!(deltas(&drain(&mut a)), 1, "the write is shipped");
+    // The wall clock goes back an hour; the monotonic one moves on past
+    // the retransmit timeout. The unacknowledged interval goes again.
+    let deadline = a.poll_timeout().expect("a retransmit timer");
+    assert!(
+        deadline <= 10 + retransmit,
+        "on the monotonic clock: {deadline}"
+    );
+    a.handle_timeout(at(10 + retransmit, WALL - 3_600_000));
+    assert_eq!(
+        deltas(&drain(&mut a)),
+        1,
+        "sent again, though the wall clock went back"
+    );
+    // The keyspace's clock never goes back: a write now still orders after.
+    let value = Bytes::from(vec![8]);
+    let later = a
+        .write(
+            at(20 + retransmit, WALL - 3_600_000),
+            "motd",
+            Op::RegisterSet { value },
+        )
+        .unwrap();
+    assert!(later.ts > out.ts, "{:?} after {:?}", later.ts, out.ts);
 }

@@ -3,8 +3,8 @@
 use crate::feed::{Change, ChangeFeed};
 use crate::{Config, CoreError, Durability, Result};
 use atoll_core::{
-    conflict_of, is_reserved, validate_name, Answer, Applied, ConflictEvent, Keyspace, Op, Replica,
-    ReplicaConfig,
+    conflict_of, is_reserved, validate_name, Answer, Applied, ConflictEvent, Keyspace, Now, Op,
+    Replica, ReplicaConfig,
 };
 use atoll_crdt::codec;
 use atoll_crdt::variable::{Kind, State};
@@ -14,10 +14,28 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast;
 
+/// Milliseconds since the Unix epoch on the wall clock.
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Milliseconds on the process's monotonic clock, from its first reading:
+/// what the replica times its retransmissions and lag on.
+pub(crate) fn mono_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(std::time::Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The time of a replica input: monotonic for its timers, wall for its
+/// keyspace's hybrid logical clock.
+pub(crate) fn clock() -> Now {
+    Now {
+        mono: mono_ms(),
+        wall: now_ms(),
+    }
 }
 
 struct Inner {
@@ -230,7 +248,7 @@ impl Store {
                        conflict copies are read-only)",
             });
         }
-        let now = now_ms();
+        let now = clock();
         let out = {
             let mut r = self.replica();
             if op.owner_only() && r.fenced() {
@@ -323,10 +341,10 @@ impl Store {
         kind: Kind,
         delta: &[u8],
     ) -> Result<Option<u64>> {
-        let now = now_ms();
+        let now = clock();
         let (applied, conflicts) = {
             let mut r = self.replica();
-            let applied = r.keyspace().merge(origin, name, kind, delta, now)?;
+            let applied = r.keyspace().merge(origin, name, kind, delta, now.wall)?;
             if applied.is_some() {
                 r.handle_local_writes(now);
             }

@@ -7,7 +7,7 @@ impl Sim {
         let ids: Vec<ReplicaId> = (0..self.nodes.len()).map(node_id).collect();
         let i = self.work_rng.index(self.nodes.len());
         let (var, op) = workload::next_op(&mut self.work_rng, &self.opts.workload, &ids);
-        let now = self.local_now(i);
+        let now = self.clock(i);
         let Some(r) = self.nodes[i].replica.as_mut() else {
             self.stats.unavailable += 1;
             return;

@@ -55,7 +55,7 @@ impl Sim {
             self.trace
                 .record(self.now, format_args!("disconnect n{} n{}", key.0, key.1));
             for (x, y) in [(key.0, key.1), (key.1, key.0)] {
-                let now = self.local_now(x);
+                let now = self.clock(x);
                 if let Some(r) = self.nodes[x].replica.as_mut() {
                     r.set_connected(node_id(y), None, now);
                     self.after_input(x);
@@ -84,7 +84,7 @@ impl Sim {
                 .replica
                 .as_ref()
                 .map(|r| r.keyspace_ref().incarnation());
-            let now = self.local_now(x);
+            let now = self.clock(x);
             if let Some(r) = self.nodes[x].replica.as_mut() {
                 r.set_connected(node_id(y), inc, now);
             }
@@ -191,7 +191,7 @@ impl Sim {
                 .record(self.now, format_args!("lost n{from}->n{to} in flight"));
             return;
         }
-        let now = self.local_now(to);
+        let now = self.clock(to);
         if !self.is_up(to) {
             return;
         }
@@ -265,7 +265,7 @@ impl Sim {
             // Unless the gossip interval holds the next one back: then a timer
             // must be set for no later than the interval from now.
             let gap = r.config().gossip_interval_ms;
-            let held = gap > 0 && r.poll_timeout().is_some_and(|at| at <= now + gap);
+            let held = gap > 0 && r.poll_timeout().is_some_and(|at| at <= now.mono + gap);
             if behind && !sent && !held {
                 self.fail(format!(
                     "n{to} got n{from}'s ack of its interval in flight, has more to send, and sent nothing"

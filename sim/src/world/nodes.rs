@@ -195,12 +195,8 @@ impl Sim {
         for t in out {
             self.transmit(i, index_of(t.to), t.payload);
         }
-        // The replica's deadline is on its own clock.
-        let at = deadline.map(|d| {
-            let d = i64::try_from(d).unwrap_or(i64::MAX);
-            let global = d.saturating_sub(self.nodes[i].offset + EPOCH_MS);
-            (global.max(self.now as i64) as u64).max(self.now)
-        });
+        // The replica's deadline is on its monotonic clock: the simulation's.
+        let at = deadline.map(|d| d.max(self.now));
         if at != self.nodes[i].timer {
             self.nodes[i].timer = at;
             if let Some(at) = at {
@@ -308,14 +304,7 @@ impl Sim {
         self.trace
             .record(self.now, format_args!("clock n{i} {moved:+}ms"));
         self.marks.push((self.now, Mark::Jump(i, moved)));
-        // Its timer is on its own clock: re-read the deadline.
-        self.nodes[i].timer = None;
-        if self.is_up(i) {
-            let now = self.local_now(i);
-            if let Some(r) = self.nodes[i].replica.as_mut() {
-                r.handle_timeout(now);
-            }
-            self.after_input(i);
-        }
+        // Its timers run on the monotonic clock, which did not move: its
+        // keyspace sees the new wall time at its next input.
     }
 }

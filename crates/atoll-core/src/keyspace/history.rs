@@ -49,7 +49,11 @@ impl<B: Backend> Keyspace<B> {
 
     /// Records what this store holds of peer `node`'s log (after the entries
     /// it covers were written). Flushed with them.
-    pub(crate) fn set_peer_holds(&mut self, node: ReplicaId, holds: (ReplicaId, u64)) -> Result<()> {
+    pub(crate) fn set_peer_holds(
+        &mut self,
+        node: ReplicaId,
+        holds: (ReplicaId, u64),
+    ) -> Result<()> {
         self.check_writable()?;
         Ok(self.storage.put_peer_holds(node, holds)?)
     }

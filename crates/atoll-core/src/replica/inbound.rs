@@ -25,10 +25,11 @@ impl<B: Backend> Replica<B> {
     /// [`Replica::decoder`]. The same checks apply, in the same order.
     pub fn handle_decoded(
         &mut self,
-        now: u64,
+        now: impl Into<Now>,
         from: ReplicaId,
         decoded: Decoded,
     ) -> Result<(), ProtocolError> {
+        let now = self.input(now);
         let deltas = matches!(decoded.msg, Ok(Message::Deltas { .. }));
         let result = self.dispatch(now, from, decoded);
         self.note_log_end(now);
@@ -97,7 +98,7 @@ impl<B: Backend> Replica<B> {
                     base,
                     complete,
                 };
-                self.on_deltas(now, from, interval, Batch { vars, states })
+                self.on_deltas(from, interval, Batch { vars, states })
             }
             Message::Ack { from: start, seq } => self.on_ack(from, start, seq),
             Message::State {
@@ -105,7 +106,7 @@ impl<B: Backend> Replica<B> {
                 after,
                 vars,
                 last,
-            } => self.on_state(now, from, as_of, after, last, Batch { vars, states }),
+            } => self.on_state(from, as_of, after, last, Batch { vars, states }),
             Message::StatePart {
                 as_of,
                 after,
@@ -127,7 +128,7 @@ impl<B: Backend> Replica<B> {
                     end,
                     last,
                 };
-                self.on_state_part(now, from, header, part, decoded_part)
+                self.on_state_part(from, header, part, decoded_part)
             }
             Message::StatePartAck {
                 as_of,
@@ -147,7 +148,6 @@ impl<B: Backend> Replica<B> {
     /// An interval of the peer's delta log: merged, then acknowledged.
     fn on_deltas(
         &mut self,
-        now: u64,
         from: ReplicaId,
         interval: IntervalIn,
         batch: Batch,
@@ -162,7 +162,7 @@ impl<B: Backend> Replica<B> {
         if start > to {
             return Err(hostile(from, "interval ends before it starts"));
         }
-        if !self.merge_all(now, from, vars, states)? {
+        if !self.merge_all(from, vars, states)? {
             // A delta larger than we accept: the sender did not know
             // our limits yet (our Hello was lost, or late). Told them
             // again, it sends the interval again within them; this
@@ -225,7 +225,6 @@ impl<B: Backend> Replica<B> {
     /// A chunk of a state transfer from the peer: merged, then acknowledged.
     fn on_state(
         &mut self,
-        now: u64,
         from: ReplicaId,
         as_of: u64,
         after: String,
@@ -248,7 +247,7 @@ impl<B: Backend> Replica<B> {
         {
             held.clone_from(&through);
         }
-        if !self.merge_all(now, from, vars, states)? {
+        if !self.merge_all(from, vars, states)? {
             // States are decoded under `max_state_len`.
             let max = self.config.max_state_len;
             return Err(hostile(
@@ -425,7 +424,6 @@ impl<B: Backend> Replica<B> {
     /// its encoding, logged as it is if all of it is new here.
     pub(super) fn merge_one(
         &mut self,
-        now: u64,
         from: ReplicaId,
         name: &str,
         kind: Kind,
@@ -439,7 +437,7 @@ impl<B: Backend> Replica<B> {
             .unwrap_or(from);
         match self
             .ks
-            .merge_state(origin, name, kind, state, Some(encoded.into()), now)
+            .merge_state(origin, name, kind, state, Some(encoded.into()), self.wall)
         {
             Ok(Some(applied)) => self.events.push_back(Event::Applied(applied)),
             Ok(None) => {}
@@ -468,7 +466,6 @@ impl<B: Backend> Replica<B> {
     /// merged, if one is larger than this replica accepts.
     pub(super) fn merge_all(
         &mut self,
-        now: u64,
         from: ReplicaId,
         vars: Vec<VarDelta>,
         states: Vec<Result<State, DecodeError>>,
@@ -490,7 +487,7 @@ impl<B: Backend> Replica<B> {
         for (v, state) in vars.into_iter().zip(states) {
             match self
                 .ks
-                .merge_decoded(origin, &v.name, v.kind, state, v.delta.into(), now)
+                .merge_decoded(origin, &v.name, v.kind, state, v.delta.into(), self.wall)
             {
                 Ok(Some(applied)) => self.events.push_back(Event::Applied(applied)),
                 Ok(None) => {}

@@ -6,8 +6,9 @@
 //! local writes ([`Replica::write`]), and peer changes. Outputs are pulled,
 //! in this order after each input: [`Replica::poll_transmit`] until `None`,
 //! then [`Replica::poll_event`] until `None`, then [`Replica::poll_timeout`]
-//! for when to call `handle_timeout` next. Time is milliseconds on any
-//! monotone clock the caller chooses.
+//! for when to call `handle_timeout` next. Each input is given the time
+//! ([`Now`]): monotonic milliseconds for the timers (and `poll_timeout`'s
+//! deadline), wall milliseconds for the keyspace.
 //!
 //! By concern:
 //! - this module: the replica, its inputs and outputs, and local writes;
@@ -49,6 +50,27 @@ use transfer::{Transfer, JOIN_SLACK, MAX_TRANSFER_BACKOFF, STATE_MESSAGE_OVERHEA
 /// The most records of when the log grew kept for [`PeerStatus::lag_ms`].
 const MAX_SEQ_TIMES: usize = 1024;
 
+/// The time of an input, on two clocks: a replica times its retransmissions,
+/// gossip and lag on the monotonic one, which never goes back, and gives the
+/// wall one to its keyspace (the hybrid logical clock that orders writes, and
+/// the check that refuses timestamps too far ahead). A wall clock set back
+/// then delays nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    /// Milliseconds on a monotonic clock, from any origin.
+    pub mono: u64,
+    /// Milliseconds since the Unix epoch on the wall clock.
+    pub wall: u64,
+}
+
+/// One clock for both, as tests and benches use: the same milliseconds
+/// are monotonic and wall time.
+impl From<u64> for Now {
+    fn from(ms: u64) -> Now {
+        Now { mono: ms, wall: ms }
+    }
+}
+
 /// A replica: a keyspace and the protocol state of each peer.
 pub struct Replica<B> {
     ks: Keyspace<B>,
@@ -58,8 +80,10 @@ pub struct Replica<B> {
     events: VecDeque<Event>,
     /// Every peer has sent a complete interval since this replica opened.
     unfenced: bool,
-    /// The latest `now` given.
+    /// The latest monotonic time given.
     last_now: u64,
+    /// The latest wall time given: the keyspace's clock.
+    wall: u64,
     /// When the log reached each of a few sequence numbers (see
     /// [`Replica::note_log_end`]).
     seq_times: VecDeque<(u64, u64)>,
@@ -92,6 +116,7 @@ impl<B: Backend> Replica<B> {
             events: VecDeque::new(),
             unfenced: false,
             last_now: 0,
+            wall: 0,
             seq_times: VecDeque::new(),
             expected_peers: 0,
         }
@@ -106,25 +131,19 @@ impl<B: Backend> Replica<B> {
         self.expected_peers = n;
     }
 
-    /// Notes the time of an input. If the caller's clock went back (a wall
-    /// clock set back), what is in flight counts as sent now: otherwise its
-    /// retransmission would wait until the clock caught up again.
+    /// The time of an input: its wall time is kept for the keyspace (the
+    /// hybrid logical clock of writes, the skew check of merges), and its
+    /// monotonic time returned for the timers, never earlier than the last
+    /// one given (a clock that went back counts as standing still).
+    fn input(&mut self, now: impl Into<Now>) -> u64 {
+        let Now { mono, wall } = now.into();
+        self.wall = wall;
+        mono.max(self.last_now)
+    }
+
+    /// Notes the (monotonic) time of an input.
     pub(super) fn observe(&mut self, now: u64) {
-        if now < self.last_now {
-            let wait = self.config.retransmit_ms;
-            for p in self.peers.values_mut() {
-                if let Some(at) = &mut p.hello_pending {
-                    *at = (*at).min(now + wait);
-                }
-                for (_, sent) in p.flights.iter_mut().chain(p.chunk.as_mut()) {
-                    *sent = (*sent).min(now);
-                }
-                if let Some(at) = &mut p.last_interval_at {
-                    *at = (*at).min(now);
-                }
-            }
-        }
-        self.last_now = now;
+        self.last_now = self.last_now.max(now);
         self.note_log_end(now);
     }
 
@@ -194,16 +213,18 @@ impl<B: Backend> Replica<B> {
     /// keyspace flushes each write) and queues the delta for the peers. An
     /// owner-only operation (a bag take or transfer) is refused while the
     /// replica is fenced, before anything happens.
-    pub fn write(&mut self, now: u64, name: &str, op: Op) -> crate::Result<Outcome> {
+    pub fn write(&mut self, now: impl Into<Now>, name: &str, op: Op) -> crate::Result<Outcome> {
+        let now = self.input(now);
         if op.owner_only() && self.fenced() {
             return Err(Error::Fenced {
                 name: name.to_string(),
                 waiting: self.fence_waiting(),
             });
         }
-        let out = self.ks.apply(name, op, now)?;
+        let out = self.ks.apply(name, op, self.wall)?;
         if out.applied.is_some() {
-            self.handle_local_writes(now);
+            let wall = self.wall;
+            self.handle_local_writes(Now { mono: now, wall });
         }
         Ok(out)
     }
@@ -211,7 +232,8 @@ impl<B: Backend> Replica<B> {
     /// After a merge made outside [`Replica::handle_message`] (the store's
     /// own `merge`): queues what changed for the peers. Local writes do this
     /// in [`Replica::write`].
-    pub fn handle_local_writes(&mut self, now: u64) {
+    pub fn handle_local_writes(&mut self, now: impl Into<Now>) {
+        let now = self.input(now);
         self.observe(now);
         self.update_fence();
     }
@@ -219,16 +241,18 @@ impl<B: Backend> Replica<B> {
     /// Handles a message from peer `from`.
     pub fn handle_message(
         &mut self,
-        now: u64,
+        now: impl Into<Now>,
         from: ReplicaId,
         bytes: &[u8],
     ) -> Result<(), ProtocolError> {
+        let now = self.input(now);
         if !self.peers.contains_key(&from) {
             self.observe(now);
             return Err(ProtocolError::UnknownPeer(from));
         }
         let decoded = self.decoder().decode(bytes);
-        self.handle_decoded(now, from, decoded)
+        let wall = self.wall;
+        self.handle_decoded(Now { mono: now, wall }, from, decoded)
     }
 
     /// What this replica accepts, as its `Hello` tells its peers.
@@ -272,7 +296,8 @@ impl<B: Backend> Replica<B> {
     }
 
     /// Handles the passing of time: re-sends what was not acknowledged in time.
-    pub fn handle_timeout(&mut self, now: u64) {
+    pub fn handle_timeout(&mut self, now: impl Into<Now>) {
+        let now = self.input(now);
         self.observe(now);
         let late = |sent: &u64| now >= sent + self.config.retransmit_ms;
         let mut resend = Vec::new();

@@ -153,7 +153,13 @@ impl<B: Backend> Replica<B> {
     /// the peer acknowledged, unless it comes back as another incarnation: a
     /// restarted, or restored, peer may hold less than it once acknowledged, so
     /// it is sent everything again (by deltas, or by state transfer).
-    pub fn set_connected(&mut self, id: ReplicaId, incarnation: Option<ReplicaId>, now: u64) {
+    pub fn set_connected(
+        &mut self,
+        id: ReplicaId,
+        incarnation: Option<ReplicaId>,
+        now: impl Into<Now>,
+    ) {
+        let now = self.input(now);
         self.observe(now);
         if let Some(p) = self.peers.get_mut(&id) {
             p.connected = incarnation.is_some();
@@ -205,7 +211,8 @@ impl<B: Backend> Replica<B> {
 
     /// The runtime saw the link to `id` carry something at `now` (a QUIC
     /// keep-alive, say) though no message arrived: its last contact is now.
-    pub fn heard_from(&mut self, id: ReplicaId, now: u64) {
+    pub fn heard_from(&mut self, id: ReplicaId, now: impl Into<Now>) {
+        let now = self.input(now);
         if let Some(p) = self.peers.get_mut(&id).filter(|p| p.connected) {
             p.last_contact = Some(p.last_contact.map_or(now, |t| t.max(now)));
         }

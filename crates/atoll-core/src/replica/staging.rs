@@ -42,7 +42,6 @@ impl<B: Backend> Replica<B> {
     /// variable's every part is in, then merged as one state.
     pub(super) fn on_state_part(
         &mut self,
-        now: u64,
         from: ReplicaId,
         header: PartHeader,
         part: Vec<u8>,
@@ -175,7 +174,7 @@ impl<B: Backend> Replica<B> {
         let encoded = atoll_crdt::variable::splice_parts(&ranges, entries, state.context());
         drop(ranges);
         drop(raw);
-        self.merge_one(now, from, &name, kind, state, encoded)?;
+        self.merge_one(from, &name, kind, state, encoded)?;
         let p = known(&mut self.peers, from)?;
         p.merged_parts = Some((as_of, name.clone(), version));
         if let Some((_, held)) = p

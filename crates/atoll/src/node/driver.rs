@@ -4,6 +4,7 @@
 //! replica's next deadline, a network event, or a local write.
 
 use super::*;
+use crate::store::{clock, mono_ms};
 
 pub(super) const MAX_REFUSALS: usize = 16;
 
@@ -70,23 +71,23 @@ pub(super) async fn drive(
             store.publish(a);
         }
         let sleep = match deadline {
-            Some(at) => Duration::from_millis(at.saturating_sub(now_ms())),
+            Some(at) => Duration::from_millis(at.saturating_sub(mono_ms())),
             None => Duration::from_secs(3600),
         };
         tokio::select! {
             _ = &mut stopped => return,
             _ = store.woken() => {}
-            _ = tokio::time::sleep(sleep) => store.replica().handle_timeout(now_ms()),
+            _ = tokio::time::sleep(sleep) => store.replica().handle_timeout(clock()),
             _ = flush_tick.tick(), if flush_every.is_some() => {
                 let mut r = store.replica();
                 if let Err(e) = r.keyspace().sync() {
                     tracing::error!("background flush failed: {e}");
                 }
-                r.handle_local_writes(now_ms());
+                r.handle_local_writes(clock());
             }
             _ = heard_tick.tick() => {
                 let counts = transport.datagrams_received();
-                let now = now_ms();
+                let now = clock();
                 let mut r = store.replica();
                 for (peer, n) in &counts {
                     if heard.get(peer).is_some_and(|before| before != n) {
@@ -111,6 +112,7 @@ pub(super) fn on_net_event(
     ev: Inbound,
 ) {
     let now = now_ms();
+    let at = clock();
     match ev {
         Inbound::Message { peer, decoded } => {
             on_message(store, transport, shared, peer, decoded);
@@ -135,11 +137,11 @@ pub(super) fn on_net_event(
             }
             let mut r = store.replica();
             r.add_peer(id);
-            r.set_connected(id, Some(ReplicaId(incarnation)), now);
+            r.set_connected(id, Some(ReplicaId(incarnation)), at);
             tracing::info!(peer = %id, %addr, "peer connected");
         }
         Inbound::Disconnected { peer, reason } => {
-            store.replica().set_connected(ReplicaId(peer), None, now);
+            store.replica().set_connected(ReplicaId(peer), None, at);
             tracing::info!("peer {peer:016x} disconnected: {reason}");
             let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(addr) = s.addrs.get(&ReplicaId(peer)).copied() {
@@ -197,7 +199,7 @@ pub(super) fn on_message(
 ) {
     let result = store
         .replica()
-        .handle_decoded(now_ms(), ReplicaId(peer), decoded);
+        .handle_decoded(clock(), ReplicaId(peer), decoded);
     match result {
         Ok(()) => {}
         Err(e @ (ProtocolError::Hostile { .. } | ProtocolError::UnknownPeer(_))) => {
