@@ -32,6 +32,6 @@ pub use keyspace::{
 };
 pub use op::{Answer, Op, Outcome};
 pub use replica::{
-    Event, Now, PeerStats, PeerStatus, ProtocolError, Replica, ReplicaConfig, Stuck, TooLarge,
-    TransferReason, TransferStatus, Transmit,
+    Event, Now, Outputs, PeerStats, PeerStatus, ProtocolError, Replica, ReplicaConfig, Stuck,
+    TooLarge, TransferReason, TransferStatus, Transmit,
 };

@@ -135,7 +135,8 @@ impl Net {
     /// Moves every replica's transmits onto the wire and collects events.
     pub fn pump(&mut self) {
         for i in 0..self.nodes.len() {
-            while let Some(t) = self.nodes[i].poll_transmit() {
+            let out = self.nodes[i].drain();
+            for t in out.transmits {
                 let to = (t.to.0 - 100) as usize;
                 self.sent += 1;
                 if self.down.contains(&(i, to))
@@ -147,9 +148,7 @@ impl Net {
                 self.queue
                     .insert((self.now + LATENCY, self.order), (i, to, t.payload));
             }
-            while let Some(e) = self.nodes[i].poll_event() {
-                self.events.push((i, e));
-            }
+            self.events.extend(out.events.into_iter().map(|e| (i, e)));
         }
     }
 

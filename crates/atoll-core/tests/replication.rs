@@ -1578,7 +1578,8 @@ fn timers_run_on_the_monotonic_clock_and_writes_on_the_wall_clock() {
         holds: None,
         limits: a.limits(),
     };
-    a.handle_message(at(6, WALL), id(1), &hello.encode()).unwrap();
+    a.handle_message(at(6, WALL), id(1), &hello.encode())
+        .unwrap();
     drain(&mut a);
     let value = Bytes::from(vec![7]);
     let out = a

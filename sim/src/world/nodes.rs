@@ -101,15 +101,11 @@ impl Sim {
         let Some(r) = self.nodes[i].replica.as_mut() else {
             return;
         };
-        let mut out = Vec::new();
-        while let Some(t) = r.poll_transmit() {
-            out.push(t);
-        }
-        let mut events = Vec::new();
-        while let Some(e) = r.poll_event() {
-            events.push(e);
-        }
-        let deadline = r.poll_timeout();
+        let atoll_core::Outputs {
+            transmits: out,
+            events,
+            timeout: deadline,
+        } = r.drain();
         let ks = r.keyspace_ref();
         let last = ks.last_seq();
         let first = ks

@@ -205,7 +205,7 @@ impl<B: Backend> Replica<B> {
         if start > seq {
             return Err(hostile(from, "acknowledged interval ends before it starts"));
         }
-        let window = self.config.max_in_flight.max(1);
+        let window = self.window();
         let p = known(&mut self.peers, from)?;
         if p.transfer.is_none() {
             // The peer holds (start, seq]; it holds everything through

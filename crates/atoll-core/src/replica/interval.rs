@@ -27,7 +27,7 @@ impl<B: Backend> Replica<B> {
     /// intervals (or state chunks, or parts of a state) ahead of its acks.
     pub(super) fn build_next(&mut self, now: u64) {
         let ids: Vec<ReplicaId> = self.peers.keys().copied().collect();
-        let window = self.config.max_in_flight.max(1);
+        let window = self.window();
         for id in ids {
             // Bounded: each round sends one message or advances past entries
             // the peer already has.

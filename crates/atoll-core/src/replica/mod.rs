@@ -71,6 +71,17 @@ impl From<u64> for Now {
     }
 }
 
+/// What a replica has to say after an input ([`Replica::drain`]).
+#[derive(Debug, Default)]
+pub struct Outputs {
+    /// Messages to send, in order.
+    pub transmits: Vec<Transmit>,
+    /// What happened, in order.
+    pub events: Vec<Event>,
+    /// When to call [`Replica::handle_timeout`] next (monotonic ms).
+    pub timeout: Option<u64>,
+}
+
 /// A replica: a keyspace and the protocol state of each peer.
 pub struct Replica<B> {
     ks: Keyspace<B>,
@@ -129,6 +140,14 @@ impl<B: Backend> Replica<B> {
     /// before the others were heard from.
     pub fn expect_peers(&mut self, n: usize) {
         self.expected_peers = n;
+    }
+
+    /// How many intervals, chunks or parts may be unacknowledged at once
+    /// (`max_in_flight`). `ReplicaConfig::validate` keeps it at least 1;
+    /// the floor here only guards a configuration that was never validated
+    /// (`Replica::new` takes any), in one place.
+    pub(super) fn window(&self) -> usize {
+        self.config.max_in_flight.max(1)
     }
 
     /// The time of an input: its wall time is kept for the keyspace (the
@@ -353,6 +372,21 @@ impl<B: Backend> Replica<B> {
         self.update_fence();
     }
 
+    /// Every output after an input, pulled in the documented order:
+    /// transmits until none, then events until none, then the next
+    /// deadline. A driver that wants to hand each transmit on as it is built
+    /// (the node, which lets go of its lock between them) polls one at a
+    /// time instead; the simulator and the test network take them all.
+    pub fn drain(&mut self) -> Outputs {
+        let transmits = std::iter::from_fn(|| self.poll_transmit()).collect();
+        let events = std::iter::from_fn(|| self.poll_event()).collect();
+        Outputs {
+            transmits,
+            events,
+            timeout: self.poll_timeout(),
+        }
+    }
+
     /// The next message to send. Intervals and state chunks are built here,
     /// one per call, as quinn-proto builds packets: a runtime that hands each
     /// one to the network before asking for the next overlaps this replica's
@@ -385,7 +419,7 @@ impl<B: Backend> Replica<B> {
                 .chain(chunk_deadline(p, self.config.retransmit_ms))
         });
         // A peer owed new deltas that the gossip interval holds back.
-        let window = self.config.max_in_flight.max(1);
+        let window = self.window();
         let flushed = self.ks.flushed_seq();
         let gossip = self
             .peers

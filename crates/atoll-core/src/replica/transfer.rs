@@ -185,7 +185,7 @@ impl<B: Backend> Replica<B> {
         if t.split.is_some() {
             return self.send_state_part(id, now);
         }
-        if t.all_sent || t.units.len() >= self.config.max_in_flight.max(1) {
+        if t.all_sent || t.units.len() >= self.window() {
             return Ok(false);
         }
         let state_limit = self.peer_state_limit(id);
@@ -430,7 +430,7 @@ impl<B: Backend> Replica<B> {
     /// Sends the next part of the variable under way in parts, if fewer than
     /// `max_in_flight` are unacknowledged.
     pub(super) fn send_state_part(&mut self, id: ReplicaId, now: u64) -> crate::Result<bool> {
-        let window = self.config.max_in_flight.max(1);
+        let window = self.window();
         if !part_room(&self.peers[&id], window) {
             return Ok(false);
         }
