@@ -3,6 +3,10 @@
 //! Values are kept as bytes (the application's type, encoded), so one store can
 //! hold variables of any value type; the typed handles in the `atoll` crate encode
 //! and decode at the edge.
+//!
+//! About 840 lines: `Bytes`, the parts a large state travels in (cut,
+//! decoded, spliced, and cut from a stored encoding), `Kind`, `MapValue` and
+//! `State`. The parts are due to move to a module of their own.
 
 use crate::codec::DecodeError;
 use crate::{
