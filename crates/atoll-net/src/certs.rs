@@ -32,7 +32,7 @@ pub mod files {
 }
 
 fn io(path: &Path, e: std::io::Error) -> NetError {
-    NetError::Certificate(format!("{}: {e}", path.display()))
+    NetError::certificate_from(path.display().to_string(), e)
 }
 
 fn write_secret(path: &Path, contents: &str) -> Result<(), NetError> {
@@ -47,13 +47,13 @@ fn write_secret(path: &Path, contents: &str) -> Result<(), NetError> {
 }
 
 fn rc(e: rcgen::Error) -> NetError {
-    NetError::Certificate(e.to_string())
+    NetError::certificate_from("making a certificate", e)
 }
 
 fn refuse_existing(dir: &Path, name: &str) -> Result<(), NetError> {
     let p = dir.join(name);
     if p.exists() {
-        return Err(NetError::Certificate(format!(
+        return Err(NetError::certificate(format!(
             "{} already exists: refusing to overwrite a node's identity",
             p.display()
         )));
@@ -127,6 +127,6 @@ pub fn join(ca_dir: &Path, dir: &Path) -> Result<u128, NetError> {
 /// Parses a `cluster-id` file's contents.
 pub fn parse_cluster_id(s: &str) -> Result<u128, NetError> {
     u128::from_str_radix(s.trim(), 16).map_err(|_| {
-        NetError::Certificate(format!("cluster id {:?} is not 32 hex digits", s.trim()))
+        NetError::certificate(format!("cluster id {:?} is not 32 hex digits", s.trim()))
     })
 }

@@ -15,16 +15,14 @@ pub async fn read_frame(
     match recv.read_exact(&mut len).await {
         Ok(()) => {}
         Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
-        Err(e) => return Err(NetError::Stream(e.to_string())),
+        Err(e) => return Err(NetError::stream(e)),
     }
     let len = u32::from_be_bytes(len) as usize;
     if len > max {
         return Err(NetError::FrameTooLarge { len, max });
     }
     let mut buf = vec![0u8; len];
-    recv.read_exact(&mut buf)
-        .await
-        .map_err(|e| NetError::Stream(e.to_string()))?;
+    recv.read_exact(&mut buf).await.map_err(NetError::stream)?;
     Ok(Some(buf))
 }
 
@@ -36,10 +34,8 @@ pub async fn write_frame(send: &mut quinn::SendStream, payload: &[u8]) -> Result
     })?;
     send.write_all(&len.to_be_bytes())
         .await
-        .map_err(|e| NetError::Stream(e.to_string()))?;
-    send.write_all(payload)
-        .await
-        .map_err(|e| NetError::Stream(e.to_string()))
+        .map_err(NetError::stream)?;
+    send.write_all(payload).await.map_err(NetError::stream)
 }
 
 /// The first frame each side sends.
@@ -69,10 +65,18 @@ impl Hello {
 
     /// Decodes a hello from untrusted bytes.
     pub fn decode(bytes: &[u8]) -> Result<Hello, NetError> {
-        let h: Hello = atoll_crdt::codec::decode_unvalidated(bytes, MAX_HELLO_LEN)
-            .map_err(|e| NetError::Handshake(format!("undecodable hello: {e}")))?;
+        let h: Hello =
+            atoll_crdt::codec::decode_unvalidated(bytes, MAX_HELLO_LEN).map_err(|e| {
+                NetError::Handshake {
+                    code: Some(crate::CloseCode::BadHandshake),
+                    why: format!("undecodable hello: {e}"),
+                }
+            })?;
         if &h.magic != b"atoll" {
-            return Err(NetError::Handshake("not an atoll peer (bad magic)".into()));
+            return Err(NetError::Handshake {
+                code: Some(crate::CloseCode::BadHandshake),
+                why: "not an atoll peer (bad magic)".into(),
+            });
         }
         Ok(h)
     }

@@ -34,15 +34,15 @@ impl Clone for Identity {
 
 fn read(dir: &Path, name: &str) -> Result<Vec<u8>, NetError> {
     let p = dir.join(name);
-    std::fs::read(&p).map_err(|e| NetError::Certificate(format!("{}: {e}", p.display())))
+    std::fs::read(&p).map_err(|e| NetError::certificate_from(p.display().to_string(), e))
 }
 
 fn certs(dir: &Path, name: &str) -> Result<Vec<CertificateDer<'static>>, NetError> {
     let pem = read(dir, name)?;
     let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut pem.as_slice()).collect();
-    let certs = certs.map_err(|e| NetError::Certificate(format!("{name}: {e}")))?;
+    let certs = certs.map_err(|e| NetError::certificate_from(name.to_string(), e))?;
     if certs.is_empty() {
-        return Err(NetError::Certificate(format!(
+        return Err(NetError::certificate(format!(
             "{name}: no certificate in the file"
         )));
     }
@@ -59,9 +59,9 @@ impl Identity {
         let cluster = String::from_utf8_lossy(&read(dir, files::CLUSTER_ID)?).into_owned();
         let key_pem = read(dir, files::NODE_KEY)?;
         let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-            .map_err(|e| NetError::Certificate(format!("{}: {e}", files::NODE_KEY)))?
+            .map_err(|e| NetError::certificate_from(files::NODE_KEY, e))?
             .ok_or_else(|| {
-                NetError::Certificate(format!("{}: no private key in the file", files::NODE_KEY))
+                NetError::certificate(format!("{}: no private key in the file", files::NODE_KEY))
             })?;
         Ok(Identity {
             cluster_id: parse_cluster_id(&cluster)?,
@@ -76,7 +76,7 @@ impl Identity {
         for c in &self.ca {
             roots
                 .add(c.clone())
-                .map_err(|e| NetError::Certificate(format!("CA certificate: {e}")))?;
+                .map_err(|e| NetError::certificate_from("CA certificate", e))?;
         }
         Ok(Arc::new(roots))
     }
@@ -85,13 +85,13 @@ impl Identity {
     pub fn server_config(&self) -> Result<rustls::ServerConfig, NetError> {
         let verifier = WebPkiClientVerifier::builder_with_provider(self.roots()?, provider())
             .build()
-            .map_err(|e| NetError::Certificate(e.to_string()))?;
+            .map_err(|e| NetError::certificate_from("TLS configuration", e))?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| NetError::Certificate(e.to_string()))?
+            .map_err(|e| NetError::certificate_from("TLS configuration", e))?
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(|e| NetError::Certificate(e.to_string()))?;
+            .map_err(|e| NetError::certificate_from("TLS configuration", e))?;
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(config)
     }
@@ -101,10 +101,10 @@ impl Identity {
     pub fn client_config(&self) -> Result<rustls::ClientConfig, NetError> {
         let mut config = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| NetError::Certificate(e.to_string()))?
+            .map_err(|e| NetError::certificate_from("TLS configuration", e))?
             .with_root_certificates(self.roots()?)
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(|e| NetError::Certificate(e.to_string()))?;
+            .map_err(|e| NetError::certificate_from("TLS configuration", e))?;
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(config)
     }

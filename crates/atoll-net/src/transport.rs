@@ -155,6 +155,36 @@ fn close(conn: &quinn::Connection, code: CloseCode, reason: &str) {
     conn.close(quinn::VarInt::from_u32(code as u32), reason.as_bytes());
 }
 
+/// A connection error as a [`NetError::Tls`]: what quinn said, readably,
+/// and the close code of ours the peer closed with, if any.
+fn lost(e: &quinn::ConnectionError) -> NetError {
+    let code = match e {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            CloseCode::from_code(c.error_code.into_inner())
+        }
+        _ => None,
+    };
+    NetError::Tls {
+        why: describe(e),
+        code,
+    }
+}
+
+/// The peer closed the connection instead of answering our hello: why, and
+/// with which code, if it said.
+fn refused_by_peer(conn: &quinn::Connection) -> NetError {
+    match conn.close_reason() {
+        Some(e) => match lost(&e) {
+            NetError::Tls { why, code } => NetError::Handshake { code, why },
+            other => other,
+        },
+        None => NetError::Handshake {
+            code: None,
+            why: "peer ended the handshake".into(),
+        },
+    }
+}
+
 fn describe(e: &quinn::ConnectionError) -> String {
     match e {
         quinn::ConnectionError::ApplicationClosed(c) => {
@@ -174,20 +204,22 @@ impl Transport {
         let mut transport = quinn::TransportConfig::default();
         transport.keep_alive_interval(Some(config.keep_alive));
         transport.max_idle_timeout(Some(
-            quinn::IdleTimeout::try_from(config.keep_alive * 4)
-                .map_err(|e| NetError::Config(e.to_string()))?,
+            quinn::IdleTimeout::try_from(config.keep_alive * 4).map_err(NetError::config)?,
         ));
         let transport = Arc::new(transport);
-        let server_tls = QuicServerConfig::try_from(identity.server_config()?)
-            .map_err(|e| NetError::Config(e.to_string()))?;
+        let server_tls =
+            QuicServerConfig::try_from(identity.server_config()?).map_err(NetError::config)?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_tls));
         server.transport_config(transport.clone());
-        let client_tls = QuicClientConfig::try_from(identity.client_config()?)
-            .map_err(|e| NetError::Config(e.to_string()))?;
+        let client_tls =
+            QuicClientConfig::try_from(identity.client_config()?).map_err(NetError::config)?;
         let mut client = quinn::ClientConfig::new(Arc::new(client_tls));
         client.transport_config(transport);
-        let endpoint = quinn::Endpoint::server(server, config.listen)
-            .map_err(|e| NetError::Bind(format!("{}: {e}", config.listen)))?;
+        let endpoint =
+            quinn::Endpoint::server(server, config.listen).map_err(|source| NetError::Bind {
+                addr: config.listen.to_string(),
+                source,
+            })?;
         let (events, rx) = mpsc::channel(config.event_queue.max(1));
         let shared = Arc::new(Shared {
             partitioned: std::sync::atomic::AtomicBool::new(false),
@@ -212,9 +244,10 @@ impl Transport {
 
     /// The address the endpoint listens on.
     pub fn local_addr(&self) -> Result<SocketAddr, NetError> {
-        self.endpoint
-            .local_addr()
-            .map_err(|e| NetError::Bind(e.to_string()))
+        self.endpoint.local_addr().map_err(|source| NetError::Bind {
+            addr: "the endpoint's address".into(),
+            source,
+        })
     }
 
     /// Keeps a connection to `addr`: dials, and after any failure or
@@ -325,15 +358,15 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
             }
             let timeout = shared.config.handshake_timeout;
             let result = tokio::time::timeout(timeout, async {
-                let conn = incoming.await.map_err(|e| NetError::Tls(describe(&e)))?;
-                let (send, mut recv) = conn
-                    .accept_bi()
-                    .await
-                    .map_err(|e| NetError::Tls(describe(&e)))?;
+                let conn = incoming.await.map_err(|e| lost(&e))?;
+                let (send, mut recv) = conn.accept_bi().await.map_err(|e| lost(&e))?;
                 let hello = match read_frame(&mut recv, crate::frame::MAX_HELLO_LEN).await {
                     Ok(Some(h)) => h,
                     Ok(None) => {
-                        return Err(NetError::Handshake("stream ended before the hello".into()))
+                        return Err(NetError::Handshake {
+                            code: None,
+                            why: "stream ended before the hello".into(),
+                        })
                     }
                     Err(e) => {
                         close(&conn, CloseCode::BadHandshake, &e.to_string());
@@ -402,7 +435,10 @@ fn check_hello(
 ) -> Result<(u64, u64), NetError> {
     let refuse = |code, why: String| {
         close(conn, code, &why);
-        Err(NetError::Handshake(why))
+        Err(NetError::Handshake {
+            code: Some(code),
+            why,
+        })
     };
     let hello = match Hello::decode(bytes) {
         Ok(h) => h,
@@ -496,30 +532,27 @@ async fn dial_once(
     let work = async {
         let connecting = endpoint
             .connect_with(shared.client.clone(), addr, crate::certs::NODE_NAME)
-            .map_err(|e| NetError::Tls(e.to_string()))?;
-        let conn = connecting.await.map_err(|e| NetError::Tls(describe(&e)))?;
-        let (mut send, mut recv) = conn
-            .open_bi()
-            .await
-            .map_err(|e| NetError::Tls(describe(&e)))?;
+            .map_err(|e| NetError::Tls {
+                why: e.to_string(),
+                code: None,
+            })?;
+        let conn = connecting.await.map_err(|e| lost(&e))?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
         write_frame(&mut send, &our_hello(shared).encode()).await?;
         let reply = match read_frame(&mut recv, crate::frame::MAX_HELLO_LEN).await {
             Ok(Some(h)) => h,
             // The peer closed instead of answering: say why, if it said.
-            _ => {
-                let why = conn
-                    .close_reason()
-                    .map(|e| describe(&e))
-                    .unwrap_or_else(|| "peer ended the handshake".into());
-                return Err(NetError::Handshake(why));
-            }
+            _ => return Err(refused_by_peer(&conn)),
         };
         let peer = check_hello(shared, &conn, &reply)?;
         Ok((conn, send, recv, peer))
     };
     match tokio::time::timeout(shared.config.handshake_timeout, work).await {
         Ok(r) => r,
-        Err(_) => Err(NetError::Handshake("handshake timed out".into())),
+        Err(_) => Err(NetError::Handshake {
+            code: None,
+            why: "handshake timed out".into(),
+        }),
     }
 }
 
@@ -628,23 +661,27 @@ pub async fn probe(
     node_id: u64,
     protocol: u32,
 ) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream), NetError> {
-    let client = QuicClientConfig::try_from(identity.client_config()?)
-        .map_err(|e| NetError::Config(e.to_string()))?;
-    let endpoint = quinn::Endpoint::client((std::net::Ipv4Addr::LOCALHOST, 0).into())
-        .map_err(|e| NetError::Bind(e.to_string()))?;
+    let client = QuicClientConfig::try_from(identity.client_config()?).map_err(NetError::config)?;
+    let endpoint =
+        quinn::Endpoint::client((std::net::Ipv4Addr::LOCALHOST, 0).into()).map_err(|source| {
+            NetError::Bind {
+                addr: "127.0.0.1:0".into(),
+                source,
+            }
+        })?;
     let conn = endpoint
         .connect_with(
             quinn::ClientConfig::new(Arc::new(client)),
             addr,
             crate::certs::NODE_NAME,
         )
-        .map_err(|e| NetError::Tls(e.to_string()))?
+        .map_err(|e| NetError::Tls {
+            why: e.to_string(),
+            code: None,
+        })?
         .await
-        .map_err(|e| NetError::Tls(describe(&e)))?;
-    let (mut send, mut recv) = conn
-        .open_bi()
-        .await
-        .map_err(|e| NetError::Tls(describe(&e)))?;
+        .map_err(|e| lost(&e))?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
     let hello = Hello {
         magic: *b"atoll",
         protocol,
@@ -655,10 +692,6 @@ pub async fn probe(
     write_frame(&mut send, &hello.encode()).await?;
     match read_frame(&mut recv, crate::frame::MAX_HELLO_LEN).await {
         Ok(Some(_)) => Ok((conn, send, recv)),
-        _ => Err(NetError::Handshake(
-            conn.close_reason()
-                .map(|e| describe(&e))
-                .unwrap_or_else(|| "peer ended the handshake".into()),
-        )),
+        _ => Err(refused_by_peer(&conn)),
     }
 }

@@ -221,3 +221,41 @@ fn identities_are_not_overwritten() {
     );
     assert!(certs::join(d.path(), j.path()).is_err());
 }
+
+/// A refusal is typed: the dialer learns the close code the peer refused it
+/// with, not only a sentence; and a missing file keeps the OS's error as
+/// its source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_handshake_carries_its_close_code_and_a_missing_file_its_source() {
+    use atoll_net::{CloseCode, NetError};
+    let (da, _db, dc) = cluster();
+    let (a, _ra) = node(da.path(), 1, 1);
+    let identity = Identity::load(dc.path()).unwrap();
+    let err = match atoll_net::probe(&identity, a.local_addr().unwrap(), 3, 2).await {
+        Ok(_) => panic!("a probe speaking protocol 2 to a node of protocol 1 was let in"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(
+            err,
+            NetError::Handshake {
+                code: Some(CloseCode::VersionMismatch),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.close_code(), Some(CloseCode::VersionMismatch));
+
+    let empty = tempfile::tempdir().unwrap();
+    let err = match Identity::load(empty.path()) {
+        Ok(_) => panic!("an identity loaded from an empty directory"),
+        Err(e) => e,
+    };
+    assert!(matches!(err, NetError::Certificate { .. }), "{err:?}");
+    let source = std::error::Error::source(&err).expect("the OS's error as the source");
+    assert!(
+        source.downcast_ref::<std::io::Error>().is_some(),
+        "{source:?}"
+    );
+}
