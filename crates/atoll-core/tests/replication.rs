@@ -1620,3 +1620,59 @@ fn timers_run_on_the_monotonic_clock_and_writes_on_the_wall_clock() {
         .unwrap();
     assert!(later.ts > out.ts, "{:?} after {:?}", later.ts, out.ts);
 }
+
+/// What a replica records holding of a peer's log advances only over
+/// contiguous intervals: an interval that arrives after a lost one does not
+/// advance it. Were it to, a peer restarted before it sent the lost one
+/// again would trust the record, resume after it, and never send it.
+#[test]
+fn an_interval_after_a_lost_one_does_not_advance_what_is_held() {
+    let mut net = Net::new(2, KeyspaceConfig::default());
+    net.full_mesh();
+    net.run(100);
+    // The first write's interval is lost on the way; the second's arrives.
+    net.add(0, "s", vec![1]);
+    net.pump();
+    let before = net.queue.len();
+    net.queue.retain(|_, (from, to, bytes)| {
+        let lost = *from == 0
+            && *to == 1
+            && matches!(
+                Message::decode(bytes, 1 << 30),
+                Ok(Message::Deltas { ref vars, .. }) if !vars.is_empty()
+            );
+        !lost
+    });
+    assert_eq!(net.queue.len() + 1, before, "one interval lost");
+    net.add(0, "s", vec![2]);
+    net.run(20);
+    let holds = net.nodes[1].keyspace().peer_holds(id(0)).unwrap();
+    assert_eq!(
+        holds.map(|(_, seq)| seq),
+        Some(0),
+        "node 1 holds nothing of node 0's log contiguously: {holds:?}"
+    );
+    // Node 0 restarts from its storage before it sends the first again; it
+    // resumes node 1 from what node 1 says it holds.
+    net.cut(0, 1);
+    let backend = net.nodes[0].keyspace().storage().backend().clone();
+    let ks = Keyspace::open(
+        backend,
+        KeyspaceConfig::default(),
+        id(0),
+        ReplicaId(900),
+        net.now,
+    )
+    .unwrap();
+    net.nodes[0] = Replica::new(ks, ReplicaConfig::default());
+    net.nodes[0].add_peer(id(1));
+    net.down.clear();
+    let (inc0, inc1) = (
+        net.nodes[0].keyspace().incarnation(),
+        net.nodes[1].keyspace().incarnation(),
+    );
+    net.nodes[0].set_connected(id(1), Some(inc1), net.now);
+    net.nodes[1].set_connected(id(0), Some(inc0), net.now);
+    net.run(10_000);
+    net.assert_converged(&["s"]);
+}
