@@ -1,7 +1,7 @@
 //! The transport: one QUIC endpoint per node, mutual TLS, one stream per
 //! connection, a handshake, then frames both ways.
 //!
-//! About 660 lines: the endpoint, dialing, accepting, the handshake and the
+//! About 700 lines: the endpoint, dialing, accepting, the handshake and the
 //! connection loop share the `Shared` state and are read together; the
 //! frame codec and TLS are in `frame.rs` and `tls.rs`.
 
