@@ -223,6 +223,10 @@ impl<B: Backend> Replica<B> {
                 .and_then(|p| p.transfer.as_mut())
                 .and_then(|t| t.peeked.take())
                 .filter(|(n, ..)| *n == name)
+                // A type conflict may have restarted the name as another
+                // kind since: then the state read is no longer the
+                // variable's, and it is read again.
+                .filter(|(_, bytes, _)| bytes.get(1) == Some(&(listed_kind as u8)))
                 .map(|(_, bytes, version)| (bytes, version));
             let read = match peeked {
                 Some(read) => Some(read),
