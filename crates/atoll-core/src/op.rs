@@ -18,8 +18,12 @@ use serde::{Deserialize, Serialize};
 /// One operation on one variable. Each applies as one delta: one log entry,
 /// one flush, all or nothing.
 ///
-/// New variants will come with owned variables (compare-and-set,
-/// decrement-if, claim-once, take-any), hence `non_exhaustive`.
+/// The strong operations (`RegisterCompareAndSet`, `CounterDecrementIf`,
+/// `SetAddIfAbsent`) decide on the state as seen here. They are
+/// linearizable only where every write of the variable is serialized: at the
+/// variable's owner. Owned variables (with forwarding to the owner) are not
+/// built yet, so today that holds only for a variable no other replica
+/// writes; more variants will come with them, hence `non_exhaustive`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Op {
@@ -72,6 +76,30 @@ pub enum Op {
         /// The entry.
         key: String,
     },
+    /// Strong: writes `value` to a last-writer-wins register only if its
+    /// value is `expected` (`None`: never written). Answers
+    /// [`Answer::Swapped`]; a refused swap writes nothing.
+    RegisterCompareAndSet {
+        /// The value the register must hold.
+        expected: Option<Bytes>,
+        /// The value written if it does.
+        value: Bytes,
+    },
+    /// Strong: subtracts `by` from a counter only if that leaves it at least
+    /// `floor`. Answers [`Answer::Decremented`]; a refused decrement writes
+    /// nothing.
+    CounterDecrementIf {
+        /// How much to subtract.
+        by: i64,
+        /// The least value the counter may reach.
+        floor: i64,
+    },
+    /// Strong: adds `member` to a set only if it is absent, a claim.
+    /// Answers [`Answer::Claimed`]; a refused claim writes nothing.
+    SetAddIfAbsent {
+        /// The member claimed.
+        member: Bytes,
+    },
     /// Inserts values into a bag, owned by this node. Answers
     /// [`Answer::Inserted`]: their element ids, in order.
     BagInsert {
@@ -107,6 +135,18 @@ pub enum Answer {
     Inserted(Vec<ElementId>),
     /// The bag element taken and its value (`None`: this node owns none).
     Taken(Option<(ElementId, Bytes)>),
+    /// Whether a compare-and-set wrote its value.
+    Swapped(bool),
+    /// Whether a conditional decrement was made, and the counter's value
+    /// after it (as it was, if refused).
+    Decremented {
+        /// It was made.
+        done: bool,
+        /// The counter's value now.
+        value: i128,
+    },
+    /// Whether a claim added its member (`false`: it was there already).
+    Claimed(bool),
 }
 
 /// An operation applied: its answer, and the delta it wrote, if any.
@@ -127,10 +167,10 @@ impl Op {
     /// The kind of variable it applies to.
     pub fn kind(&self) -> Kind {
         match self {
-            Op::CounterAdd { .. } => Kind::Counter,
-            Op::RegisterSet { .. } => Kind::Register,
+            Op::CounterAdd { .. } | Op::CounterDecrementIf { .. } => Kind::Counter,
+            Op::RegisterSet { .. } | Op::RegisterCompareAndSet { .. } => Kind::Register,
             Op::MvRegisterSet { .. } => Kind::MvRegister,
-            Op::SetChange { .. } => Kind::Set,
+            Op::SetChange { .. } | Op::SetAddIfAbsent { .. } => Kind::Set,
             Op::MapChange { .. } | Op::MapRemoveMember { .. } | Op::MapRemove { .. } => Kind::Map,
             Op::BagInsert { .. } | Op::BagTake | Op::BagTransfer { .. } => Kind::Bag,
         }
@@ -162,6 +202,37 @@ impl Op {
             (Op::CounterAdd { by }, State::Counter(c)) => {
                 let d = c.add(ctx.replica, by).map_err(crdt)?;
                 Ok((Some(State::Counter(d)), Answer::Value(c.value())))
+            }
+            (Op::RegisterCompareAndSet { expected, value }, State::Register(r)) => {
+                if r.get() != expected.as_ref() {
+                    return Ok((None, Answer::Swapped(false)));
+                }
+                let d = r.set(ctx.ts, ctx.replica, value);
+                Ok((Some(State::Register(d)), Answer::Swapped(true)))
+            }
+            (Op::CounterDecrementIf { by, floor }, State::Counter(c)) => {
+                let now = c.value();
+                if now - i128::from(by) < i128::from(floor) {
+                    let answer = Answer::Decremented {
+                        done: false,
+                        value: now,
+                    };
+                    return Ok((None, answer));
+                }
+                let neg = by.checked_neg().ok_or_else(|| crdt(CrdtError::Overflow))?;
+                let d = c.add(ctx.replica, neg).map_err(crdt)?;
+                let answer = Answer::Decremented {
+                    done: true,
+                    value: c.value(),
+                };
+                Ok((Some(State::Counter(d)), answer))
+            }
+            (Op::SetAddIfAbsent { member }, State::Set(s)) => {
+                if s.contains(&member) {
+                    return Ok((None, Answer::Claimed(false)));
+                }
+                let d = s.add(ctx.replica, member);
+                Ok((Some(State::Set(d)), Answer::Claimed(true)))
             }
             (Op::RegisterSet { value }, State::Register(r)) => Ok((
                 Some(State::Register(r.set(ctx.ts, ctx.replica, value))),
@@ -372,6 +443,58 @@ mod tests {
         let r = op(i64::MAX).apply("m", &mut state, &ctx(1));
         assert!(matches!(r, Err(Error::Crdt { .. })), "{r:?}");
         assert_eq!(state, before);
+    }
+
+    /// A strong operation decides on the state as seen here, and one it
+    /// refuses writes nothing (no delta), so that it leaves no trace.
+    #[test]
+    fn strong_operations_decide_on_the_state_and_a_refusal_writes_nothing() {
+        let b = |x: u8| Bytes::from(vec![x]);
+        // Compare-and-set.
+        let mut reg = State::new(Kind::Register);
+        let cas = |expected: Option<Bytes>, value| Op::RegisterCompareAndSet { expected, value };
+        let (d, a) = cas(None, b(1)).apply("r", &mut reg, &ctx(1)).unwrap();
+        assert!(d.is_some() && a == Answer::Swapped(true));
+        let (d, a) = cas(None, b(2)).apply("r", &mut reg, &ctx(1)).unwrap();
+        assert!(
+            d.is_none() && a == Answer::Swapped(false),
+            "written once only"
+        );
+        let (d, a) = cas(Some(b(1)), b(3)).apply("r", &mut reg, &ctx(1)).unwrap();
+        assert!(d.is_some() && a == Answer::Swapped(true));
+        let State::Register(r) = &reg else { panic!() };
+        assert_eq!(r.get(), Some(&b(3)));
+        // Decrement-if: never below the floor.
+        let mut counter = State::new(Kind::Counter);
+        Op::CounterAdd { by: 5 }
+            .apply("c", &mut counter, &ctx(1))
+            .unwrap();
+        let dec = |by| Op::CounterDecrementIf { by, floor: 0 };
+        let (d, a) = dec(3).apply("c", &mut counter, &ctx(1)).unwrap();
+        assert!(d.is_some());
+        assert_eq!(
+            a,
+            Answer::Decremented {
+                done: true,
+                value: 2
+            }
+        );
+        let (d, a) = dec(3).apply("c", &mut counter, &ctx(1)).unwrap();
+        assert!(d.is_none());
+        assert_eq!(
+            a,
+            Answer::Decremented {
+                done: false,
+                value: 2
+            }
+        );
+        // A claim: exactly one add of a member wins.
+        let mut set = State::new(Kind::Set);
+        let claim = || Op::SetAddIfAbsent { member: b(9) };
+        let (d, a) = claim().apply("s", &mut set, &ctx(1)).unwrap();
+        assert!(d.is_some() && a == Answer::Claimed(true));
+        let (d, a) = claim().apply("s", &mut set, &ctx(2)).unwrap();
+        assert!(d.is_none() && a == Answer::Claimed(false));
     }
 
     #[test]
