@@ -80,7 +80,8 @@ fn sweep_of_100_seeds_passes() {
 /// another kind; the sender took it for a corrupt record and stopped.
 #[test]
 fn seeds_that_found_defects_pass() {
-    for seed in [3193] {
+    const FOUND: &[u64] = &[3193];
+    for &seed in FOUND {
         let r = run(seed, Options::for_seed(seed), Vec::new(), false);
         assert!(r.passed(), "seed {seed}: {:?}", r.failures);
     }
