@@ -206,8 +206,10 @@ impl<B: Backend> Replica<B> {
         self.ks.replica_id()
     }
 
-    /// The keyspace, for local reads and writes. After writing, call
-    /// [`Replica::handle_local_writes`].
+    /// The keyspace, for reads, and for a merge made outside
+    /// [`Replica::handle_message`] (then call
+    /// [`Replica::handle_local_writes`]). Local writes go through
+    /// [`Replica::write`].
     pub fn keyspace(&mut self) -> &mut Keyspace<B> {
         &mut self.ks
     }
