@@ -7,7 +7,7 @@ use super::*;
 impl<B: Backend> Keyspace<B> {
     /// Writes the changed states and the checkpoint sequence in one batch, then
     /// drops the log entries every peer acknowledged (see
-    /// [`Keyspace::set_acked_floor`]) or that the retention bound forces out.
+    /// `set_acked_floor`) or that the retention bound forces out.
     /// The checkpoint is flushed only before entries are dropped: until then,
     /// losing it in a crash just means replaying more of the log.
     pub fn checkpoint(&mut self) -> Result<()> {
