@@ -297,17 +297,7 @@ impl<B: Backend> Keyspace<B> {
             node: self.replica,
             ts: self.clock.tick(now_ms),
         };
-        if created {
-            let var = Var {
-                meta: VarMeta::new(kind),
-                state: State::new(kind),
-                version: 0,
-            };
-            self.vars.insert(name.to_string(), var);
-        }
-        let var = self.vars.get_mut(name).expect("loaded or inserted above");
-        self.versions = self.versions.wrapping_add(1);
-        var.version = self.versions;
+        let var = touch(&mut self.vars, &mut self.versions, name, kind);
         if var.meta.kind != kind {
             return Err(Error::TypeMismatch {
                 name: name.to_string(),
@@ -504,4 +494,24 @@ impl<B: Backend> Keyspace<B> {
     pub fn flushed_seq(&self) -> u64 {
         self.flushed_through
     }
+}
+
+/// The cached variable `name`, about to change: created empty as a `kind`
+/// if it is not cached (the caller loaded it first, so it is new), and given
+/// a new version. Over the two fields, so that the clock stays free to
+/// borrow alongside.
+fn touch<'a>(
+    vars: &'a mut BTreeMap<String, Var>,
+    versions: &mut u64,
+    name: &str,
+    kind: Kind,
+) -> &'a mut Var {
+    *versions = versions.wrapping_add(1);
+    let var = vars.entry(name.to_string()).or_insert_with(|| Var {
+        meta: VarMeta::new(kind),
+        state: State::new(kind),
+        version: 0,
+    });
+    var.version = *versions;
+    var
 }

@@ -80,19 +80,9 @@ impl<B: Backend> Keyspace<B> {
                 let held = var.meta.kind;
                 return self.merge_conflict(origin, name, held, delta, encoded, now_ms);
             }
-            Some(_) => {}
-            None => {
-                let var = Var {
-                    meta: VarMeta::new(kind),
-                    state: State::new(kind),
-                    version: 0,
-                };
-                self.vars.insert(name.to_string(), var);
-            }
+            _ => {}
         }
-        let var = self.vars.get_mut(name).expect("loaded or inserted above");
-        self.versions = self.versions.wrapping_add(1);
-        var.version = self.versions;
+        let var = super::touch(&mut self.vars, &mut self.versions, name, kind);
         // Redundancy removal: log (and so forward) only what is new here. By
         // the strip law (state ⊔ strip(δ) = state ⊔ δ, a property test), an
         // empty remainder means the delta changes nothing. Both steps cost
