@@ -20,6 +20,7 @@ mod dot;
 mod dotstore;
 mod hlc;
 mod map;
+mod ownership;
 mod register;
 mod set;
 pub mod variable;
@@ -32,6 +33,7 @@ pub use dot::{Dot, ReplicaId};
 pub use dotstore::{Causal, CausalMap, DotFun, DotMap, DotSet, DotStore, SortedEntries};
 pub use hlc::{ClockSkew, HybridClock, Timestamp};
 pub use map::{CounterEntry, CounterField, OrMap, RegisterField};
+pub use ownership::{Handoff, Ownership, Stage};
 pub use register::{LwwEntry, LwwRegister, MvRegister};
 pub use set::{set_add, set_remove, OrSet, SetField};
 

@@ -9,7 +9,8 @@
 use crate::codec::DecodeError;
 use crate::{
     Bag, Causal, CausalContext, CausalMap, CounterField, Dot, DotStore, InvalidState, Lattice,
-    LwwRegister, MvRegister, OrMap, OrSet, PNCounter, RegisterField, SetField, Timestamp,
+    LwwRegister, MvRegister, OrMap, OrSet, Ownership, PNCounter, RegisterField, SetField,
+    Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
@@ -203,10 +204,15 @@ pub enum Kind {
     Bag,
     /// An [`OrMap`] of string keys to [`MapValue`] fields.
     Map,
+    /// An [`Ownership`] record: who owns a variable. A system kind: only
+    /// the replica writes one, never an application (so it is not in
+    /// [`Kind::ALL`]).
+    Owner,
 }
 
 impl Kind {
-    /// Every kind, in order.
+    /// Every kind an application may create, in order (all but
+    /// [`Kind::Owner`]).
     pub const ALL: [Kind; 6] = [
         Kind::Counter,
         Kind::Register,
@@ -225,6 +231,7 @@ impl Kind {
             Kind::Set => "set",
             Kind::Bag => "bag",
             Kind::Map => "map",
+            Kind::Owner => "owner",
         }
     }
 }
@@ -330,6 +337,8 @@ pub enum State {
     Bag(Bag<Bytes>),
     /// See [`Kind::Map`].
     Map(Map),
+    /// See [`Kind::Owner`].
+    Owner(Ownership),
 }
 
 /// Two states of different kinds cannot be joined.
@@ -352,6 +361,7 @@ impl State {
             Kind::Set => State::Set(OrSet::new()),
             Kind::Bag => State::Bag(Bag::new()),
             Kind::Map => State::Map(Map::new()),
+            Kind::Owner => State::Owner(Ownership::default()),
         }
     }
 
@@ -369,6 +379,7 @@ impl State {
             State::Set(_) => Kind::Set,
             State::Bag(_) => Kind::Bag,
             State::Map(_) => Kind::Map,
+            State::Owner(_) => Kind::Owner,
         }
     }
 
@@ -382,6 +393,7 @@ impl State {
             (State::Set(a), State::Set(b)) => a.join(b),
             (State::Bag(a), State::Bag(b)) => a.join(b),
             (State::Map(a), State::Map(b)) => a.join(b),
+            (State::Owner(a), State::Owner(b)) => a.join(b),
             (a, b) => {
                 return Err(KindMismatch {
                     expected: a.kind(),
@@ -447,6 +459,7 @@ impl State {
                     DecodedPart::Counter(c) => State::Counter(c),
                     DecodedPart::Register(r) => State::Register(r),
                     DecodedPart::MvRegister(r) => State::MvRegister(r),
+                    DecodedPart::Owner(o) => State::Owner(o),
                     _ => unreachable!("kind matched above"),
                 }
             }
@@ -487,6 +500,7 @@ impl State {
             (State::Set(a), State::Set(d)) => State::Set(a.strip(d)),
             (State::Bag(a), State::Bag(d)) => State::Bag(a.strip(d)),
             (State::Map(a), State::Map(d)) => State::Map(a.strip(d)),
+            (State::Owner(a), State::Owner(d)) => State::Owner(a.strip(d)),
             (_, d) => d,
         }
     }
@@ -507,7 +521,7 @@ impl State {
     /// Checks the invariants a decoded state must hold.
     pub fn validate(&self) -> Result<(), InvalidState> {
         match self {
-            State::Counter(_) | State::Register(_) => Ok(()),
+            State::Counter(_) | State::Register(_) | State::Owner(_) => Ok(()),
             State::MvRegister(r) => r.validate(),
             State::Set(s) => s.validate(),
             State::Bag(b) => b.validate(),

@@ -33,6 +33,8 @@ pub enum DecodedPart {
     Bag(PartOf<crate::ElementId, crate::DotFun<crate::BagEntry<Bytes>>>),
     /// A part of a map.
     Map(PartOf<String, MapValue>),
+    /// An ownership record (always the whole state).
+    Owner(crate::Ownership),
 }
 
 /// The entries and context of a part of a causal map's state.
@@ -99,6 +101,7 @@ impl DecodedPart {
             DecodedPart::Set(_) => Kind::Set,
             DecodedPart::Bag(_) => Kind::Bag,
             DecodedPart::Map(_) => Kind::Map,
+            DecodedPart::Owner(_) => Kind::Owner,
         }
     }
 }
