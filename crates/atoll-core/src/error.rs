@@ -3,7 +3,7 @@
 
 use atoll_crdt::codec::DecodeError;
 use atoll_crdt::variable::Kind;
-use atoll_crdt::{ClockSkew, CrdtError};
+use atoll_crdt::{ClockSkew, CrdtError, ReplicaId};
 
 /// Why a keyspace or replica call failed. Each variant says whether
 /// anything changed.
@@ -73,6 +73,110 @@ pub enum Error {
     /// An earlier flush failed; reopen the store. Nothing changed.
     #[error("the store stopped accepting writes after a storage failure: {0}; reopen it")]
     Failed(String),
+    /// An owned variable's operation could not run (see [`OwnershipError`]).
+    #[error(transparent)]
+    Ownership(#[from] OwnershipError),
+}
+
+/// Why an operation on an owned variable, or a change of its owner, did
+/// not happen. Each variant says whether anything may have changed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OwnershipError {
+    /// A strong operation on a variable nobody owns: it is linearizable
+    /// only at an owner. Nothing changed.
+    #[error("variable {name:?} has no owner: a strong operation runs at the owner of an owned variable (own it first)")]
+    NotOwned {
+        /// The variable.
+        name: String,
+    },
+    /// The operation runs at the owner, another node: it must be sent
+    /// there (`Replica::request`). Nothing changed.
+    #[error(
+        "variable {name:?} is owned by node {owner} (epoch {epoch}): the operation runs there"
+    )]
+    Elsewhere {
+        /// The variable.
+        name: String,
+        /// Its owner.
+        owner: ReplicaId,
+        /// The ownership epoch known here.
+        epoch: u64,
+    },
+    /// No answer came from the node that decides about the variable in
+    /// time. If the request was sent, it may or may not have been applied.
+    #[error("variable {name:?}: its owner {} did not answer within {waited_ms} ms{}", owner.map_or("(unknown)".to_string(), |o| o.to_string()), last.as_deref().map(|l| format!(" (last: {l})")).unwrap_or_default())]
+    OwnerUnreachable {
+        /// The variable.
+        name: String,
+        /// The node asked (its owner, or its home), if known.
+        owner: Option<ReplicaId>,
+        /// How long the request waited.
+        waited_ms: u64,
+        /// The last refusal or obstacle met, if any.
+        last: Option<String>,
+    },
+    /// The owner offered the variable to another node and does not accept
+    /// strong operations until that node accepts. Nothing changed.
+    #[error("variable {name:?} is in transfer from node {owner} to node {to} since {since_ms} (wall ms); retry once it completes")]
+    InTransfer {
+        /// The variable.
+        name: String,
+        /// The owner offering it.
+        owner: ReplicaId,
+        /// The node offered it.
+        to: ReplicaId,
+        /// Since when (wall ms at the owner).
+        since_ms: u64,
+    },
+    /// The owner restarted while the request waited for its answer: the
+    /// request may or may not have been applied (read the variable to
+    /// tell). Not sent again, so that it is never applied twice.
+    #[error("variable {name:?}: owner {owner} restarted before answering; the operation may or may not have been applied")]
+    OutcomeUnknown {
+        /// The variable.
+        name: String,
+        /// The owner.
+        owner: ReplicaId,
+    },
+    /// Too many requests wait for answers from this owner. Nothing changed.
+    #[error("variable {name:?}: {in_flight} requests already wait for owner {owner}; retry later")]
+    Busy {
+        /// The variable.
+        name: String,
+        /// The owner.
+        owner: ReplicaId,
+        /// How many wait.
+        in_flight: usize,
+    },
+    /// The operation failed at the owner. Nothing changed.
+    #[error("variable {name:?}: refused at its owner {owner}: {why}")]
+    Refused {
+        /// The variable.
+        name: String,
+        /// The owner.
+        owner: ReplicaId,
+        /// Its error, in words.
+        why: String,
+    },
+    /// Nothing is decided about the variable here until every configured
+    /// peer is known and has brought this node up to date since it opened
+    /// (see `Replica::fenced`). Nothing changed.
+    #[error("variable {name:?}: ownership waits until every peer has brought this node up to date since it opened; waiting for {waiting}")]
+    Fenced {
+        /// The variable.
+        name: String,
+        /// Whom the fence waits for.
+        waiting: String,
+    },
+    /// The node to own the variable is not a peer of its owner. Nothing
+    /// changed.
+    #[error("variable {name:?}: node {to} is not a peer here")]
+    NotAPeer {
+        /// The variable.
+        name: String,
+        /// The node named.
+        to: ReplicaId,
+    },
 }
 
 /// The result of a keyspace or replica call.

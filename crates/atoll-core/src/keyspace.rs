@@ -27,13 +27,13 @@ mod merge;
 mod names;
 mod recovery;
 
-use conflict::copy_kind;
+use conflict::fixed_kind;
 pub use conflict::{
     conflict_name, conflict_of, is_reserved, Conflict, ConflictEvent, CONFLICT_PREFIX,
     SYSTEM_PREFIX,
 };
 use history::MAX_INCARNATIONS;
-pub use names::{validate_name, MAX_NAME_LEN};
+pub use names::{owned_by_record, owner_record, validate_name, MAX_NAME_LEN, OWNER_PREFIX};
 
 struct Var {
     meta: VarMeta,
@@ -290,7 +290,7 @@ impl<B: Backend> Keyspace<B> {
         self.check_writable()?;
         validate_name(name)?;
         let kind = op.kind();
-        copy_kind(name, kind)?;
+        fixed_kind(name, kind)?;
         let created = self.load(name)?.is_none();
         let ctx = OpCtx {
             replica: self.incarnation,

@@ -25,13 +25,14 @@ mod replica;
 pub mod testkit;
 
 pub use config::{check_range, ConfigError};
-pub use error::{Error, Result};
+pub use error::{Error, OwnershipError, Result};
 pub use keyspace::{
-    conflict_name, conflict_of, is_reserved, validate_name, Applied, Conflict, ConflictEvent,
-    Keyspace, KeyspaceConfig, OpCtx, CONFLICT_PREFIX, MAX_NAME_LEN, SYSTEM_PREFIX,
+    conflict_name, conflict_of, is_reserved, owned_by_record, owner_record, validate_name, Applied,
+    Conflict, ConflictEvent, Keyspace, KeyspaceConfig, OpCtx, CONFLICT_PREFIX, MAX_NAME_LEN,
+    OWNER_PREFIX, SYSTEM_PREFIX,
 };
 pub use op::{Answer, Op, Outcome};
 pub use replica::{
-    Event, Now, Outputs, PeerStats, PeerStatus, ProtocolError, Replica, ReplicaConfig, Stuck,
-    TooLarge, TransferReason, TransferStatus, Transmit,
+    Event, Now, Outputs, PeerStats, PeerStatus, ProtocolError, Replica, ReplicaConfig, Requested,
+    Stuck, TooLarge, TransferReason, TransferStatus, Transmit,
 };

@@ -121,7 +121,7 @@ pub enum Op {
 }
 
 /// What an operation answers, besides its delta.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Answer {
     /// Done; nothing more to say.
     Done,
@@ -173,6 +173,30 @@ impl Op {
             Op::SetChange { .. } | Op::SetAddIfAbsent { .. } => Kind::Set,
             Op::MapChange { .. } | Op::MapRemoveMember { .. } | Op::MapRemove { .. } => Kind::Map,
             Op::BagInsert { .. } | Op::BagTake | Op::BagTransfer { .. } => Kind::Bag,
+        }
+    }
+
+    /// Whether it is a strong operation: it decides on the state it sees,
+    /// so it runs only at the owner of an owned variable.
+    pub fn strong(&self) -> bool {
+        matches!(
+            self,
+            Op::RegisterCompareAndSet { .. }
+                | Op::CounterDecrementIf { .. }
+                | Op::SetAddIfAbsent { .. }
+        )
+    }
+
+    /// Whether, on an owned variable, it runs at the owner: every write
+    /// that could change what a strong operation decides on does, so that
+    /// the owner sees them all. The writes that cannot stay local, so that
+    /// every island keeps writing through a split: a counter's increments,
+    /// a bag's inserts, and takes and transfers of a node's own elements.
+    pub fn at_owner(&self) -> bool {
+        match self {
+            Op::CounterAdd { by } => *by < 0,
+            Op::BagInsert { .. } | Op::BagTake | Op::BagTransfer { .. } => false,
+            _ => true,
         }
     }
 

@@ -5,12 +5,14 @@
 //! decoded. The deltas inside are decoded and validated separately, each
 //! against its own limit ([`Decoder`]), before the keyspace merges them.
 
+use crate::op::{Answer, Op};
 use atoll_crdt::codec::{self, DecodeError};
 use atoll_crdt::variable::{DecodedPart, Kind, State};
+use atoll_crdt::{Ownership, ReplicaId};
 use serde::{Deserialize, Serialize};
 
 /// The replication protocol's version, exchanged in the transport's handshake.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// What a replica accepts from a peer, told in its `Hello`: the peer sends
 /// it no message, delta or state part larger (a log entry too large for a
@@ -146,6 +148,115 @@ pub enum Message {
         /// Whether it was the last chunk.
         last: bool,
     },
+    /// A request for the node that decides about an owned variable (its
+    /// owner; for a variable nobody owns, its home): an operation that must
+    /// run there, or a change of owner (protocol 8). Sent again, with the
+    /// same id, until answered; the owner answers a request it already
+    /// applied from what it kept, without applying it again.
+    Request {
+        /// Chosen by the sender, unique in its incarnation.
+        id: u64,
+        /// The variable.
+        name: String,
+        /// What to do (boxed: an operation is larger than most messages).
+        body: Box<Body>,
+    },
+    /// The answer to `Request { id }`.
+    Reply {
+        /// The request's id.
+        id: u64,
+        /// What became of it (boxed, as the request's body).
+        result: Box<Result<Replied, Refusal>>,
+    },
+    /// The owner of `name` hands it to the receiver: the variable's state,
+    /// and the answers the owner kept of requests it applied to it. The
+    /// sender stopped accepting strong operations on it before sending,
+    /// and sends it again until the receiver's record says `epoch` or later.
+    Offer {
+        /// The variable.
+        name: String,
+        /// The epoch the receiver owns it in, once it accepts.
+        epoch: u64,
+        /// Its whole state (`None`: it was never written).
+        var: Option<VarDelta>,
+        /// The answers kept of requests applied to it.
+        answers: Vec<Kept>,
+    },
+    /// The receiver of an `Offer` of `name`: its ownership record now
+    /// (which says the epoch offered, or a later one, once accepted).
+    Accept {
+        /// The variable.
+        name: String,
+        /// The receiver's record.
+        record: Ownership,
+    },
+}
+
+/// What a [`Message::Request`] asks of the node that decides about a
+/// variable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// Apply an operation, at the owner.
+    Op(Op),
+    /// Make `to` the owner: granted by the home of a variable nobody owns,
+    /// handed on by the owner of an owned one.
+    Own {
+        /// The node to own it.
+        to: ReplicaId,
+    },
+    /// Make the variable ownerless again, at its owner.
+    Release,
+}
+
+/// A request's success: the answer, and the change it made, if any, for
+/// the requester to merge at once (so that it reads its own write).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replied {
+    /// The answer.
+    pub answer: Answer,
+    /// The change: a delta of the variable, or of its ownership record.
+    pub change: Option<VarDelta>,
+}
+
+/// Why a request was not applied. Nothing changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// The receiver does not decide about the variable: its record, which
+    /// names who does.
+    NotOwner {
+        /// The receiver's record of the variable.
+        record: Ownership,
+    },
+    /// The receiver opened recently and waits for its peers before it
+    /// decides anything (see `Replica::fenced`).
+    Fenced,
+    /// The owner offered the variable to `to` and waits for its answer.
+    InTransfer {
+        /// The node offered it.
+        to: ReplicaId,
+        /// Since when (wall ms at the owner).
+        since_ms: u64,
+    },
+    /// The receiver does not know all its peers yet, so cannot tell the
+    /// home of a variable nobody owns.
+    NoHome,
+    /// The operation failed at the owner: its error, in words.
+    Failed {
+        /// Why.
+        why: String,
+    },
+}
+
+/// An answer the owner kept, so that a request sent again is answered
+/// without being applied again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kept {
+    /// The requester's incarnation.
+    pub incarnation: ReplicaId,
+    /// The request's id.
+    pub id: u64,
+    /// The answer given.
+    pub answer: Answer,
 }
 
 impl Message {
@@ -206,6 +317,15 @@ impl Decoder {
                 .iter()
                 .map(|v| codec::decode(&v.delta, self.max_state_len))
                 .collect(),
+            Ok(Message::Reply { result, .. }) => match &**result {
+                Ok(Replied {
+                    change: Some(v), ..
+                }) => vec![codec::decode(&v.delta, self.max_delta_len)],
+                _ => Vec::new(),
+            },
+            Ok(Message::Offer { var: Some(v), .. }) => {
+                vec![codec::decode(&v.delta, self.max_state_len)]
+            }
             _ => Vec::new(),
         };
         // A part before the end is not a valid state on its own: the whole

@@ -60,6 +60,10 @@ pub fn kind_name(m: &Message) -> &'static str {
         Message::StatePart { .. } => "state-part",
         Message::StatePartAck { .. } => "state-part-ack",
         Message::Hello { .. } => "hello",
+        Message::Request { .. } => "request",
+        Message::Reply { .. } => "reply",
+        Message::Offer { .. } => "offer",
+        Message::Accept { .. } => "accept",
     }
 }
 
@@ -191,6 +195,41 @@ impl Net {
     pub fn write(&mut self, i: usize, name: &str, op: Op) -> Answer {
         let now = self.now;
         self.nodes[i].write(now, name, op).unwrap().answer
+    }
+
+    /// A request at replica `i` ([`Replica::request`]): its answer, at
+    /// once if it ran there, or once it came back (the network runs for
+    /// at most `max_ms` meanwhile).
+    pub fn request(
+        &mut self,
+        i: usize,
+        name: &str,
+        body: crate::protocol::Body,
+        max_ms: u64,
+    ) -> crate::Result<Answer> {
+        let now = self.now;
+        let id = match self.nodes[i].request(now, name, body)? {
+            crate::Requested::Done { answer, .. } => return Ok(answer),
+            crate::Requested::Sent(id) => id,
+        };
+        let end = self.now + max_ms;
+        let seen = self.events.len();
+        while self.now < end {
+            let step = (self.now + 1).min(end);
+            self.run(step - self.now);
+            self.now = self.now.max(step);
+            for (at, e) in &self.events[seen..] {
+                if let Event::Answered {
+                    id: got, result, ..
+                } = e
+                {
+                    if *at == i && *got == id {
+                        return result.clone().map_err(crate::Error::from);
+                    }
+                }
+            }
+        }
+        panic!("request {id} at node {i} got no answer in {max_ms} ms");
     }
 
     /// Adds `n` to counter `name` at replica `i`.

@@ -346,6 +346,9 @@ impl Store {
             let mut r = self.replica();
             let applied = r.keyspace().merge(origin, name, kind, delta, now.wall)?;
             if applied.is_some() {
+                if atoll_core::owned_by_record(name).is_some() {
+                    r.reload_ownership();
+                }
                 r.handle_local_writes(now);
             }
             (applied, r.keyspace().take_conflicts())

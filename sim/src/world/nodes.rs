@@ -186,6 +186,15 @@ impl Sim {
                         format_args!("n{i} merged {} seq {}", a.name, a.seq),
                     );
                 }
+                // The workload owns no variable yet.
+                Event::OwnerChanged { name, record, .. } => {
+                    self.trace
+                        .record(self.now, format_args!("n{i} owner {name} {record:?}"));
+                }
+                Event::Answered { id, name, .. } => {
+                    self.trace
+                        .record(self.now, format_args!("n{i} answered {id} {name}"));
+                }
             }
         }
         for t in out {

@@ -41,13 +41,24 @@ pub fn conflict_of(name: &str) -> Option<(&str, Kind)> {
     Some((of, kind))
 }
 
-/// A conflict copy holds one kind, the one its name says.
-pub(super) fn copy_kind(name: &str, kind: Kind) -> Result<()> {
-    match conflict_of(name) {
-        Some((_, k)) if k != kind => Err(Error::TypeMismatch {
+/// A name whose kind is fixed holds only that kind: a conflict copy the
+/// one its name says, an ownership record ([`super::OWNER_PREFIX`]) an
+/// [`Kind::Owner`]; and no other name holds an ownership record.
+pub(super) fn fixed_kind(name: &str, kind: Kind) -> Result<()> {
+    let fixed = match conflict_of(name) {
+        Some((_, k)) => Some(k),
+        None if super::owned_by_record(name).is_some() => Some(Kind::Owner),
+        None => None,
+    };
+    match fixed {
+        Some(k) if k != kind => Err(Error::TypeMismatch {
             name: name.to_string(),
             expected: k,
             found: kind,
+        }),
+        None if kind == Kind::Owner => Err(Error::InvalidName {
+            name: name.chars().take(80).collect(),
+            reason: "an ownership record is named _atoll.owner/{name}",
         }),
         _ => Ok(()),
     }

@@ -64,7 +64,7 @@ impl<B: Backend> Keyspace<B> {
                 found: delta.kind(),
             });
         }
-        copy_kind(name, kind)?;
+        fixed_kind(name, kind)?;
         self.check_writable()?;
         if let Some(ts) = delta.max_timestamp() {
             self.clock

@@ -5,11 +5,38 @@ use crate::{conflict_of, is_reserved, Error, Result, CONFLICT_PREFIX};
 /// The longest variable name, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
 
+/// The prefix of ownership records: `_atoll.owner/{name}` records who owns
+/// the variable `name` (an [`atoll_crdt::Ownership`], of kind
+/// [`atoll_crdt::variable::Kind::Owner`]). Only the replica writes them.
+pub const OWNER_PREFIX: &str = "_atoll.owner/";
+
+/// The name of the record of who owns `name`.
+pub fn owner_record(name: &str) -> String {
+    format!("{OWNER_PREFIX}{name}")
+}
+
+/// The variable an ownership record's name stands for; `None` for any
+/// other name.
+pub fn owned_by_record(name: &str) -> Option<&str> {
+    name.strip_prefix(OWNER_PREFIX)
+}
+
 /// Checks a variable name: 1 to 255 bytes of ASCII letters, digits and `_ - . : / @`,
 /// starting with a letter, digit or `_`. A conflict copy's name
 /// (`_atoll.conflict/{kind}/{name}`) may be longer: its `name` is checked,
-/// and must not itself be a system name.
+/// and must not itself be a system name; so may an ownership record's
+/// (`_atoll.owner/{name}`).
 pub fn validate_name(name: &str) -> Result<()> {
+    if let Some(of) = owned_by_record(name) {
+        if is_reserved(of) {
+            return Err(Error::InvalidName {
+                name: name.chars().take(80).collect(),
+                reason:
+                    "an ownership record is named _atoll.owner/{name}, of a name outside _atoll.",
+            });
+        }
+        return validate_name(of);
+    }
     if name.starts_with(CONFLICT_PREFIX) {
         return match conflict_of(name) {
             Some((of, _)) if !is_reserved(of) => validate_name(of),

@@ -61,6 +61,13 @@ pub struct ReplicaConfig {
     /// [`atoll_store::MAX_RECORD_LEN`] (256 MiB), the largest log entry read
     /// back. Default: 64 MiB.
     pub max_state_len: usize,
+    /// How long a request for the owner of a variable (an operation that
+    /// runs there, or a change of owner) waits for its answer before it
+    /// fails with `OwnershipError::OwnerUnreachable` (ms). Default: 5000.
+    pub request_timeout_ms: u64,
+    /// The most requests waiting for answers from one peer; more fail at
+    /// once with `OwnershipError::Busy`. Default: 1024.
+    pub max_requests_per_peer: usize,
 }
 
 impl Default for ReplicaConfig {
@@ -78,6 +85,8 @@ impl Default for ReplicaConfig {
             state_for_new_peers_after: 4096,
             state_part_bytes: 64 << 10,
             max_state_len: 64 << 20,
+            request_timeout_ms: 5000,
+            max_requests_per_peer: 1024,
         }
     }
 }

@@ -14,8 +14,31 @@ pub struct Transmit {
 /// Something that happened, for the runtime to act on or report.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// A change was merged from a peer (local writes are reported by the caller).
+    /// A change was merged from a peer, or made here for a peer's request
+    /// (local writes are reported by the caller).
     Applied(Applied),
+    /// The record of who owns a variable changed here (a grant, a handoff,
+    /// a move, a release, an override, written here or merged).
+    OwnerChanged {
+        /// The variable.
+        name: String,
+        /// Its record now.
+        record: atoll_crdt::Ownership,
+        /// The record before named another owner in the same epoch: two
+        /// nodes were made owner at once (an operator's override, or
+        /// nodes that disagree on their peers); every replica keeps the
+        /// same one.
+        conflict: bool,
+    },
+    /// A request sent by [`Replica::request`] was answered, or failed.
+    Answered {
+        /// Its id.
+        id: u64,
+        /// The variable.
+        name: String,
+        /// The answer, or why there is none.
+        result: Result<crate::Answer, crate::OwnershipError>,
+    },
     /// A state transfer to a peer began: the log no longer holds what it
     /// needs, it holds nothing of a long log, or a log entry is too large
     /// for a delta.

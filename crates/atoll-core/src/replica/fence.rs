@@ -35,6 +35,8 @@ impl<B: Backend> Replica<B> {
             if !self.peers.is_empty() {
                 self.events.push_back(Event::Unfenced);
             }
+            // Offers wait for the fence.
+            self.offers_due(self.last_now);
         }
     }
 

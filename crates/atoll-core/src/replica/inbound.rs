@@ -31,8 +31,10 @@ impl<B: Backend> Replica<B> {
     ) -> Result<(), ProtocolError> {
         let now = self.input(now);
         let deltas = matches!(decoded.msg, Ok(Message::Deltas { .. }));
+        let mark = self.events.len();
         let result = self.dispatch(now, from, decoded);
         self.note_log_end(now);
+        self.records_merged(mark);
         match &result {
             Err(ProtocolError::Merge { source, .. }) => {
                 if let Some(p) = self.peers.get_mut(&from) {
@@ -142,6 +144,21 @@ impl<B: Backend> Replica<B> {
                 through,
                 last,
             } => self.on_state_ack(now, from, as_of, through, last),
+            Message::Request { id, name, body } => self.on_request(from, id, name, *body),
+            Message::Reply { id, result } => {
+                let change = states.into_iter().next();
+                self.on_reply(now, from, id, *result, change)
+            }
+            Message::Offer {
+                name,
+                epoch,
+                var,
+                answers,
+            } => {
+                let var = var.zip(states.into_iter().next());
+                self.on_offer(from, name, epoch, var, answers)
+            }
+            Message::Accept { name, record } => self.on_record(from, &name, record),
         }
     }
 

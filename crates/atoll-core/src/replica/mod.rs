@@ -19,10 +19,13 @@
 //! - `interval`: outbound deltas (the log's intervals each peer is sent);
 //! - `transfer`: outbound state transfer, in chunks and in parts;
 //! - `inbound`: each message handed to its handler; merging and acking;
-//! - `staging`: inbound states in parts, kept aside until their end.
+//! - `staging`: inbound states in parts, kept aside until their end;
+//! - `owners`: owned variables, where each operation runs, and what the
+//!   node that decides about a variable does; `requests`: operations sent
+//!   to that node; `handoff`: a variable's move to a new owner.
 
 use crate::protocol::{Decoded, Decoder, Limits, Message, PartDecoded, VarDelta};
-use crate::{Applied, Conflict, ConflictEvent, Error, Keyspace, Op, Outcome};
+use crate::{Answer, Applied, Conflict, ConflictEvent, Error, Keyspace, Op, Outcome};
 use atoll_crdt::codec::{self, DecodeError};
 use atoll_crdt::variable::{Kind, State};
 use atoll_crdt::ReplicaId;
@@ -32,9 +35,12 @@ use std::collections::{BTreeMap, VecDeque};
 mod config;
 mod events;
 mod fence;
+mod handoff;
 mod inbound;
 mod interval;
+mod owners;
 mod peer;
+mod requests;
 mod staging;
 mod transfer;
 
@@ -44,6 +50,7 @@ pub use events::{
     Transmit,
 };
 use peer::{absorb_acks, chunk_deadline, known, part_room, transfer_room, Peer};
+pub use requests::Requested;
 use staging::{PartHeader, Staging};
 use transfer::{Transfer, JOIN_SLACK, MAX_TRANSFER_BACKOFF, STATE_MESSAGE_OVERHEAD, VAR_FRAMING};
 
@@ -101,6 +108,8 @@ pub struct Replica<B> {
     /// The fence lifts only once at least this many peers are known (see
     /// [`Replica::expect_peers`]).
     expected_peers: usize,
+    /// Owned variables: records, requests, offers.
+    owners: owners::Owners,
 }
 
 /// Whether version `a` is later than `b`: versions of one keyspace opening
@@ -130,6 +139,7 @@ impl<B: Backend> Replica<B> {
             wall: 0,
             seq_times: VecDeque::new(),
             expected_peers: 0,
+            owners: owners::Owners::default(),
         }
     }
 
@@ -233,9 +243,22 @@ impl<B: Backend> Replica<B> {
     /// ([`Keyspace::apply`]: the delta is logged, and flushed if the
     /// keyspace flushes each write) and queues the delta for the peers. An
     /// owner-only operation (a bag take or transfer) is refused while the
-    /// replica is fenced, before anything happens.
+    /// replica is fenced, before anything happens. So is an operation that
+    /// runs at the owner of an owned variable another node owns
+    /// ([`crate::OwnershipError::Elsewhere`]: send it there with
+    /// [`Replica::request`]), and a strong operation on a variable nobody
+    /// owns ([`crate::OwnershipError::NotOwned`]).
     pub fn write(&mut self, now: impl Into<Now>, name: &str, op: Op) -> crate::Result<Outcome> {
         let now = self.input(now);
+        if let owners::Route::At(owner) = self.route_op(name, &op)? {
+            let epoch = self.ownership(name)?.epoch;
+            return Err(crate::OwnershipError::Elsewhere {
+                name: name.to_string(),
+                owner,
+                epoch,
+            }
+            .into());
+        }
         if op.owner_only() && self.fenced() {
             return Err(Error::Fenced {
                 name: name.to_string(),
@@ -244,15 +267,16 @@ impl<B: Backend> Replica<B> {
         }
         let out = self.ks.apply(name, op, self.wall)?;
         if out.applied.is_some() {
-            let wall = self.wall;
-            self.handle_local_writes(Now { mono: now, wall });
+            self.observe(now);
+            self.update_fence();
         }
         Ok(out)
     }
 
     /// After a merge made outside [`Replica::handle_message`] (the store's
     /// own `merge`): queues what changed for the peers. Local writes do this
-    /// in [`Replica::write`].
+    /// in [`Replica::write`]. (A merge of an ownership record made outside
+    /// is seen after [`Replica::reload_ownership`].)
     pub fn handle_local_writes(&mut self, now: impl Into<Now>) {
         let now = self.input(now);
         self.observe(now);
@@ -372,6 +396,8 @@ impl<B: Backend> Replica<B> {
             }
         }
         self.update_fence();
+        self.requests_due(now);
+        self.offers_due(now);
     }
 
     /// Every output after an input, pulled in the documented order:
@@ -433,7 +459,12 @@ impl<B: Backend> Replica<B> {
             .values()
             .filter(|p| p.connected)
             .filter_map(|p| p.hello_pending);
-        retransmit.chain(gossip).chain(hello).min()
+        retransmit
+            .chain(gossip)
+            .chain(hello)
+            .chain(self.next_request())
+            .chain(self.next_offer())
+            .min()
     }
 
     pub(super) fn send(&mut self, to: ReplicaId, msg: &Message) {

@@ -199,11 +199,13 @@ impl<B: Backend> Replica<B> {
                 }
                 None => self.transmits.retain(|t| t.to != id),
             }
-            if incarnation.is_some() {
+            if let Some(inc) = incarnation {
                 // Unreadable storage says nothing: the peer then resends all.
                 let holds = self.ks.peer_holds(id).ok().flatten();
                 let limits = self.limits();
                 self.send(id, &Message::Hello { holds, limits });
+                self.requests_reconnected(id, inc, now);
+                self.offers_due(now);
             }
         }
         self.update_floor();

@@ -58,6 +58,21 @@ pub(super) async fn drive(
                     Event::PeerStuck { peer, reason } => {
                         tracing::warn!(%peer, %reason, "deltas from the peer are refused here and not acknowledged; it sends them again until they merge (see `peer list`)");
                     }
+                    Event::OwnerChanged {
+                        name,
+                        record,
+                        conflict,
+                    } => {
+                        if conflict {
+                            tracing::warn!(%name, ?record, "two owners were named in one epoch (an override, or nodes that know different peers); every node keeps this one");
+                        } else {
+                            tracing::info!(%name, ?record, "owner changed");
+                        }
+                    }
+                    // Requests are not sent by the node yet.
+                    Event::Answered { id, name, result } => {
+                        tracing::debug!(id, %name, ?result, "request answered");
+                    }
                     Event::Unfenced => {
                         tracing::info!(
                             "every peer has brought this node up to date; bag takes allowed"

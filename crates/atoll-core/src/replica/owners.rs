@@ -1,0 +1,458 @@
+//! Owned variables: the records of who owns what, where each operation
+//! runs, and what the node that decides about a variable does.
+//!
+//! Every variable has one node that decides about it: its owner, if the
+//! record (`_atoll.owner/{name}`, an [`Ownership`]) names one, or else its
+//! *home*, a node drawn from the variable's name among this node and its
+//! peers (rendezvous hashing), which does nothing but grant ownership. So a
+//! change of owner is always made by one node, in a chain of epochs: the
+//! home grants epoch e+1 of a free variable; the owner hands epoch e+1 on
+//! (`handoff`), or releases it. Nothing is decided while the deciding node
+//! is fenced (it opened and has not yet been brought up to date by every
+//! peer): a node restored from an old backup cannot resurrect an ownership
+//! it gave away, because its peers hold the later record.
+//!
+//! The requester's side (requests sent and their answers) is in `requests`;
+//! the move of a variable to its new owner in `handoff`.
+
+use super::*;
+use crate::error::OwnershipError;
+use crate::keyspace::{owned_by_record, owner_record, OWNER_PREFIX};
+use crate::protocol::{Body, Kept, Refusal, Replied};
+use atoll_crdt::{Handoff, Ownership, Stage};
+
+/// The most answers kept, for requests sent again (see `Message::Request`).
+pub(super) const ANSWERS_KEPT: usize = 4096;
+
+/// How many records are read at a time when the index is loaded.
+const LOAD_BATCH: usize = 256;
+
+/// What this replica knows of owned variables.
+#[derive(Default)]
+pub(super) struct Owners {
+    /// Every ownership record held here, by its variable's name: loaded
+    /// from the keyspace on first use (`None` until then, or after a merge
+    /// made outside the replica).
+    pub(super) records: Option<BTreeMap<String, Ownership>>,
+    /// Answers of requests applied here: (requester's incarnation, id) ->
+    /// (variable, answer); `kept_order` holds the keys oldest first.
+    pub(super) kept: BTreeMap<(ReplicaId, u64), (String, Answer)>,
+    pub(super) kept_order: VecDeque<(ReplicaId, u64)>,
+    /// Offers of ownership made by this node, by variable: when each was
+    /// last sent (monotonic ms).
+    pub(super) offered: BTreeMap<String, u64>,
+    /// Requests this node sent, waiting for their answers, by id.
+    pub(super) pending: BTreeMap<u64, super::requests::Pending>,
+    /// The last request id given.
+    pub(super) last_id: u64,
+}
+
+/// Where an operation, or a change of owner, runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Route {
+    /// Here, as on any variable: it needs no owner.
+    Local,
+    /// Here: this node decides about the variable.
+    Here,
+    /// At another node, which decides about it.
+    At(ReplicaId),
+}
+
+/// FNV-1a, 64 bits: a hash that is the same on every node and in every
+/// run (the standard library's is seeded at random).
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A 64-bit mix (splitmix64's finalizer).
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+impl<B: Backend> Replica<B> {
+    /// The record of who owns `name` (the bottom record, epoch 0 and free,
+    /// if it was never owned).
+    pub fn ownership(&mut self, name: &str) -> crate::Result<Ownership> {
+        crate::validate_name(name)?;
+        Ok(self.records()?.get(name).cloned().unwrap_or_default())
+    }
+
+    /// Every variable with an ownership record here, and its record, in
+    /// name order.
+    pub fn ownerships(&mut self) -> crate::Result<Vec<(String, Ownership)>> {
+        Ok(self
+            .records()?
+            .iter()
+            .map(|(n, o)| (n.clone(), o.clone()))
+            .collect())
+    }
+
+    /// The node that grants ownership of `name` while nobody owns it: of
+    /// this node and its peers, the one whose id hashed with the name is
+    /// greatest. Every node that knows the same peers names the same home.
+    pub fn home(&self, name: &str) -> ReplicaId {
+        let h = fnv(name.as_bytes());
+        std::iter::once(self.id())
+            .chain(self.peers.keys().copied())
+            .max_by_key(|id| (mix(h ^ id.0), *id))
+            .unwrap_or_else(|| self.id())
+    }
+
+    /// Reads every ownership record from the keyspace again, on next use:
+    /// after a record was merged outside the replica (the store's own
+    /// `merge`).
+    pub fn reload_ownership(&mut self) {
+        self.owners.records = None;
+    }
+
+    /// How many requests sent by this node wait for an answer.
+    pub fn requests_in_flight(&self) -> usize {
+        self.owners.pending.len()
+    }
+
+    /// The index of records, loaded from the keyspace on first use.
+    pub(super) fn records(&mut self) -> crate::Result<&mut BTreeMap<String, Ownership>> {
+        if self.owners.records.is_none() {
+            let mut records = BTreeMap::new();
+            let mut after = OWNER_PREFIX.to_string();
+            loop {
+                let batch = self.ks.variables_after(&after, LOAD_BATCH)?;
+                let done = batch.len() < LOAD_BATCH;
+                for (record, _) in batch {
+                    let Some(name) = owned_by_record(&record) else {
+                        return Ok(self.owners.records.insert(records));
+                    };
+                    if let Some(State::Owner(o)) = self.ks.state(&record)? {
+                        records.insert(name.to_string(), o.clone());
+                    }
+                    after = record;
+                }
+                if done {
+                    break;
+                }
+            }
+            self.owners.records = Some(records);
+        }
+        Ok(self.owners.records.get_or_insert_with(BTreeMap::new))
+    }
+
+    /// Reads the record of `name` again after it changed here (a local
+    /// write or a merge), and reports the change. A node that meets a
+    /// later epoch stops acting as owner at once: routing reads this index.
+    pub(super) fn record_changed(&mut self, name: &str) {
+        if self.owners.records.is_none() {
+            return;
+        }
+        let now = match self.ks.state(&owner_record(name)) {
+            Ok(Some(State::Owner(o))) => o.clone(),
+            // Unreadable: the index is loaded again on next use.
+            _ => {
+                self.owners.records = None;
+                return;
+            }
+        };
+        let before = self
+            .owners
+            .records
+            .as_mut()
+            .and_then(|r| r.insert(name.to_string(), now.clone()))
+            .unwrap_or_default();
+        if before != now {
+            self.events.push_back(Event::OwnerChanged {
+                name: name.to_string(),
+                conflict: before.conflicts_with(&now),
+                record: now,
+            });
+        }
+    }
+
+    /// After changes merged: the records among them are read again.
+    pub(super) fn records_merged(&mut self, from_event: usize) {
+        let names: Vec<String> = self
+            .events
+            .iter()
+            .skip(from_event)
+            .filter_map(|e| match e {
+                Event::Applied(a) => owned_by_record(&a.name).map(str::to_string),
+                _ => None,
+            })
+            .collect();
+        for name in names {
+            self.record_changed(&name);
+            self.offer_if_due(&name, self.last_now);
+        }
+    }
+
+    /// Writes `record` as this node's change of the record of `name`
+    /// (joined into what is held); returns the change, if any.
+    pub(super) fn write_record(
+        &mut self,
+        name: &str,
+        record: Ownership,
+    ) -> crate::Result<Option<VarDelta>> {
+        let record_name = owner_record(name);
+        let incarnation = self.ks.incarnation();
+        let delta = State::Owner(record.clone());
+        let applied = self.ks.merge_state(
+            incarnation,
+            &record_name,
+            Kind::Owner,
+            delta,
+            None,
+            self.wall,
+        )?;
+        let Some(_) = applied else {
+            return Ok(None);
+        };
+        self.record_changed(name);
+        let now = self.last_now;
+        self.observe(now);
+        Ok(Some(VarDelta {
+            name: record_name,
+            kind: Kind::Owner,
+            delta: codec::encode(&State::Owner(record)),
+        }))
+    }
+
+    /// Where an operation on `name` runs. A strong operation on a variable
+    /// nobody owns is refused; at its owner, an operation that must run
+    /// there is refused while the owner hands the variable on, or is fenced.
+    pub(super) fn route_op(&mut self, name: &str, op: &Op) -> crate::Result<Route> {
+        let record = self.ownership(name)?;
+        match record.owner() {
+            None if op.strong() => Err(OwnershipError::NotOwned {
+                name: name.to_string(),
+            }
+            .into()),
+            None => Ok(Route::Local),
+            Some(_) if !op.at_owner() => Ok(Route::Local),
+            Some(owner) if owner != self.id() => Ok(Route::At(owner)),
+            Some(owner) => {
+                self.check_deciding(name, owner, &record)?;
+                Ok(Route::Here)
+            }
+        }
+    }
+
+    /// Where a change of owner of `name` is decided: at its owner, or, if
+    /// nobody owns it, at its home.
+    pub(super) fn route_change(&mut self, name: &str) -> crate::Result<Route> {
+        let record = self.ownership(name)?;
+        let decider = record.owner().unwrap_or_else(|| self.home(name));
+        if decider != self.id() {
+            return Ok(Route::At(decider));
+        }
+        self.check_deciding(name, decider, &record)?;
+        Ok(Route::Here)
+    }
+
+    /// This node decides about `name` (per `record`): refused while it is
+    /// fenced, or hands the variable on.
+    pub(super) fn check_deciding(
+        &self,
+        name: &str,
+        me: ReplicaId,
+        record: &Ownership,
+    ) -> Result<(), OwnershipError> {
+        if self.fenced() {
+            return Err(OwnershipError::Fenced {
+                name: name.to_string(),
+                waiting: self.fence_waiting(),
+            });
+        }
+        if let Some(Handoff { to, since_ms }) = record.handoff() {
+            return Err(OwnershipError::InTransfer {
+                name: name.to_string(),
+                owner: me,
+                to,
+                since_ms,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs `body` here, where `name` is decided (the route said
+    /// [`Route::Here`]): its answer, and the change it made, for a
+    /// requester to merge.
+    pub(super) fn decide(
+        &mut self,
+        name: &str,
+        body: Body,
+    ) -> crate::Result<(Answer, Option<VarDelta>, Option<Applied>)> {
+        let record = self.ownership(name)?;
+        match body {
+            Body::Op(op) => {
+                let out = self.ks.apply(name, op, self.wall)?;
+                let change = out.delta.as_ref().map(|d| VarDelta {
+                    name: name.to_string(),
+                    kind: d.kind(),
+                    delta: codec::encode(d),
+                });
+                if out.applied.is_some() {
+                    let now = self.last_now;
+                    self.observe(now);
+                }
+                Ok((out.answer, change, out.applied))
+            }
+            Body::Own { to } => {
+                let change = match record.owner() {
+                    None => self.write_record(name, Ownership::owned(record.epoch + 1, to))?,
+                    Some(_) if to == self.id() => None,
+                    Some(_) => self.hand_off(name, to)?,
+                };
+                Ok((Answer::Done, change, None))
+            }
+            Body::Release => {
+                let change = match record.owner() {
+                    None => None,
+                    Some(_) => self.write_record(
+                        name,
+                        Ownership {
+                            epoch: record.epoch + 1,
+                            stage: Stage::Free,
+                        },
+                    )?,
+                };
+                Ok((Answer::Done, change, None))
+            }
+        }
+    }
+
+    /// An operator's override: makes `to` the owner of `name` in the next
+    /// epoch this node knows of, whoever owns it, without asking anyone.
+    /// This breaks exclusivity if the owner it replaces is alive and
+    /// reachable by others: meant for an owner that is gone for good. A
+    /// node that meets the new record stops acting as owner; one that met
+    /// another record of the same epoch reports the conflict
+    /// ([`Event::OwnerChanged`]).
+    pub fn force_owner(
+        &mut self,
+        now: impl Into<Now>,
+        name: &str,
+        to: ReplicaId,
+    ) -> crate::Result<Ownership> {
+        let now = self.input(now);
+        self.observe(now);
+        let record = self.ownership(name)?;
+        let forced = Ownership {
+            epoch: record.epoch + 1,
+            stage: Stage::Owned {
+                owner: to,
+                forced: true,
+                handoff: None,
+            },
+        };
+        self.write_record(name, forced)?;
+        self.ownership(name)
+    }
+
+    /// A request from peer `from`: answered from what was kept if it was
+    /// applied before; else run here if this node decides about the
+    /// variable, or refused with the record that says who does.
+    pub(super) fn on_request(
+        &mut self,
+        from: ReplicaId,
+        id: u64,
+        name: String,
+        body: Body,
+    ) -> Result<(), ProtocolError> {
+        crate::validate_name(&name)
+            .map_err(|e| hostile(from, format!("request for a bad name: {e}")))?;
+        let incarnation = known(&mut self.peers, from)?.incarnation.unwrap_or(from);
+        let key = (incarnation, id);
+        if let Some((kept_name, answer)) = self.owners.kept.get(&key) {
+            let result = if *kept_name == name {
+                Ok(Replied {
+                    answer: answer.clone(),
+                    change: None,
+                })
+            } else {
+                return Err(hostile(from, "a request id used for two variables"));
+            };
+            self.send(
+                from,
+                &Message::Reply {
+                    id,
+                    result: Box::new(result),
+                },
+            );
+            return Ok(());
+        }
+        let route = match &body {
+            Body::Op(op) => self.route_op(&name, op),
+            Body::Own { .. } | Body::Release => self.route_change(&name),
+        };
+        let result = match route {
+            Ok(Route::Here) => match self.decide(&name, body) {
+                Ok((answer, change, applied)) => {
+                    self.keep(key, &name, &answer);
+                    if let Some(a) = applied {
+                        self.events.push_back(Event::Applied(a));
+                    }
+                    Ok(Replied { answer, change })
+                }
+                Err(e) => Err(self.refusal(&name, e)),
+            },
+            Ok(Route::Local | Route::At(_)) => Err(self.not_owner(&name)),
+            Err(e) => Err(self.refusal(&name, e)),
+        };
+        let result = Box::new(result);
+        self.send(from, &Message::Reply { id, result });
+        Ok(())
+    }
+
+    /// The refusal that tells a requester who decides about `name`.
+    fn not_owner(&mut self, name: &str) -> Refusal {
+        Refusal::NotOwner {
+            record: self.ownership(name).unwrap_or_default(),
+        }
+    }
+
+    /// A request's error, as the requester is told it.
+    fn refusal(&mut self, name: &str, e: Error) -> Refusal {
+        match e {
+            Error::Ownership(OwnershipError::Fenced { .. }) => Refusal::Fenced,
+            Error::Ownership(OwnershipError::InTransfer { to, since_ms, .. }) => {
+                Refusal::InTransfer { to, since_ms }
+            }
+            Error::Ownership(OwnershipError::NotOwned { .. }) => self.not_owner(name),
+            e => Refusal::Failed { why: e.to_string() },
+        }
+    }
+
+    /// Keeps the answer of a request applied here, dropping the oldest
+    /// past [`ANSWERS_KEPT`].
+    pub(super) fn keep(&mut self, key: (ReplicaId, u64), name: &str, answer: &Answer) {
+        if self
+            .owners
+            .kept
+            .insert(key, (name.to_string(), answer.clone()))
+            .is_none()
+        {
+            self.owners.kept_order.push_back(key);
+        }
+        while self.owners.kept_order.len() > ANSWERS_KEPT {
+            if let Some(old) = self.owners.kept_order.pop_front() {
+                self.owners.kept.remove(&old);
+            }
+        }
+    }
+
+    /// The answers kept of requests applied to `name`, for its new owner.
+    pub(super) fn kept_for(&self, name: &str) -> Vec<Kept> {
+        self.owners
+            .kept
+            .iter()
+            .filter(|(_, (n, _))| n == name)
+            .map(|(&(incarnation, id), (_, answer))| Kept {
+                incarnation,
+                id,
+                answer: answer.clone(),
+            })
+            .collect()
+    }
+}
