@@ -22,6 +22,7 @@ pub mod progress;
 pub mod report;
 pub mod rng;
 pub mod scenario;
+pub mod strong;
 pub mod trace;
 pub mod workload;
 pub mod world;
@@ -29,6 +30,7 @@ pub mod world;
 pub use options::{Durability, Faults, Latency, Mix, Options, Topology, Workload};
 pub use world::{Mark, Sample, Sim, Stats, Step};
 
+use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
@@ -110,7 +112,36 @@ fn final_check(sim: &mut Sim) -> Vec<String> {
     if sim.converged_at.is_none() {
         return Vec::new();
     }
-    let views: Vec<_> = (0..sim.len()).map(|i| sim.view(i)).collect();
+    let mut views: Vec<_> = (0..sim.len()).map(|i| sim.view(i)).collect();
     let ids: Vec<_> = (0..sim.len()).map(world::node_id).collect();
-    check::check(&views, &sim.history, &ids)
+    // Owned variables and ownership records are checked against the strong
+    // history, not the history of ordinary operations.
+    let owned: Vec<BTreeMap<_, _>> = views
+        .iter_mut()
+        .map(|v| {
+            let names: Vec<String> = v
+                .keys()
+                .filter(|n| world::is_owned_name(n))
+                .cloned()
+                .collect();
+            names
+                .into_iter()
+                .filter_map(|n| v.remove_entry(&n))
+                .collect()
+        })
+        .collect();
+    let mut bad = check::check(&views, &sim.history, &ids);
+    for (i, v) in owned.iter().enumerate().skip(1) {
+        if *v != owned[0] {
+            bad.push(format!(
+                "n{i} differs from n0 on owned variables or their owners"
+            ));
+        }
+    }
+    // Acknowledged means durable only under durable writes, and a restore
+    // may lose what was acknowledged: the history is checked without either.
+    if sim.opts.durability == Durability::Durable && sim.stats.restores == 0 {
+        bad.extend(strong::check(&sim.strong, &owned[0]));
+    }
+    bad
 }

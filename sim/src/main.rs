@@ -50,6 +50,10 @@ struct Args {
     /// Mean simulated time between client operations, cluster-wide (ms).
     #[arg(long)]
     op_every_ms: Option<u64>,
+    /// Mean simulated time between strong operations on owned variables,
+    /// cluster-wide (ms; 0: none).
+    #[arg(long)]
+    strong_every_ms: Option<u64>,
     /// Mean simulated time between injected faults (ms; default: drawn, 0.3-3 s).
     #[arg(long)]
     fault_every_ms: Option<u64>,
@@ -145,6 +149,9 @@ impl Args {
         if let Some(v) = self.op_every_ms {
             o.workload.op_every_ms = v.max(1);
         }
+        if let Some(v) = self.strong_every_ms {
+            o.workload.strong_every_ms = v;
+        }
         if let Some(d) = &self.durability {
             o.durability = match d.as_str() {
                 "durable" => Durability::Durable,
@@ -179,6 +186,10 @@ impl Args {
         push("safety-ms", self.safety_ms.map(|v| v.to_string()));
         push("liveness-ms", self.liveness_ms.map(|v| v.to_string()));
         push("op-every-ms", self.op_every_ms.map(|v| v.to_string()));
+        push(
+            "strong-every-ms",
+            self.strong_every_ms.map(|v| v.to_string()),
+        );
         push("fault-every-ms", self.fault_every_ms.map(|v| v.to_string()));
         push(
             "backup-every-ms",

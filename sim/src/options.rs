@@ -229,6 +229,10 @@ pub struct Workload {
     /// which every replica must resolve alike, and an operation of the
     /// losing type there is refused.
     pub shared_names: u32,
+    /// Mean simulated time between two strong operations on owned
+    /// variables (ownership changes, compare-and-set, claims, a bounded
+    /// counter), cluster-wide (ms; 0: none).
+    pub strong_every_ms: u64,
 }
 
 impl Workload {
@@ -247,6 +251,7 @@ impl Workload {
             vars_per_type: 2,
             elements: 12,
             shared_names: 3,
+            strong_every_ms: 0,
         }
     }
 }

@@ -24,6 +24,9 @@ mod faults;
 mod monitor;
 mod network;
 mod nodes;
+mod owned;
+
+pub use owned::{is_owned_name, OWNED};
 
 /// A step of a scripted scenario, run at its time.
 #[derive(Clone)]
@@ -88,6 +91,8 @@ enum Ev {
     },
     Timer(usize),
     Client,
+    /// A strong operation on an owned variable (see `owned`).
+    Strong,
     Fault,
     Do(Action),
     Connect(usize, usize),
@@ -248,6 +253,16 @@ pub struct Sim {
     progress: crate::progress::Progress,
     /// When the liveness phase saw every replica equal.
     pub converged_at: Option<u64>,
+    /// Strong operations' own stream, so that turning them on leaves the
+    /// other streams' draws as they were.
+    strong_rng: Rng,
+    /// Every strong operation called.
+    pub strong: Vec<crate::strong::StrongRecord>,
+    /// Strong operations sent and not yet answered: (node, request id) ->
+    /// index in `strong`.
+    strong_pending: BTreeMap<(usize, u64), usize>,
+    /// The last register value written (values are unique in a run).
+    strong_values: u64,
 }
 
 /// Where simulated time 0 falls on the nodes' wall clocks.
@@ -312,6 +327,10 @@ impl Sim {
             samples: Vec::new(),
             progress: Default::default(),
             converged_at: None,
+            strong_rng: Rng::new(seed ^ 0x0_5743_0e6d),
+            strong: Vec::new(),
+            strong_pending: BTreeMap::new(),
+            strong_values: 0,
             opts,
         };
         sim.build_topology(&mut root);
@@ -339,6 +358,10 @@ impl Sim {
         }
         let first_op = sim.work_rng.exp(sim.opts.workload.op_every_ms);
         sim.schedule(first_op, Ev::Client);
+        if sim.opts.workload.strong_every_ms > 0 {
+            let t = sim.strong_rng.exp(sim.opts.workload.strong_every_ms);
+            sim.schedule(t, Ev::Strong);
+        }
         if sim.opts.faults.injects() {
             let t = sim.fault_rng.exp(sim.opts.faults.every_ms);
             sim.schedule(t, Ev::Fault);
@@ -422,6 +445,11 @@ impl Sim {
 
     fn handle(&mut self, ev: Ev) {
         self.stats.events += 1;
+        self.handle_one(ev);
+        self.check_owned();
+    }
+
+    fn handle_one(&mut self, ev: Ev) {
         match ev {
             Ev::Deliver {
                 from,
@@ -458,6 +486,13 @@ impl Sim {
                     self.client_op();
                     let next = self.work_rng.exp(self.opts.workload.op_every_ms);
                     self.schedule(next, Ev::Client);
+                }
+            }
+            Ev::Strong => {
+                if self.phase == Phase::Safety {
+                    self.strong_op();
+                    let next = self.strong_rng.exp(self.opts.workload.strong_every_ms);
+                    self.schedule(next, Ev::Strong);
                 }
             }
             Ev::Fault => {

@@ -3,8 +3,10 @@
 //! An owned variable's strong operations run at one node, its owner. The
 //! record of who that is replicates like any variable, and joins so that
 //! every replica agrees once it has seen the same records: the record of the
-//! higher epoch wins. Within one epoch the owner only adds a handoff (the
-//! node it offered the variable to), which the next epoch's record completes.
+//! higher epoch wins. Within one epoch the node that decides about the
+//! variable (its owner, or while it is free, its custodian) only adds a
+//! handoff (the node it offered the variable to), which the next epoch's
+//! record completes.
 //! Two records of one epoch with different owners are a conflict (an
 //! operator's override met the record it overrode, or a split brain): every
 //! replica resolves it the same way, a forced record over an ordinary one,
@@ -27,11 +29,17 @@ pub struct Ownership {
 }
 
 /// Who owns a variable in one epoch.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Stage {
     /// Nobody: the variable is ownerless (never owned, or released).
-    #[default]
-    Free,
+    Free {
+        /// The node that released it, which holds the state its owners
+        /// left and grants the next ownership (`None`: it was never owned;
+        /// the replica's protocol names a node then).
+        custodian: Option<ReplicaId>,
+        /// The custodian offered the variable to a node, not accepted yet.
+        handoff: Option<Handoff>,
+    },
     /// One node owns it.
     Owned {
         /// The owner.
@@ -45,6 +53,15 @@ pub enum Stage {
         /// by that node when it accepts, completes the move.
         handoff: Option<Handoff>,
     },
+}
+
+impl Default for Stage {
+    fn default() -> Stage {
+        Stage::Free {
+            custodian: None,
+            handoff: None,
+        }
+    }
 }
 
 /// An offer of ownership, not yet accepted.
@@ -69,19 +86,45 @@ impl Ownership {
         }
     }
 
+    /// The record of a variable released by `custodian` in `epoch`.
+    pub fn released(epoch: u64, custodian: ReplicaId) -> Ownership {
+        Ownership {
+            epoch,
+            stage: Stage::Free {
+                custodian: Some(custodian),
+                handoff: None,
+            },
+        }
+    }
+
     /// The owner, if any.
     pub fn owner(&self) -> Option<ReplicaId> {
         match self.stage {
             Stage::Owned { owner, .. } => Some(owner),
-            Stage::Free => None,
+            Stage::Free { .. } => None,
         }
     }
 
-    /// The offer the owner made, if any.
+    /// The node that released the variable, while it is free.
+    pub fn custodian(&self) -> Option<ReplicaId> {
+        match self.stage {
+            Stage::Free { custodian, .. } => custodian,
+            Stage::Owned { .. } => None,
+        }
+    }
+
+    /// The offer made of the variable in this epoch, if any.
     pub fn handoff(&self) -> Option<Handoff> {
         match self.stage {
-            Stage::Owned { handoff, .. } => handoff,
-            Stage::Free => None,
+            Stage::Owned { handoff, .. } | Stage::Free { handoff, .. } => handoff,
+        }
+    }
+
+    /// Adds the offer of the variable to `to`, made at `since_ms`.
+    pub fn offer(&mut self, to: ReplicaId, since_ms: u64) {
+        let h = Some(Handoff { to, since_ms });
+        match &mut self.stage {
+            Stage::Owned { handoff, .. } | Stage::Free { handoff, .. } => *handoff = h,
         }
     }
 
@@ -114,12 +157,12 @@ impl Ownership {
     }
 }
 
-/// The order of one epoch's records: free, then owned by the lesser
-/// (forced, owner), then the greater.
-fn rank(stage: &Stage) -> Option<(bool, ReplicaId)> {
+/// The order of one epoch's records: free (by custodian), then owned by
+/// the lesser (forced, owner), then the greater.
+fn rank(stage: &Stage) -> (bool, Option<(bool, ReplicaId)>) {
     match stage {
-        Stage::Free => None,
-        Stage::Owned { owner, forced, .. } => Some((*forced, *owner)),
+        Stage::Free { custodian, .. } => (false, custodian.map(|c| (false, c))),
+        Stage::Owned { owner, forced, .. } => (true, Some((*forced, *owner))),
     }
 }
 
@@ -137,15 +180,10 @@ impl crate::Lattice for Ownership {
             Less => *self = other,
             Greater => {}
             Equal => {
-                if let (
-                    Stage::Owned { handoff: mine, .. },
-                    Stage::Owned {
-                        handoff: theirs, ..
-                    },
-                ) = (&mut self.stage, other.stage)
-                {
-                    *mine = (*mine).max(theirs);
-                }
+                let theirs = other.handoff();
+                let (Stage::Owned { handoff: mine, .. } | Stage::Free { handoff: mine, .. }) =
+                    &mut self.stage;
+                *mine = (*mine).max(theirs);
             }
         }
     }
@@ -163,7 +201,10 @@ mod tests {
             since_ms,
         }));
         let stage = prop_oneof![
-            Just(Stage::Free),
+            (proptest::option::of(0u64..3), handoff.clone()).prop_map(|(c, handoff)| Stage::Free {
+                custodian: c.map(ReplicaId),
+                handoff
+            }),
             (0u64..3, any::<bool>(), handoff).prop_map(|(o, forced, handoff)| Stage::Owned {
                 owner: ReplicaId(o),
                 forced,
@@ -200,10 +241,7 @@ mod tests {
         assert_eq!(join(a.clone(), b.clone()), b);
         assert_eq!(join(b.clone(), a.clone()), b);
         // Released in a later epoch: free wins over the owner before.
-        let free = Ownership {
-            epoch: 5,
-            stage: Stage::Free,
-        };
+        let free = Ownership::released(5, ReplicaId(0));
         assert_eq!(join(b.clone(), free.clone()).owner(), None);
         // Same epoch, another owner: a conflict; forced wins over greater.
         let forced = Ownership {
@@ -225,12 +263,7 @@ mod tests {
     fn a_handoff_is_added_and_kept() {
         let mut a = Ownership::owned(2, ReplicaId(1));
         let mut offered = a.clone();
-        if let Stage::Owned { handoff, .. } = &mut offered.stage {
-            *handoff = Some(Handoff {
-                to: ReplicaId(2),
-                since_ms: 7,
-            });
-        }
+        offered.offer(ReplicaId(2), 7);
         a.join(offered.clone());
         assert_eq!(a.handoff().map(|h| h.to), Some(ReplicaId(2)));
         a.join(Ownership::owned(2, ReplicaId(1)));

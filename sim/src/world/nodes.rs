@@ -186,15 +186,21 @@ impl Sim {
                         format_args!("n{i} merged {} seq {}", a.name, a.seq),
                     );
                 }
-                // The workload owns no variable yet.
-                Event::OwnerChanged { name, record, .. } => {
+                Event::OwnerChanged {
+                    name,
+                    record,
+                    conflict,
+                } => {
                     self.trace
                         .record(self.now, format_args!("n{i} owner {name} {record:?}"));
+                    // Nothing here overrides an owner.
+                    if conflict {
+                        self.fail(format!(
+                            "n{i}: two owners of {name} in one epoch: {record:?}"
+                        ));
+                    }
                 }
-                Event::Answered { id, name, .. } => {
-                    self.trace
-                        .record(self.now, format_args!("n{i} answered {id} {name}"));
-                }
+                Event::Answered { id, result, .. } => self.strong_answered(i, id, result),
             }
         }
         for t in out {
@@ -219,6 +225,7 @@ impl Sim {
         }
         let before = self.view(i);
         self.nodes[i].replica = None;
+        self.strong_crashed(i);
         self.stats.crashes += 1;
         let backend = self.nodes[i].backend.clone();
         let keep = self.fault_rng.range(0, backend.unflushed() as u64) as usize;

@@ -15,7 +15,7 @@
 use super::*;
 use crate::error::OwnershipError;
 use crate::keyspace::owner_record;
-use atoll_crdt::{Handoff, Ownership, Stage};
+use atoll_crdt::Ownership;
 
 impl<B: Backend> Replica<B> {
     /// Moves `name`, owned here, to node `to`, a peer: from now on no
@@ -69,19 +69,15 @@ impl<B: Backend> Replica<B> {
             .into());
         }
         let mut record = self.ownership(name)?;
-        if let Stage::Owned { handoff, .. } = &mut record.stage {
-            *handoff = Some(Handoff {
-                to,
-                since_ms: self.wall,
-            });
-        }
+        record.offer(to, self.wall);
         let change = self.write_record(name, record)?;
         self.owners.offered.remove(name);
         self.offer_if_due(name, self.last_now);
         Ok(change)
     }
 
-    /// Sends the offer of `name` if this node hands it on, the new owner
+    /// Sends the offer of `name` if this node hands it on (as its owner, or
+    /// its custodian or home while it is free), the new owner
     /// is connected, this node is not fenced (a restored node offers
     /// nothing before its peers brought it up to date), and the last offer
     /// is `retransmit_ms` old. Forgets the offer once the record moved on.
@@ -90,8 +86,8 @@ impl<B: Backend> Replica<B> {
             Ok(r) => r,
             Err(_) => return,
         };
-        let to = match (record.owner(), record.handoff()) {
-            (Some(me), Some(h)) if me == self.id() => h.to,
+        let to = match record.handoff() {
+            Some(h) if self.decider(name, &record) == self.id() => h.to,
             _ => {
                 self.owners.offered.remove(name);
                 return;
@@ -135,25 +131,43 @@ impl<B: Backend> Replica<B> {
     /// Every offer due (see [`Replica::offer_if_due`]).
     pub(super) fn offers_due(&mut self, now: u64) {
         let me = self.id();
-        let handing: Vec<String> = match self.records() {
+        let offered: Vec<(String, Ownership)> = match self.records() {
             Ok(records) => records
                 .iter()
-                .filter(|(_, r)| r.owner() == Some(me) && r.handoff().is_some())
-                .map(|(n, _)| n.clone())
+                .filter(|(_, r)| r.handoff().is_some())
+                .map(|(n, r)| (n.clone(), r.clone()))
                 .collect(),
             Err(_) => return,
         };
+        let handing: Vec<String> = offered
+            .into_iter()
+            .filter(|(n, r)| self.decider(n, r) == me)
+            .map(|(n, _)| n)
+            .collect();
         for name in handing {
             self.offer_if_due(&name, now);
         }
     }
 
-    /// When the next offer is due, if one waits.
+    /// When the next offer is due, if one waits and can go: to a connected
+    /// peer, from a node that is not fenced (the others go when the peer
+    /// connects, or the fence lifts).
     pub(super) fn next_offer(&self) -> Option<u64> {
+        if self.fenced() {
+            return None;
+        }
+        let records = self.owners.records.as_ref()?;
         self.owners
             .offered
-            .values()
-            .map(|at| at.saturating_add(self.config.retransmit_ms))
+            .iter()
+            .filter(|(name, _)| {
+                records
+                    .get(*name)
+                    .and_then(|r| r.handoff())
+                    .and_then(|h| self.peers.get(&h.to))
+                    .is_some_and(|p| p.connected)
+            })
+            .map(|(_, at)| at.saturating_add(self.config.retransmit_ms))
             .min()
     }
 

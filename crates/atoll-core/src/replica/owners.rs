@@ -91,6 +91,13 @@ impl<B: Backend> Replica<B> {
             .collect())
     }
 
+    /// Whether strong operations on `name` run here now: this node owns
+    /// it, does not hand it on, and is not fenced.
+    pub fn accepts_strong(&mut self, name: &str) -> crate::Result<bool> {
+        let record = self.ownership(name)?;
+        Ok(record.owner() == Some(self.id()) && record.handoff().is_none() && !self.fenced())
+    }
+
     /// The node that grants ownership of `name` while nobody owns it: of
     /// this node and its peers, the one whose id hashed with the name is
     /// greatest. Every node that knows the same peers names the same home.
@@ -238,11 +245,21 @@ impl<B: Backend> Replica<B> {
         }
     }
 
-    /// Where a change of owner of `name` is decided: at its owner, or, if
-    /// nobody owns it, at its home.
+    /// The node that decides about `name` as `record` says: its owner; while
+    /// it is free, the node that released it (which holds what its owners
+    /// left); for a variable never owned, its home.
+    pub(super) fn decider(&self, name: &str, record: &Ownership) -> ReplicaId {
+        record
+            .owner()
+            .or(record.custodian())
+            .unwrap_or_else(|| self.home(name))
+    }
+
+    /// Where a change of owner of `name` is decided (see
+    /// [`Replica::decider`]).
     pub(super) fn route_change(&mut self, name: &str) -> crate::Result<Route> {
         let record = self.ownership(name)?;
-        let decider = record.owner().unwrap_or_else(|| self.home(name));
+        let decider = self.decider(name, &record);
         if decider != self.id() {
             return Ok(Route::At(decider));
         }
@@ -287,39 +304,57 @@ impl<B: Backend> Replica<B> {
         match body {
             Body::Op(op) => {
                 let out = self.ks.apply(name, op, self.wall)?;
-                let change = out.delta.as_ref().map(|d| VarDelta {
-                    name: name.to_string(),
-                    kind: d.kind(),
-                    delta: codec::encode(d),
-                });
+                let change = match &out.delta {
+                    Some(d) => Some(self.change_for_requester(name, d)?),
+                    None => None,
+                };
                 if out.applied.is_some() {
                     let now = self.last_now;
                     self.observe(now);
                 }
                 Ok((out.answer, change, out.applied))
             }
-            Body::Own { to } => {
+            Body::Own { to } if to == self.id() => {
+                // This node holds the state already (it owns the variable,
+                // released it, or is its home): no offer needed.
                 let change = match record.owner() {
+                    Some(_) => None,
                     None => self.write_record(name, Ownership::owned(record.epoch + 1, to))?,
-                    Some(_) if to == self.id() => None,
-                    Some(_) => self.hand_off(name, to)?,
                 };
                 Ok((Answer::Done, change, None))
             }
+            Body::Own { to } => Ok((Answer::Done, self.hand_off(name, to)?, None)),
             Body::Release => {
                 let change = match record.owner() {
                     None => None,
-                    Some(_) => self.write_record(
-                        name,
-                        Ownership {
-                            epoch: record.epoch + 1,
-                            stage: Stage::Free,
-                        },
-                    )?,
+                    Some(_) => {
+                        self.write_record(name, Ownership::released(record.epoch + 1, self.id()))?
+                    }
                 };
                 Ok((Answer::Done, change, None))
             }
         }
+    }
+
+    /// What a requester is sent of a change made for it: the variable's
+    /// whole state if it is a counter or a register (small), so that the
+    /// requester's copy then holds everything the owner's decision rested
+    /// on (the delta alone could show a bounded counter's decrement
+    /// without the increments that allowed it); the delta otherwise.
+    fn change_for_requester(&mut self, name: &str, delta: &State) -> crate::Result<VarDelta> {
+        let whole = matches!(
+            delta.kind(),
+            Kind::Counter | Kind::Register | Kind::MvRegister
+        );
+        let encoded = match self.ks.state(name)? {
+            Some(state) if whole => codec::encode(state),
+            _ => codec::encode(delta),
+        };
+        Ok(VarDelta {
+            name: name.to_string(),
+            kind: delta.kind(),
+            delta: encoded,
+        })
     }
 
     /// An operator's override: makes `to` the owner of `name` in the next
