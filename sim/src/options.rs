@@ -379,6 +379,15 @@ impl Options {
             max_delta_len: [16 << 20, 16 << 20, 16 << 20, 2_000][rng.index(4)],
             mixed_configs: rng.chance(0.25),
         }
+        .with_strong(seed)
+    }
+
+    /// Strong operations on owned variables, every 20 to 200 ms, drawn
+    /// from a stream of their own (the draws above stay as they were).
+    fn with_strong(mut self, seed: u64) -> Options {
+        let mut rng = Rng::new(seed ^ 0x0057_0e6d_0f0f);
+        self.workload.strong_every_ms = rng.range(20, 200);
+        self
     }
 
     /// A quiet cluster: no faults, durable, the default workload.

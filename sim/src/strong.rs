@@ -52,8 +52,11 @@ pub struct StrongRecord {
 }
 
 impl StrongRecord {
-    /// It took effect, as its answer says.
-    fn took_effect(&self) -> bool {
+    /// It took effect, as its answer says (a change of owner: once asked).
+    pub fn took_effect(&self) -> bool {
+        if matches!(self.op, StrongOp::Own(_) | StrongOp::Release) {
+            return matches!(self.result, Some(Ok(_)));
+        }
         matches!(
             self.result,
             Some(Ok(Answer::Swapped(true)

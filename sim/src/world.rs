@@ -181,6 +181,11 @@ pub struct Stats {
     pub mismatched: u64,
     /// Type conflicts resolved (each conflict copy created at a node counts once).
     pub conflicts: u64,
+    /// Strong operations on owned variables called (ownership changes
+    /// included).
+    pub strong_ops: u64,
+    /// Of those, how many took effect, as their answers say.
+    pub strong_effects: u64,
 }
 
 struct Node {

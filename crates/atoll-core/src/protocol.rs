@@ -158,6 +158,12 @@ pub enum Message {
         id: u64,
         /// The variable.
         name: String,
+        /// The ownership epoch the sender knows: the receiver runs the
+        /// request only in that epoch, so that a copy still in flight
+        /// after the sender was told another answer (it moved on to the
+        /// next owner, or gave up when the variable was handed on) can
+        /// never run later.
+        epoch: u64,
         /// What to do (boxed: an operation is larger than most messages).
         body: Box<Body>,
     },

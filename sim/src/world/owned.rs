@@ -70,6 +70,7 @@ impl Sim {
             return;
         };
         let result = r.request(now, var, body);
+        self.stats.strong_ops += 1;
         let id = self.strong.len();
         let mut rec = StrongRecord {
             node: i,
@@ -83,6 +84,7 @@ impl Sim {
             Ok(Requested::Done { answer, .. }) => {
                 rec.end = Some(self.now);
                 rec.result = Some(Ok(answer));
+                self.stats.strong_effects += u64::from(rec.took_effect());
             }
             Ok(Requested::Sent(rid)) => {
                 self.strong_pending.insert((i, rid), id);
@@ -128,6 +130,7 @@ impl Sim {
             let rec = &mut self.strong[k];
             rec.end = Some(self.now);
             rec.result = Some(result);
+            self.stats.strong_effects += u64::from(rec.took_effect());
         }
     }
 

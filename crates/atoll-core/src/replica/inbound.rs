@@ -144,7 +144,12 @@ impl<B: Backend> Replica<B> {
                 through,
                 last,
             } => self.on_state_ack(now, from, as_of, through, last),
-            Message::Request { id, name, body } => self.on_request(from, id, name, *body),
+            Message::Request {
+                id,
+                name,
+                epoch,
+                body,
+            } => self.on_request(from, id, name, epoch, *body),
             Message::Reply { id, result } => {
                 let change = states.into_iter().next();
                 self.on_reply(now, from, id, *result, change)

@@ -387,12 +387,14 @@ impl<B: Backend> Replica<B> {
 
     /// A request from peer `from`: answered from what was kept if it was
     /// applied before; else run here if this node decides about the
-    /// variable, or refused with the record that says who does.
+    /// variable in the `epoch` the request names, or refused with the
+    /// record that says who decides now.
     pub(super) fn on_request(
         &mut self,
         from: ReplicaId,
         id: u64,
         name: String,
+        epoch: u64,
         body: Body,
     ) -> Result<(), ProtocolError> {
         crate::validate_name(&name)
@@ -417,7 +419,9 @@ impl<B: Backend> Replica<B> {
             );
             return Ok(());
         }
+        let held = self.ownership(&name).map(|r| r.epoch);
         let route = match &body {
+            _ if held.as_ref().is_ok_and(|e| *e != epoch) => Ok(Route::Local),
             Body::Op(op) => self.route_op(&name, op),
             Body::Own { .. } | Body::Release => self.route_change(&name),
         };
@@ -432,6 +436,7 @@ impl<B: Backend> Replica<B> {
                 }
                 Err(e) => Err(self.refusal(&name, e)),
             },
+            // Another epoch, or not decided here: the record says who.
             Ok(Route::Local | Route::At(_)) => Err(self.not_owner(&name)),
             Err(e) => Err(self.refusal(&name, e)),
         };

@@ -25,6 +25,8 @@ pub(super) struct Pending {
     pub(super) body: Body,
     /// The node asked.
     pub(super) to: ReplicaId,
+    /// The ownership epoch it is asked in (see `Message::Request`).
+    pub(super) epoch: u64,
     /// Its incarnation when the request was first sent to it: an answer
     /// kept there is lost if it restarts.
     pub(super) incarnation: Option<ReplicaId>,
@@ -129,6 +131,7 @@ impl<B: Backend> Replica<B> {
             }
             .into());
         }
+        let epoch = self.ownership(name)?.epoch;
         self.owners.last_id += 1;
         let id = self.owners.last_id;
         self.owners.pending.insert(
@@ -137,6 +140,7 @@ impl<B: Backend> Replica<B> {
                 name: name.to_string(),
                 body,
                 to,
+                epoch,
                 incarnation: None,
                 sent_at: None,
                 started: now,
@@ -164,6 +168,7 @@ impl<B: Backend> Replica<B> {
             Message::Request {
                 id,
                 name: p.name.clone(),
+                epoch: p.epoch,
                 body: Box::new(p.body.clone()),
             },
         );
@@ -350,10 +355,12 @@ impl<B: Backend> Replica<B> {
             Body::Op(op) => self.route_op(&p.name, op),
             Body::Own { .. } | Body::Release => self.route_change(&p.name),
         };
+        let epoch = self.ownership(&p.name).map(|r| r.epoch).unwrap_or(p.epoch);
         match route {
             Ok(Route::At(to)) => {
                 if let Some(q) = self.owners.pending.get_mut(&id) {
                     q.to = to;
+                    q.epoch = epoch;
                     q.hops += 1;
                     q.incarnation = None;
                     q.sent_at = None;
