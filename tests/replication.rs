@@ -4,62 +4,12 @@
 //! the `Cluster` helper at the top.
 
 use atoll::{Config, Node, NodeConfig};
-use atoll_net::certs;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
-const TIMEOUT: Duration = Duration::from_secs(30);
-
-struct Cluster {
-    root: tempfile::TempDir,
-    nodes: usize,
-}
-
-impl Cluster {
-    fn new(nodes: usize) -> Cluster {
-        let root = tempfile::tempdir().unwrap();
-        certs::new_cluster(&root.path().join("certs0")).unwrap();
-        for i in 1..nodes {
-            certs::join(
-                &root.path().join("certs0"),
-                &root.path().join(format!("certs{i}")),
-            )
-            .unwrap();
-        }
-        Cluster { root, nodes }
-    }
-
-    fn dir(&self, what: &str, i: usize) -> PathBuf {
-        self.root.path().join(format!("{what}{i}"))
-    }
-
-    fn config(&self, i: usize, peers: &[SocketAddr]) -> NodeConfig {
-        assert!(i < self.nodes);
-        let mut c = NodeConfig::new(
-            self.dir("data", i),
-            self.dir("certs", i),
-            "127.0.0.1:0".parse().unwrap(),
-        );
-        c.peers = peers.to_vec();
-        c.replica.retransmit_ms = 200;
-        c
-    }
-
-    fn start(&self, i: usize, peers: &[SocketAddr]) -> Node {
-        Node::start(self.config(i, peers)).unwrap()
-    }
-}
-
-/// Polls `cond` until it holds; panics with `what` after the timeout.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < TIMEOUT, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use atoll_tests::{wait_until, Cluster, TIMEOUT};
 
 #[derive(Debug, PartialEq)]
 struct Snapshot {

@@ -200,6 +200,30 @@ impl Op {
         }
     }
 
+    /// Whether `answer` is one this operation can give (an answer from
+    /// another node is checked before anyone relies on its variant).
+    pub fn answers_with(&self, answer: &Answer) -> bool {
+        matches!(
+            (self, answer),
+            (Op::CounterAdd { .. }, Answer::Value(_))
+                | (
+                    Op::RegisterSet { .. }
+                        | Op::MvRegisterSet { .. }
+                        | Op::MapChange { .. }
+                        | Op::MapRemoveMember { .. }
+                        | Op::BagTransfer { .. },
+                    Answer::Done
+                )
+                | (Op::SetChange { .. }, Answer::Removed(_))
+                | (Op::MapRemove { .. }, Answer::Present(_))
+                | (Op::RegisterCompareAndSet { .. }, Answer::Swapped(_))
+                | (Op::CounterDecrementIf { .. }, Answer::Decremented { .. })
+                | (Op::SetAddIfAbsent { .. }, Answer::Claimed(_))
+                | (Op::BagInsert { .. }, Answer::Inserted(_))
+                | (Op::BagTake, Answer::Taken(_))
+        )
+    }
+
     /// Whether only an element's owner may do it: a replica refuses it while
     /// fenced after opening (see [`crate::Replica::fenced`]).
     pub fn owner_only(&self) -> bool {

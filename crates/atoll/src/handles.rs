@@ -81,6 +81,19 @@ impl Counter {
         Ok(answer!(answer, Value))
     }
 
+    /// Strong: subtracts `by` only if that leaves the counter at least
+    /// `floor`, deciding at the counter's owner (the variable must be owned:
+    /// [`Store::own`]), so that concurrent callers on every node never take
+    /// it below the floor. Returns whether it was subtracted, and the value
+    /// the owner saw after.
+    pub fn decrement_if(&self, by: i64, floor: i64) -> Result<(bool, i128)> {
+        let op = Op::CounterDecrementIf { by, floor };
+        match self.store.write(false, &self.name, op)? {
+            Answer::Decremented { done, value } => Ok((done, value)),
+            other => unreachable!("Op::apply answered {other:?}"),
+        }
+    }
+
     /// Subtracts `by`; returns the new value as seen here.
     pub fn decr(&self, by: i64) -> Result<i128> {
         self.incr(by.checked_neg().ok_or(CoreError::Crdt {
@@ -116,6 +129,20 @@ impl<T: Serialize + DeserializeOwned> Register<T> {
         self.store
             .write(false, &self.name, Op::RegisterSet { value: bytes })
             .map(drop)
+    }
+
+    /// Strong: writes `value` only if the register holds `expected` (`None`:
+    /// never written), deciding at its owner (the variable must be owned:
+    /// [`Store::own`]); of concurrent callers expecting the same value,
+    /// exactly one wins. Returns whether it wrote.
+    pub fn compare_and_set(&self, expected: Option<&T>, value: &T) -> Result<bool> {
+        let expected = expected
+            .map(|e| encode(&self.store, &self.name, e))
+            .transpose()?;
+        let value = encode(&self.store, &self.name, value)?;
+        let op = Op::RegisterCompareAndSet { expected, value };
+        let answer = self.store.write(false, &self.name, op)?;
+        Ok(answer!(answer, Swapped))
     }
 
     /// The current value (`None` if never written).
@@ -181,6 +208,18 @@ impl<T: Serialize + DeserializeOwned> Set<T> {
     /// Adds `member`; an add concurrent with a remove of it wins.
     pub fn add(&self, member: &T) -> Result<()> {
         self.change(std::slice::from_ref(member), &[]).map(|_| ())
+    }
+
+    /// Strong: adds `member` only if it is absent, deciding at the set's
+    /// owner (the variable must be owned: [`Store::own`]): a unique claim,
+    /// which exactly one of concurrent callers on every node wins. Returns
+    /// whether this call added it.
+    pub fn add_if_absent(&self, member: &T) -> Result<bool> {
+        let member = encode(&self.store, &self.name, member)?;
+        let answer = self
+            .store
+            .write(false, &self.name, Op::SetAddIfAbsent { member })?;
+        Ok(answer!(answer, Claimed))
     }
 
     /// Removes `member` (the adds of it seen here); returns whether it was present.

@@ -31,12 +31,14 @@ mod handles;
 mod http;
 mod node;
 pub mod ops;
+mod ownership;
 mod store;
 
+pub use atoll_core::OwnershipError;
 pub use atoll_core::{check_range, validate_name, ConfigError, MAX_NAME_LEN};
 pub use atoll_core::{PeerStats, PeerStatus, ReplicaConfig};
 pub use atoll_crdt::variable::Kind;
-pub use atoll_crdt::{ElementId, ReplicaId};
+pub use atoll_crdt::{ElementId, Handoff, Ownership, ReplicaId};
 pub use atoll_net::TransportConfig;
 pub use atoll_net::{certs, NetError};
 pub use atoll_store::LogEntry;

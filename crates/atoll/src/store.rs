@@ -2,9 +2,10 @@
 
 use crate::feed::{Change, ChangeFeed};
 use crate::{Config, CoreError, Durability, Result};
+use atoll_core::protocol::Body;
 use atoll_core::{
     conflict_of, is_reserved, validate_name, Answer, Applied, ConflictEvent, Keyspace, Now, Op,
-    Replica, ReplicaConfig,
+    OwnershipError, Replica, ReplicaConfig, Requested,
 };
 use atoll_crdt::codec;
 use atoll_crdt::variable::{Kind, State};
@@ -55,7 +56,13 @@ struct Inner {
     standalone: std::sync::atomic::AtomicBool,
     /// Type conflicts resolved here, for metrics.
     conflicts: std::sync::atomic::AtomicU64,
+    /// Callers waiting for the answer of a request sent to another node,
+    /// by request id (see [`Store::request`]).
+    waiting: Mutex<std::collections::HashMap<u64, Answered>>,
 }
+
+/// Where the answer of a request sent to another node goes.
+type Answered = std::sync::mpsc::SyncSender<std::result::Result<Answer, OwnershipError>>;
 
 impl Drop for Inner {
     fn drop(&mut self) {
@@ -128,6 +135,7 @@ impl Store {
                 local_ops: Default::default(),
                 merged: Default::default(),
                 conflicts: Default::default(),
+                waiting: Default::default(),
             }),
         })
     }
@@ -202,6 +210,11 @@ impl Store {
         KeyspaceGuard(self.replica())
     }
 
+    /// Wakes the node's driver (after a change outside `write`).
+    pub(crate) fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
     /// Waits until a local write wants the driver (used by a node).
     pub(crate) async fn woken(&self) {
         self.inner.wake.notified().await
@@ -248,23 +261,73 @@ impl Store {
                        conflict copies are read-only)",
             });
         }
+        let fenced_bag_op = op.owner_only();
+        self.request(name, Body::Op(op), fenced_bag_op)
+    }
+
+    /// Runs `body` on `name` where it must run ([`Replica::request`]): here,
+    /// or at the node that decides about the variable (its owner), whose
+    /// answer this waits for, at most the replica's `request_timeout_ms`
+    /// (and a second). `fenced_bag_op`: a bag take or transfer, refused
+    /// while the store is fenced, with the store's own explanation.
+    pub(crate) fn request(&self, name: &str, body: Body, fenced_bag_op: bool) -> Result<Answer> {
         let now = clock();
-        let out = {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (timeout, id) = {
             let mut r = self.replica();
-            if op.owner_only() && r.fenced() {
+            if fenced_bag_op && r.fenced() {
                 return Err(CoreError::Fenced {
                     name: name.to_string(),
                     waiting: self.fence_waiting(&r),
                 }
                 .into());
             }
-            r.write(now, name, op)?
+            match r.request(now, name, body)? {
+                Requested::Done { answer, applied } => {
+                    drop(r);
+                    if let Some(a) = applied {
+                        self.publish(a);
+                        self.inner.wake.notify_one();
+                    }
+                    return Ok(answer);
+                }
+                // Registered before the lock is let go: the driver reads
+                // the answer under it, so it cannot come first.
+                Requested::Sent(id) => {
+                    self.waiting().insert(id, tx);
+                    (r.config().request_timeout_ms, id)
+                }
+            }
         };
-        if let Some(a) = out.applied {
-            self.publish(a);
-            self.inner.wake.notify_one();
+        self.inner.wake.notify_one();
+        let wait = std::time::Duration::from_millis(timeout.saturating_add(1_000));
+        let got = blocking(|| rx.recv_timeout(wait));
+        self.waiting().remove(&id);
+        match got {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => Err(CoreError::Ownership(e).into()),
+            // The replica answers every request by its deadline: only a
+            // stopped driver gets here.
+            Err(_) => Err(CoreError::Ownership(OwnershipError::OwnerUnreachable {
+                name: name.to_string(),
+                owner: None,
+                waited_ms: timeout.saturating_add(1_000),
+                last: Some("no node runs on this store to send the request".into()),
+            })
+            .into()),
         }
-        Ok(out.answer)
+    }
+
+    fn waiting(&self) -> MutexGuard<'_, std::collections::HashMap<u64, Answered>> {
+        self.inner.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The answer of request `id` came (the node's driver calls this).
+    pub(crate) fn answered(&self, id: u64, result: std::result::Result<Answer, OwnershipError>) {
+        if let Some(tx) = self.waiting().remove(&id) {
+            // The caller may have stopped waiting: not an error.
+            let _ = tx.try_send(result);
+        }
     }
 
     /// Logs a type conflict resolved here and counts it.
@@ -435,6 +498,18 @@ impl Store {
             self.inner.feed.subscribe(),
             Some(name.to_string()),
         ))
+    }
+}
+
+/// Runs `f`, which blocks, without stalling the node's runtime when
+/// called from one of its tasks (an HTTP request waiting for an owner's
+/// answer): the runtime moves its other tasks off this thread meanwhile.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 

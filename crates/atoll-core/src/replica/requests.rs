@@ -296,6 +296,12 @@ impl<B: Backend> Replica<B> {
         }
         let name = self.owners.pending[&id].name.clone();
         match result {
+            Ok(Replied { answer, .. }) if !fits(&self.owners.pending[&id].body, &answer) => {
+                return Err(hostile(
+                    from,
+                    format!("an answer that does not fit its request: {answer:?}"),
+                ));
+            }
             Ok(Replied { answer, change: v }) => {
                 if let (Some(v), Some(state)) = (v, change) {
                     let state = state.map_err(|e| {
@@ -387,6 +393,14 @@ impl<B: Backend> Replica<B> {
             }
             Err(e) => self.answer(id, Err(as_ownership_error(&p.name, self.id(), e))),
         }
+    }
+}
+
+/// Whether `answer` is one `body` can be answered with.
+fn fits(body: &Body, answer: &Answer) -> bool {
+    match body {
+        Body::Op(op) => op.answers_with(answer),
+        Body::Own { .. } | Body::Release => *answer == Answer::Done,
     }
 }
 

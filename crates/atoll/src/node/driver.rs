@@ -69,9 +69,9 @@ pub(super) async fn drive(
                             tracing::info!(%name, ?record, "owner changed");
                         }
                     }
-                    // Requests are not sent by the node yet.
                     Event::Answered { id, name, result } => {
                         tracing::debug!(id, %name, ?result, "request answered");
+                        store.answered(id, result);
                     }
                     Event::Unfenced => {
                         tracing::info!(

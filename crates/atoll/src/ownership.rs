@@ -1,0 +1,102 @@
+//! Owned variables, as the store offers them: who owns a variable, taking
+//! ownership, moving and releasing it, and an operator's override. The
+//! strong operations themselves are on the handles
+//! ([`crate::Counter::decrement_if`], [`crate::Register::compare_and_set`],
+//! [`crate::Set::add_if_absent`]). The model: docs/ownership.md.
+
+use crate::{CoreError, Result, Store};
+use atoll_core::protocol::Body;
+use atoll_core::{is_reserved, validate_name, OwnershipError};
+use atoll_crdt::{Ownership, ReplicaId};
+use std::time::{Duration, Instant};
+
+/// How often [`Store::own`] looks whether the offer arrived.
+const POLL: Duration = Duration::from_millis(5);
+
+impl Store {
+    fn check_owned_name(&self, name: &str) -> Result<()> {
+        validate_name(name)?;
+        if is_reserved(name) {
+            return Err(crate::Error::Reserved {
+                name: name.chars().take(80).collect(),
+                what: "system variables have no owner",
+            });
+        }
+        Ok(())
+    }
+
+    /// Who owns `name`, as this node knows it: the epoch, the owner (none
+    /// while the variable is ownerless), and an offer under way.
+    pub fn owner(&self, name: &str) -> Result<Ownership> {
+        self.check_owned_name(name)?;
+        Ok(self.replica().ownership(name)?)
+    }
+
+    /// Every variable that has an ownership record here (owned now, or
+    /// once), with its record.
+    pub fn ownerships(&self) -> Result<Vec<(String, Ownership)>> {
+        Ok(self.replica().ownerships()?)
+    }
+
+    /// Makes this node the owner of `name`: asks the node that decides
+    /// about it (its owner, or while it is ownerless the node that released
+    /// it, or its home), then waits until the variable, with its state, has
+    /// arrived here. Strong operations on it then run here without a round
+    /// trip. Fails with [`OwnershipError::OwnerUnreachable`] if that node
+    /// cannot be reached, and [`OwnershipError::InTransfer`] if the offer
+    /// did not arrive in time (it keeps coming, and `owner` tells).
+    pub fn own(&self, name: &str) -> Result<()> {
+        let me = self.replica_id();
+        self.own_by(name, me)?;
+        let timeout = Duration::from_millis(self.replica().config().request_timeout_ms);
+        let start = Instant::now();
+        loop {
+            let record = self.owner(name)?;
+            if record.owner() == Some(me) {
+                return Ok(());
+            }
+            if start.elapsed() >= timeout {
+                let (owner, to, since_ms) = match record.handoff() {
+                    Some(h) => (record.owner().unwrap_or(me), h.to, h.since_ms),
+                    None => (record.owner().unwrap_or(me), me, 0),
+                };
+                return Err(CoreError::Ownership(OwnershipError::InTransfer {
+                    name: name.to_string(),
+                    owner,
+                    to,
+                    since_ms,
+                })
+                .into());
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Makes node `to` the owner of `name`: asks the node that decides about
+    /// it to offer it to `to`, and returns once the offer is under way (the
+    /// move completes when `to` accepts; [`Store::owner`] tells).
+    pub fn own_by(&self, name: &str, to: ReplicaId) -> Result<()> {
+        self.check_owned_name(name)?;
+        self.request(name, Body::Own { to }, false).map(drop)
+    }
+
+    /// Makes `name` ownerless again (at its owner, wherever that is): its
+    /// writes stay local everywhere, and strong operations are refused.
+    pub fn release(&self, name: &str) -> Result<()> {
+        self.check_owned_name(name)?;
+        self.request(name, Body::Release, false).map(drop)
+    }
+
+    /// An operator's override, for an owner that is gone for good: makes
+    /// `to` the owner of `name` in the next epoch this node knows of,
+    /// without asking anyone. If the owner it replaces is alive, the two
+    /// may both accept strong operations until they hear of each other:
+    /// this breaks exclusivity (docs/ownership.md).
+    pub fn force_owner(&self, name: &str, to: ReplicaId) -> Result<Ownership> {
+        self.check_owned_name(name)?;
+        let now = crate::store::clock();
+        let record = self.replica().force_owner(now, name, to)?;
+        self.wake();
+        Ok(record)
+    }
+}

@@ -1,0 +1,150 @@
+//! Owned variables on real nodes over QUIC: ownership taken and moved,
+//! strong operations raced from every node with exactly one winner, a
+//! bounded counter raced to its floor, and a typed error when the owner is
+//! away.
+
+use atoll::{CoreError, Error, Node, OwnershipError};
+use atoll_tests::{wait_until, Cluster};
+use std::sync::Barrier;
+
+/// Three connected nodes, every one up to date with the others (so that
+/// none is fenced).
+fn three(c: &Cluster) -> Vec<Node> {
+    let a = c.start(0, &[]);
+    let b = c.start(1, &[a.local_addr()]);
+    let n3 = c.start(2, &[a.local_addr(), b.local_addr()]);
+    let nodes = vec![a, b, n3];
+    wait_until(
+        "every node connects to the others and is up to date",
+        || {
+            nodes.iter().all(|n| {
+                let s = n.status();
+                s.peers.len() == 2 && s.peers.iter().all(|(p, _)| p.connected) && !n.fenced()
+            })
+        },
+    );
+    nodes
+}
+
+fn ownership_error(e: Error) -> OwnershipError {
+    match e {
+        Error::Core(CoreError::Ownership(e)) => e,
+        e => panic!("expected an ownership error, got {e}"),
+    }
+}
+
+#[test]
+fn strong_operations_race_from_every_node_with_one_winner_each() {
+    let c = Cluster::new(3);
+    let nodes = three(&c);
+    // Node 1 owns the register and the claims, node 2 the stock.
+    for name in ["leader", "usernames"] {
+        nodes[1].own(name).unwrap();
+    }
+    nodes[2].own("stock").unwrap();
+    let owner = nodes[1].replica_id();
+    wait_until("every node knows the owners", || {
+        nodes
+            .iter()
+            .all(|n| n.owner("leader").unwrap().owner() == Some(owner))
+    });
+    // A compare-and-set from the unwritten register, raced from every node.
+    let barrier = Barrier::new(3);
+    let won: Vec<bool> = std::thread::scope(|s| {
+        let handles: Vec<_> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    let reg = n.register::<String>("leader").unwrap();
+                    barrier.wait();
+                    reg.compare_and_set(None, &format!("node-{i}")).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
+    // A claim raced from every node, twenty times.
+    for round in 0..20 {
+        let member = format!("user-{round}");
+        let claimed: Vec<bool> = std::thread::scope(|s| {
+            let handles: Vec<_> = nodes
+                .iter()
+                .map(|n| {
+                    let member = &member;
+                    s.spawn(move || {
+                        let set = n.set::<String>("usernames").unwrap();
+                        set.add_if_absent(member).unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(claimed.iter().filter(|c| **c).count(), 1, "round {round}");
+    }
+    // A bounded counter: 30 in stock, raced down by every node, never below 0.
+    nodes[0].counter("stock").unwrap().incr(30).unwrap();
+    wait_until("the owner sees the stock", || {
+        nodes[2].counter("stock").unwrap().value().unwrap() == 30
+    });
+    let taken: Vec<i64> = std::thread::scope(|s| {
+        let handles: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                s.spawn(move || {
+                    let stock = n.counter("stock").unwrap();
+                    let mut taken = 0;
+                    for _ in 0..20 {
+                        let (done, value) = stock.decrement_if(1, 0).unwrap();
+                        assert!(value >= 0);
+                        taken += i64::from(done);
+                    }
+                    taken
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(taken.iter().sum::<i64>(), 30, "{taken:?}");
+    wait_until("every node sees the stock at 0", || {
+        nodes
+            .iter()
+            .all(|n| n.counter("stock").unwrap().value().unwrap() == 0)
+    });
+}
+
+#[test]
+fn ownership_moves_and_an_unreachable_owner_is_a_typed_error() {
+    let c = Cluster::new(3);
+    let mut nodes = three(&c);
+    nodes[0].own("lock").unwrap();
+    let lock = |n: &Node| n.register::<String>("lock").unwrap();
+    assert!(lock(&nodes[2]).compare_and_set(None, &"a".into()).unwrap());
+    // Moved to node 2, with its state: the value written stays.
+    nodes[2].own("lock").unwrap();
+    let record = nodes[2].owner("lock").unwrap();
+    assert_eq!(record.owner(), Some(nodes[2].replica_id()));
+    assert!(record.epoch >= 2, "{record:?}");
+    assert!(!lock(&nodes[1]).compare_and_set(None, &"b".into()).unwrap());
+    assert!(lock(&nodes[1])
+        .compare_and_set(Some(&"a".into()), &"b".into())
+        .unwrap());
+    // The owner stops: strong operations elsewhere fail, typed, in bounded time.
+    let owner = nodes.pop().unwrap();
+    owner.shutdown().unwrap();
+    let started = std::time::Instant::now();
+    let e = lock(&nodes[0])
+        .compare_and_set(Some(&"b".into()), &"c".into())
+        .unwrap_err();
+    match ownership_error(e) {
+        OwnershipError::OwnerUnreachable { owner, .. } => {
+            assert_eq!(owner, Some(record.owner().unwrap()))
+        }
+        e => panic!("{e}"),
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // Writes that cannot break a strong operation stay local.
+    nodes[0].counter("hits").unwrap().incr(1).unwrap();
+}
