@@ -2,7 +2,7 @@
 //! or, with `--node`, on a running node through its HTTP API; its answer is
 //! the same JSON either way, and is printed here, once.
 
-use crate::{BagCmd, Cmd, CounterCmd, MapCmd, Output, RegisterCmd, SetCmd};
+use crate::{BagCmd, Cmd, CounterCmd, MapCmd, Output, OwnCmd, RegisterCmd, SetCmd};
 use atoll::ops::Request;
 use serde_json::{json, Value};
 
@@ -20,6 +20,15 @@ pub(crate) fn op(cmd: &Cmd) -> Result<Option<Request>, String> {
                 by: by.checked_neg().ok_or("decrement too large")?,
             },
             CounterCmd::Get { name: n } => Request::CounterGet { name: name(n) },
+            CounterCmd::DecrIf {
+                name: n,
+                n: by,
+                floor,
+            } => Request::CounterDecrIf {
+                name: name(n),
+                by: *by,
+                floor: *floor,
+            },
         },
         Cmd::Register(c) => match c {
             RegisterCmd::Set { name: n, value } => Request::RegisterSet {
@@ -27,6 +36,15 @@ pub(crate) fn op(cmd: &Cmd) -> Result<Option<Request>, String> {
                 value: value.clone(),
             },
             RegisterCmd::Get { name: n } => Request::RegisterGet { name: name(n) },
+            RegisterCmd::Cas {
+                name: n,
+                value,
+                expected,
+            } => Request::RegisterCas {
+                name: name(n),
+                expected: expected.clone(),
+                value: value.clone(),
+            },
         },
         Cmd::Set(c) => match c {
             SetCmd::Add { name: n, members } => Request::SetChange {
@@ -42,7 +60,34 @@ pub(crate) fn op(cmd: &Cmd) -> Result<Option<Request>, String> {
             SetCmd::List { name: n } | SetCmd::Contains { name: n, .. } => {
                 Request::SetList { name: name(n) }
             }
+            SetCmd::Claim { name: n, member } => Request::SetClaim {
+                name: name(n),
+                member: member.clone(),
+            },
         },
+        Cmd::Own {
+            cmd: None,
+            name: Some(n),
+        } => Request::Own {
+            name: name(n),
+            to: None,
+        },
+        Cmd::Own {
+            cmd: None,
+            name: None,
+        } => return Err("say which variable: atoll own NAME (or own move|release|force)".into()),
+        Cmd::Own { cmd: Some(c), .. } => match c {
+            OwnCmd::Move { name: n, to } => Request::Own {
+                name: name(n),
+                to: Some(to.clone()),
+            },
+            OwnCmd::Release { name: n } => Request::Release { name: name(n) },
+            OwnCmd::Force { name: n, to } => Request::OwnForce {
+                name: name(n),
+                to: to.clone(),
+            },
+        },
+        Cmd::Owner { name: n } => Request::OwnerGet { name: name(n) },
         Cmd::Bag(c) => match c {
             BagCmd::Insert { name: n, values } => Request::BagInsert {
                 name: name(n),
@@ -133,6 +178,26 @@ fn str_of(v: &Value) -> &str {
     v.as_str().unwrap_or("")
 }
 
+/// An ownership record as a line: `owner ID (epoch E)`, `ownerless
+/// (epoch E)`, then a move under way, if any.
+fn owner_line(v: &Value) -> String {
+    let mut line = match v["owner"].as_str() {
+        Some(o) => format!("owner {o} (epoch {})", v["epoch"]),
+        None => format!("ownerless (epoch {})", v["epoch"]),
+    };
+    if v["forced"].as_bool() == Some(true) {
+        line.push_str(", forced by an operator");
+    }
+    if let Some(t) = v["in_transfer"].as_object() {
+        line.push_str(&format!(
+            ", in transfer to {} since {} (wall ms)",
+            t.get("to").and_then(Value::as_str).unwrap_or("?"),
+            t.get("since_ms").map_or(String::new(), Value::to_string)
+        ));
+    }
+    line
+}
+
 /// What a data command prints of its operation's answer `v`.
 pub(crate) fn render(cmd: &Cmd, v: Value) -> Output {
     let out = |text: Vec<String>, json: Value| Output {
@@ -142,7 +207,29 @@ pub(crate) fn render(cmd: &Cmd, v: Value) -> Output {
     };
     let ok = || vec!["ok".to_string()];
     match cmd {
+        Cmd::Counter(CounterCmd::DecrIf { .. }) => Output {
+            ok: v["done"].as_bool().unwrap_or(false),
+            text: vec![number_of(&v["value"])],
+            json: v,
+        },
         Cmd::Counter(_) => out(vec![number_of(&v["value"])], v),
+        Cmd::Register(RegisterCmd::Cas { .. }) => {
+            let swapped = v["swapped"].as_bool().unwrap_or(false);
+            Output {
+                ok: swapped,
+                text: vec![if swapped { "swapped" } else { "not swapped" }.into()],
+                json: v,
+            }
+        }
+        Cmd::Set(SetCmd::Claim { .. }) => {
+            let claimed = v["claimed"].as_bool().unwrap_or(false);
+            Output {
+                ok: claimed,
+                text: vec![if claimed { "claimed" } else { "already there" }.into()],
+                json: v,
+            }
+        }
+        Cmd::Own { .. } | Cmd::Owner { .. } => out(vec![owner_line(&v)], v),
         Cmd::Register(RegisterCmd::Set { .. }) => out(ok(), v),
         Cmd::Register(RegisterCmd::Get { .. }) => out(
             v["value"].as_str().map(String::from).into_iter().collect(),

@@ -50,6 +50,18 @@ enum Cmd {
     /// Maps of string keys to a counter, a register and a set each.
     #[command(subcommand)]
     Map(MapCmd),
+    /// Owned variables: `own NAME` makes this node (or the --node
+    /// addressed) the owner, so that strong operations on NAME run there;
+    /// `own move`, `own release` and `own force` change the owner.
+    #[command(args_conflicts_with_subcommands = true)]
+    Own {
+        #[command(subcommand)]
+        cmd: Option<OwnCmd>,
+        /// The variable to own here.
+        name: Option<String>,
+    },
+    /// Who owns a variable: its owner, the ownership epoch, a move under way.
+    Owner { name: String },
     /// List variables and their types.
     Ls,
     /// List type conflicts: names created with two types on two sides of a
@@ -189,12 +201,51 @@ enum CounterCmd {
     },
     /// Print the value.
     Get { name: String },
+    /// Strong: subtract N (default 1) only if that leaves at least --floor
+    /// (default 0), deciding at the counter's owner; prints the value and
+    /// exits 1 if it did not subtract.
+    DecrIf {
+        name: String,
+        #[arg(default_value_t = 1)]
+        n: i64,
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        floor: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum OwnCmd {
+    /// Move NAME's ownership to node --to (16 hex digits, as `peer list`
+    /// prints them), with its state.
+    Move {
+        name: String,
+        #[arg(long)]
+        to: String,
+    },
+    /// Make NAME ownerless again.
+    Release { name: String },
+    /// Operator's override for an owner gone for good: make --to the owner
+    /// without asking anyone. If the old owner is alive, both may accept
+    /// strong operations until they hear of each other.
+    Force {
+        name: String,
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum RegisterCmd {
     /// Write a value.
     Set { name: String, value: String },
+    /// Strong: write VALUE only if the register holds --expected (absent:
+    /// never written), deciding at its owner; exits 1 if it did not write.
+    Cas {
+        name: String,
+        value: String,
+        #[arg(long)]
+        expected: Option<String>,
+    },
     /// Print the value (nothing, and exit 0, if never written).
     Get { name: String },
 }
@@ -213,6 +264,9 @@ enum SetCmd {
         #[arg(required = true)]
         members: Vec<String>,
     },
+    /// Strong: add MEMBER only if absent, deciding at the set's owner (a
+    /// unique claim); exits 1 if it was there already.
+    Claim { name: String, member: String },
     /// Print the members, one per line.
     List { name: String },
     /// Exit 0 if the member is present, 1 if not.

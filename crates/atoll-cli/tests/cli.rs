@@ -44,6 +44,46 @@ fn a_second_invocation_sees_the_first_ones_writes() {
     );
 }
 
+/// Owned variables on a data directory (a node of its own): strong
+/// operations answer by exit code, ownership changes show in `owner`.
+#[test]
+fn strong_operations_need_an_owner_and_answer_by_exit_code() {
+    let d = tempfile::tempdir().unwrap();
+    let d = d.path();
+    let code = |args: &[&str]| atoll(d, args).status.code();
+    assert_eq!(
+        code(&["register", "cas", "lock", "a"]),
+        Some(1),
+        "not owned"
+    );
+    assert_eq!(ok(d, &["owner", "lock"]), "ownerless (epoch 0)\n");
+    assert!(ok(d, &["own", "lock"]).starts_with("owner "));
+    assert_eq!(ok(d, &["register", "cas", "lock", "a"]), "swapped\n");
+    assert_eq!(code(&["register", "cas", "lock", "b"]), Some(1));
+    assert_eq!(
+        ok(d, &["register", "cas", "lock", "b", "--expected", "a"]),
+        "swapped\n"
+    );
+    ok(d, &["own", "users"]);
+    assert_eq!(ok(d, &["set", "claim", "users", "ann"]), "claimed\n");
+    assert_eq!(code(&["set", "claim", "users", "ann"]), Some(1));
+    ok(d, &["own", "stock"]);
+    ok(d, &["counter", "incr", "stock", "3"]);
+    assert_eq!(ok(d, &["counter", "decr-if", "stock", "2"]), "1\n");
+    assert_eq!(code(&["counter", "decr-if", "stock", "2"]), Some(1));
+    ok(d, &["own", "release", "lock"]);
+    assert_eq!(ok(d, &["owner", "lock"]), "ownerless (epoch 2)\n");
+    assert_eq!(
+        ok(d, &["own", "force", "lock", "--to", "00000000000000ff"]),
+        "owner 00000000000000ff (epoch 3), forced by an operator\n"
+    );
+    // Ownership records are not listed as variables.
+    assert_eq!(
+        ok(d, &["ls"]),
+        "lock\tregister\nstock\tcounter\nusers\tset\n"
+    );
+}
+
 #[test]
 fn json_output_is_machine_readable() {
     let d = tempfile::tempdir().unwrap();

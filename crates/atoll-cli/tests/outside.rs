@@ -60,6 +60,55 @@ fn last_seq(url: &str) -> u64 {
         .unwrap()
 }
 
+/// Owned variables through the HTTP API of two node processes: one owns,
+/// the other's strong operations go to it, and both report the owner.
+#[test]
+fn a_strong_operation_at_one_node_runs_at_the_owner_across_processes() {
+    let d = tempfile::tempdir().unwrap();
+    init_cluster(d.path(), &["one", "two"]);
+    let one = start(d.path(), "one", "");
+    let two = start(d.path(), "two", "");
+    remote_ok(&one.url, &["peer", "add", &two.addr]);
+    wait_until("the two are connected and up to date", || {
+        let peers = get(&format!("{}/v1/peers", one.url));
+        let status = get(&format!("{}/v1/status", two.url));
+        peers["peers"][0]["connected"] == true && status["fenced"] == false
+    });
+    let owned = remote_ok(&one.url, &["own", "lock"]);
+    assert_eq!(owned, format!("owner {} (epoch 1)\n", one.id));
+    wait_until("node two knows the owner", || {
+        remote_ok(&two.url, &["owner", "lock"]) == owned
+    });
+    assert_eq!(
+        remote_ok(&two.url, &["register", "cas", "lock", "two"]),
+        "swapped\n"
+    );
+    let lost = remote(&one.url, &["register", "cas", "lock", "one"]);
+    assert_eq!(lost.status.code(), Some(1), "the value is two's now");
+    // The owner's answer over HTTP: 409 for a strong operation on a
+    // variable nobody owns.
+    let r = ureq::post(&format!("{}/v1/set/free/claim", two.url))
+        .send_json(serde_json::json!({"member": "m"}));
+    match r {
+        Err(ureq::Error::Status(409, _)) => {}
+        other => panic!("{other:?}"),
+    }
+    // Moved to node two: node one's operations now go there.
+    remote_ok(&one.url, &["own", "move", "lock", "--to", &two.id]);
+    wait_until("node two owns it", || {
+        remote_ok(&two.url, &["owner", "lock"]).starts_with(&format!("owner {} (epoch 2)", two.id))
+    });
+    assert_eq!(
+        remote_ok(
+            &one.url,
+            &["register", "cas", "lock", "one", "--expected", "two"]
+        ),
+        "swapped\n"
+    );
+    one.process.stop();
+    two.process.stop();
+}
+
 #[test]
 fn a_name_created_as_two_types_apart_is_a_reported_conflict_and_replication_flows_on() {
     let d = tempfile::tempdir().unwrap();

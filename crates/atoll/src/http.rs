@@ -44,10 +44,27 @@ impl From<Error> for ApiError {
             | Error::Net(_) => StatusCode::INTERNAL_SERVER_ERROR,
             // Retry later: the node is catching up with its peers.
             Error::Core(CoreError::Fenced { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Core(CoreError::Ownership(ref o)) => ownership_status(o),
             Error::Reserved { .. } => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_REQUEST,
         };
         ApiError(status, e.to_string())
+    }
+}
+
+/// The status of an owned variable's error: 503 when retrying later may
+/// succeed (the owner is away, moving, busy or catching up), 409 when the
+/// variable is not in a state for the operation, 504 when the outcome is
+/// unknown.
+fn ownership_status(e: &atoll_core::OwnershipError) -> StatusCode {
+    use atoll_core::OwnershipError as O;
+    match e {
+        O::OwnerUnreachable { .. } | O::InTransfer { .. } | O::Busy { .. } | O::Fenced { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        O::OutcomeUnknown { .. } => StatusCode::GATEWAY_TIMEOUT,
+        O::NotOwned { .. } | O::Elsewhere { .. } | O::NotAPeer { .. } => StatusCode::CONFLICT,
+        O::Refused { .. } => StatusCode::BAD_REQUEST,
     }
 }
 
@@ -88,6 +105,12 @@ pub(crate) fn router(api: Api) -> Router {
         .route("/v1/vars", get(vars))
         .route("/v1/conflicts", get(conflicts))
         .route("/v1/counter/{name}", get(counter_get).post(counter_incr))
+        .route("/v1/counter/{name}/decr-if", post(counter_decr_if))
+        .route("/v1/register/{name}/cas", post(register_cas))
+        .route("/v1/set/{name}/claim", post(set_claim))
+        .route("/v1/owner/{name}", get(owner_get).post(owner_own))
+        .route("/v1/owner/{name}/release", post(owner_release))
+        .route("/v1/owner/{name}/force", post(owner_force))
         .route("/v1/register/{name}", get(register_get).put(register_set))
         .route("/v1/set/{name}", get(set_get).post(set_change))
         .route("/v1/bag/{name}", get(bag_get).post(bag_insert))
@@ -183,7 +206,12 @@ async fn status(State(api): State<Api>, h: HeaderMap) -> ApiResult {
     authorized(&api, &h)?;
     let s = api.control.status(&api.store);
     let connected = s.peers.iter().filter(|(p, _)| p.connected).count();
+    let (owned, handing_off, requests) = api.store.ownership_summary()?;
     Ok(Json(json!({
+        "fenced": api.store.fenced(),
+        "owned_here": owned,
+        "handing_off": handing_off,
+        "requests_in_flight": requests,
         "id": s.id.to_string(),
         "listen": s.listen.to_string(),
         "last_seq": s.last_seq,
@@ -372,6 +400,82 @@ async fn counter_incr(
     Json(b): Json<body::Incr>,
 ) -> ApiResult {
     run(&api, &h, Request::CounterAdd { name, by: b.by })
+}
+
+async fn counter_decr_if(
+    State(api): State<Api>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(b): Json<body::DecrIf>,
+) -> ApiResult {
+    run(
+        &api,
+        &h,
+        Request::CounterDecrIf {
+            name,
+            by: b.by,
+            floor: b.floor,
+        },
+    )
+}
+
+async fn register_cas(
+    State(api): State<Api>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(b): Json<body::Cas>,
+) -> ApiResult {
+    let (expected, value) = (b.expected, b.value);
+    run(
+        &api,
+        &h,
+        Request::RegisterCas {
+            name,
+            expected,
+            value,
+        },
+    )
+}
+
+async fn set_claim(
+    State(api): State<Api>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(b): Json<body::Claim>,
+) -> ApiResult {
+    let member = b.member;
+    run(&api, &h, Request::SetClaim { name, member })
+}
+
+async fn owner_get(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
+    run(&api, &h, Request::OwnerGet { name })
+}
+
+async fn owner_own(
+    State(api): State<Api>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    body: Option<Json<body::Own>>,
+) -> ApiResult {
+    let to = body.and_then(|Json(b)| b.to);
+    run(&api, &h, Request::Own { name, to })
+}
+
+async fn owner_release(
+    State(api): State<Api>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult {
+    run(&api, &h, Request::Release { name })
+}
+
+async fn owner_force(
+    State(api): State<Api>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(b): Json<body::OwnForce>,
+) -> ApiResult {
+    run(&api, &h, Request::OwnForce { name, to: b.to })
 }
 
 async fn register_get(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {

@@ -38,6 +38,18 @@ impl Store {
         Ok(self.replica().ownerships()?)
     }
 
+    /// Owned variables as this node sees them: how many it owns, how many of
+    /// those it is handing on, and how many requests it sent wait for an
+    /// owner's answer.
+    pub fn ownership_summary(&self) -> Result<(usize, usize, usize)> {
+        let mut r = self.replica();
+        let me = r.id();
+        let records = r.ownerships()?;
+        let owned = records.iter().filter(|(_, o)| o.owner() == Some(me));
+        let handing = owned.clone().filter(|(_, o)| o.handoff().is_some()).count();
+        Ok((owned.count(), handing, r.requests_in_flight()))
+    }
+
     /// Makes this node the owner of `name`: asks the node that decides
     /// about it (its owner, or while it is ownerless the node that released
     /// it, or its home), then waits until the variable, with its state, has

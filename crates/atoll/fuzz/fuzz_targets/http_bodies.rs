@@ -10,13 +10,18 @@ use atoll::ops::{BodyRoute, Request};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 
-const ROUTES: [BodyRoute; 6] = [
+const ROUTES: [BodyRoute; 11] = [
     BodyRoute::CounterAdd,
     BodyRoute::RegisterSet,
     BodyRoute::SetChange,
     BodyRoute::BagInsert,
     BodyRoute::BagTransfer,
     BodyRoute::MapChange,
+    BodyRoute::Own,
+    BodyRoute::OwnForce,
+    BodyRoute::RegisterCas,
+    BodyRoute::CounterDecrIf,
+    BodyRoute::SetClaim,
 ];
 
 const NAMES: [&str; 4] = ["a", "b", "_atoll.peers", "_atoll.conflict/set/a"];

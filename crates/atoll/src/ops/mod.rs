@@ -9,6 +9,8 @@
 use crate::{Result, Store};
 use serde_json::{json, Value};
 
+mod owned;
+
 /// One data request: a read, or an operation (which the store turns into an
 /// [`atoll_core::Op`] through its handles).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,7 +112,62 @@ pub enum Request {
         /// The map.
         name: String,
     },
-    /// Every variable and its type.
+    /// Who owns a variable: epoch, owner, an offer under way.
+    OwnerGet {
+        /// The variable.
+        name: String,
+    },
+    /// Makes node `to` (16 hex digits; this node if `None`) the owner of a
+    /// variable; answers its ownership record.
+    Own {
+        /// The variable.
+        name: String,
+        /// The new owner.
+        to: Option<String>,
+    },
+    /// Makes a variable ownerless again; answers its ownership record.
+    Release {
+        /// The variable.
+        name: String,
+    },
+    /// An operator's override for an owner gone for good: makes `to` the
+    /// owner without asking anyone (breaks exclusivity if the old owner is
+    /// alive).
+    OwnForce {
+        /// The variable.
+        name: String,
+        /// The new owner.
+        to: String,
+    },
+    /// Strong: writes a register only if it holds `expected` (`None`: never
+    /// written); answers whether it swapped.
+    RegisterCas {
+        /// The register.
+        name: String,
+        /// The value it must hold.
+        expected: Option<String>,
+        /// The value written.
+        value: String,
+    },
+    /// Strong: subtracts `by` from a counter only if that leaves it at
+    /// least `floor`; answers whether it did and the value.
+    CounterDecrIf {
+        /// The counter.
+        name: String,
+        /// How much.
+        by: i64,
+        /// The least value.
+        floor: i64,
+    },
+    /// Strong: adds a member to a set only if absent; answers whether this
+    /// call claimed it.
+    SetClaim {
+        /// The set.
+        name: String,
+        /// The member.
+        member: String,
+    },
+    /// Every variable and its type (ownership records aside).
     Vars,
     /// Every type conflict: the name, the type that kept it, the type moved
     /// out and the conflict copy holding its data.
@@ -132,6 +189,16 @@ pub enum BodyRoute {
     BagTransfer,
     /// `POST /v1/map/{name}/{key}`: `{"incr": n, "set": "...", "add": "..."}`.
     MapChange,
+    /// `POST /v1/owner/{name}`: `{"to": "..."}` (optional).
+    Own,
+    /// `POST /v1/owner/{name}/force`: `{"to": "..."}`.
+    OwnForce,
+    /// `POST /v1/register/{name}/cas`: `{"expected": "..." or null, "value": "..."}`.
+    RegisterCas,
+    /// `POST /v1/counter/{name}/decr-if`: `{"by": n, "floor": f}`.
+    CounterDecrIf,
+    /// `POST /v1/set/{name}/claim`: `{"member": "..."}`.
+    SetClaim,
 }
 
 /// The JSON bodies of the data routes, as the HTTP API reads them.
@@ -165,6 +232,34 @@ pub(crate) mod body {
     pub(crate) struct BagTransfer {
         pub(crate) id: String,
         pub(crate) to: String,
+    }
+
+    #[derive(Deserialize)]
+    pub(crate) struct Own {
+        #[serde(default)]
+        pub(crate) to: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    pub(crate) struct OwnForce {
+        pub(crate) to: String,
+    }
+
+    #[derive(Deserialize)]
+    pub(crate) struct Cas {
+        pub(crate) expected: Option<String>,
+        pub(crate) value: String,
+    }
+
+    #[derive(Deserialize)]
+    pub(crate) struct DecrIf {
+        pub(crate) by: i64,
+        pub(crate) floor: i64,
+    }
+
+    #[derive(Deserialize)]
+    pub(crate) struct Claim {
+        pub(crate) member: String,
     }
 
     #[derive(Deserialize)]
@@ -226,7 +321,7 @@ fn parse_element(id: &str) -> Result<atoll_crdt::Dot> {
 }
 
 /// A node id: 16 hex digits.
-fn parse_node(id: &str) -> Result<crate::ReplicaId> {
+pub(crate) fn parse_node(id: &str) -> Result<crate::ReplicaId> {
     u64::from_str_radix(id, 16)
         .map(crate::ReplicaId)
         .map_err(|_| crate::Error::InvalidInput {
@@ -288,6 +383,7 @@ impl Request {
                     add: b.add,
                 }
             }
+            other => owned::from_body(other, name, body, read::<serde_json::Value>)?,
         })
     }
 
@@ -363,10 +459,19 @@ impl Request {
                 json!({"name": name, "key": key, "removed": store.map(name)?.remove(key)?})
             }
             Request::MapKeys { name } => json!({"name": name, "keys": store.map(name)?.keys()?}),
+            Request::OwnerGet { .. }
+            | Request::Own { .. }
+            | Request::Release { .. }
+            | Request::OwnForce { .. }
+            | Request::RegisterCas { .. }
+            | Request::CounterDecrIf { .. }
+            | Request::SetClaim { .. } => owned::apply(self, store)?,
             Request::Vars => {
+                // Ownership records are listed by `owner`, not as variables.
                 let rows: Vec<Value> = store
                     .variables()?
                     .into_iter()
+                    .filter(|(n, _)| atoll_core::owned_by_record(n).is_none())
                     .map(|(n, k)| json!({"name": n, "type": k.name()}))
                     .collect();
                 json!({ "variables": rows })
@@ -439,6 +544,13 @@ impl Request {
                 None,
             ),
             Request::MapKeys { name } => ("GET", format!("/v1/map/{}", seg(name)), None),
+            Request::OwnerGet { .. }
+            | Request::Own { .. }
+            | Request::Release { .. }
+            | Request::OwnForce { .. }
+            | Request::RegisterCas { .. }
+            | Request::CounterDecrIf { .. }
+            | Request::SetClaim { .. } => owned::request(self),
             Request::Vars => ("GET", "/v1/vars".to_string(), None),
             Request::Conflicts => ("GET", "/v1/conflicts".to_string(), None),
         }
@@ -446,82 +558,4 @@ impl Request {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The body each operation's HTTP call carries reads back as the same
-    /// operation: the CLI's requests and the API's reading agree.
-    #[test]
-    fn a_request_body_reads_back_as_its_operation() {
-        let ops = [
-            (
-                BodyRoute::CounterAdd,
-                Request::CounterAdd {
-                    name: "n".into(),
-                    by: i64::MIN,
-                },
-            ),
-            (
-                BodyRoute::RegisterSet,
-                Request::RegisterSet {
-                    name: "n".into(),
-                    value: "v".into(),
-                },
-            ),
-            (
-                BodyRoute::SetChange,
-                Request::SetChange {
-                    name: "n".into(),
-                    add: vec!["a".into()],
-                    remove: vec!["b".into()],
-                },
-            ),
-            (
-                BodyRoute::BagInsert,
-                Request::BagInsert {
-                    name: "n".into(),
-                    values: vec![String::new()],
-                },
-            ),
-            (
-                BodyRoute::BagTransfer,
-                Request::BagTransfer {
-                    name: "n".into(),
-                    id: "00000000000000ff.1".into(),
-                    to: "0a".into(),
-                },
-            ),
-            (
-                BodyRoute::MapChange,
-                Request::MapChange {
-                    name: "n".into(),
-                    key: "k".into(),
-                    incr: Some(-1),
-                    set: None,
-                    add: Some("x".into()),
-                },
-            ),
-        ];
-        for (route, op) in ops {
-            let (_, _, body) = op.request();
-            let bytes = serde_json::to_vec(&body.unwrap()).unwrap();
-            assert_eq!(Request::from_body(route, "n", "k", &bytes).unwrap(), op);
-        }
-        let e = Request::from_body(BodyRoute::CounterAdd, "n", "", b"{\"by\": 1e99}").unwrap_err();
-        assert!(e.contains("invalid type"), "{e}");
-    }
-
-    #[test]
-    fn counter_values_past_64_bits_are_exact_strings() {
-        assert_eq!(counter_json(-5), json!(-5));
-        assert_eq!(counter_json(i128::from(u64::MAX)), json!(u64::MAX));
-        assert_eq!(
-            counter_json(i128::from(u64::MAX) + 1),
-            json!("18446744073709551616")
-        );
-        assert_eq!(
-            counter_json(i128::from(i64::MIN) - 1),
-            json!("-9223372036854775809")
-        );
-    }
-}
+mod tests;

@@ -1,0 +1,149 @@
+//! The requests on owned variables: who owns one, changes of owner, and the
+//! strong operations, with the JSON they answer and the HTTP call that
+//! runs each on a node.
+
+use super::{body, parse_node, path_segment as seg, BodyRoute, Request};
+use crate::{Result, Store};
+use atoll_crdt::Ownership;
+use serde_json::{json, Value};
+
+/// A variable's ownership record, as JSON: node ids in 16 hex digits.
+pub(crate) fn owner_json(name: &str, r: &Ownership) -> Value {
+    json!({
+        "name": name,
+        "epoch": r.epoch,
+        "owner": r.owner().map(|o| o.to_string()),
+        "forced": r.forced(),
+        "custodian": r.custodian().map(|c| c.to_string()),
+        "in_transfer": r.handoff().map(|h| json!({"to": h.to.to_string(), "since_ms": h.since_ms})),
+    })
+}
+
+/// Runs one of the requests of this module on `store`.
+pub(super) fn apply(req: &Request, store: &Store) -> Result<Value> {
+    Ok(match req {
+        Request::OwnerGet { name } => owner_json(name, &store.owner(name)?),
+        Request::Own { name, to: None } => {
+            store.own(name)?;
+            owner_json(name, &store.owner(name)?)
+        }
+        Request::Own { name, to: Some(to) } => {
+            store.own_by(name, parse_node(to)?)?;
+            owner_json(name, &store.owner(name)?)
+        }
+        Request::Release { name } => {
+            store.release(name)?;
+            owner_json(name, &store.owner(name)?)
+        }
+        Request::OwnForce { name, to } => {
+            let record = store.force_owner(name, parse_node(to)?)?;
+            owner_json(name, &record)
+        }
+        Request::RegisterCas {
+            name,
+            expected,
+            value,
+        } => {
+            let swapped = store
+                .register::<String>(name)?
+                .compare_and_set(expected.as_ref(), value)?;
+            json!({"name": name, "swapped": swapped, "value": value})
+        }
+        Request::CounterDecrIf { name, by, floor } => {
+            let (done, value) = store.counter(name)?.decrement_if(*by, *floor)?;
+            json!({"name": name, "done": done, "value": super::counter_json(value)})
+        }
+        Request::SetClaim { name, member } => {
+            let claimed = store.set::<String>(name)?.add_if_absent(member)?;
+            json!({"name": name, "member": member, "claimed": claimed})
+        }
+        other => {
+            return Err(crate::Error::InvalidInput {
+                what: format!("not a request on an owned variable: {other:?}"),
+            })
+        }
+    })
+}
+
+/// The HTTP call that runs one of the requests of this module.
+pub(super) fn request(req: &Request) -> (&'static str, String, Option<Value>) {
+    match req {
+        Request::OwnerGet { name } => ("GET", format!("/v1/owner/{}", seg(name)), None),
+        Request::Own { name, to } => (
+            "POST",
+            format!("/v1/owner/{}", seg(name)),
+            Some(json!({ "to": to })),
+        ),
+        Request::Release { name } => ("POST", format!("/v1/owner/{}/release", seg(name)), None),
+        Request::OwnForce { name, to } => (
+            "POST",
+            format!("/v1/owner/{}/force", seg(name)),
+            Some(json!({ "to": to })),
+        ),
+        Request::RegisterCas {
+            name,
+            expected,
+            value,
+        } => (
+            "POST",
+            format!("/v1/register/{}/cas", seg(name)),
+            Some(json!({"expected": expected, "value": value})),
+        ),
+        Request::CounterDecrIf { name, by, floor } => (
+            "POST",
+            format!("/v1/counter/{}/decr-if", seg(name)),
+            Some(json!({"by": by, "floor": floor})),
+        ),
+        Request::SetClaim { name, member } => (
+            "POST",
+            format!("/v1/set/{}/claim", seg(name)),
+            Some(json!({ "member": member })),
+        ),
+        // Every other request is mapped in `Request::request`.
+        _ => ("GET", "/v1/status".to_string(), None),
+    }
+}
+
+/// The request one of this module's routes' JSON `body` names.
+pub(super) fn from_body(
+    route: BodyRoute,
+    name: String,
+    b: &[u8],
+    read: impl Fn(&[u8]) -> std::result::Result<serde_json::Value, String>,
+) -> std::result::Result<Request, String> {
+    fn typed<T: serde::de::DeserializeOwned>(v: Value) -> std::result::Result<T, String> {
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+    let v = read(b)?;
+    Ok(match route {
+        BodyRoute::Own => Request::Own {
+            name,
+            to: typed::<body::Own>(v)?.to,
+        },
+        BodyRoute::OwnForce => Request::OwnForce {
+            name,
+            to: typed::<body::OwnForce>(v)?.to,
+        },
+        BodyRoute::RegisterCas => {
+            let c: body::Cas = typed(v)?;
+            Request::RegisterCas {
+                name,
+                expected: c.expected,
+                value: c.value,
+            }
+        }
+        BodyRoute::CounterDecrIf => {
+            let d: body::DecrIf = typed(v)?;
+            Request::CounterDecrIf {
+                name,
+                by: d.by,
+                floor: d.floor,
+            }
+        }
+        BodyRoute::SetClaim => Request::SetClaim {
+            name,
+            member: typed::<body::Claim>(v)?.member,
+        },
+        other => return Err(format!("{other:?} is not a route on an owned variable")),
+    })
+}
