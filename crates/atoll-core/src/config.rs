@@ -73,6 +73,14 @@ impl ReplicaConfig {
             MAX_RECORD,
         )?;
         check_range("max_state_len", wide(self.max_state_len), 1, MAX_RECORD)?;
+        check_range("request_timeout_ms", self.request_timeout_ms, 1, 3_600_000)?;
+        check_range(
+            "max_requests_per_peer",
+            wide(self.max_requests_per_peer),
+            1,
+            1 << 20,
+        )?;
+        check_range("answers_kept", wide(self.answers_kept), 1, 1 << 24)?;
         Ok(())
     }
 }

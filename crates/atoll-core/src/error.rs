@@ -128,14 +128,15 @@ pub enum OwnershipError {
         /// Since when (wall ms at the owner).
         since_ms: u64,
     },
-    /// The owner restarted while the request waited for its answer: the
-    /// request may or may not have been applied (read the variable to
-    /// tell). Not sent again, so that it is never applied twice.
-    #[error("variable {name:?}: owner {owner} restarted before answering; the operation may or may not have been applied")]
+    /// The request's answer was lost, and the node that ran it may have
+    /// forgotten it (it restarted, or dropped old answers): the request may
+    /// or may not have been applied (read the variable to tell). It is not
+    /// sent again, so that it is never applied twice.
+    #[error("variable {name:?}: the owner's answer was lost and node {owner} may no longer know it (it restarted, or dropped old answers); the operation may or may not have been applied")]
     OutcomeUnknown {
         /// The variable.
         name: String,
-        /// The owner.
+        /// The node asked.
         owner: ReplicaId,
     },
     /// Too many requests wait for answers from this owner. Nothing changed.

@@ -164,6 +164,9 @@ pub enum Message {
         /// next owner, or gave up when the variable was handed on) can
         /// never run later.
         epoch: u64,
+        /// The request was sent before (to this node or another): if its
+        /// answer may have been forgotten here, it must not run again.
+        retry: bool,
         /// What to do (boxed: an operation is larger than most messages).
         body: Box<Body>,
     },
@@ -187,6 +190,9 @@ pub enum Message {
         var: Option<VarDelta>,
         /// The answers kept of requests applied to it.
         answers: Vec<Kept>,
+        /// For how long (ms from now) a request sent again may concern an
+        /// answer the sender no longer keeps (see `Refusal::Forgotten`).
+        forgotten_ms: u64,
     },
     /// The receiver of an `Offer` of `name`: its ownership record now
     /// (which says the epoch offered, or a later one, once accepted).
@@ -246,6 +252,10 @@ pub enum Refusal {
     /// The receiver does not know all its peers yet, so cannot tell the
     /// home of a variable nobody owns.
     NoHome,
+    /// The request was sent before, and its answer may have been forgotten
+    /// here (this node opened, or dropped old answers, recently): it may
+    /// have run, and must not run again.
+    Forgotten,
     /// The operation failed at the owner: its error, in words.
     Failed {
         /// Why.

@@ -234,6 +234,50 @@ fn a_request_whose_answer_is_lost_is_answered_again_not_applied_again() {
     }
 }
 
+/// An owner that dropped a request's answer (to keep few) refuses the
+/// request sent again: its outcome is unknown, and it is not applied twice.
+#[test]
+fn a_request_whose_answer_was_dropped_is_not_applied_again() {
+    let config = atoll_core::ReplicaConfig {
+        retransmit_ms: 50,
+        answers_kept: 1,
+        ..atoll_core::ReplicaConfig::default()
+    };
+    let mut net = Net::with_config(3, KeyspaceConfig::default(), config);
+    net.full_mesh();
+    net.run(1_000);
+    net.request(0, "tickets", Body::Own { to: id(0) }, WAIT)
+        .unwrap();
+    net.incr(0, "tickets", 10);
+    net.run(1_000);
+    let now = net.now;
+    let op = |by| Body::Op(Op::CounterDecrementIf { by, floor: 0 });
+    let Requested::Sent(rid) = net.nodes[1].request(now, "tickets", op(3)).unwrap() else {
+        panic!("replica 1 does not own it")
+    };
+    // Applied; the answer is lost on the way back.
+    net.run(LATENCY);
+    net.cut(0, 1);
+    // Another request's answer pushes the first one's out.
+    net.request(2, "tickets", op(1), WAIT).unwrap();
+    assert_eq!(net.counter(0, "tickets"), 6);
+    net.heal(0, 1);
+    net.run(1_000);
+    let answer = net
+        .events
+        .iter()
+        .find_map(|(at, e)| match e {
+            Event::Answered { id, result, .. } if *at == 1 && *id == rid => Some(result.clone()),
+            _ => None,
+        })
+        .expect("answered");
+    assert!(
+        matches!(answer, Err(OwnershipError::OutcomeUnknown { .. })),
+        "{answer:?}"
+    );
+    assert_eq!(net.counter(0, "tickets"), 6, "applied once");
+}
+
 #[test]
 fn ownership_moves_with_the_state_and_the_old_owner_stops_at_once() {
     let mut net = cluster_owning("claims", 0);

@@ -9,6 +9,13 @@ use super::*;
 pub(super) const MAX_INCARNATIONS: usize = 64;
 
 impl<B: Backend> Keyspace<B> {
+    /// Whether this store was opened before this opening (a restart, or a
+    /// copy or backup of a store that ran): whatever that opening kept only
+    /// in memory is gone.
+    pub(crate) fn opened_before(&self) -> bool {
+        self.history.len() > 1
+    }
+
     /// Where to resume sending to a peer that holds this replica's log
     /// through `seq` as incarnation `incarnation` of it numbered it: `seq` if
     /// that is this opening; for an earlier opening, no later than where the

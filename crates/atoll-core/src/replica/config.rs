@@ -68,6 +68,13 @@ pub struct ReplicaConfig {
     /// The most requests waiting for answers from one peer; more fail at
     /// once with `OwnershipError::Busy`. Default: 1024.
     pub max_requests_per_peer: usize,
+    /// How many answers of requests applied here are kept, so that a
+    /// request sent again (its answer lost) is answered without being
+    /// applied again; past it the oldest are dropped, and for twice
+    /// `request_timeout_ms` a request sent again that is not among them is
+    /// refused as possibly applied (`OwnershipError::OutcomeUnknown`).
+    /// Default: 4096.
+    pub answers_kept: usize,
 }
 
 impl Default for ReplicaConfig {
@@ -87,6 +94,7 @@ impl Default for ReplicaConfig {
             max_state_len: 64 << 20,
             request_timeout_ms: 5000,
             max_requests_per_peer: 1024,
+            answers_kept: 4096,
         }
     }
 }

@@ -118,12 +118,17 @@ impl<B: Backend> Replica<B> {
             }
         };
         let answers = self.kept_for(name);
+        let forgotten_ms = self
+            .owners
+            .forgotten_until
+            .map_or(0, |until| until.saturating_sub(now));
         self.owners.offered.insert(name.to_string(), now);
         let offer = Message::Offer {
             name: name.to_string(),
             epoch: record.epoch + 1,
             var,
             answers,
+            forgotten_ms,
         };
         self.send(to, &offer);
     }
@@ -180,7 +185,7 @@ impl<B: Backend> Replica<B> {
         name: String,
         epoch: u64,
         var: Option<(VarDelta, Result<State, DecodeError>)>,
-        answers: Vec<crate::protocol::Kept>,
+        (answers, forgotten_ms): (Vec<crate::protocol::Kept>, u64),
     ) -> Result<(), ProtocolError> {
         crate::validate_name(&name)
             .map_err(|e| hostile(from, format!("offer of a bad name: {e}")))?;
@@ -199,6 +204,10 @@ impl<B: Backend> Replica<B> {
             for k in answers {
                 self.keep((k.incarnation, k.id), &name, &k.answer);
             }
+            // What the old owner forgot, this one does not know either.
+            let now = self.last_now;
+            let window = forgotten_ms.min(self.retry_window());
+            self.forget_from(now, window);
             self.write_record(&name, Ownership::owned(epoch, self.id()))
                 .map_err(|source| ProtocolError::Merge { peer: from, source })?;
         }

@@ -148,8 +148,9 @@ impl<B: Backend> Replica<B> {
                 id,
                 name,
                 epoch,
+                retry,
                 body,
-            } => self.on_request(from, id, name, epoch, *body),
+            } => self.on_request(now, from, id, name, (epoch, retry), *body),
             Message::Reply { id, result } => {
                 let change = states.into_iter().next();
                 self.on_reply(now, from, id, *result, change)
@@ -159,9 +160,10 @@ impl<B: Backend> Replica<B> {
                 epoch,
                 var,
                 answers,
+                forgotten_ms,
             } => {
                 let var = var.zip(states.into_iter().next());
-                self.on_offer(from, name, epoch, var, answers)
+                self.on_offer(from, name, epoch, var, (answers, forgotten_ms))
             }
             Message::Accept { name, record } => self.on_record(from, &name, record),
         }

@@ -167,6 +167,16 @@ impl<B: Backend> Replica<B> {
     fn input(&mut self, now: impl Into<Now>) -> u64 {
         let Now { mono, wall } = now.into();
         self.wall = wall;
+        if self.owners.forgotten_until.is_none() {
+            // Whatever answers an earlier opening kept are gone; a new
+            // store ran no request.
+            let window = if self.ks.opened_before() {
+                self.retry_window()
+            } else {
+                0
+            };
+            self.forget_from(mono, window);
+        }
         mono.max(self.last_now)
     }
 

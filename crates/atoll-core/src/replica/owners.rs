@@ -21,9 +21,6 @@ use crate::keyspace::{owned_by_record, owner_record, OWNER_PREFIX};
 use crate::protocol::{Body, Kept, Refusal, Replied};
 use atoll_crdt::{Handoff, Ownership, Stage};
 
-/// The most answers kept, for requests sent again (see `Message::Request`).
-pub(super) const ANSWERS_KEPT: usize = 4096;
-
 /// How many records are read at a time when the index is loaded.
 const LOAD_BATCH: usize = 256;
 
@@ -38,6 +35,10 @@ pub(super) struct Owners {
     /// (variable, answer); `kept_order` holds the keys oldest first.
     pub(super) kept: BTreeMap<(ReplicaId, u64), (String, Answer)>,
     pub(super) kept_order: VecDeque<(ReplicaId, u64)>,
+    /// Until when (monotonic ms) a request sent again may concern an answer
+    /// no longer kept here: set from the first input (what was kept before
+    /// opening is gone), when an answer is dropped, and from an offer.
+    pub(super) forgotten_until: Option<u64>,
     /// Offers of ownership made by this node, by variable: when each was
     /// last sent (monotonic ms).
     pub(super) offered: BTreeMap<String, u64>,
@@ -391,10 +392,11 @@ impl<B: Backend> Replica<B> {
     /// record that says who decides now.
     pub(super) fn on_request(
         &mut self,
+        now: u64,
         from: ReplicaId,
         id: u64,
         name: String,
-        epoch: u64,
+        (epoch, retry): (u64, bool),
         body: Body,
     ) -> Result<(), ProtocolError> {
         crate::validate_name(&name)
@@ -417,6 +419,11 @@ impl<B: Backend> Replica<B> {
                     result: Box::new(result),
                 },
             );
+            return Ok(());
+        }
+        if retry && self.may_have_forgotten(now) {
+            let result = Box::new(Err(Refusal::Forgotten));
+            self.send(from, &Message::Reply { id, result });
             return Ok(());
         }
         let held = self.ownership(&name).map(|r| r.epoch);
@@ -464,8 +471,30 @@ impl<B: Backend> Replica<B> {
         }
     }
 
+    /// How long a requester may send a request again: twice the timeout
+    /// (requesters are configured alike; the margin covers the difference
+    /// between their clocks' rates).
+    pub(super) fn retry_window(&self) -> u64 {
+        self.config.request_timeout_ms.saturating_mul(2)
+    }
+
+    /// Whether a request sent again may concern an answer no longer kept
+    /// here (see `Refusal::Forgotten`).
+    pub(super) fn may_have_forgotten(&self, now: u64) -> bool {
+        self.owners.forgotten_until.is_some_and(|until| now < until)
+    }
+
+    /// Notes that answers of requests may have been forgotten here now (at
+    /// opening, or when one is dropped): requests sent again within the
+    /// retry window are refused as [`Refusal::Forgotten`].
+    pub(super) fn forget_from(&mut self, now: u64, window: u64) {
+        let until = now.saturating_add(window);
+        let at = self.owners.forgotten_until.get_or_insert(until);
+        *at = (*at).max(until);
+    }
+
     /// Keeps the answer of a request applied here, dropping the oldest
-    /// past [`ANSWERS_KEPT`].
+    /// past `answers_kept`.
     pub(super) fn keep(&mut self, key: (ReplicaId, u64), name: &str, answer: &Answer) {
         if self
             .owners
@@ -475,9 +504,11 @@ impl<B: Backend> Replica<B> {
         {
             self.owners.kept_order.push_back(key);
         }
-        while self.owners.kept_order.len() > ANSWERS_KEPT {
+        while self.owners.kept_order.len() > self.config.answers_kept {
             if let Some(old) = self.owners.kept_order.pop_front() {
                 self.owners.kept.remove(&old);
+                let (now, window) = (self.last_now, self.retry_window());
+                self.forget_from(now, window);
             }
         }
     }

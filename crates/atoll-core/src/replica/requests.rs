@@ -32,6 +32,8 @@ pub(super) struct Pending {
     pub(super) incarnation: Option<ReplicaId>,
     /// When it was last sent (monotonic ms).
     pub(super) sent_at: Option<u64>,
+    /// It was sent at least once, to some node.
+    pub(super) sent_before: bool,
     pub(super) started: u64,
     pub(super) deadline: u64,
     pub(super) hops: u32,
@@ -143,6 +145,7 @@ impl<B: Backend> Replica<B> {
                 epoch,
                 incarnation: None,
                 sent_at: None,
+                sent_before: false,
                 started: now,
                 deadline: now.saturating_add(self.config.request_timeout_ms),
                 hops: 0,
@@ -163,12 +166,14 @@ impl<B: Backend> Replica<B> {
         };
         p.incarnation = p.incarnation.or(peer.incarnation);
         p.sent_at = Some(now);
+        let retry = std::mem::replace(&mut p.sent_before, true);
         let (to, msg) = (
             p.to,
             Message::Request {
                 id,
                 name: p.name.clone(),
                 epoch: p.epoch,
+                retry,
                 body: Box::new(p.body.clone()),
             },
         );
@@ -327,6 +332,12 @@ impl<B: Backend> Replica<B> {
                 if let Some(p) = self.owners.pending.get_mut(&id) {
                     p.last = Some(refusal);
                 }
+            }
+            Err(Refusal::Forgotten) => {
+                self.answer(
+                    id,
+                    Err(OwnershipError::OutcomeUnknown { name, owner: from }),
+                );
             }
             Err(Refusal::Failed { why }) => {
                 let error = OwnershipError::Refused {
