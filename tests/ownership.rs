@@ -42,11 +42,17 @@ fn strong_operations_race_from_every_node_with_one_winner_each() {
         nodes[1].own(name).unwrap();
     }
     nodes[2].own("stock").unwrap();
-    let owner = nodes[1].replica_id();
+    let owners = [
+        ("leader", nodes[1].replica_id()),
+        ("usernames", nodes[1].replica_id()),
+        ("stock", nodes[2].replica_id()),
+    ];
     wait_until("every node knows the owners", || {
-        nodes
-            .iter()
-            .all(|n| n.owner("leader").unwrap().owner() == Some(owner))
+        nodes.iter().all(|n| {
+            owners
+                .iter()
+                .all(|(name, o)| n.owner(name).unwrap().owner() == Some(*o))
+        })
     });
     // A compare-and-set from the unwritten register, raced from every node.
     let barrier = Barrier::new(3);
@@ -120,6 +126,12 @@ fn ownership_moves_and_an_unreachable_owner_is_a_typed_error() {
     let c = Cluster::new(3);
     let mut nodes = three(&c);
     nodes[0].own("lock").unwrap();
+    let first = nodes[0].replica_id();
+    wait_until("every node knows the owner", || {
+        nodes
+            .iter()
+            .all(|n| n.owner("lock").unwrap().owner() == Some(first))
+    });
     let lock = |n: &Node| n.register::<String>("lock").unwrap();
     assert!(lock(&nodes[2]).compare_and_set(None, &"a".into()).unwrap());
     // Moved to node 2, with its state: the value written stays.

@@ -227,15 +227,25 @@ impl<B: Backend> Replica<B> {
     }
 
     /// Where an operation on `name` runs. A strong operation on a variable
-    /// nobody owns is refused; at its owner, an operation that must run
+    /// nobody owns, as far as this node knows, goes to the node that would
+    /// have granted it (which refuses it if nobody owns it); at its owner, an operation that must run
     /// there is refused while the owner hands the variable on, or is fenced.
     pub(super) fn route_op(&mut self, name: &str, op: &Op) -> crate::Result<Route> {
         let record = self.ownership(name)?;
         match record.owner() {
-            None if op.strong() => Err(OwnershipError::NotOwned {
-                name: name.to_string(),
-            }
-            .into()),
+            // This node may not have heard of a grant yet: the node that
+            // decides about the variable has, and tells.
+            None if op.strong() => match self.decider(name, &record) {
+                me if me == self.id() => {
+                    // Granting it now, or catching up: not known yet.
+                    self.check_deciding(name, me, &record)?;
+                    Err(OwnershipError::NotOwned {
+                        name: name.to_string(),
+                    }
+                    .into())
+                }
+                decider => Ok(Route::At(decider)),
+            },
             None => Ok(Route::Local),
             Some(_) if !op.at_owner() => Ok(Route::Local),
             Some(owner) if owner != self.id() => Ok(Route::At(owner)),

@@ -324,8 +324,14 @@ impl<B: Backend> Replica<B> {
                 self.answer(id, Ok(answer));
             }
             Err(Refusal::NotOwner { record }) => {
-                self.on_record(from, &name, record)?;
-                self.reroute(now, id);
+                self.on_record(from, &name, record.clone())?;
+                // The node that decides about a variable nobody owns says so.
+                let strong = matches!(&self.owners.pending[&id].body, Body::Op(op) if op.strong());
+                if strong && record.owner().is_none() && self.decider(&name, &record) == from {
+                    self.answer(id, Err(OwnershipError::NotOwned { name }));
+                } else {
+                    self.reroute(now, id);
+                }
             }
             Err(refusal @ (Refusal::Fenced | Refusal::InTransfer { .. } | Refusal::NoHome)) => {
                 // Sent again when due, until the deadline.
