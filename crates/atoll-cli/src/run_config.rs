@@ -52,6 +52,14 @@ struct RunConfig {
     max_batch_bytes: Option<usize>,
     /// The most delta messages in flight to one peer (default 8; 1 is stop-and-wait).
     max_in_flight: Option<usize>,
+    /// How long a request for a variable's owner waits for its answer
+    /// (default 5000).
+    request_timeout_ms: Option<u64>,
+    /// The most requests waiting for answers from one peer (default 1024).
+    max_requests_per_peer: Option<usize>,
+    /// Answers of requests applied here kept for requests sent again
+    /// (default 4096).
+    answers_kept: Option<usize>,
 }
 
 pub(crate) fn node_config(path: &Path) -> Result<atoll::NodeConfig, String> {
@@ -138,6 +146,15 @@ pub(crate) fn node_config(path: &Path) -> Result<atoll::NodeConfig, String> {
     if let Some(v) = rc.max_in_flight {
         c.replica.max_in_flight = v;
     }
+    if let Some(v) = rc.request_timeout_ms {
+        c.replica.request_timeout_ms = v;
+    }
+    if let Some(v) = rc.max_requests_per_peer {
+        c.replica.max_requests_per_peer = v;
+    }
+    if let Some(v) = rc.answers_kept {
+        c.replica.answers_kept = v;
+    }
     c.validate().map_err(|e| format!("{file}: {e}"))?;
     Ok(c)
 }
@@ -193,6 +210,9 @@ mod tests {
             ("flush_every_ms", "0"),
             ("max_in_flight", "0"),
             ("max_batch_bytes", "0"),
+            ("request_timeout_ms", "0"),
+            ("max_requests_per_peer", "0"),
+            ("answers_kept", "0"),
         ] {
             let err = config(&format!("{field} = {bad}")).err().unwrap();
             assert!(

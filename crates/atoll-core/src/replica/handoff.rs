@@ -129,8 +129,22 @@ impl<B: Backend> Replica<B> {
             var,
             answers,
             forgotten_ms,
-        };
-        self.send(to, &offer);
+        }
+        .encode();
+        // An offer travels whole, in one message: a state larger than the
+        // new owner accepts stays here (the move waits, and says why).
+        let (max_message_len, _) = self.peer_limits(to);
+        if offer.len() > max_message_len {
+            self.events.push_back(Event::SendFailed {
+                peer: to,
+                error: format!(
+                    "the offer of {name:?} is {} bytes, over the {max_message_len} bytes the new owner accepts in a message; the move waits (raise max_message_len there, or move it elsewhere)",
+                    offer.len()
+                ),
+            });
+            return;
+        }
+        self.send_encoded(to, offer);
     }
 
     /// Every offer due (see [`Replica::offer_if_due`]).
