@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Mutation check for the simulator: applies one hand-written mutant at a time
-to the merge, delta-log, ack and state-transfer code, rebuilds, sweeps seeds,
+to the merge, delta-log, ack, state-transfer and ownership code, rebuilds, sweeps seeds,
 and reports whether the sweep caught it. Restores every file afterwards.
 
     python3 sim/mutants.py            # all mutants, 200 seeds each
@@ -21,6 +21,8 @@ KD = "crates/atoll-core/src/keyspace"
 KM, KK, KH = f"{KD}/merge.rs", f"{KD}/checkpoint.rs", f"{KD}/history.rs"
 S = "crates/atoll-store/src/storage.rs"
 KC = "crates/atoll-core/src/keyspace/conflict.rs"
+RO, RQ, RH = f"{RD}/owners.rs", f"{RD}/requests.rs", f"{RD}/handoff.rs"
+CO = "crates/atoll-crdt/src/ownership.rs"
 
 MUTANTS = [
     ("ack: acknowledge one short of the interval", RI,
@@ -99,8 +101,8 @@ MUTANTS = [
      "            if !end {",
      "            if true {"),
     ("gossip: an interval held back sets no timer", RM,
-     "retransmit.chain(gossip).chain(hello).min()",
-     "{ drop(gossip); retransmit.chain(hello).min() }"),
+     "            .chain(gossip)\n            .chain(hello)\n",
+     "            .chain(hello)\n"),
     ("forwarding: a log entry too large for a delta is sent as one", RV,
      "if entry.delta.len() > max_delta {",
      "if entry.delta.len() > max_delta && false {"),
@@ -140,6 +142,39 @@ MUTANTS = [
     ("conflict: the arriving delta always keeps the name", KC,
      "        let applied = if kind > held {\n",
      "        let applied = if false {\n"),
+    ("offer: the old owner keeps accepting while it hands on", RO,
+     "if let Some(Handoff { to, since_ms }) = record.handoff() {",
+     "if let Some(Handoff { to, since_ms }) = record.handoff().filter(|_| false) {"),
+    ("offer: the new owner accepts without the state", RH,
+     "                self.merge_one(from, &name, v.kind, state, v.delta)?;\n",
+     "                drop((v, state));\n"),
+    ("offer: an epoch already held is accepted again", RH,
+     "        if held.epoch < epoch {",
+     "        if held.epoch <= epoch {"),
+    ("epoch: a request runs whatever epoch it names", RO,
+     "            _ if held.as_ref().is_ok_and(|e| *e != epoch) => Ok(Route::Local),",
+     "            _ if false => Ok(Route::Local),"),
+    ("dedup: a request sent again is applied again", RO,
+     "if let Some((kept_name, answer)) = self.owners.kept.get(&key) {",
+     "if let Some((kept_name, answer)) = self.owners.kept.get(&key).filter(|_| false) {"),
+    ("dedup: kept answers do not move with the variable", RH,
+     "        let answers = self.kept_for(name);",
+     "        let answers = Vec::new();"),
+    ("dedup: a forgotten answer's request runs again", RO,
+     "        self.owners.forgotten_until.is_some_and(|until| now < until)",
+     "        self.owners.forgotten_until.is_some_and(|until| now < until) && false"),
+    ("decider: changes of owner decided while fenced", RO,
+     "        if self.fenced() {\n            return Err(OwnershipError::Fenced {",
+     "        if false {\n            return Err(OwnershipError::Fenced {"),
+    ("release: a released variable keeps no custodian", RO,
+     "self.write_record(name, Ownership::released(record.epoch + 1, self.id()))?",
+     "self.write_record(name, Ownership { epoch: record.epoch + 1, stage: Stage::default() })?"),
+    ("record: a lower epoch wins the join", CO,
+     "            Less => *self = other,\n            Greater => {}",
+     "            Greater => *self = other,\n            Less => {}"),
+    ("reply: a small variable's reply carries only its delta", RO,
+     "            Some(state) if whole => codec::encode(state),",
+     "            Some(_) if whole => codec::encode(delta),"),
 ]
 
 def sh(cmd):
