@@ -233,6 +233,11 @@ pub struct Workload {
     /// variables (ownership changes, compare-and-set, claims, a bounded
     /// counter), cluster-wide (ms; 0: none).
     pub strong_every_ms: u64,
+    /// Of every 100 strong operations, how many come from the variable's
+    /// favourite node of the moment (the rest from any node).
+    pub strong_locality_pct: u8,
+    /// When owned variables move to where they are used.
+    pub migration: atoll_core::Migration,
 }
 
 impl Workload {
@@ -252,6 +257,8 @@ impl Workload {
             elements: 12,
             shared_names: 3,
             strong_every_ms: 0,
+            strong_locality_pct: 0,
+            migration: atoll_core::Migration::default(),
         }
     }
 }
@@ -387,6 +394,13 @@ impl Options {
     fn with_strong(mut self, seed: u64) -> Options {
         let mut rng = Rng::new(seed ^ 0x0057_0e6d_0f0f);
         self.workload.strong_every_ms = rng.range(20, 200);
+        self.workload.strong_locality_pct = [0, 50, 70, 90][rng.index(4)];
+        self.workload.migration = atoll_core::Migration {
+            min_ops: [0, 4, 8, 32][rng.index(4)],
+            share_pct: [60, 75, 90][rng.index(3)],
+            window_ms: [1_000, 5_000, 10_000][rng.index(3)],
+            cooldown_ms: [0, 1_000, 30_000][rng.index(3)],
+        };
         self
     }
 

@@ -186,6 +186,8 @@ pub struct Stats {
     pub strong_ops: u64,
     /// Of those, how many took effect, as their answers say.
     pub strong_effects: u64,
+    /// Owned variables moved to where they were used.
+    pub migrations: u64,
 }
 
 struct Node {
@@ -268,6 +270,9 @@ pub struct Sim {
     strong_pending: BTreeMap<(usize, u64), usize>,
     /// The last register value written (values are unique in a run).
     strong_values: u64,
+    /// Each owned variable's favourite node, until when.
+    favourites: Vec<usize>,
+    favourites_until: u64,
 }
 
 /// Where simulated time 0 falls on the nodes' wall clocks.
@@ -336,6 +341,8 @@ impl Sim {
             strong: Vec::new(),
             strong_pending: BTreeMap::new(),
             strong_values: 0,
+            favourites: Vec::new(),
+            favourites_until: 0,
             opts,
         };
         sim.build_topology(&mut root);

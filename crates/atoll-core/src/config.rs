@@ -81,6 +81,12 @@ impl ReplicaConfig {
             1 << 20,
         )?;
         check_range("answers_kept", wide(self.answers_kept), 1, 1 << 24)?;
+        let m = &self.migration;
+        // A share of half or less could move a variable back and forth
+        // between two nodes that use it equally.
+        check_range("migrate_share_pct", u64::from(m.share_pct), 51, 100)?;
+        check_range("migrate_window_ms", m.window_ms, 1, 86_400_000)?;
+        check_range("migrate_cooldown_ms", m.cooldown_ms, 0, 86_400_000)?;
         Ok(())
     }
 }

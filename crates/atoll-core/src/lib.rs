@@ -33,6 +33,6 @@ pub use keyspace::{
 };
 pub use op::{Answer, Op, Outcome};
 pub use replica::{
-    Event, Now, Outputs, PeerStats, PeerStatus, ProtocolError, Replica, ReplicaConfig, Requested,
-    Stuck, TooLarge, TransferReason, TransferStatus, Transmit,
+    Event, Migration, Now, Outputs, PeerStats, PeerStatus, ProtocolError, Replica, ReplicaConfig,
+    Requested, Stuck, TooLarge, TransferReason, TransferStatus, Transmit,
 };

@@ -423,3 +423,185 @@ fn an_override_wins_and_a_conflicting_record_is_reported_the_same_everywhere() {
         .unwrap();
     assert!(matches!(r, Requested::Sent(_)));
 }
+
+fn migrating_net() -> Net {
+    let config = atoll_core::ReplicaConfig {
+        retransmit_ms: 50,
+        migration: atoll_core::Migration {
+            min_ops: 8,
+            share_pct: 75,
+            window_ms: 5_000,
+            cooldown_ms: 1_000,
+        },
+        ..atoll_core::ReplicaConfig::default()
+    };
+    let mut net = Net::with_config(3, KeyspaceConfig::default(), config);
+    net.full_mesh();
+    net.run(1_000);
+    net.request(0, "seat", Body::Own { to: id(0) }, WAIT)
+        .unwrap();
+    net.run(1_000);
+    net
+}
+
+fn claim(net: &mut Net, at: usize, m: u8) {
+    let op = Body::Op(Op::SetAddIfAbsent { member: b(m) });
+    net.request(at, "seat", op, WAIT).unwrap();
+}
+
+/// An owned variable used mostly from another node moves there, once.
+#[test]
+fn a_variable_moves_to_the_node_that_uses_it_most() {
+    let mut net = migrating_net();
+    claim(&mut net, 0, 0);
+    // Past the cooldown since it arrived (the network is quiet: no event
+    // moves time).
+    net.now += 1_500;
+    for m in 1..=12 {
+        claim(&mut net, 2, m);
+    }
+    net.run(1_000);
+    let moves: Vec<_> = net
+        .events
+        .iter()
+        .filter_map(|(i, e)| match e {
+            Event::Migrating { to, .. } => Some((*i, *to)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(moves, vec![(0, id(2))]);
+    for i in 0..3 {
+        assert_eq!(ownership(&mut net, i, "seat"), Ownership::owned(2, id(2)));
+    }
+    // Its operations now run there without a round trip.
+    let now = net.now;
+    let op = Body::Op(Op::SetAddIfAbsent { member: b(99) });
+    let r = net.nodes[2].request(now, "seat", op).unwrap();
+    assert!(matches!(r, Requested::Done { .. }), "{r:?}");
+}
+
+/// Two nodes using a variable equally do not pull it back and forth.
+#[test]
+fn a_variable_used_equally_from_two_nodes_stays() {
+    let mut net = migrating_net();
+    net.now += 1_500;
+    for m in 0..40 {
+        claim(&mut net, 1 + usize::from(m % 2), m);
+    }
+    net.run(1_000);
+    assert!(
+        !net.events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::Migrating { .. })),
+        "no move"
+    );
+    assert_eq!(ownership(&mut net, 1, "seat").owner(), Some(id(0)));
+}
+
+/// A copy of a request still in flight after its sender was told it did
+/// not run (the variable was in transfer) never runs later, even at a node
+/// that owns the variable again by then: a request runs only in the epoch
+/// it names.
+#[test]
+fn a_request_copy_arriving_after_its_sender_gave_up_never_runs() {
+    let mut net = cluster_owning("lock", 0);
+    // Replica 0 hands the variable to 2, which it cannot reach yet.
+    net.cut(0, 2);
+    let now = net.now;
+    net.nodes[0].move_owner(now, "lock", id(2)).unwrap();
+    let cas = Body::Op(Op::RegisterCompareAndSet {
+        expected: None,
+        value: b(1),
+    });
+    let Requested::Sent(_) = net.nodes[1].request(now, "lock", cas.clone()).unwrap() else {
+        panic!("replica 1 does not own it")
+    };
+    // The first copy of the request is held back on the way.
+    net.pump();
+    let key = *net
+        .queue
+        .iter()
+        .find(|(_, (from, to, bytes))| {
+            (*from, *to) == (1, 0)
+                && matches!(
+                    atoll_core::protocol::Message::decode(bytes, 1 << 20),
+                    Ok(atoll_core::protocol::Message::Request { .. })
+                )
+        })
+        .map(|(k, _)| k)
+        .expect("the request is on the wire");
+    let (_, _, held) = net.queue.remove(&key).unwrap();
+    // The copies sent again are refused (in transfer) until the sender
+    // gives up: nothing changed, it is told.
+    net.run(WAIT);
+    let answered = net.events.iter().rev().find_map(|(at, e)| match e {
+        Event::Answered { result, .. } if *at == 1 => Some(result.clone()),
+        _ => None,
+    });
+    assert!(
+        matches!(answered, Some(Err(OwnershipError::InTransfer { .. }))),
+        "{answered:?}"
+    );
+    // The move completes, and the variable comes back to replica 0.
+    net.heal(0, 2);
+    net.run(2_000);
+    let now = net.now;
+    net.nodes[2].move_owner(now, "lock", id(0)).unwrap();
+    net.run(2_000);
+    assert_eq!(ownership(&mut net, 0, "lock").owner(), Some(id(0)));
+    // Now the held copy arrives: it names epoch 1, and does not run.
+    let now = net.now;
+    net.nodes[0].handle_message(now, id(1), &held).unwrap();
+    net.run(1_000);
+    for i in 0..3 {
+        assert_eq!(net.state(i, "lock"), None, "never written, at {i}");
+    }
+}
+
+/// A released variable owned again elsewhere keeps what its last owner
+/// wrote: the new owner does not start from less, and cannot own it while
+/// the node that decides (to its knowledge) is out of reach.
+#[test]
+fn a_released_variable_is_granted_again_with_its_state() {
+    // A name whose home is replica 0, owned by replica 1.
+    let name = (0..100)
+        .map(|k| format!("reg{k}"))
+        .find(|n| {
+            let mut net = Net::new(3, KeyspaceConfig::default());
+            net.full_mesh();
+            net.nodes[0].home(n) == id(0)
+        })
+        .expect("some name has its home at replica 0");
+    let mut net = cluster_owning(&name, 1);
+    let cas = |expected: Option<u8>, value| {
+        Body::Op(Op::RegisterCompareAndSet {
+            expected: expected.map(b),
+            value: b(value),
+        })
+    };
+    // Replica 1 writes and releases while cut off from both others.
+    net.cut(0, 1);
+    net.cut(1, 2);
+    assert_eq!(
+        net.request(1, &name, cas(None, 1), WAIT).unwrap(),
+        Answer::Swapped(true)
+    );
+    net.request(1, &name, Body::Release, WAIT).unwrap();
+    // Replica 2 asks to own it: to its knowledge replica 1 decides, and
+    // cannot be reached.
+    let r = net.request(2, &name, Body::Own { to: id(2) }, WAIT);
+    assert!(
+        matches!(ownership_error(r), OwnershipError::OwnerUnreachable { owner: Some(o), .. } if o == id(1)),
+        "replica 1 decides"
+    );
+    net.heal(0, 1);
+    net.heal(1, 2);
+    net.request(2, &name, Body::Own { to: id(2) }, WAIT)
+        .unwrap();
+    net.run(1_000);
+    assert_eq!(ownership(&mut net, 2, &name).owner(), Some(id(2)));
+    assert_eq!(
+        net.request(2, &name, cas(Some(1), 2), WAIT).unwrap(),
+        Answer::Swapped(true)
+    );
+}

@@ -36,6 +36,7 @@ impl Sim {
             gossip_interval_ms: o.gossip_interval_ms,
             state_for_new_peers_after: o.state_for_new_peers_after,
             state_part_bytes: o.state_part_bytes,
+            migration: o.workload.migration,
             ..ReplicaConfig::default()
         };
         if !(o.mixed_configs && i % 2 == 1) {
@@ -201,6 +202,13 @@ impl Sim {
                     }
                 }
                 Event::Answered { id, result, .. } => self.strong_answered(i, id, result),
+                Event::Migrating { name, to, .. } => {
+                    self.stats.migrations += 1;
+                    self.trace.record(
+                        self.now,
+                        format_args!("n{i} migrates {name} to n{}", index_of(to)),
+                    );
+                }
             }
         }
         for t in out {

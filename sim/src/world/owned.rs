@@ -27,12 +27,24 @@ fn bytes(x: u64) -> Bytes {
 }
 
 impl Sim {
-    /// One strong client operation at a random node.
+    /// One strong client operation: at the variable's favourite node
+    /// (which changes every few seconds) with the workload's locality, at
+    /// a random node otherwise.
     pub(super) fn strong_op(&mut self) {
-        let i = self.strong_rng.index(self.nodes.len());
-        let var = OWNED[self.strong_rng.index(OWNED.len())];
-        let roll = self.strong_rng.below(100);
         let n = self.nodes.len();
+        if self.now >= self.favourites_until || self.favourites.len() != OWNED.len() {
+            self.favourites = (0..OWNED.len()).map(|_| self.strong_rng.index(n)).collect();
+            self.favourites_until = self.now + self.strong_rng.exp(5_000);
+        }
+        let v = self.strong_rng.index(OWNED.len());
+        let var = OWNED[v];
+        let local = self.strong_rng.below(100) < u64::from(self.opts.workload.strong_locality_pct);
+        let i = if local {
+            self.favourites[v]
+        } else {
+            self.strong_rng.index(n)
+        };
+        let roll = self.strong_rng.below(100);
         let op = if roll < 8 {
             StrongOp::Own(self.strong_rng.index(n))
         } else if roll < 9 {
@@ -127,6 +139,18 @@ impl Sim {
         if let Some(k) = self.strong_pending.remove(&(i, rid)) {
             self.trace
                 .record(self.now, format_args!("strong #{k} answered {result:?}"));
+            // The requester reads its own decrement at once, with what the
+            // owner decided on: never below the floor.
+            if matches!(result, Ok(Answer::Decremented { done: true, .. })) {
+                if let Some(State::Counter(c)) = self.state_of(i, "o-stock") {
+                    if c.value() < 0 {
+                        self.fail(format!(
+                            "o-stock reads {} at n{i} right after its decrement was answered",
+                            c.value()
+                        ));
+                    }
+                }
+            }
             let rec = &mut self.strong[k];
             rec.end = Some(self.now);
             rec.result = Some(result);

@@ -75,6 +75,9 @@ pub struct ReplicaConfig {
     /// refused as possibly applied (`OwnershipError::OutcomeUnknown`).
     /// Default: 4096.
     pub answers_kept: usize,
+    /// When an owned variable moves to the node that uses it most
+    /// ([`crate::Migration`]; `min_ops = 0`: never by itself).
+    pub migration: crate::Migration,
 }
 
 impl Default for ReplicaConfig {
@@ -95,6 +98,7 @@ impl Default for ReplicaConfig {
             request_timeout_ms: 5000,
             max_requests_per_peer: 1024,
             answers_kept: 4096,
+            migration: crate::Migration::default(),
         }
     }
 }

@@ -30,6 +30,16 @@ pub enum Event {
         /// same one.
         conflict: bool,
     },
+    /// This node hands an owned variable to the node that used it most
+    /// (see [`crate::Migration`]).
+    Migrating {
+        /// The variable.
+        name: String,
+        /// The node it goes to.
+        to: ReplicaId,
+        /// Why, in words.
+        why: String,
+    },
     /// A request sent by [`Replica::request`] was answered, or failed.
     Answered {
         /// Its id.

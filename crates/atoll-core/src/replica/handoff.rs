@@ -201,6 +201,7 @@ impl<B: Backend> Replica<B> {
         var: Option<(VarDelta, Result<State, DecodeError>)>,
         (answers, forgotten_ms): (Vec<crate::protocol::Kept>, u64),
     ) -> Result<(), ProtocolError> {
+        let now = self.last_now;
         crate::validate_name(&name)
             .map_err(|e| hostile(from, format!("offer of a bad name: {e}")))?;
         let held = self
@@ -219,11 +220,11 @@ impl<B: Backend> Replica<B> {
                 self.keep((k.incarnation, k.id), &name, &k.answer);
             }
             // What the old owner forgot, this one does not know either.
-            let now = self.last_now;
             let window = forgotten_ms.min(self.retry_window());
             self.forget_from(now, window);
             self.write_record(&name, Ownership::owned(epoch, self.id()))
                 .map_err(|source| ProtocolError::Merge { peer: from, source })?;
+            self.note_arrival(&name, now);
         }
         let record = self.ownership(&name).unwrap_or_default();
         self.send(from, &Message::Accept { name, record });

@@ -38,6 +38,7 @@ mod fence;
 mod handoff;
 mod inbound;
 mod interval;
+mod migration;
 mod owners;
 mod peer;
 mod requests;
@@ -49,6 +50,7 @@ pub use events::{
     Event, PeerStats, PeerStatus, ProtocolError, Stuck, TooLarge, TransferReason, TransferStatus,
     Transmit,
 };
+pub use migration::Migration;
 use peer::{absorb_acks, chunk_deadline, known, part_room, transfer_room, Peer};
 pub use requests::Requested;
 use staging::{PartHeader, Staging};
@@ -275,7 +277,17 @@ impl<B: Backend> Replica<B> {
                 waiting: self.fence_waiting(),
             });
         }
+        let here = op.at_owner();
         let out = self.ks.apply(name, op, self.wall)?;
+        if here
+            && self
+                .owners
+                .records
+                .as_ref()
+                .is_some_and(|r| r.get(name).and_then(|o| o.owner()) == Some(self.id()))
+        {
+            self.note_use(name, self.id(), now);
+        }
         if out.applied.is_some() {
             self.observe(now);
             self.update_fence();

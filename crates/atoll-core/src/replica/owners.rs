@@ -42,6 +42,11 @@ pub(super) struct Owners {
     /// Offers of ownership made by this node, by variable: when each was
     /// last sent (monotonic ms).
     pub(super) offered: BTreeMap<String, u64>,
+    /// What each variable owned here was used for, by node (see
+    /// `migration`).
+    pub(super) usage: BTreeMap<String, super::migration::Usage>,
+    /// Variables moved away by use since opening.
+    pub(super) migrations: u64,
     /// Requests this node sent, waiting for their answers, by id.
     pub(super) pending: BTreeMap<u64, super::requests::Pending>,
     /// The last request id given.
@@ -95,8 +100,11 @@ impl<B: Backend> Replica<B> {
     /// Whether strong operations on `name` run here now: this node owns
     /// it, does not hand it on, and is not fenced.
     pub fn accepts_strong(&mut self, name: &str) -> crate::Result<bool> {
-        let record = self.ownership(name)?;
-        Ok(record.owner() == Some(self.id()) && record.handoff().is_none() && !self.fenced())
+        // As routing decides it, so that this says what the code does.
+        let probe = Op::SetAddIfAbsent {
+            member: atoll_crdt::variable::Bytes::default(),
+        };
+        Ok(matches!(self.route_op(name, &probe), Ok(Route::Here)))
     }
 
     /// The node that grants ownership of `name` while nobody owns it: of
@@ -169,6 +177,9 @@ impl<B: Backend> Replica<B> {
             .as_mut()
             .and_then(|r| r.insert(name.to_string(), now.clone()))
             .unwrap_or_default();
+        if now.owner() != Some(self.id()) {
+            self.owners.usage.remove(name);
+        }
         if before != now {
             self.events.push_back(Event::OwnerChanged {
                 name: name.to_string(),
@@ -310,6 +321,7 @@ impl<B: Backend> Replica<B> {
         &mut self,
         name: &str,
         body: Body,
+        requester: ReplicaId,
     ) -> crate::Result<(Answer, Option<VarDelta>, Option<Applied>)> {
         let record = self.ownership(name)?;
         match body {
@@ -319,9 +331,12 @@ impl<B: Backend> Replica<B> {
                     Some(d) => Some(self.change_for_requester(name, d)?),
                     None => None,
                 };
+                let now = self.last_now;
                 if out.applied.is_some() {
-                    let now = self.last_now;
                     self.observe(now);
+                }
+                if record.owner() == Some(self.id()) {
+                    self.note_use(name, requester, now);
                 }
                 Ok((out.answer, change, out.applied))
             }
@@ -443,7 +458,7 @@ impl<B: Backend> Replica<B> {
             Body::Own { .. } | Body::Release => self.route_change(&name),
         };
         let result = match route {
-            Ok(Route::Here) => match self.decide(&name, body) {
+            Ok(Route::Here) => match self.decide(&name, body, from) {
                 Ok((answer, change, applied)) => {
                     self.keep(key, &name, &answer);
                     if let Some(a) = applied {

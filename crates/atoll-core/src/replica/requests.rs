@@ -101,7 +101,8 @@ impl<B: Backend> Replica<B> {
                 Ok((out.answer, out.applied))
             }
             (_, body) => {
-                let (answer, _, applied) = self.decide(name, body)?;
+                let me = self.id();
+                let (answer, _, applied) = self.decide(name, body, me)?;
                 self.update_fence();
                 Ok((answer, applied))
             }

@@ -69,6 +69,9 @@ pub(super) async fn drive(
                             tracing::info!(%name, ?record, "owner changed");
                         }
                     }
+                    Event::Migrating { name, to, why } => {
+                        tracing::info!(%name, %to, %why, "moving ownership to where it is used");
+                    }
                     Event::Answered { id, name, result } => {
                         tracing::debug!(id, %name, ?result, "request answered");
                         store.answered(id, result);
