@@ -83,6 +83,15 @@ fn a_strong_operation_at_one_node_runs_at_the_owner_across_processes() {
         remote_ok(&two.url, &["register", "cas", "lock", "two"]),
         "swapped\n"
     );
+    let metrics = ureq::get(&format!("{}/metrics", two.url))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        metrics.contains("atoll_owner_ops_total{at=\"forwarded\"} 1\n"),
+        "{metrics}"
+    );
     let lost = remote(&one.url, &["register", "cas", "lock", "one"]);
     assert_eq!(lost.status.code(), Some(1), "the value is two's now");
     // The owner's answer over HTTP: 409 for a strong operation on a

@@ -8,7 +8,46 @@ use crate::{CoreError, Result, Store};
 use atoll_core::protocol::Body;
 use atoll_core::{is_reserved, validate_name, OwnershipError};
 use atoll_crdt::{Ownership, ReplicaId};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
+
+/// Operations that run at an owner, counted for `/metrics`.
+#[derive(Default)]
+pub(crate) struct OwnerCounters {
+    /// Run here, at the owner.
+    pub(crate) local: AtomicU64,
+    /// Sent to another node and answered.
+    pub(crate) forwarded: AtomicU64,
+    /// Sent, and failed because the owner could not be reached.
+    pub(crate) unreachable: AtomicU64,
+    /// Microseconds waited for forwarded answers, in total.
+    pub(crate) wait_us: AtomicU64,
+}
+
+impl OwnerCounters {
+    pub(crate) fn note_local(&self) {
+        self.local.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn note_wait(&self, waited: Duration) {
+        let us = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+        self.wait_us.fetch_add(us, Relaxed);
+    }
+
+    pub(crate) fn note_forwarded<T>(
+        &self,
+        got: &std::result::Result<std::result::Result<T, OwnershipError>, impl Sized>,
+    ) {
+        match got {
+            Ok(Err(OwnershipError::OwnerUnreachable { .. })) | Err(_) => {
+                self.unreachable.fetch_add(1, Relaxed);
+            }
+            _ => {
+                self.forwarded.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
 
 /// How often [`Store::own`] looks whether the offer arrived.
 const POLL: Duration = Duration::from_millis(5);

@@ -56,6 +56,9 @@ struct Inner {
     standalone: std::sync::atomic::AtomicBool,
     /// Type conflicts resolved here, for metrics.
     conflicts: std::sync::atomic::AtomicU64,
+    /// Operations that ran at an owner, here or sent there, and those that
+    /// failed because the owner could not be reached (for metrics).
+    pub(crate) at_owner: crate::ownership::OwnerCounters,
     /// Callers waiting for the answer of a request sent to another node,
     /// by request id (see [`Store::request`]).
     waiting: Mutex<std::collections::HashMap<u64, Answered>>,
@@ -136,6 +139,7 @@ impl Store {
                 merged: Default::default(),
                 conflicts: Default::default(),
                 waiting: Default::default(),
+                at_owner: Default::default(),
             }),
         })
     }
@@ -282,9 +286,13 @@ impl Store {
                 }
                 .into());
             }
+            let owned_here = r.accepts_strong(name).unwrap_or(false);
             match r.request(now, name, body)? {
                 Requested::Done { answer, applied } => {
                     drop(r);
+                    if owned_here {
+                        self.inner.at_owner.note_local();
+                    }
                     if let Some(a) = applied {
                         self.publish(a);
                         self.inner.wake.notify_one();
@@ -301,8 +309,11 @@ impl Store {
         };
         self.inner.wake.notify_one();
         let wait = std::time::Duration::from_millis(timeout.saturating_add(1_000));
+        let started = std::time::Instant::now();
         let got = blocking(|| rx.recv_timeout(wait));
+        self.inner.at_owner.note_wait(started.elapsed());
         self.waiting().remove(&id);
+        self.inner.at_owner.note_forwarded(&got);
         match got {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(e)) => Err(CoreError::Ownership(e).into()),
@@ -316,6 +327,11 @@ impl Store {
             })
             .into()),
         }
+    }
+
+    /// The counters of operations at owners.
+    pub(crate) fn owner_counters(&self) -> &crate::ownership::OwnerCounters {
+        &self.inner.at_owner
     }
 
     fn waiting(&self) -> MutexGuard<'_, std::collections::HashMap<u64, Answered>> {

@@ -51,6 +51,54 @@ pub(super) async fn metrics(State(api): State<Api>, h: HeaderMap) -> Result<Stri
         "counter",
         vec![(String::new(), m.reconnects)],
     );
+    let (owned, handing_off, in_flight) = api.store.ownership_summary()?;
+    let c = api.store.owner_counters();
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    line(
+        "atoll_owned_variables",
+        "Variables this node owns.",
+        "gauge",
+        vec![(String::new(), owned as u64)],
+    );
+    line(
+        "atoll_handoffs_in_progress",
+        "Owned variables this node is handing to another node.",
+        "gauge",
+        vec![(String::new(), handing_off as u64)],
+    );
+    line(
+        "atoll_owner_requests_in_flight",
+        "Operations sent to an owner and not yet answered.",
+        "gauge",
+        vec![(String::new(), in_flight as u64)],
+    );
+    line(
+        "atoll_owner_ops_total",
+        "Operations that ran at a variable's owner: here, or sent there and answered.",
+        "counter",
+        vec![
+            ("{at=\"local\"}".to_string(), get(&c.local)),
+            ("{at=\"forwarded\"}".to_string(), get(&c.forwarded)),
+        ],
+    );
+    line(
+        "atoll_owner_unreachable_total",
+        "Operations that failed because their owner could not be reached in time.",
+        "counter",
+        vec![(String::new(), get(&c.unreachable))],
+    );
+    line(
+        "atoll_owner_wait_microseconds_total",
+        "Time callers waited for owners' answers, in total (divide by the forwarded and unreachable counts for the mean).",
+        "counter",
+        vec![(String::new(), get(&c.wait_us))],
+    );
+    line(
+        "atoll_migrations_total",
+        "Owned variables this node moved to the node that used them most.",
+        "counter",
+        vec![(String::new(), api.store.replica().migrations())],
+    );
     let per = |f: &dyn Fn(&atoll_core::PeerStatus) -> u64| -> Vec<(String, u64)> {
         s.peers
             .iter()
