@@ -236,6 +236,9 @@ pub struct Workload {
     /// Of every 100 strong operations, how many come from the variable's
     /// favourite node of the moment (the rest from any node).
     pub strong_locality_pct: u8,
+    /// Of every 100 strong operations, how many change the owner (eight
+    /// in nine ask for ownership, one in nine releases).
+    pub strong_owner_changes_pct: u8,
     /// When owned variables move to where they are used.
     pub migration: atoll_core::Migration,
 }
@@ -258,6 +261,7 @@ impl Workload {
             shared_names: 3,
             strong_every_ms: 0,
             strong_locality_pct: 0,
+            strong_owner_changes_pct: 9,
             migration: atoll_core::Migration::default(),
         }
     }

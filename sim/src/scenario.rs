@@ -4,8 +4,9 @@
 //! final invariants follow the script as in any run.
 
 use crate::options::{Durability, Faults, Options, Workload};
-use crate::world::{Sim, Step};
+use crate::world::{node_id, Sim, Step, OWNED};
 use crate::{run, RunResult};
+use atoll_core::protocol::Body;
 
 const MIN: u64 = 60_000;
 const HOUR: u64 = 60 * MIN;
@@ -263,7 +264,109 @@ pub fn shipped() -> Vec<Scenario> {
         .at(15_000, Step::Heal(1, 2))
         .at(29_000, Step::Check("n2 caught up by state transfer", n2_caught_up_by_state_transfer)),
     );
+
+    // An owner cut off from the node it hands a variable to.
+    out.push(
+        Scenario::new(
+            "owner-cut-mid-transfer",
+            "n0 owns the owned variables and hands o-reg to n1 as their link goes down: o-reg is in transfer and nobody runs its strong operations until the link heals; then n1 owns it",
+            strong_quiet(3, 60_000),
+        )
+        .at(2_000, Step::Do("n0 owns every owned variable", n0_owns_all))
+        .at(10_000, Step::Check("n0 owns them, everywhere", |sim| owned_everywhere_by(sim, 0)))
+        .at(20_000, Step::Do("n0 hands o-reg to n1", |sim| sim.move_owner_at(0, "o-reg", 1)))
+        .at(20_000, Step::Cut(0, 1))
+        .at(25_000, Step::Check("o-reg is in transfer, run nowhere", o_reg_in_transfer))
+        .at(40_000, Step::Heal(0, 1))
+        .at(50_000, Step::Check("n1 owns o-reg", |sim| owns_everywhere(sim, "o-reg", 1))),
+    );
+
+    // An owner restored from a backup taken before it gave its variables away.
+    let mut o = strong_quiet(3, 60_000);
+    o.faults.backup_every_ms = 5_000;
+    out.push(
+        Scenario::new(
+            "restored-owner",
+            "n0 owns the owned variables, is backed up, hands them to n1, then is restored from that backup: it must not act as their owner again",
+            o,
+        )
+        .at(2_000, Step::Do("n0 owns every owned variable", n0_owns_all))
+        .at(12_000, Step::Do("n0 hands them to n1", |sim| {
+            OWNED.iter().try_for_each(|v| sim.move_owner_at(0, v, 1))
+        }))
+        .at(20_000, Step::Check("n1 owns them, everywhere", |sim| owned_everywhere_by(sim, 1)))
+        .at(30_000, Step::RestoreOldest(0))
+        .at(30_000, Step::Check("the restored n0 runs no strong operation", restored_n0_accepts_nothing))
+        .at(45_000, Step::Check("n0 learned it gave them away", |sim| owned_everywhere_by(sim, 1))),
+    );
     out
+}
+
+/// A quiet cluster with strong operations from every node, and no random
+/// change of owner or move by use: the scenario's steps change owners.
+fn strong_quiet(nodes: usize, safety_ms: u64) -> Options {
+    let mut o = quiet(nodes, safety_ms, 20);
+    o.workload.strong_every_ms = 30;
+    o.workload.strong_owner_changes_pct = 0;
+    o.workload.migration.min_ops = 0;
+    o
+}
+
+fn n0_owns_all(sim: &mut Sim) -> Result<(), String> {
+    for v in OWNED {
+        sim.request_at(0, v, Body::Own { to: node_id(0) })?;
+    }
+    Ok(())
+}
+
+fn owns_everywhere(sim: &mut Sim, var: &str, owner: usize) -> Result<(), String> {
+    for i in 0..sim.len() {
+        let r = sim.replica(i).ok_or(format!("n{i} should be up"))?;
+        let record = r.ownership(var).map_err(|e| e.to_string())?;
+        if record.owner() != Some(node_id(owner)) || record.handoff().is_some() {
+            return Err(format!(
+                "n{i} says {var} is {record:?}, not owned by n{owner}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn owned_everywhere_by(sim: &mut Sim, owner: usize) -> Result<(), String> {
+    OWNED
+        .iter()
+        .try_for_each(|v| owns_everywhere(sim, v, owner))
+}
+
+fn o_reg_in_transfer(sim: &mut Sim) -> Result<(), String> {
+    let r = sim.replica(0).ok_or("n0 should be up")?;
+    let record = r.ownership("o-reg").map_err(|e| e.to_string())?;
+    if record.handoff().map(|h| h.to) != Some(node_id(1)) {
+        return Err(format!(
+            "n0's record of o-reg is {record:?}, not in transfer to n1"
+        ));
+    }
+    for i in 0..sim.len() {
+        if let Some(r) = sim.replica(i) {
+            if r.accepts_strong("o-reg").map_err(|e| e.to_string())? {
+                return Err(format!(
+                    "n{i} runs o-reg's strong operations while it is in transfer"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn restored_n0_accepts_nothing(sim: &mut Sim) -> Result<(), String> {
+    let r = sim.replica(0).ok_or("n0 should be up")?;
+    for v in OWNED {
+        // Its backup says it owns them; its peers know better.
+        if r.accepts_strong(v).map_err(|e| e.to_string())? {
+            return Err(format!("the restored n0 runs {v}'s strong operations"));
+        }
+    }
+    Ok(())
 }
 
 fn n2_caught_up_by_state_transfer(sim: &mut Sim) -> Result<(), String> {

@@ -49,6 +49,9 @@ pub enum Step {
     ClockJump(usize, i64),
     /// Check something about the run; an `Err` fails it.
     Check(&'static str, fn(&mut Sim) -> Result<(), String>),
+    /// Do something a client or an operator would (own a variable, move
+    /// it); an `Err` fails the run.
+    Do(&'static str, fn(&mut Sim) -> Result<(), String>),
 }
 
 /// Written by hand so that a `Check` shows its name only: the address of its
@@ -65,6 +68,7 @@ impl std::fmt::Debug for Step {
             Step::RestoreOldest(i) => f.debug_tuple("RestoreOldest").field(i).finish(),
             Step::ClockJump(i, by) => f.debug_tuple("ClockJump").field(i).field(by).finish(),
             Step::Check(name, _) => f.debug_tuple("Check").field(name).finish(),
+            Step::Do(name, _) => f.debug_tuple("Do").field(name).finish(),
         }
     }
 }
@@ -579,6 +583,11 @@ impl Sim {
                     Step::Check(name, f) => {
                         if let Err(e) = f(self) {
                             self.fail(format!("check {name:?} at {} ms: {e}", self.now));
+                        }
+                    }
+                    Step::Do(name, f) => {
+                        if let Err(e) = f(self) {
+                            self.fail(format!("step {name:?} at {} ms: {e}", self.now));
                         }
                     }
                 }

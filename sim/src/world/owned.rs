@@ -45,9 +45,10 @@ impl Sim {
             self.strong_rng.index(n)
         };
         let roll = self.strong_rng.below(100);
-        let op = if roll < 8 {
+        let changes = u64::from(self.opts.workload.strong_owner_changes_pct);
+        let op = if roll < changes * 8 / 9 {
             StrongOp::Own(self.strong_rng.index(n))
-        } else if roll < 9 {
+        } else if roll < changes {
             StrongOp::Release
         } else {
             match var {
@@ -116,6 +117,32 @@ impl Sim {
         );
         self.strong.push(rec);
         self.after_input(i);
+    }
+
+    /// A request at node `i` (a scenario's step): sent, or run there.
+    pub fn request_at(&mut self, i: usize, var: &str, body: Body) -> Result<Requested, String> {
+        let now = self.clock(i);
+        let r = self.nodes[i]
+            .replica
+            .as_mut()
+            .ok_or(format!("n{i} is down"))?;
+        let out = r.request(now, var, body).map_err(|e| e.to_string());
+        self.after_input(i);
+        out
+    }
+
+    /// Node `i` hands `var`, which it owns, to node `to` (a scenario's step).
+    pub fn move_owner_at(&mut self, i: usize, var: &str, to: usize) -> Result<(), String> {
+        let now = self.clock(i);
+        let r = self.nodes[i]
+            .replica
+            .as_mut()
+            .ok_or(format!("n{i} is down"))?;
+        let out = r
+            .move_owner(now, var, node_id(to))
+            .map_err(|e| e.to_string());
+        self.after_input(i);
+        out
     }
 
     /// The register's value at node `i`, as a client there reads it.
