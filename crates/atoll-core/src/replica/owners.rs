@@ -277,6 +277,15 @@ impl<B: Backend> Replica<B> {
             .unwrap_or_else(|| self.home(name))
     }
 
+    /// Where `body` runs: an operation as [`Replica::route_op`] says, a
+    /// change of owner as [`Replica::route_change`] does.
+    pub(super) fn route(&mut self, name: &str, body: &Body) -> crate::Result<Route> {
+        match body {
+            Body::Op(op) => self.route_op(name, op),
+            Body::Own { .. } | Body::Release => self.route_change(name),
+        }
+    }
+
     /// Where a change of owner of `name` is decided (see
     /// [`Replica::decider`]).
     pub(super) fn route_change(&mut self, name: &str) -> crate::Result<Route> {
@@ -452,10 +461,9 @@ impl<B: Backend> Replica<B> {
             return Ok(());
         }
         let held = self.ownership(&name).map(|r| r.epoch);
-        let route = match &body {
-            _ if held.as_ref().is_ok_and(|e| *e != epoch) => Ok(Route::Local),
-            Body::Op(op) => self.route_op(&name, op),
-            Body::Own { .. } | Body::Release => self.route_change(&name),
+        let route = match held {
+            Ok(e) if e != epoch => Ok(Route::Local),
+            _ => self.route(&name, &body),
         };
         let result = match route {
             Ok(Route::Here) => match self.decide(&name, body, from) {

@@ -71,10 +71,7 @@ impl<B: Backend> Replica<B> {
     ) -> crate::Result<Requested> {
         let mono = self.input(now);
         self.observe(mono);
-        let route = match &body {
-            Body::Op(op) => self.route_op(name, op)?,
-            Body::Own { .. } | Body::Release => self.route_change(name)?,
-        };
+        let route = self.route(name, &body)?;
         match route {
             Route::At(node) => self
                 .send_request(mono, name, body, node)
@@ -271,8 +268,9 @@ impl<B: Backend> Replica<B> {
             .map(|(k, _)| *k)
             .collect();
         for rid in restarted {
-            let name = self.owners.pending[&rid].name.clone();
-            self.answer(rid, Err(OwnershipError::OutcomeUnknown { name, owner: id }));
+            if let Some(name) = self.owners.pending.get(&rid).map(|p| p.name.clone()) {
+                self.answer(rid, Err(OwnershipError::OutcomeUnknown { name, owner: id }));
+            }
         }
         let waiting: Vec<u64> = self
             .owners
@@ -297,12 +295,17 @@ impl<B: Backend> Replica<B> {
     ) -> Result<(), ProtocolError> {
         // A late answer, or one to a request sent elsewhere since: nothing
         // waits for it.
-        if self.owners.pending.get(&id).is_none_or(|p| p.to != from) {
+        let Some(Pending { name, body, .. }) = self
+            .owners
+            .pending
+            .get(&id)
+            .filter(|p| p.to == from)
+            .cloned()
+        else {
             return Ok(());
-        }
-        let name = self.owners.pending[&id].name.clone();
+        };
         match result {
-            Ok(Replied { answer, .. }) if !fits(&self.owners.pending[&id].body, &answer) => {
+            Ok(Replied { answer, .. }) if !fits(&body, &answer) => {
                 return Err(hostile(
                     from,
                     format!("an answer that does not fit its request: {answer:?}"),
@@ -327,7 +330,7 @@ impl<B: Backend> Replica<B> {
             Err(Refusal::NotOwner { record }) => {
                 self.on_record(from, &name, record.clone())?;
                 // The node that decides about a variable nobody owns says so.
-                let strong = matches!(&self.owners.pending[&id].body, Body::Op(op) if op.strong());
+                let strong = matches!(&body, Body::Op(op) if op.strong());
                 if strong && record.owner().is_none() && self.decider(&name, &record) == from {
                     self.answer(id, Err(OwnershipError::NotOwned { name }));
                 } else {
@@ -375,10 +378,7 @@ impl<B: Backend> Replica<B> {
             };
             return self.answer(id, Err(error));
         }
-        let route = match &p.body {
-            Body::Op(op) => self.route_op(&p.name, op),
-            Body::Own { .. } | Body::Release => self.route_change(&p.name),
-        };
+        let route = self.route(&p.name, &p.body);
         let epoch = self.ownership(&p.name).map(|r| r.epoch).unwrap_or(p.epoch);
         match route {
             Ok(Route::At(to)) => {
