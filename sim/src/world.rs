@@ -228,6 +228,9 @@ pub struct Sim {
     /// Each owned variable's favourite node, until when.
     favourites: Vec<usize>,
     favourites_until: u64,
+    /// When the liveness phase last asked for each owned variable to be
+    /// owned by a chosen node (see `owned::owners_probed`).
+    probed_at: Option<u64>,
 }
 
 /// Where simulated time 0 falls on the nodes' wall clocks.
@@ -298,6 +301,7 @@ impl Sim {
             strong_values: 0,
             favourites: Vec::new(),
             favourites_until: 0,
+            probed_at: None,
             opts,
         };
         sim.build_topology(&mut root);
@@ -509,7 +513,7 @@ impl Sim {
             }
             Ev::Converge => {
                 if self.phase == Phase::Liveness {
-                    if self.converged() {
+                    if self.converged() && self.owners_probed() {
                         self.converged_at = Some(self.now);
                         self.marks.push((self.now, Mark::Converged));
                         self.trace.record(self.now, format_args!("converged"));

@@ -119,6 +119,40 @@ impl Sim {
         self.after_input(i);
     }
 
+    /// Ownership works once the cluster heals: in the liveness phase, each
+    /// owned variable is asked to be owned by a chosen node (variable `v`
+    /// by node `v mod n`), and the run converges only once every node says
+    /// so. Asked again every 10 s until then; a run that never gets there
+    /// fails as not converged.
+    pub(super) fn owners_probed(&mut self) -> bool {
+        if self.opts.workload.strong_every_ms == 0 {
+            return true;
+        }
+        let n = self.nodes.len();
+        let done = OWNED.iter().enumerate().all(|(v, var)| {
+            (0..n).all(|i| {
+                self.nodes[i].replica.as_mut().is_some_and(|r| {
+                    r.ownership(var)
+                        .is_ok_and(|o| o.owner() == Some(node_id(v % n)) && o.handoff().is_none())
+                })
+            })
+        });
+        if done {
+            return true;
+        }
+        if self.probed_at.is_none_or(|at| self.now >= at + 10_000) {
+            self.probed_at = Some(self.now);
+            for (v, var) in OWNED.iter().enumerate() {
+                let k = v % n;
+                self.trace
+                    .record(self.now, format_args!("probe: n{k} asks to own {var}"));
+                // A refusal (in transfer, say) is asked again later.
+                let _ = self.request_at(k, var, Body::Own { to: node_id(k) });
+            }
+        }
+        false
+    }
+
     /// A request at node `i` (a scenario's step): sent, or run there.
     pub fn request_at(&mut self, i: usize, var: &str, body: Body) -> Result<Requested, String> {
         let now = self.clock(i);
