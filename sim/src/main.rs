@@ -29,6 +29,11 @@ struct Args {
     /// List the shipped scenarios.
     #[arg(long)]
     list_scenarios: bool,
+    /// Measure migration by use against a static placement (three sites
+    /// 40 ms apart, 50/70/90 % locality) and print the table; with
+    /// --safety-ms, simulated time per run (default 20 min).
+    #[arg(long)]
+    bench_migration: bool,
     /// Nodes in the cluster (default: drawn from the seed, 2 to 6, and a
     /// drawn 2 runs without restores; a count given here keeps them).
     #[arg(long)]
@@ -257,6 +262,14 @@ fn main() -> ExitCode {
 }
 
 fn real_main(args: &Args) -> Result<ExitCode, String> {
+    if args.bench_migration {
+        let minutes = args.safety_ms.map_or(20, |ms| (ms / 60_000).max(1));
+        print!(
+            "{}",
+            atoll_sim::bench::table(args.seed.unwrap_or(1), minutes)
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.list_scenarios {
         for s in scenario::shipped() {
             println!("{:16} {}", s.name, s.about);

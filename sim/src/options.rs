@@ -236,6 +236,9 @@ pub struct Workload {
     /// Of every 100 strong operations, how many come from the variable's
     /// favourite node of the moment (the rest from any node).
     pub strong_locality_pct: u8,
+    /// How long each variable's favourite node stays its favourite, on
+    /// average (ms).
+    pub favourite_every_ms: u64,
     /// Of every 100 strong operations, how many change the owner (eight
     /// in nine ask for ownership, one in nine releases).
     pub strong_owner_changes_pct: u8,
@@ -262,6 +265,7 @@ impl Workload {
             strong_every_ms: 0,
             strong_locality_pct: 0,
             strong_owner_changes_pct: 9,
+            favourite_every_ms: 5_000,
             migration: atoll_core::Migration::default(),
         }
     }

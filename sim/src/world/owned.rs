@@ -34,7 +34,8 @@ impl Sim {
         let n = self.nodes.len();
         if self.now >= self.favourites_until || self.favourites.len() != OWNED.len() {
             self.favourites = (0..OWNED.len()).map(|_| self.strong_rng.index(n)).collect();
-            self.favourites_until = self.now + self.strong_rng.exp(5_000);
+            self.favourites_until =
+                self.now + self.strong_rng.exp(self.opts.workload.favourite_every_ms);
         }
         let v = self.strong_rng.index(OWNED.len());
         let var = OWNED[v];
