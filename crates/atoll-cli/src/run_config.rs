@@ -60,6 +60,16 @@ struct RunConfig {
     /// Answers of requests applied here kept for requests sent again
     /// (default 4096).
     answers_kept: Option<usize>,
+    /// Move an owned variable to the node that uses it most after this many
+    /// operations in the window (default 32; 0: never).
+    migrate_min_ops: Option<u32>,
+    /// The share of them (percent, 51 to 100) one other node must have asked
+    /// for (default 75).
+    migrate_share_pct: Option<u8>,
+    /// The window (default 10000).
+    migrate_window_ms: Option<u64>,
+    /// The least time between two moves of one variable (default 30000).
+    migrate_cooldown_ms: Option<u64>,
 }
 
 pub(crate) fn node_config(path: &Path) -> Result<atoll::NodeConfig, String> {
@@ -155,6 +165,11 @@ pub(crate) fn node_config(path: &Path) -> Result<atoll::NodeConfig, String> {
     if let Some(v) = rc.answers_kept {
         c.replica.answers_kept = v;
     }
+    let m = &mut c.replica.migration;
+    m.min_ops = rc.migrate_min_ops.unwrap_or(m.min_ops);
+    m.share_pct = rc.migrate_share_pct.unwrap_or(m.share_pct);
+    m.window_ms = rc.migrate_window_ms.unwrap_or(m.window_ms);
+    m.cooldown_ms = rc.migrate_cooldown_ms.unwrap_or(m.cooldown_ms);
     c.validate().map_err(|e| format!("{file}: {e}"))?;
     Ok(c)
 }
@@ -213,6 +228,8 @@ mod tests {
             ("request_timeout_ms", "0"),
             ("max_requests_per_peer", "0"),
             ("answers_kept", "0"),
+            ("migrate_share_pct", "50"),
+            ("migrate_window_ms", "0"),
         ] {
             let err = config(&format!("{field} = {bad}")).err().unwrap();
             assert!(
