@@ -94,33 +94,42 @@ impl Store {
     /// it, or its home), then waits until the variable, with its state, has
     /// arrived here. Strong operations on it then run here without a round
     /// trip. Fails with [`OwnershipError::OwnerUnreachable`] if that node
-    /// cannot be reached, and [`OwnershipError::InTransfer`] if the offer
-    /// did not arrive in time (it keeps coming, and `owner` tells).
+    /// cannot be reached or its offer did not arrive in time, and
+    /// [`OwnershipError::InTransfer`] if the variable is being handed
+    /// elsewhere meanwhile (the offer keeps coming; `owner` tells).
     pub fn own(&self, name: &str) -> Result<()> {
         let me = self.replica_id();
         self.own_by(name, me)?;
         let timeout = Duration::from_millis(self.replica().config().request_timeout_ms);
         let start = Instant::now();
-        loop {
+        // Waits without stalling a node's runtime (an HTTP request).
+        crate::store::blocking(|| loop {
             let record = self.owner(name)?;
             if record.owner() == Some(me) {
                 return Ok(());
             }
             if start.elapsed() >= timeout {
-                let (owner, to, since_ms) = match record.handoff() {
-                    Some(h) => (record.owner().unwrap_or(me), h.to, h.since_ms),
-                    None => (record.owner().unwrap_or(me), me, 0),
+                let e = match record.handoff() {
+                    Some(h) => OwnershipError::InTransfer {
+                        name: name.to_string(),
+                        owner: record.owner().or(record.custodian()).unwrap_or(me),
+                        to: h.to,
+                        since_ms: h.since_ms,
+                    },
+                    None => OwnershipError::OwnerUnreachable {
+                        name: name.to_string(),
+                        owner: record.owner().or(record.custodian()),
+                        waited_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+                        last: Some(
+                            "the offer was made but has not arrived; it keeps coming (atoll owner NAME tells)"
+                                .into(),
+                        ),
+                    },
                 };
-                return Err(CoreError::Ownership(OwnershipError::InTransfer {
-                    name: name.to_string(),
-                    owner,
-                    to,
-                    since_ms,
-                })
-                .into());
+                return Err(CoreError::Ownership(e).into());
             }
             std::thread::sleep(POLL);
-        }
+        })
     }
 
     /// Makes node `to` the owner of `name`: asks the node that decides about

@@ -520,7 +520,7 @@ impl Store {
 /// Runs `f`, which blocks, without stalling the node's runtime when
 /// called from one of its tasks (an HTTP request waiting for an owner's
 /// answer): the runtime moves its other tasks off this thread meanwhile.
-fn blocking<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(f)
