@@ -114,6 +114,18 @@ fn strong_operations_race_from_every_node_with_one_winner_each() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert_eq!(taken.iter().sum::<i64>(), 30, "{taken:?}");
+    // A strong read anywhere sees what the owner has, at once.
+    for n in &nodes {
+        assert_eq!(n.counter("stock").unwrap().value_strong().unwrap(), 0);
+        assert_eq!(
+            n.set::<String>("usernames")
+                .unwrap()
+                .members_strong()
+                .unwrap()
+                .len(),
+            20
+        );
+    }
     wait_until("every node sees the stock at 0", || {
         nodes
             .iter()

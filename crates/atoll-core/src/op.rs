@@ -118,6 +118,15 @@ pub enum Op {
         /// The new owner.
         to: ReplicaId,
     },
+    /// Reads a variable of `kind` where its writes are decided: changes
+    /// nothing, and on an owned variable runs at the owner, whose reply
+    /// carries the whole state, so that a read after it here sees every
+    /// write the owner had made (`Handle::*_strong`). Answers
+    /// [`Answer::Done`].
+    Read {
+        /// The variable's kind.
+        kind: Kind,
+    },
 }
 
 /// What an operation answers, besides its delta.
@@ -173,6 +182,7 @@ impl Op {
             Op::SetChange { .. } | Op::SetAddIfAbsent { .. } => Kind::Set,
             Op::MapChange { .. } | Op::MapRemoveMember { .. } | Op::MapRemove { .. } => Kind::Map,
             Op::BagInsert { .. } | Op::BagTake | Op::BagTransfer { .. } => Kind::Bag,
+            Op::Read { kind } => *kind,
         }
     }
 
@@ -211,7 +221,8 @@ impl Op {
                         | Op::MvRegisterSet { .. }
                         | Op::MapChange { .. }
                         | Op::MapRemoveMember { .. }
-                        | Op::BagTransfer { .. },
+                        | Op::BagTransfer { .. }
+                        | Op::Read { .. },
                     Answer::Done
                 )
                 | (Op::SetChange { .. }, Answer::Removed(_))
@@ -395,6 +406,7 @@ impl Op {
                 let d = b.transfer_as(ctx.replica, ctx.node, id, to).map_err(crdt)?;
                 Ok((Some(State::Bag(d)), Answer::Done))
             }
+            (Op::Read { kind: wanted }, _) if wanted == kind => Ok((None, Answer::Done)),
             (op, _) => Err(Error::TypeMismatch {
                 name: name.to_string(),
                 expected: op.kind(),

@@ -102,6 +102,13 @@ impl Counter {
         })?)
     }
 
+    /// The value as its owner sees it, if it is owned (a round trip there;
+    /// as seen here if it is ownerless).
+    pub fn value_strong(&self) -> Result<i128> {
+        self.store.sync_with_owner(&self.name, Kind::Counter)?;
+        self.value()
+    }
+
     /// The value as seen here (0 if never written).
     pub fn value(&self) -> Result<i128> {
         self.store.read(&self.name, Kind::Counter, |s| {
@@ -143,6 +150,13 @@ impl<T: Serialize + DeserializeOwned> Register<T> {
         let op = Op::RegisterCompareAndSet { expected, value };
         let answer = self.store.write(false, &self.name, op)?;
         Ok(answer!(answer, Swapped))
+    }
+
+    /// The value as its owner sees it, if it is owned (a round trip
+    /// there; as seen here if it is ownerless).
+    pub fn get_strong(&self) -> Result<Option<T>> {
+        self.store.sync_with_owner(&self.name, Kind::Register)?;
+        self.get()
     }
 
     /// The current value (`None` if never written).
@@ -251,6 +265,13 @@ impl<T: Serialize + DeserializeOwned> Set<T> {
         self.store.read(&self.name, Kind::Set, |s| {
             Ok(s.is_some_and(|s| state_as!(s, Set).contains(&bytes)))
         })
+    }
+
+    /// The members as the set's owner sees them, if it is owned (a round
+    /// trip there; as seen here if it is ownerless).
+    pub fn members_strong(&self) -> Result<Vec<T>> {
+        self.store.sync_with_owner(&self.name, Kind::Set)?;
+        self.members()
     }
 
     /// The members.

@@ -329,6 +329,16 @@ impl Store {
         }
     }
 
+    /// Brings this node's copy of `name` (a `kind`) up to its owner's, if
+    /// it is owned: asks the owner, whose reply carries its whole state (a
+    /// read after this sees every write the owner made). An ownerless
+    /// variable has nothing to wait for.
+    pub(crate) fn sync_with_owner(&self, name: &str, kind: Kind) -> Result<()> {
+        self.check(name, kind)?;
+        self.request(name, Body::Op(Op::Read { kind }), false)
+            .map(drop)
+    }
+
     /// The counters of operations at owners.
     pub(crate) fn owner_counters(&self) -> &crate::ownership::OwnerCounters {
         &self.inner.at_owner

@@ -335,9 +335,11 @@ impl<B: Backend> Replica<B> {
         let record = self.ownership(name)?;
         match body {
             Body::Op(op) => {
+                let read = matches!(op, Op::Read { .. });
                 let out = self.ks.apply(name, op, self.wall)?;
                 let change = match &out.delta {
                     Some(d) => Some(self.change_for_requester(name, d)?),
+                    None if read => self.whole_state_for(name)?,
                     None => None,
                 };
                 let now = self.last_now;
@@ -369,6 +371,16 @@ impl<B: Backend> Replica<B> {
                 Ok((Answer::Done, change, None))
             }
         }
+    }
+
+    /// The whole state of `name`, for a strong read's requester (`None` if
+    /// the variable does not exist).
+    fn whole_state_for(&mut self, name: &str) -> crate::Result<Option<VarDelta>> {
+        Ok(self.ks.state(name)?.map(|state| VarDelta {
+            name: name.to_string(),
+            kind: state.kind(),
+            delta: codec::encode(state),
+        }))
     }
 
     /// What a requester is sent of a change made for it: the variable's
@@ -466,16 +478,37 @@ impl<B: Backend> Replica<B> {
             _ => self.route(&name, &body),
         };
         let result = match route {
-            Ok(Route::Here) => match self.decide(&name, body, from) {
-                Ok((answer, change, applied)) => {
-                    self.keep(key, &name, &answer);
-                    if let Some(a) = applied {
-                        self.events.push_back(Event::Applied(a));
+            Ok(Route::Here) => {
+                let read = matches!(body, Body::Op(Op::Read { .. }));
+                match self.decide(&name, body, from) {
+                    Ok((answer, change, applied)) => {
+                        self.keep(key, &name, &answer);
+                        if let Some(a) = applied {
+                            self.events.push_back(Event::Applied(a));
+                        }
+                        // The requester decodes a change under its
+                        // max_delta_len: a larger one reaches it by
+                        // gossip, and a read it would not cover fails.
+                        let (_, max_delta) = self.peer_limits(from);
+                        match change {
+                            Some(c) if c.delta.len() > max_delta && read => {
+                                Err(Refusal::Failed {
+                                    why: format!(
+                                        "the state is {} bytes, over the {max_delta} a reply may carry; read it here once replicated",
+                                        c.delta.len()
+                                    ),
+                                })
+                            }
+                            Some(c) if c.delta.len() > max_delta => Ok(Replied {
+                                answer,
+                                change: None,
+                            }),
+                            change => Ok(Replied { answer, change }),
+                        }
                     }
-                    Ok(Replied { answer, change })
+                    Err(e) => Err(self.refusal(&name, e)),
                 }
-                Err(e) => Err(self.refusal(&name, e)),
-            },
+            }
             // Another epoch, or not decided here: the record says who.
             Ok(Route::Local | Route::At(_)) => Err(self.not_owner(&name)),
             Err(e) => Err(self.refusal(&name, e)),
