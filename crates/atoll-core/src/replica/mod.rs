@@ -21,8 +21,9 @@
 //! - `inbound`: each message handed to its handler; merging and acking;
 //! - `staging`: inbound states in parts, kept aside until their end;
 //! - `owners`: owned variables, where each operation runs, and what the
-//!   node that decides about a variable does; `requests`: operations sent
-//!   to that node; `handoff`: a variable's move to a new owner.
+//!   node that decides about a variable does; `serving`: requests at that
+//!   node; `requests`: operations sent to it; `handoff`: a variable's move
+//!   to a new owner; `migration`: moves by use.
 
 use crate::protocol::{Decoded, Decoder, Limits, Message, PartDecoded, VarDelta};
 use crate::{Answer, Applied, Conflict, ConflictEvent, Error, Keyspace, Op, Outcome};
@@ -42,6 +43,7 @@ mod migration;
 mod owners;
 mod peer;
 mod requests;
+mod serving;
 mod staging;
 mod transfer;
 
