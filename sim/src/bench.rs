@@ -15,7 +15,8 @@ use atoll_core::protocol::Body;
 /// One run's figures.
 #[derive(Clone, Debug)]
 pub struct Figures {
-    /// Of every 100 operations from the favourite node, how many.
+    /// Of every 100 operations from the favourite node, how many (50: two
+    /// nodes in turn).
     pub locality_pct: u8,
     /// Migration by use on.
     pub migrating: bool,
@@ -38,8 +39,10 @@ fn n0_owns_all(sim: &mut Sim) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs one configuration for `minutes` simulated minutes.
-pub fn run(seed: u64, locality_pct: u8, migrating: bool, minutes: u64) -> Figures {
+/// Runs one configuration for `minutes` simulated minutes: with the
+/// variables' accesses coming from their favourite site with
+/// `locality_pct`, or (`None`) from n1 and n2 in turn, half each.
+pub fn run(seed: u64, locality_pct: Option<u8>, migrating: bool, minutes: u64) -> Figures {
     let mut o = Options::calm(3);
     o.safety_ms = minutes * 60_000;
     o.faults.latency = Latency {
@@ -51,7 +54,8 @@ pub fn run(seed: u64, locality_pct: u8, migrating: bool, minutes: u64) -> Figure
     o.workload = Workload {
         op_every_ms: 1_000,
         strong_every_ms: 50,
-        strong_locality_pct: locality_pct,
+        strong_locality_pct: locality_pct.unwrap_or(0),
+        strong_from_two: locality_pct.is_none(),
         strong_owner_changes_pct: 0,
         favourite_every_ms: 120_000,
         ..Workload::default_mix()
@@ -82,7 +86,7 @@ pub fn run(seed: u64, locality_pct: u8, migrating: bool, minutes: u64) -> Figure
     let answered = ops.len();
     let remote = ops.iter().filter(|ms| **ms > 0).count();
     Figures {
-        locality_pct,
+        locality_pct: locality_pct.unwrap_or(50),
         migrating,
         answered,
         remote_share: remote as f64 / answered.max(1) as f64,
@@ -96,13 +100,16 @@ pub fn run(seed: u64, locality_pct: u8, migrating: bool, minutes: u64) -> Figure
 pub fn table(seed: u64, minutes: u64) -> String {
     let mut out =
         String::from("locality  placement   answered  remote  mean ms  median ms  moves\n");
-    for locality in [50, 70, 90] {
+    for locality in [Some(50), Some(70), Some(90), None] {
         let fixed = run(seed, locality, false, minutes);
         let moving = run(seed, locality, true, minutes);
+        let label = match locality {
+            Some(l) => format!("{l:>7}%"),
+            None => "   n1/n2".to_string(),
+        };
         for f in [&fixed, &moving] {
             out.push_str(&format!(
-                "{:>7}%  {:10} {:>9} {:>6.1}% {:>8.1} {:>10} {:>6}\n",
-                f.locality_pct,
+                "{label}  {:10} {:>9} {:>6.1}% {:>8.1} {:>10} {:>6}\n",
                 if f.migrating { "by use" } else { "static" },
                 f.answered,
                 100.0 * f.remote_share,

@@ -239,6 +239,9 @@ pub struct Workload {
     /// How long each variable's favourite node stays its favourite, on
     /// average (ms).
     pub favourite_every_ms: u64,
+    /// Strong operations come from n1 and n2 in turn, half each (for the
+    /// migration benchmark's two equal users), instead of as above.
+    pub strong_from_two: bool,
     /// Of every 100 strong operations, how many change the owner (eight
     /// in nine ask for ownership, one in nine releases).
     pub strong_owner_changes_pct: u8,
@@ -266,6 +269,7 @@ impl Workload {
             strong_locality_pct: 0,
             strong_owner_changes_pct: 9,
             favourite_every_ms: 5_000,
+            strong_from_two: false,
             migration: atoll_core::Migration::default(),
         }
     }

@@ -40,7 +40,9 @@ impl Sim {
         let v = self.strong_rng.index(OWNED.len());
         let var = OWNED[v];
         let local = self.strong_rng.below(100) < u64::from(self.opts.workload.strong_locality_pct);
-        let i = if local {
+        let i = if self.opts.workload.strong_from_two && n > 2 {
+            1 + self.strong.len() % 2
+        } else if local {
             self.favourites[v]
         } else {
             self.strong_rng.index(n)
