@@ -79,7 +79,8 @@ fn a_strong_operation_runs_at_the_owner_without_a_round_trip_and_is_forwarded_el
             r,
             Requested::Done {
                 answer: Answer::Swapped(true),
-                applied: Some(_)
+                applied: Some(_),
+                at_owner: true,
             }
         ),
         "{r:?}"

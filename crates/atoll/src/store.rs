@@ -286,11 +286,14 @@ impl Store {
                 }
                 .into());
             }
-            let owned_here = r.accepts_strong(name).unwrap_or(false);
             match r.request(now, name, body)? {
-                Requested::Done { answer, applied } => {
+                Requested::Done {
+                    answer,
+                    applied,
+                    at_owner,
+                } => {
                     drop(r);
-                    if owned_here {
+                    if at_owner {
                         self.inner.at_owner.note_local();
                     }
                     if let Some(a) = applied {

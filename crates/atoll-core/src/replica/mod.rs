@@ -264,7 +264,20 @@ impl<B: Backend> Replica<B> {
     /// owns ([`crate::OwnershipError::NotOwned`]).
     pub fn write(&mut self, now: impl Into<Now>, name: &str, op: Op) -> crate::Result<Outcome> {
         let now = self.input(now);
-        if let owners::Route::At(owner) = self.route_op(name, &op)? {
+        let route = self.route_op(name, &op)?;
+        self.write_routed(now, name, op, route)
+    }
+
+    /// [`Replica::write`] at monotonic time `now`, once `route_op` said
+    /// where `op` runs.
+    fn write_routed(
+        &mut self,
+        now: u64,
+        name: &str,
+        op: Op,
+        route: owners::Route,
+    ) -> crate::Result<Outcome> {
+        if let owners::Route::At(owner) = route {
             let epoch = self.ownership(name)?.epoch;
             return Err(crate::OwnershipError::Elsewhere {
                 name: name.to_string(),
@@ -279,15 +292,8 @@ impl<B: Backend> Replica<B> {
                 waiting: self.fence_waiting(),
             });
         }
-        let here = op.at_owner();
         let out = self.ks.apply(name, op, self.wall)?;
-        if here
-            && self
-                .owners
-                .records
-                .as_ref()
-                .is_some_and(|r| r.get(name).and_then(|o| o.owner()) == Some(self.id()))
-        {
+        if route == owners::Route::Here {
             self.note_use(name, self.id(), now);
         }
         if out.applied.is_some() {

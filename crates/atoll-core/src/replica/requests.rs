@@ -51,6 +51,9 @@ pub enum Requested {
         answer: Answer,
         /// Where the change went in the log.
         applied: Option<Applied>,
+        /// It is an operation that runs at the owner, and this node owns
+        /// the variable.
+        at_owner: bool,
     },
     /// It was sent to the node that decides; the answer comes as
     /// [`Event::Answered`] with this id.
@@ -77,8 +80,13 @@ impl<B: Backend> Replica<B> {
                 .send_request(mono, name, body, node)
                 .map(Requested::Sent),
             here => {
+                let at_owner = here == Route::Here && matches!(body, Body::Op(_));
                 let (answer, applied) = self.run_here(mono, name, body, here)?;
-                Ok(Requested::Done { answer, applied })
+                Ok(Requested::Done {
+                    answer,
+                    applied,
+                    at_owner,
+                })
             }
         }
     }
@@ -93,8 +101,7 @@ impl<B: Backend> Replica<B> {
     ) -> crate::Result<(Answer, Option<Applied>)> {
         match (route, body) {
             (Route::Local, Body::Op(op)) => {
-                let wall = self.wall;
-                let out = self.write(Now { mono: now, wall }, name, op)?;
+                let out = self.write_routed(now, name, op, Route::Local)?;
                 Ok((out.answer, out.applied))
             }
             (_, body) => {

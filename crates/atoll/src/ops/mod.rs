@@ -321,6 +321,12 @@ fn parse_element(id: &str) -> Result<atoll_crdt::Dot> {
 }
 
 /// A node id: 16 hex digits.
+/// A route's JSON body, read as the HTTP API reads it; the error is the
+/// reader's message.
+fn read<T: serde::de::DeserializeOwned>(b: &[u8]) -> std::result::Result<T, String> {
+    serde_json::from_slice(b).map_err(|e| e.to_string())
+}
+
 pub(crate) fn parse_node(id: &str) -> Result<crate::ReplicaId> {
     u64::from_str_radix(id, 16)
         .map(crate::ReplicaId)
@@ -340,9 +346,6 @@ impl Request {
         key: &str,
         body: &[u8],
     ) -> std::result::Result<Request, String> {
-        fn read<T: serde::de::DeserializeOwned>(b: &[u8]) -> std::result::Result<T, String> {
-            serde_json::from_slice(b).map_err(|e| e.to_string())
-        }
         let name = name.to_string();
         Ok(match route {
             BodyRoute::CounterAdd => Request::CounterAdd {
@@ -383,7 +386,7 @@ impl Request {
                     add: b.add,
                 }
             }
-            other => owned::from_body(other, name, body, read::<serde_json::Value>)?,
+            other => owned::from_body(other, name, body)?,
         })
     }
 

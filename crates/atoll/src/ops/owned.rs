@@ -2,7 +2,7 @@
 //! strong operations, with the JSON they answer and the HTTP call that
 //! runs each on a node.
 
-use super::{body, parse_node, path_segment as seg, BodyRoute, Request};
+use super::{body, parse_node, path_segment as seg, read, BodyRoute, Request};
 use crate::{Result, Store};
 use atoll_crdt::Ownership;
 use serde_json::{json, Value};
@@ -109,23 +109,18 @@ pub(super) fn from_body(
     route: BodyRoute,
     name: String,
     b: &[u8],
-    read: impl Fn(&[u8]) -> std::result::Result<serde_json::Value, String>,
 ) -> std::result::Result<Request, String> {
-    fn typed<T: serde::de::DeserializeOwned>(v: Value) -> std::result::Result<T, String> {
-        serde_json::from_value(v).map_err(|e| e.to_string())
-    }
-    let v = read(b)?;
     Ok(match route {
         BodyRoute::Own => Request::Own {
             name,
-            to: typed::<body::Own>(v)?.to,
+            to: read::<body::Own>(b)?.to,
         },
         BodyRoute::OwnForce => Request::OwnForce {
             name,
-            to: typed::<body::OwnForce>(v)?.to,
+            to: read::<body::OwnForce>(b)?.to,
         },
         BodyRoute::RegisterCas => {
-            let c: body::Cas = typed(v)?;
+            let c: body::Cas = read(b)?;
             Request::RegisterCas {
                 name,
                 expected: c.expected,
@@ -133,7 +128,7 @@ pub(super) fn from_body(
             }
         }
         BodyRoute::CounterDecrIf => {
-            let d: body::DecrIf = typed(v)?;
+            let d: body::DecrIf = read(b)?;
             Request::CounterDecrIf {
                 name,
                 by: d.by,
@@ -142,7 +137,7 @@ pub(super) fn from_body(
         }
         BodyRoute::SetClaim => Request::SetClaim {
             name,
-            member: typed::<body::Claim>(v)?.member,
+            member: read::<body::Claim>(b)?.member,
         },
         other => return Err(format!("{other:?} is not a route on an owned variable")),
     })
