@@ -19,7 +19,9 @@ pub(crate) fn op(cmd: &Cmd) -> Result<Option<Request>, String> {
                 name: name(n),
                 by: by.checked_neg().ok_or("decrement too large")?,
             },
-            CounterCmd::Get { name: n } => Request::CounterGet { name: name(n) },
+            CounterCmd::Get { name: n, strong } => {
+                Request::strong_if(*strong, Request::CounterGet { name: name(n) })
+            }
             CounterCmd::DecrIf {
                 name: n,
                 n: by,
@@ -35,7 +37,9 @@ pub(crate) fn op(cmd: &Cmd) -> Result<Option<Request>, String> {
                 name: name(n),
                 value: value.clone(),
             },
-            RegisterCmd::Get { name: n } => Request::RegisterGet { name: name(n) },
+            RegisterCmd::Get { name: n, strong } => {
+                Request::strong_if(*strong, Request::RegisterGet { name: name(n) })
+            }
             RegisterCmd::Cas {
                 name: n,
                 value,
@@ -57,9 +61,10 @@ pub(crate) fn op(cmd: &Cmd) -> Result<Option<Request>, String> {
                 add: Vec::new(),
                 remove: members.clone(),
             },
-            SetCmd::List { name: n } | SetCmd::Contains { name: n, .. } => {
-                Request::SetList { name: name(n) }
+            SetCmd::List { name: n, strong } => {
+                Request::strong_if(*strong, Request::SetList { name: name(n) })
             }
+            SetCmd::Contains { name: n, .. } => Request::SetList { name: name(n) },
             SetCmd::Claim { name: n, member } => Request::SetClaim {
                 name: name(n),
                 member: member.clone(),
@@ -139,9 +144,27 @@ pub(crate) fn op(cmd: &Cmd) -> Result<Option<Request>, String> {
                 name: name(n),
                 key: key.clone(),
             },
-            MapCmd::Get { name: n, key } => Request::MapGet {
+            MapCmd::Get {
+                name: n,
+                key,
+                strong,
+            } => Request::strong_if(
+                *strong,
+                Request::MapGet {
+                    name: name(n),
+                    key: key.clone(),
+                },
+            ),
+            MapCmd::Cas {
+                name: n,
+                key,
+                value,
+                expected,
+            } => Request::MapCas {
                 name: name(n),
                 key: key.clone(),
+                expected: expected.clone(),
+                value: value.clone(),
             },
             MapCmd::Keys { name: n } => Request::MapKeys { name: name(n) },
         },
@@ -213,7 +236,7 @@ pub(crate) fn render(cmd: &Cmd, v: Value) -> Output {
             json: v,
         },
         Cmd::Counter(_) => out(vec![number_of(&v["value"])], v),
-        Cmd::Register(RegisterCmd::Cas { .. }) => {
+        Cmd::Register(RegisterCmd::Cas { .. }) | Cmd::Map(MapCmd::Cas { .. }) => {
             let swapped = v["swapped"].as_bool().unwrap_or(false);
             Output {
                 ok: swapped,

@@ -200,7 +200,12 @@ enum CounterCmd {
         n: i64,
     },
     /// Print the value.
-    Get { name: String },
+    Get {
+        name: String,
+        /// Read at the owner, if the counter is owned (a round trip).
+        #[arg(long)]
+        strong: bool,
+    },
     /// Strong: subtract N (default 1) only if that leaves at least --floor
     /// (default 0), deciding at the counter's owner; prints the value and
     /// exits 1 if it did not subtract.
@@ -247,7 +252,12 @@ enum RegisterCmd {
         expected: Option<String>,
     },
     /// Print the value (nothing, and exit 0, if never written).
-    Get { name: String },
+    Get {
+        name: String,
+        /// Read at the owner, if the register is owned (a round trip).
+        #[arg(long)]
+        strong: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -268,7 +278,12 @@ enum SetCmd {
     /// unique claim); exits 1 if it was there already.
     Claim { name: String, member: String },
     /// Print the members, one per line.
-    List { name: String },
+    List {
+        name: String,
+        /// Read at the owner, if the set is owned (a round trip).
+        #[arg(long)]
+        strong: bool,
+    },
     /// Exit 0 if the member is present, 1 if not.
     Contains { name: String, member: String },
 }
@@ -317,8 +332,24 @@ enum MapCmd {
     },
     /// Remove KEY.
     Remove { name: String, key: String },
+    /// Strong: write the register at KEY only if it holds --expected
+    /// (absent: never written), deciding at the map's owner; exits 1 if it
+    /// did not write.
+    Cas {
+        name: String,
+        key: String,
+        value: String,
+        #[arg(long)]
+        expected: Option<String>,
+    },
     /// Print KEY's counter, register and set.
-    Get { name: String, key: String },
+    Get {
+        name: String,
+        key: String,
+        /// Read at the owner, if the map is owned (a round trip).
+        #[arg(long)]
+        strong: bool,
+    },
     /// Print the keys.
     Keys { name: String },
 }

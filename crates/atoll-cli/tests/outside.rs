@@ -114,6 +114,23 @@ fn a_strong_operation_at_one_node_runs_at_the_owner_across_processes() {
         ),
         "swapped\n"
     );
+    // A map entry's register, swapped at the map's owner (node two), and
+    // read at node one at once with --strong.
+    remote_ok(&one.url, &["own", "move", "config", "--to", &two.id]);
+    wait_until("node two owns the map", || {
+        remote_ok(&one.url, &["owner", "config"]).starts_with(&format!("owner {}", two.id))
+    });
+    let cas = |url: &str, args: &[&str]| remote(url, &[&["map", "cas", "config"], args].concat());
+    assert_eq!(cas(&one.url, &["mode", "blue"]).status.code(), Some(0));
+    assert_eq!(cas(&one.url, &["mode", "red"]).status.code(), Some(1));
+    let swapped = cas(&two.url, &["mode", "green", "--expected", "blue"]);
+    assert_eq!(swapped.status.code(), Some(0));
+    let strong = remote_ok(&one.url, &["map", "get", "config", "mode", "--strong"]);
+    assert!(strong.contains("green"), "{strong}");
+    assert_eq!(
+        get(&format!("{}/v1/register/lock?strong=true", two.url))["value"],
+        "one"
+    );
     one.process.stop();
     two.process.stop();
 }

@@ -18,12 +18,12 @@ use serde::{Deserialize, Serialize};
 /// One operation on one variable. Each applies as one delta: one log entry,
 /// one flush, all or nothing.
 ///
-/// The strong operations (`RegisterCompareAndSet`, `CounterDecrementIf`,
-/// `SetAddIfAbsent`) decide on the state as seen here. They are
-/// linearizable only where every write of the variable is serialized: at the
-/// variable's owner. Owned variables (with forwarding to the owner) are not
-/// built yet, so today that holds only for a variable no other replica
-/// writes; more variants will come with them, hence `non_exhaustive`.
+/// The strong operations ([`Op::strong`]) decide on the state as seen
+/// here. They are linearizable only where every write that could change
+/// their decision is serialized: at the variable's owner, where the replica
+/// routes them ([`crate::Replica::request`]; docs/ownership.md). More
+/// variants will come (a bag's take of any element), hence
+/// `non_exhaustive`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Op {
@@ -99,6 +99,17 @@ pub enum Op {
     SetAddIfAbsent {
         /// The member claimed.
         member: Bytes,
+    },
+    /// Strong: writes `value` to the register of map entry `key` only if
+    /// it holds `expected` (`None`: absent, or never written). Answers
+    /// [`Answer::Swapped`]; a refused swap writes nothing.
+    MapCompareAndSet {
+        /// The entry.
+        key: String,
+        /// The value its register must hold.
+        expected: Option<Bytes>,
+        /// The value written if it does.
+        value: Bytes,
     },
     /// Inserts values into a bag, owned by this node. Answers
     /// [`Answer::Inserted`]: their element ids, in order.
@@ -180,7 +191,10 @@ impl Op {
             Op::RegisterSet { .. } | Op::RegisterCompareAndSet { .. } => Kind::Register,
             Op::MvRegisterSet { .. } => Kind::MvRegister,
             Op::SetChange { .. } | Op::SetAddIfAbsent { .. } => Kind::Set,
-            Op::MapChange { .. } | Op::MapRemoveMember { .. } | Op::MapRemove { .. } => Kind::Map,
+            Op::MapChange { .. }
+            | Op::MapRemoveMember { .. }
+            | Op::MapRemove { .. }
+            | Op::MapCompareAndSet { .. } => Kind::Map,
             Op::BagInsert { .. } | Op::BagTake | Op::BagTransfer { .. } => Kind::Bag,
             Op::Read { kind } => *kind,
         }
@@ -194,6 +208,7 @@ impl Op {
             Op::RegisterCompareAndSet { .. }
                 | Op::CounterDecrementIf { .. }
                 | Op::SetAddIfAbsent { .. }
+                | Op::MapCompareAndSet { .. }
         )
     }
 
@@ -227,7 +242,10 @@ impl Op {
                 )
                 | (Op::SetChange { .. }, Answer::Removed(_))
                 | (Op::MapRemove { .. }, Answer::Present(_))
-                | (Op::RegisterCompareAndSet { .. }, Answer::Swapped(_))
+                | (
+                    Op::RegisterCompareAndSet { .. } | Op::MapCompareAndSet { .. },
+                    Answer::Swapped(_)
+                )
                 | (Op::CounterDecrementIf { .. }, Answer::Decremented { .. })
                 | (Op::SetAddIfAbsent { .. }, Answer::Claimed(_))
                 | (Op::BagInsert { .. }, Answer::Inserted(_))
@@ -292,6 +310,29 @@ impl Op {
                 }
                 let d = s.add(ctx.replica, member);
                 Ok((Some(State::Set(d)), Answer::Claimed(true)))
+            }
+            (
+                Op::MapCompareAndSet {
+                    key,
+                    expected,
+                    value,
+                },
+                State::Map(m),
+            ) => {
+                if m.get(&key).and_then(|v| v.register.get()) != expected.as_ref() {
+                    return Ok((None, Answer::Swapped(false)));
+                }
+                let d = m
+                    .update(key, |v, c| {
+                        Ok::<_, CrdtError>(MapValue::with_register(v.register.set(
+                            c,
+                            ctx.replica,
+                            ctx.ts,
+                            value,
+                        )))
+                    })
+                    .map_err(crdt)?;
+                Ok((Some(State::Map(d)), Answer::Swapped(true)))
             }
             (Op::RegisterSet { value }, State::Register(r)) => Ok((
                 Some(State::Register(r.set(ctx.ts, ctx.replica, value))),
@@ -548,6 +589,36 @@ mod tests {
                 value: 2
             }
         );
+        // Compare-and-set of a map entry's register; the other fields stay.
+        let mut map = State::new(Kind::Map);
+        let mcas = |expected: Option<Bytes>, value| Op::MapCompareAndSet {
+            key: "k".into(),
+            expected,
+            value,
+        };
+        Op::MapChange {
+            key: "k".into(),
+            incr: Some(4),
+            set: None,
+            add: None,
+        }
+        .apply("m", &mut map, &ctx(1))
+        .unwrap();
+        let (d, a) = mcas(Some(b(1)), b(2))
+            .apply("m", &mut map, &ctx(1))
+            .unwrap();
+        assert!(d.is_none() && a == Answer::Swapped(false), "never written");
+        let (d, a) = mcas(None, b(2)).apply("m", &mut map, &ctx(1)).unwrap();
+        assert!(d.is_some() && a == Answer::Swapped(true));
+        let (d, a) = mcas(None, b(3)).apply("m", &mut map, &ctx(2)).unwrap();
+        assert!(
+            d.is_none() && a == Answer::Swapped(false),
+            "written once only"
+        );
+        let State::Map(m) = &map else { panic!() };
+        let entry = m.get(&"k".to_string()).unwrap();
+        assert_eq!(entry.register.get(), Some(&b(2)));
+        assert_eq!(entry.counter.value(), 4);
         // A claim: exactly one add of a member wins.
         let mut set = State::new(Kind::Set);
         let claim = || Op::SetAddIfAbsent { member: b(9) };

@@ -9,7 +9,7 @@ use crate::node::Control;
 use crate::ops::{body, Request};
 use crate::CoreError;
 use crate::{Error, Store};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -121,6 +121,7 @@ pub(crate) fn router(api: Api) -> Router {
             "/v1/map/{name}/{key}",
             get(map_get).post(map_change).delete(map_remove),
         )
+        .route("/v1/map/{name}/{key}/cas", post(map_cas))
         .route("/metrics", get(metrics))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(json_errors))
@@ -389,8 +390,13 @@ async fn conflicts(State(api): State<Api>, h: HeaderMap) -> ApiResult {
     run(&api, &h, Request::Conflicts)
 }
 
-async fn counter_get(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    run(&api, &h, Request::CounterGet { name })
+async fn counter_get(
+    State(api): State<Api>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<ReadQuery>,
+) -> ApiResult {
+    run(&api, &h, q.read(Request::CounterGet { name }))
 }
 
 async fn counter_incr(
@@ -478,8 +484,13 @@ async fn owner_force(
     run(&api, &h, Request::OwnForce { name, to: b.to })
 }
 
-async fn register_get(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    run(&api, &h, Request::RegisterGet { name })
+async fn register_get(
+    State(api): State<Api>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<ReadQuery>,
+) -> ApiResult {
+    run(&api, &h, q.read(Request::RegisterGet { name }))
 }
 
 async fn register_set(
@@ -498,8 +509,13 @@ async fn register_set(
     )
 }
 
-async fn set_get(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    run(&api, &h, Request::SetList { name })
+async fn set_get(
+    State(api): State<Api>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<ReadQuery>,
+) -> ApiResult {
+    run(&api, &h, q.read(Request::SetList { name }))
 }
 
 async fn set_change(
@@ -548,8 +564,39 @@ async fn map_get(
     State(api): State<Api>,
     h: HeaderMap,
     Path((name, key)): Path<(String, String)>,
+    Query(q): Query<ReadQuery>,
 ) -> ApiResult {
-    run(&api, &h, Request::MapGet { name, key })
+    run(&api, &h, q.read(Request::MapGet { name, key }))
+}
+
+async fn map_cas(
+    State(api): State<Api>,
+    h: HeaderMap,
+    Path((name, key)): Path<(String, String)>,
+    Json(b): Json<body::Cas>,
+) -> ApiResult {
+    let (expected, value) = (b.expected, b.value);
+    let req = Request::MapCas {
+        name,
+        key,
+        expected,
+        value,
+    };
+    run(&api, &h, req)
+}
+
+/// A read's query: `?strong=true` reads once this node holds every write
+/// the variable's owner had made (a round trip to the owner).
+#[derive(Deserialize)]
+struct ReadQuery {
+    #[serde(default)]
+    strong: bool,
+}
+
+impl ReadQuery {
+    fn read(self, read: Request) -> Request {
+        Request::strong_if(self.strong, read)
+    }
 }
 
 async fn map_change(

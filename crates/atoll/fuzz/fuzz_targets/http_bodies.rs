@@ -10,7 +10,7 @@ use atoll::ops::{BodyRoute, Request};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 
-const ROUTES: [BodyRoute; 11] = [
+const ROUTES: [BodyRoute; 12] = [
     BodyRoute::CounterAdd,
     BodyRoute::RegisterSet,
     BodyRoute::SetChange,
@@ -22,6 +22,7 @@ const ROUTES: [BodyRoute; 11] = [
     BodyRoute::RegisterCas,
     BodyRoute::CounterDecrIf,
     BodyRoute::SetClaim,
+    BodyRoute::MapCas,
 ];
 
 const NAMES: [&str; 4] = ["a", "b", "_atoll.peers", "_atoll.conflict/set/a"];

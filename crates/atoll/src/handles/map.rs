@@ -72,6 +72,36 @@ impl Map {
         })
     }
 
+    /// Strong: writes `value` to the register at `key` only if it holds
+    /// `expected` (`None`: absent, or never written), deciding at the map's
+    /// owner (the variable must be owned: [`Store::own`]); of concurrent
+    /// callers expecting the same value, exactly one wins. Returns whether
+    /// it wrote. The entry's counter and set are left as they are.
+    pub fn compare_and_set<T: Serialize>(
+        &self,
+        key: &str,
+        expected: Option<&T>,
+        value: &T,
+    ) -> Result<bool> {
+        let expected = expected
+            .map(|e| encode(&self.store, &self.name, e))
+            .transpose()?;
+        let op = Op::MapCompareAndSet {
+            key: key.to_string(),
+            expected,
+            value: encode(&self.store, &self.name, value)?,
+        };
+        let answer = self.store.write(false, &self.name, op)?;
+        Ok(answer!(answer, Swapped))
+    }
+
+    /// The register at `key` as the map's owner sees it, if the map is
+    /// owned (a round trip there; as seen here if it is ownerless).
+    pub fn get_strong<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.store.sync_with_owner(&self.name, Kind::Map)?;
+        self.get(key)
+    }
+
     /// Adds `member` to the set at `key`.
     pub fn add<T: Serialize>(&self, key: &str, member: &T) -> Result<()> {
         self.change(key, None, None, Some(member))

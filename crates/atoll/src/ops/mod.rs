@@ -167,6 +167,23 @@ pub enum Request {
         /// The member.
         member: String,
     },
+    /// Strong: writes the register of map entry `key` only if it holds
+    /// `expected` (`None`: absent or never written); answers whether it
+    /// swapped.
+    MapCas {
+        /// The map.
+        name: String,
+        /// The entry.
+        key: String,
+        /// The value its register must hold.
+        expected: Option<String>,
+        /// The value written.
+        value: String,
+    },
+    /// A read (`CounterGet`, `RegisterGet`, `SetList` or `MapGet`) made
+    /// once this node's copy holds every write the variable's owner had
+    /// made, if it is owned (a round trip there); answers as the read does.
+    Strong(Box<Request>),
     /// Every variable and its type (ownership records aside).
     Vars,
     /// Every type conflict: the name, the type that kept it, the type moved
@@ -199,6 +216,8 @@ pub enum BodyRoute {
     CounterDecrIf,
     /// `POST /v1/set/{name}/claim`: `{"member": "..."}`.
     SetClaim,
+    /// `POST /v1/map/{name}/{key}/cas`: `{"expected": "..." or null, "value": "..."}`.
+    MapCas,
 }
 
 /// The JSON bodies of the data routes, as the HTTP API reads them.
@@ -386,7 +405,7 @@ impl Request {
                     add: b.add,
                 }
             }
-            other => owned::from_body(other, name, body)?,
+            other => owned::from_body(other, name, key, body)?,
         })
     }
 
@@ -468,7 +487,9 @@ impl Request {
             | Request::OwnForce { .. }
             | Request::RegisterCas { .. }
             | Request::CounterDecrIf { .. }
-            | Request::SetClaim { .. } => owned::apply(self, store)?,
+            | Request::SetClaim { .. }
+            | Request::MapCas { .. }
+            | Request::Strong(_) => owned::apply(self, store)?,
             Request::Vars => {
                 // Ownership records are listed by `owner`, not as variables.
                 let rows: Vec<Value> = store
@@ -553,7 +574,9 @@ impl Request {
             | Request::OwnForce { .. }
             | Request::RegisterCas { .. }
             | Request::CounterDecrIf { .. }
-            | Request::SetClaim { .. } => owned::request(self),
+            | Request::SetClaim { .. }
+            | Request::MapCas { .. }
+            | Request::Strong(_) => owned::request(self),
             Request::Vars => ("GET", "/v1/vars".to_string(), None),
             Request::Conflicts => ("GET", "/v1/conflicts".to_string(), None),
         }

@@ -1,9 +1,10 @@
-//! The requests on owned variables: who owns one, changes of owner, and the
-//! strong operations, with the JSON they answer and the HTTP call that
-//! runs each on a node.
+//! The requests on owned variables: who owns one, changes of owner, the
+//! strong operations and strong reads, with the JSON they answer and the
+//! HTTP call that runs each on a node.
 
 use super::{body, parse_node, path_segment as seg, read, BodyRoute, Request};
 use crate::{Result, Store};
+use atoll_crdt::variable::Kind;
 use atoll_crdt::Ownership;
 use serde_json::{json, Value};
 
@@ -57,9 +58,54 @@ pub(super) fn apply(req: &Request, store: &Store) -> Result<Value> {
             let claimed = store.set::<String>(name)?.add_if_absent(member)?;
             json!({"name": name, "member": member, "claimed": claimed})
         }
+        Request::MapCas {
+            name,
+            key,
+            expected,
+            value,
+        } => {
+            let swapped = store
+                .map(name)?
+                .compare_and_set(key, expected.as_ref(), value)?;
+            json!({"name": name, "key": key, "swapped": swapped, "value": value})
+        }
+        Request::Strong(read) => {
+            let (name, kind) = strong_read(read)?;
+            store.sync_with_owner(name, kind)?;
+            read.apply(store)?
+        }
         other => {
             return Err(crate::Error::InvalidInput {
                 what: format!("not a request on an owned variable: {other:?}"),
+            })
+        }
+    })
+}
+
+impl Request {
+    /// `read` ([`Request::Strong`] says which reads), made at the owner if
+    /// `strong`.
+    pub fn strong_if(strong: bool, read: Request) -> Request {
+        match strong {
+            true => Request::Strong(Box::new(read)),
+            false => read,
+        }
+    }
+}
+
+/// The variable a strong read reads, and its kind; an error for a request
+/// that is not one of the reads that can be made strong.
+fn strong_read(read: &Request) -> Result<(&str, Kind)> {
+    Ok(match read {
+        Request::CounterGet { name } => (name, Kind::Counter),
+        Request::RegisterGet { name } => (name, Kind::Register),
+        Request::SetList { name } => (name, Kind::Set),
+        Request::MapGet { name, .. } => (name, Kind::Map),
+        other => {
+            return Err(crate::Error::InvalidInput {
+                what: format!(
+                    "only a counter's, register's, set's or map entry's read can be strong, not {other:?}"
+                ),
             })
         }
     })
@@ -99,6 +145,20 @@ pub(super) fn request(req: &Request) -> (&'static str, String, Option<Value>) {
             format!("/v1/set/{}/claim", seg(name)),
             Some(json!({ "member": member })),
         ),
+        Request::MapCas {
+            name,
+            key,
+            expected,
+            value,
+        } => (
+            "POST",
+            format!("/v1/map/{}/{}/cas", seg(name), seg(key)),
+            Some(json!({"expected": expected, "value": value})),
+        ),
+        Request::Strong(read) => {
+            let (method, path, body) = read.request();
+            (method, format!("{path}?strong=true"), body)
+        }
         // Every other request is mapped in `Request::request`.
         _ => ("GET", "/v1/status".to_string(), None),
     }
@@ -108,6 +168,7 @@ pub(super) fn request(req: &Request) -> (&'static str, String, Option<Value>) {
 pub(super) fn from_body(
     route: BodyRoute,
     name: String,
+    key: &str,
     b: &[u8],
 ) -> std::result::Result<Request, String> {
     Ok(match route {
@@ -139,6 +200,15 @@ pub(super) fn from_body(
             name,
             member: read::<body::Claim>(b)?.member,
         },
+        BodyRoute::MapCas => {
+            let c: body::Cas = read(b)?;
+            Request::MapCas {
+                name,
+                key: key.to_string(),
+                expected: c.expected,
+                value: c.value,
+            }
+        }
         other => return Err(format!("{other:?} is not a route on an owned variable")),
     })
 }
