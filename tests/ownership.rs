@@ -10,9 +10,19 @@ use std::sync::Barrier;
 /// Three connected nodes, every one up to date with the others (so that
 /// none is fenced).
 fn three(c: &Cluster) -> Vec<Node> {
-    let a = c.start(0, &[]);
-    let b = c.start(1, &[a.local_addr()]);
-    let n3 = c.start(2, &[a.local_addr(), b.local_addr()]);
+    three_with(c, |_, _| {})
+}
+
+/// [`three`], each node's configuration changed by `configure` first.
+fn three_with(c: &Cluster, configure: impl Fn(usize, &mut atoll::NodeConfig)) -> Vec<Node> {
+    let start = |i: usize, peers: &[std::net::SocketAddr]| {
+        let mut config = c.config(i, peers);
+        configure(i, &mut config);
+        Node::start(config).unwrap()
+    };
+    let a = start(0, &[]);
+    let b = start(1, &[a.local_addr()]);
+    let n3 = start(2, &[a.local_addr(), b.local_addr()]);
     let nodes = vec![a, b, n3];
     wait_until(
         "every node connects to the others and is up to date",
@@ -171,4 +181,51 @@ fn ownership_moves_and_an_unreachable_owner_is_a_typed_error() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     // Writes that cannot break a strong operation stay local.
     nodes[0].counter("hits").unwrap().incr(1).unwrap();
+}
+
+/// Placement rules on real nodes: a variable under `stock:` is owned by a
+/// node of site b from its first write, wherever that write is made, and
+/// cannot be moved off the site.
+#[test]
+fn a_rule_places_variables_on_a_site_from_their_first_write() {
+    let c = Cluster::new(3);
+    let nodes = three_with(&c, |i, config| {
+        config.replica.site = Some(["a", "b", "b"][i].to_string());
+        config.replica.owned = vec![atoll::OwnedRule {
+            prefix: "stock:".into(),
+            place: atoll::Place::Site("b".into()),
+        }];
+    });
+    let ids: Vec<_> = nodes.iter().map(|n| n.replica_id()).collect();
+    wait_until("every node knows every site", || {
+        nodes.iter().all(|n| {
+            ids.iter().map(|id| n.site_of(*id)).collect::<Vec<_>>()
+                == [Some("a".into()), Some("b".into()), Some("b".into())]
+        })
+    });
+    nodes[0]
+        .register::<String>("stock:1")
+        .unwrap()
+        .set(&"x".into())
+        .unwrap();
+    // Node 0 learns the grant by gossip (the write's reply carries the
+    // variable, not its record).
+    wait_until("node 0 knows the owner", || {
+        nodes[0].owner("stock:1").unwrap().owner().is_some()
+    });
+    let owner = nodes[0].owner("stock:1").unwrap().owner();
+    assert!(owner == Some(ids[1]) || owner == Some(ids[2]), "{owner:?}");
+    let reg = nodes[1].register::<String>("stock:1").unwrap();
+    assert!(reg.compare_and_set(Some(&"x".into()), &"y".into()).unwrap());
+    let e = nodes[2].own_by("stock:1", ids[0]).unwrap_err();
+    match ownership_error(e) {
+        // Refused at the owner (node 1), or by node 2 if it owns it.
+        OwnershipError::Refused { why, .. } | OwnershipError::Placement { why, .. } => {
+            assert!(why.contains("places it on site \"b\""), "{why}")
+        }
+        e => panic!("{e}"),
+    }
+    // An increment stays local and makes nothing owned.
+    nodes[0].counter("stock:2").unwrap().incr(3).unwrap();
+    assert_eq!(nodes[0].owner("stock:2").unwrap().owner(), None);
 }

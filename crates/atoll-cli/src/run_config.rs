@@ -70,6 +70,51 @@ struct RunConfig {
     migrate_window_ms: Option<u64>,
     /// The least time between two moves of one variable (default 30000).
     migrate_cooldown_ms: Option<u64>,
+    /// This node's site, for placement rules.
+    site: Option<String>,
+    /// Variables owned by rule: `[[owned]]` tables.
+    #[serde(default)]
+    owned: Vec<OwnedToml>,
+}
+
+/// An `[[owned]]` rule: names beginning with `prefix` are owned, on the
+/// node or site `placement` names (a node id is 16 hex digits; anything
+/// else is a site), or where first used.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OwnedToml {
+    prefix: String,
+    placement: Option<String>,
+}
+
+/// The placement rules, checked: a prefix that can name a variable, a
+/// placement that is a node id or a site name.
+fn owned_rules(rules: Vec<OwnedToml>) -> Result<Vec<atoll::OwnedRule>, String> {
+    rules
+        .into_iter()
+        .map(|r| {
+            if r.prefix.is_empty() || atoll::is_reserved(&r.prefix) {
+                return Err(format!(
+                    "[[owned]] prefix = {:?}: a prefix must be non-empty and outside the system's \"_atoll.\"",
+                    r.prefix
+                ));
+            }
+            let place = match r.placement {
+                None => atoll::Place::Anywhere,
+                Some(p) if p.len() == 16 && p.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    atoll::Place::Node(atoll::ReplicaId(u64::from_str_radix(&p, 16).map_err(|e| e.to_string())?))
+                }
+                Some(p) if p.is_empty() => {
+                    return Err(format!("[[owned]] prefix = {:?}: placement is a node id (16 hex digits) or a site name, not empty", r.prefix))
+                }
+                Some(site) => atoll::Place::Site(site),
+            };
+            Ok(atoll::OwnedRule {
+                prefix: r.prefix,
+                place,
+            })
+        })
+        .collect()
 }
 
 pub(crate) fn node_config(path: &Path) -> Result<atoll::NodeConfig, String> {
@@ -170,6 +215,11 @@ pub(crate) fn node_config(path: &Path) -> Result<atoll::NodeConfig, String> {
     m.share_pct = rc.migrate_share_pct.unwrap_or(m.share_pct);
     m.window_ms = rc.migrate_window_ms.unwrap_or(m.window_ms);
     m.cooldown_ms = rc.migrate_cooldown_ms.unwrap_or(m.cooldown_ms);
+    if rc.site.as_deref() == Some("") {
+        return Err(format!("{file}: site must not be empty"));
+    }
+    c.replica.site = rc.site;
+    c.replica.owned = owned_rules(rc.owned).map_err(|e| format!("{file}: {e}"))?;
     c.validate().map_err(|e| format!("{file}: {e}"))?;
     Ok(c)
 }
@@ -237,6 +287,39 @@ mod tests {
                 "{field}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn placement_rules_and_the_site_are_read_and_checked() {
+        let c = config(
+            "site = \"paris\"\n[[owned]]\nprefix = \"stock:\"\nplacement = \"lyon\"\n\
+             [[owned]]\nprefix = \"lock:\"\nplacement = \"00000000000000ff\"\n\
+             [[owned]]\nprefix = \"job:\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.replica.site.as_deref(), Some("paris"));
+        let places: Vec<_> = c
+            .replica
+            .owned
+            .iter()
+            .map(|r| (r.prefix.as_str(), r.place.clone()))
+            .collect();
+        assert_eq!(
+            places,
+            [
+                ("stock:", atoll::Place::Site("lyon".into())),
+                ("lock:", atoll::Place::Node(atoll::ReplicaId(255))),
+                ("job:", atoll::Place::Anywhere),
+            ]
+        );
+        for bad in ["prefix = \"\"", "prefix = \"_atoll.x\""] {
+            let err = config(&format!("[[owned]]\n{bad}")).err().unwrap();
+            assert!(err.contains("a prefix must be non-empty"), "{err}");
+        }
+        let err = config("[[owned]]\nprefix = \"a\"\nsite = \"x\"")
+            .err()
+            .unwrap();
+        assert!(err.contains("unknown field"), "{err}");
     }
 
     #[test]

@@ -169,6 +169,15 @@ pub enum OwnershipError {
         /// Whom the fence waits for.
         waiting: String,
     },
+    /// A placement rule does not let the variable be owned there (or no
+    /// node of its site is known). Nothing changed.
+    #[error("variable {name:?}: {why}")]
+    Placement {
+        /// The variable.
+        name: String,
+        /// Which rule, and why.
+        why: String,
+    },
     /// The node to own the variable is not a peer of its owner. Nothing
     /// changed.
     #[error("variable {name:?}: node {to} is not a peer here")]

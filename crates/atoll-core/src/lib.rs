@@ -33,6 +33,7 @@ pub use keyspace::{
 };
 pub use op::{Answer, Op, Outcome};
 pub use replica::{
-    Event, Migration, Now, Outputs, PeerStats, PeerStatus, ProtocolError, Replica, ReplicaConfig,
-    Requested, Stuck, TooLarge, TransferReason, TransferStatus, Transmit,
+    Event, Migration, Now, Outputs, OwnedRule, PeerStats, PeerStatus, Place, ProtocolError,
+    Replica, ReplicaConfig, Requested, Stuck, TooLarge, TransferReason, TransferStatus, Transmit,
+    SITES_VAR,
 };

@@ -1,11 +1,8 @@
 //! Owned variables between in-process replicas: ownership granted by a
 //! variable's home, strong operations at the owner and forwarded to it,
 //! answers kept for requests sent again, moves of ownership with lost
-//! messages, releases, overrides and moves by use.
-//!
-//! Over 600 lines: one staged story per test, sharing the helpers at the
-//! top; due to be split by subject (requests, handoffs, migration) when
-//! next extended.
+//! messages, releases and overrides. Where variables are owned (placement
+//! rules, moves by use): tests/placement.rs.
 
 use atoll_core::protocol::Body;
 use atoll_core::testkit::{id, Net, LATENCY};
@@ -427,80 +424,6 @@ fn an_override_wins_and_a_conflicting_record_is_reported_the_same_everywhere() {
         .request(now, "jobs", Body::Op(Op::SetAddIfAbsent { member: b(1) }))
         .unwrap();
     assert!(matches!(r, Requested::Sent(_)));
-}
-
-fn migrating_net() -> Net {
-    let config = atoll_core::ReplicaConfig {
-        retransmit_ms: 50,
-        migration: atoll_core::Migration {
-            min_ops: 8,
-            share_pct: 75,
-            window_ms: 5_000,
-            cooldown_ms: 1_000,
-        },
-        ..atoll_core::ReplicaConfig::default()
-    };
-    let mut net = Net::with_config(3, KeyspaceConfig::default(), config);
-    net.full_mesh();
-    net.run(1_000);
-    net.request(0, "seat", Body::Own { to: id(0) }, WAIT)
-        .unwrap();
-    net.run(1_000);
-    net
-}
-
-fn claim(net: &mut Net, at: usize, m: u8) {
-    let op = Body::Op(Op::SetAddIfAbsent { member: b(m) });
-    net.request(at, "seat", op, WAIT).unwrap();
-}
-
-/// An owned variable used mostly from another node moves there, once.
-#[test]
-fn a_variable_moves_to_the_node_that_uses_it_most() {
-    let mut net = migrating_net();
-    claim(&mut net, 0, 0);
-    // Past the cooldown since it arrived (the network is quiet: no event
-    // moves time).
-    net.now += 1_500;
-    for m in 1..=12 {
-        claim(&mut net, 2, m);
-    }
-    net.run(1_000);
-    let moves: Vec<_> = net
-        .events
-        .iter()
-        .filter_map(|(i, e)| match e {
-            Event::Migrating { to, .. } => Some((*i, *to)),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(moves, vec![(0, id(2))]);
-    for i in 0..3 {
-        assert_eq!(ownership(&mut net, i, "seat"), Ownership::owned(2, id(2)));
-    }
-    // Its operations now run there without a round trip.
-    let now = net.now;
-    let op = Body::Op(Op::SetAddIfAbsent { member: b(99) });
-    let r = net.nodes[2].request(now, "seat", op).unwrap();
-    assert!(matches!(r, Requested::Done { .. }), "{r:?}");
-}
-
-/// Two nodes using a variable equally do not pull it back and forth.
-#[test]
-fn a_variable_used_equally_from_two_nodes_stays() {
-    let mut net = migrating_net();
-    net.now += 1_500;
-    for m in 0..40 {
-        claim(&mut net, 1 + usize::from(m % 2), m);
-    }
-    net.run(1_000);
-    assert!(
-        !net.events
-            .iter()
-            .any(|(_, e)| matches!(e, Event::Migrating { .. })),
-        "no move"
-    );
-    assert_eq!(ownership(&mut net, 1, "seat").owner(), Some(id(0)));
 }
 
 /// A copy of a request still in flight after its sender was told it did

@@ -63,7 +63,9 @@ fn ownership_status(e: &atoll_core::OwnershipError) -> StatusCode {
             StatusCode::SERVICE_UNAVAILABLE
         }
         O::OutcomeUnknown { .. } => StatusCode::GATEWAY_TIMEOUT,
-        O::NotOwned { .. } | O::Elsewhere { .. } | O::NotAPeer { .. } => StatusCode::CONFLICT,
+        O::NotOwned { .. } | O::Elsewhere { .. } | O::NotAPeer { .. } | O::Placement { .. } => {
+            StatusCode::CONFLICT
+        }
         O::Refused { .. } => StatusCode::BAD_REQUEST,
     }
 }
@@ -210,6 +212,7 @@ async fn status(State(api): State<Api>, h: HeaderMap) -> ApiResult {
     let (owned, handing_off, requests) = api.store.ownership_summary()?;
     Ok(Json(json!({
         "fenced": api.store.fenced(),
+        "site": api.store.site_of(s.id),
         "owned_here": owned,
         "handing_off": handing_off,
         "requests_in_flight": requests,
@@ -250,6 +253,7 @@ async fn peers(State(api): State<Api>, h: HeaderMap) -> ApiResult {
         .map(|(p, addr)| {
             json!({
                 "id": p.id.to_string(),
+                "site": api.store.site_of(p.id),
                 "addr": addr.map(|a| a.to_string()),
                 "connected": p.connected,
                 "connected_since_ms_ago": p.connected_since.map(|t| crate::store::mono_ms().saturating_sub(t)),

@@ -182,6 +182,7 @@ impl Node {
         let identity = Identity::load(&config.cert_dir)?;
         let store = Store::open_with(config.store.clone())?;
         store.replica().set_config(config.replica.clone());
+        store.replica().announce_site(crate::store::clock())?;
 
         let mut tc = config.transport.clone().unwrap_or_else(|| {
             let mut tc = TransportConfig::new(config.listen, 0, PROTOCOL_VERSION);

@@ -77,6 +77,13 @@ impl Store {
         Ok(self.replica().ownerships()?)
     }
 
+    /// The site of node `id` as this node knows it (its own from its
+    /// configuration, the others' as they announced them), for placement
+    /// rules (docs/ownership.md).
+    pub fn site_of(&self, id: ReplicaId) -> Option<String> {
+        self.replica().site_of(id)
+    }
+
     /// Owned variables as this node sees them: how many it owns, how many of
     /// those it is handing on, and how many requests it sent wait for an
     /// owner's answer.

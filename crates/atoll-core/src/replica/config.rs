@@ -78,6 +78,13 @@ pub struct ReplicaConfig {
     /// When an owned variable moves to the node that uses it most
     /// ([`crate::Migration`]; `min_ops = 0`: never by itself).
     pub migration: crate::Migration,
+    /// Variables owned by rule, by name prefix, and where
+    /// ([`crate::OwnedRule`]; docs/ownership.md). Default: none.
+    pub owned: Vec<crate::OwnedRule>,
+    /// This node's site, for placement rules: written to the replicated
+    /// map of sites ([`crate::SITES_VAR`]) by [`crate::Replica::announce_site`].
+    /// Default: none.
+    pub site: Option<String>,
 }
 
 impl Default for ReplicaConfig {
@@ -99,6 +106,8 @@ impl Default for ReplicaConfig {
             max_requests_per_peer: 1024,
             answers_kept: 4096,
             migration: crate::Migration::default(),
+            owned: Vec::new(),
+            site: None,
         }
     }
 }

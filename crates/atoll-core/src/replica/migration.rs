@@ -82,6 +82,10 @@ impl<B: Backend> Replica<B> {
         if !self.peers.get(&top).is_some_and(|p| p.connected) {
             return;
         }
+        // Placement wins over use.
+        if self.check_placement(name, top).is_err() {
+            return;
+        }
         let record = match self.ownership(name) {
             Ok(r) => r,
             Err(_) => return,

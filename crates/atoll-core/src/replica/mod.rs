@@ -42,6 +42,7 @@ mod interval;
 mod migration;
 mod owners;
 mod peer;
+mod placement;
 mod requests;
 mod serving;
 mod staging;
@@ -54,6 +55,7 @@ pub use events::{
 };
 pub use migration::Migration;
 use peer::{absorb_acks, chunk_deadline, known, part_room, transfer_room, Peer};
+pub use placement::{OwnedRule, Place, SITES_VAR};
 pub use requests::Requested;
 use staging::{PartHeader, Staging};
 use transfer::{Transfer, JOIN_SLACK, MAX_TRANSFER_BACKOFF, STATE_MESSAGE_OVERHEAD, VAR_FRAMING};
@@ -264,6 +266,8 @@ impl<B: Backend> Replica<B> {
     /// owns ([`crate::OwnershipError::NotOwned`]).
     pub fn write(&mut self, now: impl Into<Now>, name: &str, op: Op) -> crate::Result<Outcome> {
         let now = self.input(now);
+        let me = self.id();
+        self.grant_by_rule(name, &op, me)?;
         let route = self.route_op(name, &op)?;
         self.write_routed(now, name, op, route)
     }

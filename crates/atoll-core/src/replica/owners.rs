@@ -67,14 +67,14 @@ pub(super) enum Route {
 
 /// FNV-1a, 64 bits: a hash that is the same on every node and in every
 /// run (the standard library's is seeded at random).
-fn fnv(bytes: &[u8]) -> u64 {
+pub(super) fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
 }
 
 /// A 64-bit mix (splitmix64's finalizer).
-fn mix(mut x: u64) -> u64 {
+pub(super) fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
@@ -106,6 +106,14 @@ impl<B: Backend> Replica<B> {
             member: atoll_crdt::variable::Bytes::default(),
         };
         Ok(matches!(self.route_op(name, &probe), Ok(Route::Here)))
+    }
+
+    /// Whether a request on `name` may meet a transfer under way: the
+    /// variable is being handed on, or a placement rule owns it (its first
+    /// use may grant it elsewhere). A caller may then make the request
+    /// again, once the new owner took it.
+    pub fn may_be_in_transfer(&mut self, name: &str) -> bool {
+        self.rule_for(name).is_some() || self.ownership(name).is_ok_and(|r| r.handoff().is_some())
     }
 
     /// The node that grants ownership of `name` while nobody owns it: of
@@ -247,17 +255,20 @@ impl<B: Backend> Replica<B> {
         match record.owner() {
             // This node may not have heard of a grant yet: the node that
             // decides about the variable has, and tells.
-            None if op.strong() => match self.decider(name, &record) {
-                me if me == self.id() => {
-                    // Granting it now, or catching up: not known yet.
-                    self.check_deciding(name, me, &record)?;
-                    Err(OwnershipError::NotOwned {
-                        name: name.to_string(),
+            // So does a variable a placement rule owns, before its grant.
+            None if op.strong() || (op.at_owner() && self.placed_before_grant(name, &record)) => {
+                match self.decider(name, &record) {
+                    me if me == self.id() => {
+                        // Granting it now, or catching up: not known yet.
+                        self.check_deciding(name, me, &record)?;
+                        Err(OwnershipError::NotOwned {
+                            name: name.to_string(),
+                        }
+                        .into())
                     }
-                    .into())
+                    decider => Ok(Route::At(decider)),
                 }
-                decider => Ok(Route::At(decider)),
-            },
+            }
             None => Ok(Route::Local),
             Some(_) if !op.at_owner() => Ok(Route::Local),
             Some(owner) if owner != self.id() => Ok(Route::At(owner)),
@@ -266,6 +277,11 @@ impl<B: Backend> Replica<B> {
                 Ok(Route::Here)
             }
         }
+    }
+
+    /// Whether `name` is owned by a placement rule and was never granted.
+    fn placed_before_grant(&self, name: &str, record: &Ownership) -> bool {
+        record.epoch == 0 && self.rule_for(name).is_some()
     }
 
     /// The node that decides about `name` as `record` says: its owner; while
@@ -352,16 +368,19 @@ impl<B: Backend> Replica<B> {
                 }
                 Ok((out.answer, change, out.applied))
             }
-            Body::Own { to } if to == self.id() => {
-                // This node holds the state already (it owns the variable,
-                // released it, or is its home): no offer needed.
+            Body::Own { to } => {
+                // Placement wins: a move elsewhere is refused.
+                self.check_placement(name, to)?;
                 let change = match record.owner() {
+                    // Offered with its state (the kept answers too).
+                    _ if to != self.id() => self.hand_off(name, to)?,
+                    // This node holds the state already (it owns the
+                    // variable, released it, or is its home): no offer.
                     Some(_) => None,
                     None => self.write_record(name, Ownership::owned(record.epoch + 1, to))?,
                 };
                 Ok((Answer::Done, change, None))
             }
-            Body::Own { to } => Ok((Answer::Done, self.hand_off(name, to)?, None)),
             Body::Release => {
                 let change = match record.owner() {
                     None => None,

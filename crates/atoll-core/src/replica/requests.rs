@@ -74,6 +74,10 @@ impl<B: Backend> Replica<B> {
     ) -> crate::Result<Requested> {
         let mono = self.input(now);
         self.observe(mono);
+        if let Body::Op(op) = &body {
+            let me = self.id();
+            self.grant_by_rule(name, op, me)?;
+        }
         let route = self.route(name, &body)?;
         match route {
             Route::At(node) => self

@@ -50,8 +50,17 @@ impl<B: Backend> Replica<B> {
             return Ok(());
         }
         let held = self.ownership(&name).map(|r| r.epoch);
-        let route = match held {
-            Ok(e) if e != epoch => Ok(Route::Local),
+        // A first use of a variable a placement rule owns: granted here,
+        // if this is its home.
+        let granted = match &body {
+            Body::Op(op) if held.as_ref().is_ok_and(|e| *e == epoch) => {
+                self.grant_by_rule(&name, op, from)
+            }
+            _ => Ok(()),
+        };
+        let route = match (granted, held) {
+            (Err(e), _) => Err(e),
+            (_, Ok(e)) if e != epoch => Ok(Route::Local),
             _ => self.route(&name, &body),
         };
         let result = match route {
