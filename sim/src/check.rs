@@ -223,7 +223,7 @@ fn check_bags(
                 e.owner = Some(node_ids[r.node]);
             }
             Op::BagTake => e.takes.push(r.id),
-            Op::BagTransfer { to, .. } => e.owner = Some(to),
+            Op::BagTransfer { to, .. } | Op::BagGive { to } => e.owner = Some(to),
             _ => {}
         }
     }

@@ -247,6 +247,8 @@ pub struct Workload {
     pub strong_owner_changes_pct: u8,
     /// When owned variables move to where they are used.
     pub migration: atoll_core::Migration,
+    /// When bag elements move to nodes whose shares are low.
+    pub rebalance: atoll_core::Rebalance,
 }
 
 impl Workload {
@@ -271,6 +273,7 @@ impl Workload {
             favourite_every_ms: 5_000,
             strong_from_two: false,
             migration: atoll_core::Migration::default(),
+            rebalance: atoll_core::Rebalance::default(),
         }
     }
 }
@@ -399,6 +402,18 @@ impl Options {
             mixed_configs: rng.chance(0.25),
         }
         .with_strong(seed)
+        .with_rebalance(seed)
+    }
+
+    /// How often bags are rebalanced (never, in one run of four), drawn
+    /// from a stream of their own.
+    fn with_rebalance(mut self, seed: u64) -> Options {
+        let mut rng = Rng::new(seed ^ 0x00ba_6ba6_0000);
+        self.workload.rebalance = atoll_core::Rebalance {
+            every_ms: [0, 100, 500, 2_000][rng.index(4)],
+            max_moves: [1, 4, 64][rng.index(3)],
+        };
+        self
     }
 
     /// Strong operations on owned variables, every 20 to 200 ms, drawn

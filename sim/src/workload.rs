@@ -40,6 +40,12 @@ pub enum Op {
         /// The new owner.
         to: ReplicaId,
     },
+    /// Not a client's: the replica gave an element of its share to node
+    /// `to`, whose share was low (`atoll_core::Rebalance`).
+    BagGive {
+        /// The new owner.
+        to: ReplicaId,
+    },
 }
 
 impl Op {
@@ -51,13 +57,18 @@ impl Op {
             Op::MvWrite(_) => Kind::MvRegister,
             Op::SetAdd(_) | Op::SetRemove(_) => Kind::Set,
             Op::MapIncr(..) | Op::MapSet(..) | Op::MapSetAdd(..) | Op::MapRemove(_) => Kind::Map,
-            Op::BagInsert(_) | Op::BagTake | Op::BagTransfer { .. } => Kind::Bag,
+            Op::BagInsert(_) | Op::BagTake | Op::BagTransfer { .. } | Op::BagGive { .. } => {
+                Kind::Bag
+            }
         }
     }
 
     /// Whether only an element's owner may do it (fenced after a restart).
     pub fn owner_only(&self) -> bool {
-        matches!(self, Op::BagTake | Op::BagTransfer { .. })
+        matches!(
+            self,
+            Op::BagTake | Op::BagTransfer { .. } | Op::BagGive { .. }
+        )
     }
 }
 
@@ -186,6 +197,8 @@ impl Op {
                     to: *to,
                 },
             },
+            // Made by the replica, never asked for: nothing to do.
+            Op::BagGive { .. } => StoreOp::BagTransfers { moves: Vec::new() },
         }
     }
 

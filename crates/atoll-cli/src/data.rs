@@ -100,6 +100,10 @@ pub(crate) fn op(cmd: &Cmd) -> Result<Option<Request>, String> {
             },
             BagCmd::Take { name: n } => Request::BagTake { name: name(n) },
             BagCmd::List { name: n } => Request::BagList { name: name(n) },
+            BagCmd::Adopt { name: n, from } => Request::BagAdopt {
+                name: name(n),
+                from: from.clone(),
+            },
             BagCmd::Transfer { name: n, id, to } => Request::BagTransfer {
                 name: name(n),
                 id: id.clone(),
@@ -281,6 +285,7 @@ pub(crate) fn render(cmd: &Cmd, v: Value) -> Output {
             }
         }
         Cmd::Bag(BagCmd::Transfer { .. }) => out(ok(), v),
+        Cmd::Bag(BagCmd::Adopt { .. }) => out(lines(&v["adopted"]), v),
         Cmd::Bag(BagCmd::List { .. }) => {
             let text = rows(&v["elements"], |e| {
                 format!(

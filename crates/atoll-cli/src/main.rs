@@ -307,6 +307,14 @@ enum BagCmd {
         id: String,
         to: String,
     },
+    /// Operator's override for a node gone for good: make every element
+    /// node --from owns this node's; prints their ids. If --from is alive,
+    /// both may take the same element.
+    Adopt {
+        name: String,
+        #[arg(long)]
+        from: String,
+    },
 }
 
 #[derive(Subcommand)]

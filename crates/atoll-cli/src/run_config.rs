@@ -70,6 +70,11 @@ struct RunConfig {
     migrate_window_ms: Option<u64>,
     /// The least time between two moves of one variable (default 30000).
     migrate_cooldown_ms: Option<u64>,
+    /// How often bag elements move to connected nodes whose shares are low
+    /// (default 1000; 0: never).
+    rebalance_every_ms: Option<u64>,
+    /// The most elements given away per bag per round (default 64).
+    rebalance_max_moves: Option<usize>,
     /// This node's site, for placement rules.
     site: Option<String>,
     /// Variables owned by rule: `[[owned]]` tables.
@@ -215,6 +220,9 @@ pub(crate) fn node_config(path: &Path) -> Result<atoll::NodeConfig, String> {
     m.share_pct = rc.migrate_share_pct.unwrap_or(m.share_pct);
     m.window_ms = rc.migrate_window_ms.unwrap_or(m.window_ms);
     m.cooldown_ms = rc.migrate_cooldown_ms.unwrap_or(m.cooldown_ms);
+    let r = &mut c.replica.rebalance;
+    r.every_ms = rc.rebalance_every_ms.unwrap_or(r.every_ms);
+    r.max_moves = rc.rebalance_max_moves.unwrap_or(r.max_moves);
     if rc.site.as_deref() == Some("") {
         return Err(format!("{file}: site must not be empty"));
     }
@@ -280,6 +288,7 @@ mod tests {
             ("answers_kept", "0"),
             ("migrate_share_pct", "50"),
             ("migrate_window_ms", "0"),
+            ("rebalance_max_moves", "0"),
         ] {
             let err = config(&format!("{field} = {bad}")).err().unwrap();
             assert!(

@@ -87,6 +87,9 @@ impl ReplicaConfig {
         check_range("migrate_share_pct", u64::from(m.share_pct), 51, 100)?;
         check_range("migrate_window_ms", m.window_ms, 1, 86_400_000)?;
         check_range("migrate_cooldown_ms", m.cooldown_ms, 0, 86_400_000)?;
+        let r = &self.rebalance;
+        check_range("rebalance_every_ms", r.every_ms, 0, 86_400_000)?;
+        check_range("rebalance_max_moves", wide(r.max_moves), 1, 1 << 20)?;
         Ok(())
     }
 }

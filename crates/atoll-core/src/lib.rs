@@ -34,6 +34,6 @@ pub use keyspace::{
 pub use op::{Answer, Op, Outcome};
 pub use replica::{
     Event, Migration, Now, Outputs, OwnedRule, PeerStats, PeerStatus, Place, ProtocolError,
-    Replica, ReplicaConfig, Requested, Stuck, TooLarge, TransferReason, TransferStatus, Transmit,
-    SITES_VAR,
+    Rebalance, Replica, ReplicaConfig, Requested, Stuck, TooLarge, TransferReason, TransferStatus,
+    Transmit, SITES_VAR,
 };

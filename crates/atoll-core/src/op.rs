@@ -14,6 +14,7 @@ use crate::{Error, OpCtx, Result};
 use atoll_crdt::variable::{Bytes, Kind, MapValue, State};
 use atoll_crdt::{set_add, set_remove, CrdtError, ElementId, ReplicaId, Timestamp};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// One operation on one variable. Each applies as one delta: one log entry,
 /// one flush, all or nothing.
@@ -129,6 +130,22 @@ pub enum Op {
         /// The new owner.
         to: ReplicaId,
     },
+    /// Hands several elements, each of which this node must own, each to
+    /// its node, as one operation (a rebalancing of the bag's shares;
+    /// `shares` in the replica). A move to this node itself is skipped.
+    BagTransfers {
+        /// (element, new owner) pairs.
+        moves: Vec<(ElementId, ReplicaId)>,
+    },
+    /// An operator's adoption of the share of node `from`, gone for good:
+    /// every element it owns becomes this node's. Answers
+    /// [`Answer::Adopted`]. If `from` is alive, it may take an element
+    /// this node also takes: like an ownership override, it breaks the
+    /// bag's exclusivity.
+    BagAdopt {
+        /// The node whose elements are adopted.
+        from: ReplicaId,
+    },
     /// Reads a variable of `kind` where its writes are decided: changes
     /// nothing, and on an owned variable runs at the owner, whose reply
     /// carries the whole state, so that a read after it here sees every
@@ -167,6 +184,8 @@ pub enum Answer {
     },
     /// Whether a claim added its member (`false`: it was there already).
     Claimed(bool),
+    /// The ids of the bag elements adopted.
+    Adopted(Vec<ElementId>),
 }
 
 /// An operation applied: its answer, and the delta it wrote, if any.
@@ -195,7 +214,11 @@ impl Op {
             | Op::MapRemoveMember { .. }
             | Op::MapRemove { .. }
             | Op::MapCompareAndSet { .. } => Kind::Map,
-            Op::BagInsert { .. } | Op::BagTake | Op::BagTransfer { .. } => Kind::Bag,
+            Op::BagInsert { .. }
+            | Op::BagTake
+            | Op::BagTransfer { .. }
+            | Op::BagTransfers { .. }
+            | Op::BagAdopt { .. } => Kind::Bag,
             Op::Read { kind } => *kind,
         }
     }
@@ -220,7 +243,11 @@ impl Op {
     pub fn at_owner(&self) -> bool {
         match self {
             Op::CounterAdd { by } => *by < 0,
-            Op::BagInsert { .. } | Op::BagTake | Op::BagTransfer { .. } => false,
+            Op::BagInsert { .. }
+            | Op::BagTake
+            | Op::BagTransfer { .. }
+            | Op::BagTransfers { .. }
+            | Op::BagAdopt { .. } => false,
             _ => true,
         }
     }
@@ -237,9 +264,11 @@ impl Op {
                         | Op::MapChange { .. }
                         | Op::MapRemoveMember { .. }
                         | Op::BagTransfer { .. }
+                        | Op::BagTransfers { .. }
                         | Op::Read { .. },
                     Answer::Done
                 )
+                | (Op::BagAdopt { .. }, Answer::Adopted(_))
                 | (Op::SetChange { .. }, Answer::Removed(_))
                 | (Op::MapRemove { .. }, Answer::Present(_))
                 | (
@@ -256,7 +285,10 @@ impl Op {
     /// Whether only an element's owner may do it: a replica refuses it while
     /// fenced after opening (see [`crate::Replica::fenced`]).
     pub fn owner_only(&self) -> bool {
-        matches!(self, Op::BagTake | Op::BagTransfer { .. })
+        matches!(
+            self,
+            Op::BagTake | Op::BagTransfer { .. } | Op::BagTransfers { .. } | Op::BagAdopt { .. }
+        )
     }
 
     /// Applies the operation to `state` (of the variable `name`, of
@@ -446,6 +478,42 @@ impl Op {
                 }
                 let d = b.transfer_as(ctx.replica, ctx.node, id, to).map_err(crdt)?;
                 Ok((Some(State::Bag(d)), Answer::Done))
+            }
+            (Op::BagTransfers { moves }, State::Bag(b)) => {
+                // One move per element (the last given), each checked before
+                // any is made: all or nothing.
+                let moves: BTreeMap<ElementId, ReplicaId> = moves.into_iter().collect();
+                for id in moves.keys() {
+                    match b.get(*id) {
+                        Some(e) if e.owner == ctx.node => {}
+                        Some(e) => return Err(crdt(CrdtError::NotOwner { owner: e.owner })),
+                        None => return Err(crdt(CrdtError::NoSuchElement)),
+                    }
+                }
+                let mut delta = None;
+                for (id, to) in moves.into_iter().filter(|(_, to)| *to != ctx.node) {
+                    let d = b.transfer_as(ctx.replica, ctx.node, id, to).map_err(crdt)?;
+                    join_step(&mut delta, State::Bag(d));
+                }
+                Ok((delta, Answer::Done))
+            }
+            (Op::BagAdopt { from }, State::Bag(_)) if from == ctx.node => {
+                Ok((None, Answer::Adopted(Vec::new())))
+            }
+            (Op::BagAdopt { from }, State::Bag(b)) => {
+                let ids: Vec<ElementId> = b
+                    .iter()
+                    .filter(|(_, e)| e.owner == from)
+                    .map(|(id, _)| id)
+                    .collect();
+                let mut delta = None;
+                for id in &ids {
+                    let d = b
+                        .transfer_as(ctx.replica, from, *id, ctx.node)
+                        .map_err(crdt)?;
+                    join_step(&mut delta, State::Bag(d));
+                }
+                Ok((delta, Answer::Adopted(ids)))
             }
             (Op::Read { kind: wanted }, _) if wanted == kind => Ok((None, Answer::Done)),
             (op, _) => Err(Error::TypeMismatch {

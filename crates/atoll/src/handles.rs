@@ -364,6 +364,16 @@ impl<T: Serialize + DeserializeOwned> Bag<T> {
             .map(drop)
     }
 
+    /// An operator's adoption of the share of node `from`, gone for good:
+    /// every element it owns, as known here, becomes this node's; returns
+    /// their ids. If `from` is alive, it may still take an element this
+    /// node takes too: like an ownership override, this breaks the bag's
+    /// exclusivity (docs/ownership.md).
+    pub fn adopt(&self, from: ReplicaId) -> Result<Vec<ElementId>> {
+        let answer = self.store.write(false, &self.name, Op::BagAdopt { from })?;
+        Ok(answer!(answer, Adopted))
+    }
+
     /// Every element known here, across all owners, by id.
     pub fn elements(&self) -> Result<Vec<BagElement<T>>> {
         self.store.read(&self.name, Kind::Bag, |s| match s {

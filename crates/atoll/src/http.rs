@@ -118,6 +118,7 @@ pub(crate) fn router(api: Api) -> Router {
         .route("/v1/bag/{name}", get(bag_get).post(bag_insert))
         .route("/v1/bag/{name}/take", post(bag_take))
         .route("/v1/bag/{name}/transfer", post(bag_transfer))
+        .route("/v1/bag/{name}/adopt", post(bag_adopt))
         .route("/v1/map/{name}", get(map_keys))
         .route(
             "/v1/map/{name}/{key}",
@@ -587,6 +588,15 @@ async fn map_cas(
         value,
     };
     run(&api, &h, req)
+}
+
+async fn bag_adopt(
+    State(api): State<Api>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(b): Json<body::Adopt>,
+) -> ApiResult {
+    run(&api, &h, Request::BagAdopt { name, from: b.from })
 }
 
 /// A read's query: `?strong=true` reads once this node holds every write

@@ -70,6 +70,40 @@ impl Sim {
         }
     }
 
+    /// Node `i` gave elements of its share of bag `var` to low shares: a
+    /// write made by the replica, acknowledged like a client's (one record
+    /// per element, each with the write's whole delta).
+    pub(super) fn record_given(
+        &mut self,
+        i: usize,
+        var: String,
+        moves: Vec<(atoll_crdt::ElementId, ReplicaId)>,
+        delta: &State,
+        ts: atoll_crdt::Timestamp,
+    ) {
+        let Some(r) = self.nodes[i].replica.as_ref() else {
+            return;
+        };
+        let actor = r.keyspace_ref().incarnation();
+        self.stats.bag_given += moves.len() as u64;
+        for (id, to) in moves {
+            let rec = Record {
+                id: self.history.len() as u64,
+                at: self.now,
+                node: i,
+                actor,
+                ts,
+                var: var.clone(),
+                op: workload::Op::BagGive { to },
+                outcome: workload::Outcome::Element(id),
+                delta: delta.clone(),
+                lost: None,
+            };
+            self.trace.record(self.now, format_args!("ack {rec}"));
+            self.history.push(rec);
+        }
+    }
+
     /// The state of every variable at node `i` (its storage's, if it is down).
     pub fn view(&mut self, i: usize) -> BTreeMap<String, State> {
         match self.nodes[i].replica.as_mut() {

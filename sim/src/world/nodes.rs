@@ -37,6 +37,7 @@ impl Sim {
             state_for_new_peers_after: o.state_for_new_peers_after,
             state_part_bytes: o.state_part_bytes,
             migration: o.workload.migration,
+            rebalance: o.workload.rebalance,
             ..ReplicaConfig::default()
         };
         if !(o.mixed_configs && i % 2 == 1) {
@@ -181,6 +182,13 @@ impl Sim {
                         format_args!("n{i} conflict {} kept {} moved {}", c.name, c.kept, c.moved),
                     );
                 }
+                Event::Rebalanced {
+                    name,
+                    moves,
+                    delta,
+                    ts,
+                    ..
+                } => self.record_given(i, name, moves, &delta, ts),
                 Event::Applied(a) => {
                     self.trace.record(
                         self.now,

@@ -51,4 +51,6 @@ pub struct Stats {
     pub strong_effects: u64,
     /// Owned variables moved to where they were used.
     pub migrations: u64,
+    /// Bag elements given by a node to another's low share.
+    pub bag_given: u64,
 }

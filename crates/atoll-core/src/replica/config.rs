@@ -78,6 +78,9 @@ pub struct ReplicaConfig {
     /// When an owned variable moves to the node that uses it most
     /// ([`crate::Migration`]; `min_ops = 0`: never by itself).
     pub migration: crate::Migration,
+    /// How often bag elements move from nodes with a surplus to connected
+    /// nodes whose share is low ([`crate::Rebalance`]).
+    pub rebalance: crate::Rebalance,
     /// Variables owned by rule, by name prefix, and where
     /// ([`crate::OwnedRule`]; docs/ownership.md). Default: none.
     pub owned: Vec<crate::OwnedRule>,
@@ -106,6 +109,7 @@ impl Default for ReplicaConfig {
             max_requests_per_peer: 1024,
             answers_kept: 4096,
             migration: crate::Migration::default(),
+            rebalance: crate::Rebalance::default(),
             owned: Vec::new(),
             site: None,
         }

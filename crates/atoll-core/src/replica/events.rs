@@ -40,6 +40,21 @@ pub enum Event {
         /// Why, in words.
         why: String,
     },
+    /// This node gave elements of its share of a bag to connected nodes
+    /// whose shares were low (see [`crate::Rebalance`]): a local write,
+    /// made and logged like any other.
+    Rebalanced {
+        /// The bag.
+        name: String,
+        /// Each element given, and to which node.
+        moves: Vec<(atoll_crdt::ElementId, ReplicaId)>,
+        /// The write's delta.
+        delta: State,
+        /// Its hybrid-clock timestamp.
+        ts: atoll_crdt::Timestamp,
+        /// Where it went in the log.
+        applied: Applied,
+    },
     /// A request sent by [`Replica::request`] was answered, or failed.
     Answered {
         /// Its id.

@@ -35,6 +35,7 @@ impl<B: Backend> Replica<B> {
         let result = self.dispatch(now, from, decoded);
         self.note_log_end(now);
         self.records_merged(mark);
+        self.bags_merged(mark);
         match &result {
             Err(ProtocolError::Merge { source, .. }) => {
                 if let Some(p) = self.peers.get_mut(&from) {

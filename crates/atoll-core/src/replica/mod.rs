@@ -45,6 +45,7 @@ mod peer;
 mod placement;
 mod requests;
 mod serving;
+mod shares;
 mod staging;
 mod transfer;
 
@@ -57,6 +58,7 @@ pub use migration::Migration;
 use peer::{absorb_acks, chunk_deadline, known, part_room, transfer_room, Peer};
 pub use placement::{OwnedRule, Place, SITES_VAR};
 pub use requests::Requested;
+pub use shares::Rebalance;
 use staging::{PartHeader, Staging};
 use transfer::{Transfer, JOIN_SLACK, MAX_TRANSFER_BACKOFF, STATE_MESSAGE_OVERHEAD, VAR_FRAMING};
 
@@ -116,6 +118,7 @@ pub struct Replica<B> {
     expected_peers: usize,
     /// Owned variables: records, requests, offers.
     owners: owners::Owners,
+    shares: shares::Shares,
 }
 
 /// Whether version `a` is later than `b`: versions of one keyspace opening
@@ -146,6 +149,7 @@ impl<B: Backend> Replica<B> {
             seq_times: VecDeque::new(),
             expected_peers: 0,
             owners: owners::Owners::default(),
+            shares: shares::Shares::default(),
         }
     }
 
@@ -296,7 +300,9 @@ impl<B: Backend> Replica<B> {
                 waiting: self.fence_waiting(),
             });
         }
+        let kind = op.kind();
         let out = self.ks.apply(name, op, self.wall)?;
+        self.note_bag(name, kind);
         if route == owners::Route::Here {
             self.note_use(name, self.id(), now);
         }
@@ -432,6 +438,7 @@ impl<B: Backend> Replica<B> {
         self.update_fence();
         self.requests_due(now);
         self.offers_due(now);
+        self.rebalance_due(now);
     }
 
     /// Every output after an input, pulled in the documented order:
@@ -498,6 +505,7 @@ impl<B: Backend> Replica<B> {
             .chain(hello)
             .chain(self.next_request())
             .chain(self.next_offer())
+            .chain(self.next_rebalance())
             .min()
     }
 

@@ -10,7 +10,7 @@ use atoll::ops::{BodyRoute, Request};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 
-const ROUTES: [BodyRoute; 12] = [
+const ROUTES: [BodyRoute; 13] = [
     BodyRoute::CounterAdd,
     BodyRoute::RegisterSet,
     BodyRoute::SetChange,
@@ -23,6 +23,7 @@ const ROUTES: [BodyRoute; 12] = [
     BodyRoute::CounterDecrIf,
     BodyRoute::SetClaim,
     BodyRoute::MapCas,
+    BodyRoute::BagAdopt,
 ];
 
 const NAMES: [&str; 4] = ["a", "b", "_atoll.peers", "_atoll.conflict/set/a"];

@@ -99,6 +99,12 @@ pub(super) async fn metrics(State(api): State<Api>, h: HeaderMap) -> Result<Stri
         "counter",
         vec![(String::new(), api.store.replica().migrations())],
     );
+    line(
+        "atoll_bag_elements_given_total",
+        "Bag elements this node gave to connected nodes whose shares were low.",
+        "counter",
+        vec![(String::new(), api.store.replica().bag_elements_given())],
+    );
     let per = |f: &dyn Fn(&atoll_core::PeerStatus) -> u64| -> Vec<(String, u64)> {
         s.peers
             .iter()

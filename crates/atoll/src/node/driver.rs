@@ -72,6 +72,15 @@ pub(super) async fn drive(
                     Event::Migrating { name, to, why } => {
                         tracing::info!(%name, %to, %why, "moving ownership to where it is used");
                     }
+                    Event::Rebalanced {
+                        name,
+                        moves,
+                        applied: a,
+                        ..
+                    } => {
+                        tracing::debug!(%name, given = moves.len(), "bag elements given to low shares");
+                        applied.push(a);
+                    }
                     Event::Answered { id, name, result } => {
                         tracing::debug!(id, %name, ?result, "request answered");
                         store.answered(id, result);

@@ -184,6 +184,14 @@ pub enum Request {
     /// once this node's copy holds every write the variable's owner had
     /// made, if it is owned (a round trip there); answers as the read does.
     Strong(Box<Request>),
+    /// An operator's adoption of the share of node `from` (16 hex digits),
+    /// gone for good; answers the ids adopted.
+    BagAdopt {
+        /// The bag.
+        name: String,
+        /// The node whose elements are adopted.
+        from: String,
+    },
     /// Every variable and its type (ownership records aside).
     Vars,
     /// Every type conflict: the name, the type that kept it, the type moved
@@ -218,6 +226,8 @@ pub enum BodyRoute {
     SetClaim,
     /// `POST /v1/map/{name}/{key}/cas`: `{"expected": "..." or null, "value": "..."}`.
     MapCas,
+    /// `POST /v1/bag/{name}/adopt`: `{"from": "..."}`.
+    BagAdopt,
 }
 
 /// The JSON bodies of the data routes, as the HTTP API reads them.
@@ -262,6 +272,11 @@ pub(crate) mod body {
     #[derive(Deserialize)]
     pub(crate) struct OwnForce {
         pub(crate) to: String,
+    }
+
+    #[derive(Deserialize)]
+    pub(crate) struct Adopt {
+        pub(crate) from: String,
     }
 
     #[derive(Deserialize)]
@@ -489,6 +504,7 @@ impl Request {
             | Request::CounterDecrIf { .. }
             | Request::SetClaim { .. }
             | Request::MapCas { .. }
+            | Request::BagAdopt { .. }
             | Request::Strong(_) => owned::apply(self, store)?,
             Request::Vars => {
                 // Ownership records are listed by `owner`, not as variables.
@@ -576,6 +592,7 @@ impl Request {
             | Request::CounterDecrIf { .. }
             | Request::SetClaim { .. }
             | Request::MapCas { .. }
+            | Request::BagAdopt { .. }
             | Request::Strong(_) => owned::request(self),
             Request::Vars => ("GET", "/v1/vars".to_string(), None),
             Request::Conflicts => ("GET", "/v1/conflicts".to_string(), None),

@@ -1,6 +1,7 @@
 //! The requests on owned variables: who owns one, changes of owner, the
-//! strong operations and strong reads, with the JSON they answer and the
-//! HTTP call that runs each on a node.
+//! strong operations and strong reads, and an operator's overrides (of an
+//! owner, of a bag's share), with the JSON they answer and the HTTP call
+//! that runs each on a node.
 
 use super::{body, parse_node, path_segment as seg, read, BodyRoute, Request};
 use crate::{Result, Store};
@@ -68,6 +69,15 @@ pub(super) fn apply(req: &Request, store: &Store) -> Result<Value> {
                 .map(name)?
                 .compare_and_set(key, expected.as_ref(), value)?;
             json!({"name": name, "key": key, "swapped": swapped, "value": value})
+        }
+        Request::BagAdopt { name, from } => {
+            let ids: Vec<String> = store
+                .bag::<String>(name)?
+                .adopt(parse_node(from)?)?
+                .into_iter()
+                .map(|id| format!("{}.{}", id.replica, id.counter))
+                .collect();
+            json!({"name": name, "from": from, "adopted": ids})
         }
         Request::Strong(read) => {
             let (name, kind) = strong_read(read)?;
@@ -155,6 +165,11 @@ pub(super) fn request(req: &Request) -> (&'static str, String, Option<Value>) {
             format!("/v1/map/{}/{}/cas", seg(name), seg(key)),
             Some(json!({"expected": expected, "value": value})),
         ),
+        Request::BagAdopt { name, from } => (
+            "POST",
+            format!("/v1/bag/{}/adopt", seg(name)),
+            Some(json!({ "from": from })),
+        ),
         Request::Strong(read) => {
             let (method, path, body) = read.request();
             (method, format!("{path}?strong=true"), body)
@@ -199,6 +214,10 @@ pub(super) fn from_body(
         BodyRoute::SetClaim => Request::SetClaim {
             name,
             member: read::<body::Claim>(b)?.member,
+        },
+        BodyRoute::BagAdopt => Request::BagAdopt {
+            name,
+            from: read::<body::Adopt>(b)?.from,
         },
         BodyRoute::MapCas => {
             let c: body::Cas = read(b)?;
