@@ -22,6 +22,8 @@ KM, KK, KH = f"{KD}/merge.rs", f"{KD}/checkpoint.rs", f"{KD}/history.rs"
 S = "crates/atoll-store/src/storage.rs"
 KC = "crates/atoll-core/src/keyspace/conflict.rs"
 RO, RQ, RH = f"{RD}/owners.rs", f"{RD}/requests.rs", f"{RD}/handoff.rs"
+RW, RB = f"{RD}/serving.rs", f"{RD}/shares.rs"
+RG, RL = f"{RD}/migration.rs", f"{RD}/placement.rs"
 CO = "crates/atoll-crdt/src/ownership.rs"
 
 MUTANTS = [
@@ -154,13 +156,13 @@ MUTANTS = [
     ("offer: the new owner accepts without the state", RH,
      "                self.merge_one(from, &name, v.kind, state, v.delta)?;\n",
      "                drop((v, state));\n"),
-    ("epoch: a request runs whatever epoch it names", RO,
-     "            _ if held.as_ref().is_ok_and(|e| *e != epoch) => Ok(Route::Local),",
-     "            _ if false => Ok(Route::Local),"),
-    ("dedup: a request sent again is applied again", RO,
+    ("epoch: a request runs whatever epoch it names", RW,
+     "            (_, Ok(e)) if e != epoch => Ok(Route::Local),",
+     "            (_, Ok(e)) if false && e != epoch => Ok(Route::Local),"),
+    ("dedup: a request sent again is applied again", RW,
      "if let Some((kept_name, answer)) = self.owners.kept.get(&key) {",
      "if let Some((kept_name, answer)) = self.owners.kept.get(&key).filter(|_| false) {"),
-    ("dedup: a forgotten answer's request runs again", RO,
+    ("dedup: a forgotten answer's request runs again", RW,
      "        self.owners.forgotten_until.is_some_and(|until| now < until)",
      "        self.owners.forgotten_until.is_some_and(|until| now < until) && false"),
     ("decider: changes of owner decided while fenced", RO,
@@ -172,6 +174,18 @@ MUTANTS = [
     ("reply: a small variable's reply carries only its delta", RO,
      "            Some(state) if whole => codec::encode(state),",
      "            Some(_) if whole => codec::encode(delta),"),
+    ("placement: a manual move off the site is made", RO,
+     "                self.check_placement(name, to)?;\n",
+     "                let _ = self.check_placement(name, to);\n"),
+    ("placement: a move by use leaves the site", RG,
+     "        if self.check_placement(name, top).is_err() {",
+     "        if false && self.check_placement(name, top).is_err() {"),
+    ("placement: a first use granted to whoever asked", RL,
+     "        if self.site_of(requester).as_ref() == Some(&site) {",
+     "        if true {"),
+    ("shares: a fenced node gives its share away", RB,
+     "        if self.fenced() {\n            return;\n        }\n        let connected",
+     "        let connected"),
 ]
 
 def sh(cmd):

@@ -249,6 +249,10 @@ pub struct Workload {
     pub migration: atoll_core::Migration,
     /// When bag elements move to nodes whose shares are low.
     pub rebalance: atoll_core::Rebalance,
+    /// Placement rules: nodes on sites `s0` and `s1` (even and odd
+    /// nodes), `o-claim` owned on site `s0`, `o-reg` owned where first
+    /// used (`world::owned`).
+    pub placement: bool,
 }
 
 impl Workload {
@@ -274,6 +278,7 @@ impl Workload {
             strong_from_two: false,
             migration: atoll_core::Migration::default(),
             rebalance: atoll_core::Rebalance::default(),
+            placement: false,
         }
     }
 }
@@ -413,6 +418,7 @@ impl Options {
             every_ms: [0, 100, 500, 2_000][rng.index(4)],
             max_moves: [1, 4, 64][rng.index(3)],
         };
+        self.workload.placement = rng.chance(0.5);
         self
     }
 

@@ -38,6 +38,12 @@ impl Sim {
             state_part_bytes: o.state_part_bytes,
             migration: o.workload.migration,
             rebalance: o.workload.rebalance,
+            site: o.workload.placement.then(|| super::owned::site_of(i)),
+            owned: if o.workload.placement {
+                super::owned::rules()
+            } else {
+                Vec::new()
+            },
             ..ReplicaConfig::default()
         };
         if !(o.mixed_configs && i % 2 == 1) {
@@ -87,6 +93,9 @@ impl Sim {
         let mut r = Replica::new(ks, self.replica_config(i));
         for &p in &self.peers[i] {
             r.add_peer(node_id(p));
+        }
+        if let Err(e) = r.announce_site(self.clock(i)) {
+            self.fail(format!("n{i} could not record its site: {e}"));
         }
         self.nodes[i].replica = Some(r);
         self.nodes[i].disk.clear();

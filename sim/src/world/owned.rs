@@ -19,7 +19,34 @@ pub const OWNED: [&str; 3] = ["o-reg", "o-claim", "o-stock"];
 /// Whether a variable is one of the workload's owned ones, or an ownership
 /// record: the history of ordinary operations says nothing about them.
 pub fn is_owned_name(name: &str) -> bool {
-    name.starts_with("o-") || atoll_core::owned_by_record(name).is_some()
+    name.starts_with("o-")
+        || atoll_core::owned_by_record(name).is_some()
+        || name == atoll_core::SITES_VAR
+}
+
+/// Node `i`'s site, with placement rules: `s0` for even nodes, `s1` for
+/// odd ones.
+pub(super) fn site_of(i: usize) -> String {
+    format!("s{}", i % 2)
+}
+
+/// The placement rules: `o-claim` on site `s0`, `o-reg` where first used.
+pub(super) fn rules() -> Vec<atoll_core::OwnedRule> {
+    vec![
+        atoll_core::OwnedRule {
+            prefix: "o-claim".into(),
+            place: atoll_core::Place::Site("s0".into()),
+        },
+        atoll_core::OwnedRule {
+            prefix: "o-reg".into(),
+            place: atoll_core::Place::Anywhere,
+        },
+    ]
+}
+
+/// Whether node `i` may own variable `var` under the run's rules.
+fn placeable(placement: bool, var: &str, i: usize) -> bool {
+    !placement || var != "o-claim" || i % 2 == 0
 }
 
 fn bytes(x: u64) -> Bytes {
@@ -124,19 +151,25 @@ impl Sim {
 
     /// Ownership works once the cluster heals: in the liveness phase, each
     /// owned variable is asked to be owned by a chosen node (variable `v`
-    /// by node `v mod n`), and the run converges only once every node says
-    /// so. Asked again every 10 s until then; a run that never gets there
+    /// by node `v mod n`, or node 0 where a rule places it on site `s0`),
+    /// and the run converges only once every node says so. Asked again every 10 s until then; a run that never gets there
     /// fails as not converged.
     pub(super) fn owners_probed(&mut self) -> bool {
         if self.opts.workload.strong_every_ms == 0 {
             return true;
         }
         let n = self.nodes.len();
+        let placement = self.opts.workload.placement;
+        let chosen = |v: usize| match v % n {
+            k if placeable(placement, OWNED[v], k) => k,
+            _ => 0,
+        };
         let done = OWNED.iter().enumerate().all(|(v, var)| {
             (0..n).all(|i| {
                 self.nodes[i].replica.as_mut().is_some_and(|r| {
-                    r.ownership(var)
-                        .is_ok_and(|o| o.owner() == Some(node_id(v % n)) && o.handoff().is_none())
+                    r.ownership(var).is_ok_and(|o| {
+                        o.owner() == Some(node_id(chosen(v))) && o.handoff().is_none()
+                    })
                 })
             })
         });
@@ -146,7 +179,7 @@ impl Sim {
         if self.probed_at.is_none_or(|at| self.now >= at + 10_000) {
             self.probed_at = Some(self.now);
             for (v, var) in OWNED.iter().enumerate() {
-                let k = v % n;
+                let k = chosen(v);
                 self.trace
                     .record(self.now, format_args!("probe: n{k} asks to own {var}"));
                 // A refusal (in transfer, say) is asked again later.
@@ -246,6 +279,13 @@ impl Sim {
             if accepting.len() > 1 {
                 self.fail(format!(
                     "{var}: nodes {accepting:?} all accept strong operations at once"
+                ));
+            }
+            // Placement wins: never owned off its site.
+            let placement = self.opts.workload.placement;
+            if let Some(i) = accepting.iter().find(|&&i| !placeable(placement, var, i)) {
+                self.fail(format!(
+                    "{var}: n{i} accepts strong operations off the site its rule places it on"
                 ));
             }
         }
