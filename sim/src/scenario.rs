@@ -281,6 +281,36 @@ pub fn shipped() -> Vec<Scenario> {
         .at(50_000, Step::Check("n1 owns o-reg", |sim| owns_everywhere(sim, "o-reg", 1))),
     );
 
+    // A user who moves between sites: the owned variables follow.
+    let mut o = strong_quiet(3, 70_000);
+    o.faults.latency = crate::Latency {
+        min_ms: 40,
+        max_ms: 40,
+        spike: 0.0,
+        spike_ms: 0,
+    };
+    o.workload.strong_locality_pct = 100;
+    o.workload.migration = atoll_core::Migration {
+        min_ops: 8,
+        share_pct: 75,
+        window_ms: 5_000,
+        cooldown_ms: 5_000,
+    };
+    out.push(
+        Scenario::new(
+            "user-moves-between-sites",
+            "three sites 40 ms apart; every strong operation comes from the user's site, n0, then n1, then n2: the owned variables move by use to each in turn",
+            o,
+        )
+        .at(1_000, Step::Do("the user is at n0", |sim| sim.user_moves_to(0)))
+        .at(2_000, Step::Do("n0 owns every owned variable", n0_owns_all))
+        .at(10_000, Step::Check("n0 owns them, everywhere", |sim| owned_everywhere_by(sim, 0)))
+        .at(10_000, Step::Do("the user moves to n1", |sim| sim.user_moves_to(1)))
+        .at(30_000, Step::Check("they followed to n1", |sim| owned_everywhere_by(sim, 1)))
+        .at(30_000, Step::Do("the user moves to n2", |sim| sim.user_moves_to(2)))
+        .at(50_000, Step::Check("they followed to n2", |sim| owned_everywhere_by(sim, 2))),
+    );
+
     // An owner restored from a backup taken before it gave its variables away.
     let mut o = strong_quiet(3, 60_000);
     o.faults.backup_every_ms = 5_000;

@@ -149,6 +149,19 @@ impl Sim {
         self.after_input(i);
     }
 
+    /// Makes node `i` the favourite of every owned variable until further
+    /// notice: a user who moved to that node's site (a scenario's step).
+    pub fn user_moves_to(&mut self, i: usize) -> Result<(), String> {
+        if i >= self.nodes.len() {
+            return Err(format!("no node n{i}"));
+        }
+        self.favourites = vec![i; OWNED.len()];
+        self.favourites_until = u64::MAX;
+        self.trace
+            .record(self.now, format_args!("the user moves to n{i}"));
+        Ok(())
+    }
+
     /// Ownership works once the cluster heals: in the liveness phase, each
     /// owned variable is asked to be owned by a chosen node (variable `v`
     /// by node `v mod n`, or node 0 where a rule places it on site `s0`),
