@@ -114,3 +114,18 @@ fn an_operator_adopts_the_share_of_a_node_gone_for_good() {
         Answer::Adopted(Vec::new())
     );
 }
+
+/// A node fenced after it opened (it may run on a restored backup, and
+/// hold elements it gave away or took) gives nothing until its peers have
+/// brought it up to date.
+#[test]
+fn a_fenced_node_gives_nothing() {
+    let mut net = Net::new(3, KeyspaceConfig::default());
+    // Node 0 waits for three peers; it knows two: it stays fenced.
+    net.nodes[0].expect_peers(3);
+    net.full_mesh();
+    insert(&mut net, 0, 30);
+    net.run(5_000);
+    assert!(net.nodes[0].fenced());
+    assert_eq!(shares(&mut net, 1, "jobs"), [30, 0, 0]);
+}

@@ -302,22 +302,14 @@ impl Sim {
                 ));
             }
         }
-        // At its owner. (Elsewhere a replica may merge the owner's
-        // decrement before the increments that allowed it, since intervals
-        // from one peer merge in the order they arrive: not checked yet,
-        // see docs/ownership.md.)
+        // At every replica: each merges a peer's log in its order, so it
+        // never holds the owner's decrement without the increments that
+        // allowed it.
         for i in 0..self.nodes.len() {
-            let owner = self.nodes[i]
-                .replica
-                .as_mut()
-                .is_some_and(|r| r.accepts_strong("o-stock").unwrap_or(false));
-            if !owner {
-                continue;
-            }
             if let Some(State::Counter(c)) = self.state_of(i, "o-stock") {
                 if c.value() < 0 {
                     self.fail(format!(
-                        "o-stock is {} at its owner n{i}, below its floor of 0",
+                        "o-stock is {} at n{i}, below its floor of 0",
                         c.value()
                     ));
                 }

@@ -6,7 +6,8 @@ use super::*;
 /// The header of a `Deltas` message: the interval of the sender's log
 /// `(start, to]`, what it knows we hold of it (`base`), and whether it
 /// reaches the end of its log.
-struct IntervalIn {
+#[derive(Debug)]
+pub(super) struct IntervalIn {
     start: u64,
     to: u64,
     base: u64,
@@ -15,7 +16,8 @@ struct IntervalIn {
 
 /// The variables of a `Deltas` or `State` message, each with its delta
 /// decoded (and validated) ahead, in order.
-struct Batch {
+#[derive(Debug)]
+pub(super) struct Batch {
     vars: Vec<VarDelta>,
     states: Vec<Result<State, DecodeError>>,
 }
@@ -187,6 +189,27 @@ impl<B: Backend> Replica<B> {
         if start > to {
             return Err(hostile(from, "interval ends before it starts"));
         }
+        // Merged in the peer's log order: an interval after a gap (one
+        // before it lost, or overtaken) waits until the gap is filled, so
+        // that this replica never holds a later entry of the peer's log
+        // without the earlier ones (an owner's decrement without the
+        // increments that allowed it). At most a window of them wait; past
+        // that, one is dropped unacknowledged and sent again.
+        let window = self.window();
+        let p = known(&mut self.peers, from)?;
+        if start > p.held.unwrap_or(base).max(base) {
+            if p.early_deltas.len() < window || p.early_deltas.contains_key(&start) {
+                let interval = IntervalIn {
+                    start,
+                    to,
+                    base,
+                    complete,
+                };
+                p.early_deltas
+                    .insert(start, (interval, Batch { vars, states }));
+            }
+            return Ok(());
+        }
         if !self.merge_all(from, vars, states)? {
             // A delta larger than we accept: the sender did not know
             // our limits yet (our Hello was lost, or late). Told them
@@ -216,7 +239,25 @@ impl<B: Backend> Replica<B> {
                 seq: to,
             },
         );
-        Ok(())
+        self.merge_early(from)
+    }
+
+    /// Merges the intervals from `from` that waited for a gap now filled.
+    pub(super) fn merge_early(&mut self, from: ReplicaId) -> Result<(), ProtocolError> {
+        loop {
+            let p = known(&mut self.peers, from)?;
+            let Some(held) = p.held else {
+                return Ok(());
+            };
+            let Some(entry) = p.early_deltas.first_entry() else {
+                return Ok(());
+            };
+            if *entry.key() > held {
+                return Ok(());
+            }
+            let (interval, batch) = entry.remove();
+            self.on_deltas(from, interval, batch)?;
+        }
     }
 
     /// The peer acknowledges an interval of our log.
@@ -428,6 +469,7 @@ impl<B: Backend> Replica<B> {
         {
             let held = p.held.unwrap_or(0).max(as_of);
             self.record_held(from, held)?;
+            return self.merge_early(from);
         }
         Ok(())
     }

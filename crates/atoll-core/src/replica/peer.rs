@@ -3,7 +3,7 @@
 
 use super::*;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub(super) struct Peer {
     pub(super) connected: bool,
     /// The incarnation the peer last connected as.
@@ -48,6 +48,9 @@ pub(super) struct Peer {
     /// the `base` its intervals name (what it knows we hold), advanced by
     /// contiguous intervals, and recorded in storage.
     pub(super) held: Option<u64>,
+    /// Intervals from it that arrived after a gap in what we hold, by
+    /// start, waiting to be merged in order (at most a window of them).
+    pub(super) early_deltas: BTreeMap<u64, (super::inbound::IntervalIn, super::inbound::Batch)>,
     /// A state transfer from it whose first chunk (or part) we received in
     /// this connection: its `as_of`, and the variable through which every
     /// chunk since arrived (chunks are pipelined: one may be lost, and
@@ -171,6 +174,7 @@ impl<B: Backend> Replica<B> {
             p.complete_sent = None;
             p.last_interval_at = None;
             p.held = None;
+            p.early_deltas.clear();
             p.transfer_in = None;
             p.staging = None;
             p.merged_parts = None;
