@@ -229,3 +229,38 @@ fn a_rule_places_variables_on_a_site_from_their_first_write() {
     nodes[0].counter("stock:2").unwrap().incr(3).unwrap();
     assert_eq!(nodes[0].owner("stock:2").unwrap().owner(), None);
 }
+
+/// Migration by use on real nodes: a variable owned at node 0 and used
+/// from node 2 in a burst moves to node 2, and its strong operations then
+/// run there without a round trip.
+#[test]
+fn a_variable_moves_to_the_node_that_uses_it_after_a_burst() {
+    let c = Cluster::new(3);
+    let nodes = three_with(&c, |_, config| {
+        config.replica.migration = atoll::Migration {
+            min_ops: 8,
+            share_pct: 75,
+            window_ms: 10_000,
+            cooldown_ms: 0,
+        };
+    });
+    nodes[0].own("seats").unwrap();
+    let far = nodes[2].replica_id();
+    wait_until("node 2 knows the owner", || {
+        nodes[2].owner("seats").unwrap().owner() == Some(nodes[0].replica_id())
+    });
+    let seats = nodes[2].set::<String>("seats").unwrap();
+    for i in 0..20 {
+        assert!(seats.add_if_absent(&format!("seat-{i}")).unwrap());
+    }
+    wait_until("the seats moved to node 2, everywhere", || {
+        nodes.iter().all(|n| {
+            let record = n.owner("seats").unwrap();
+            record.owner() == Some(far) && record.handoff().is_none()
+        })
+    });
+    // Every claim made before the move is still there, and claims now run
+    // at node 2.
+    assert_eq!(seats.members_strong().unwrap().len(), 20);
+    assert!(!seats.add_if_absent(&"seat-3".to_string()).unwrap());
+}
