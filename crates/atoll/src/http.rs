@@ -19,7 +19,9 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 mod metrics;
+mod owned;
 use metrics::metrics;
+use owned::*;
 
 #[derive(Clone)]
 pub(crate) struct Api {
@@ -413,82 +415,6 @@ async fn counter_incr(
     run(&api, &h, Request::CounterAdd { name, by: b.by })
 }
 
-async fn counter_decr_if(
-    State(api): State<Api>,
-    h: HeaderMap,
-    Path(name): Path<String>,
-    Json(b): Json<body::DecrIf>,
-) -> ApiResult {
-    run(
-        &api,
-        &h,
-        Request::CounterDecrIf {
-            name,
-            by: b.by,
-            floor: b.floor,
-        },
-    )
-}
-
-async fn register_cas(
-    State(api): State<Api>,
-    h: HeaderMap,
-    Path(name): Path<String>,
-    Json(b): Json<body::Cas>,
-) -> ApiResult {
-    let (expected, value) = (b.expected, b.value);
-    run(
-        &api,
-        &h,
-        Request::RegisterCas {
-            name,
-            expected,
-            value,
-        },
-    )
-}
-
-async fn set_claim(
-    State(api): State<Api>,
-    h: HeaderMap,
-    Path(name): Path<String>,
-    Json(b): Json<body::Claim>,
-) -> ApiResult {
-    let member = b.member;
-    run(&api, &h, Request::SetClaim { name, member })
-}
-
-async fn owner_get(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
-    run(&api, &h, Request::OwnerGet { name })
-}
-
-async fn owner_own(
-    State(api): State<Api>,
-    h: HeaderMap,
-    Path(name): Path<String>,
-    body: Option<Json<body::Own>>,
-) -> ApiResult {
-    let to = body.and_then(|Json(b)| b.to);
-    run(&api, &h, Request::Own { name, to })
-}
-
-async fn owner_release(
-    State(api): State<Api>,
-    h: HeaderMap,
-    Path(name): Path<String>,
-) -> ApiResult {
-    run(&api, &h, Request::Release { name })
-}
-
-async fn owner_force(
-    State(api): State<Api>,
-    h: HeaderMap,
-    Path(name): Path<String>,
-    Json(b): Json<body::OwnForce>,
-) -> ApiResult {
-    run(&api, &h, Request::OwnForce { name, to: b.to })
-}
-
 async fn register_get(
     State(api): State<Api>,
     h: HeaderMap,
@@ -572,45 +498,6 @@ async fn map_get(
     Query(q): Query<ReadQuery>,
 ) -> ApiResult {
     run(&api, &h, q.read(Request::MapGet { name, key }))
-}
-
-async fn map_cas(
-    State(api): State<Api>,
-    h: HeaderMap,
-    Path((name, key)): Path<(String, String)>,
-    Json(b): Json<body::Cas>,
-) -> ApiResult {
-    let (expected, value) = (b.expected, b.value);
-    let req = Request::MapCas {
-        name,
-        key,
-        expected,
-        value,
-    };
-    run(&api, &h, req)
-}
-
-async fn bag_adopt(
-    State(api): State<Api>,
-    h: HeaderMap,
-    Path(name): Path<String>,
-    Json(b): Json<body::Adopt>,
-) -> ApiResult {
-    run(&api, &h, Request::BagAdopt { name, from: b.from })
-}
-
-/// A read's query: `?strong=true` reads once this node holds every write
-/// the variable's owner had made (a round trip to the owner).
-#[derive(Deserialize)]
-struct ReadQuery {
-    #[serde(default)]
-    strong: bool,
-}
-
-impl ReadQuery {
-    fn read(self, read: Request) -> Request {
-        Request::strong_if(self.strong, read)
-    }
 }
 
 async fn map_change(
