@@ -172,8 +172,21 @@ impl<B: Backend> Replica<B> {
         }
     }
 
-    /// An interval of the peer's delta log: merged, then acknowledged.
+    /// An interval of the peer's delta log: merged, then acknowledged;
+    /// then those that waited for it.
     fn on_deltas(
+        &mut self,
+        from: ReplicaId,
+        interval: IntervalIn,
+        batch: Batch,
+    ) -> Result<(), ProtocolError> {
+        self.merge_interval(from, interval, batch)?;
+        self.merge_early(from)
+    }
+
+    /// An interval of the peer's delta log, merged and acknowledged if it
+    /// follows what we hold of that log, else kept until it does.
+    fn merge_interval(
         &mut self,
         from: ReplicaId,
         interval: IntervalIn,
@@ -239,10 +252,12 @@ impl<B: Backend> Replica<B> {
                 seq: to,
             },
         );
-        self.merge_early(from)
+        Ok(())
     }
 
-    /// Merges the intervals from `from` that waited for a gap now filled.
+    /// Merges the intervals from `from` that waited for a gap now filled,
+    /// one after another (a loop, not a recursion: a window may hold
+    /// thousands).
     pub(super) fn merge_early(&mut self, from: ReplicaId) -> Result<(), ProtocolError> {
         loop {
             let p = known(&mut self.peers, from)?;
@@ -256,7 +271,7 @@ impl<B: Backend> Replica<B> {
                 return Ok(());
             }
             let (interval, batch) = entry.remove();
-            self.on_deltas(from, interval, batch)?;
+            self.merge_interval(from, interval, batch)?;
         }
     }
 
