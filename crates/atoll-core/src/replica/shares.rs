@@ -5,9 +5,11 @@
 //! Every element of a bag is owned by one node, and only its owner takes
 //! or transfers it (`atoll_crdt::Bag`): so a take never waits on another
 //! node, and no element is taken twice, even across a split. A node whose
-//! share is empty takes nothing, though, while others hold many. So every
-//! `Rebalance::every_ms` each node looks at the bags it knows and, for
-//! each, the shares of itself and its connected peers as it sees them:
+//! share is empty takes nothing, though, while others hold many. So at
+//! most every `Rebalance::every_ms` each node looks at the bags written or
+//! merged here since its last look (every bag it knows, when its connected
+//! peers changed) and, for each, at the shares of itself and its connected
+//! peers as it sees them:
 //! with `fair` the rounded-up mean share, a node holding more than `fair`
 //! gives its surplus to the peers holding less than half of it (empty
 //! ones first), at most `max_moves` elements per bag and round, as one
