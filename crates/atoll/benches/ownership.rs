@@ -15,11 +15,11 @@
 //!
 //! Run: `cargo bench -p atoll --bench ownership`
 
+mod common;
+
 use atoll::{Config, Durability, Node, NodeConfig, Store};
-use atoll_net::{certs, tls::Identity};
-use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use atoll_net::certs;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const BUFFERED: Durability = Durability::Buffered {
@@ -157,17 +157,7 @@ fn raw_round_trips(certs_a: &Path, certs_b: &Path, n: usize) -> Vec<Duration> {
         .build()
         .unwrap();
     rt.block_on(async {
-        let server_id = Identity::load(certs_a).unwrap();
-        let client_id = Identity::load(certs_b).unwrap();
-        let server_cfg = quinn::ServerConfig::with_crypto(Arc::new(
-            QuicServerConfig::try_from(server_id.server_config().unwrap()).unwrap(),
-        ));
-        let server = quinn::Endpoint::server(server_cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = server.local_addr().unwrap();
-        let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        client.set_default_client_config(quinn::ClientConfig::new(Arc::new(
-            QuicClientConfig::try_from(client_id.client_config().unwrap()).unwrap(),
-        )));
+        let (server, client, addr) = common::raw_endpoints(certs_a, certs_b);
         let echo = tokio::spawn(async move {
             let conn = server.accept().await.unwrap().await.unwrap();
             let (mut send, mut recv) = conn.accept_bi().await.unwrap();

@@ -20,11 +20,11 @@
 //!
 //! Run: `cargo bench -p atoll --bench replication`
 
+mod common;
+
 use atoll::{Config, Durability, Node, NodeConfig};
-use atoll_net::{certs, tls::Identity};
-use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use atoll_net::certs;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const N: usize = 20_000;
@@ -132,17 +132,7 @@ fn raw_quinn(
         .build()
         .unwrap();
     rt.block_on(async {
-        let server_id = Identity::load(certs_a).unwrap();
-        let client_id = Identity::load(certs_b).unwrap();
-        let server_cfg = quinn::ServerConfig::with_crypto(Arc::new(
-            QuicServerConfig::try_from(server_id.server_config().unwrap()).unwrap(),
-        ));
-        let server = quinn::Endpoint::server(server_cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = server.local_addr().unwrap();
-        let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        client.set_default_client_config(quinn::ClientConfig::new(Arc::new(
-            QuicClientConfig::try_from(client_id.client_config().unwrap()).unwrap(),
-        )));
+        let (server, client, addr) = common::raw_endpoints(certs_a, certs_b);
         let receiver = tokio::spawn(async move {
             let conn = server.accept().await.unwrap().await.unwrap();
             let (_send, mut recv) = conn.accept_bi().await.unwrap();
