@@ -151,12 +151,7 @@ fn forwarded(root: &Path, tag: &str, durability: Durability, n: usize) -> Vec<Du
 /// Latencies (sorted) of `n` raw quinn round trips: 64 bytes each way on
 /// one bidirectional stream, between two endpoints with the cluster's TLS.
 fn raw_round_trips(certs_a: &Path, certs_b: &Path, n: usize) -> Vec<Duration> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    common::runtime().block_on(async {
         let (server, client, addr) = common::raw_endpoints(certs_a, certs_b);
         let echo = tokio::spawn(async move {
             let conn = server.accept().await.unwrap().await.unwrap();

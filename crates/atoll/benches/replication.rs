@@ -126,12 +126,7 @@ fn raw_quinn(
             .open()
             .unwrap()
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    common::runtime().block_on(async {
         let (server, client, addr) = common::raw_endpoints(certs_a, certs_b);
         let receiver = tokio::spawn(async move {
             let conn = server.accept().await.unwrap().await.unwrap();

@@ -27,3 +27,12 @@ pub(crate) fn raw_endpoints(
     )));
     (server, client, addr)
 }
+
+/// A runtime like a node's: two worker threads.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
