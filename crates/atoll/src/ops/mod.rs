@@ -231,78 +231,7 @@ pub enum BodyRoute {
 }
 
 /// The JSON bodies of the data routes, as the HTTP API reads them.
-pub(crate) mod body {
-    use serde::Deserialize;
-
-    #[derive(Deserialize)]
-    pub(crate) struct Incr {
-        pub(crate) by: i64,
-    }
-
-    #[derive(Deserialize)]
-    pub(crate) struct SetValue {
-        pub(crate) value: String,
-    }
-
-    #[derive(Deserialize)]
-    pub(crate) struct SetChange {
-        #[serde(default)]
-        pub(crate) add: Vec<String>,
-        #[serde(default)]
-        pub(crate) remove: Vec<String>,
-    }
-
-    #[derive(Deserialize)]
-    pub(crate) struct BagInsert {
-        pub(crate) insert: Vec<String>,
-    }
-
-    #[derive(Deserialize)]
-    pub(crate) struct BagTransfer {
-        pub(crate) id: String,
-        pub(crate) to: String,
-    }
-
-    #[derive(Deserialize)]
-    pub(crate) struct Own {
-        #[serde(default)]
-        pub(crate) to: Option<String>,
-    }
-
-    #[derive(Deserialize)]
-    pub(crate) struct OwnForce {
-        pub(crate) to: String,
-    }
-
-    #[derive(Deserialize)]
-    pub(crate) struct Adopt {
-        pub(crate) from: String,
-    }
-
-    #[derive(Deserialize)]
-    pub(crate) struct Cas {
-        pub(crate) expected: Option<String>,
-        pub(crate) value: String,
-    }
-
-    #[derive(Deserialize)]
-    pub(crate) struct DecrIf {
-        pub(crate) by: i64,
-        pub(crate) floor: i64,
-    }
-
-    #[derive(Deserialize)]
-    pub(crate) struct Claim {
-        pub(crate) member: String,
-    }
-
-    #[derive(Deserialize)]
-    pub(crate) struct MapChange {
-        pub(crate) incr: Option<i64>,
-        pub(crate) set: Option<String>,
-        pub(crate) add: Option<String>,
-    }
-}
+pub(crate) mod body;
 
 /// Percent-encodes one path segment (names may hold `/`, `:`, `@`, spaces).
 pub fn path_segment(s: &str) -> String {
@@ -336,6 +265,12 @@ fn map_entry(store: &Store, name: &str, key: &str) -> Result<Value> {
     let set: Vec<String> = m.members(key)?;
     let counter = counter_json(m.counter(key)?);
     Ok(json!({"name": name, "key": key, "counter": counter, "register": register, "set": set}))
+}
+
+/// A bag element id as listed: `REPLICA.COUNTER` (16 hex digits, a dot,
+/// a number), as [`parse_element`] reads it.
+fn element_str(id: atoll_crdt::Dot) -> String {
+    format!("{}.{}", id.replica, id.counter)
 }
 
 /// A bag element id as listed: `REPLICA.COUNTER` (16 hex digits, a dot, a number).
@@ -457,7 +392,7 @@ impl Request {
                     .bag::<String>(name)?
                     .insert_all(values)?
                     .into_iter()
-                    .map(|id| format!("{}.{}", id.replica, id.counter))
+                    .map(element_str)
                     .collect();
                 json!({"name": name, "ids": ids})
             }
@@ -475,7 +410,7 @@ impl Request {
                     .bag::<String>(name)?
                     .elements()?
                     .into_iter()
-                    .map(|e| json!({"id": format!("{}.{}", e.id.replica, e.id.counter), "owner": e.owner.to_string(), "value": e.value}))
+                    .map(|e| json!({"id": element_str(e.id), "owner": e.owner.to_string(), "value": e.value}))
                     .collect();
                 json!({"name": name, "elements": els})
             }

@@ -75,7 +75,7 @@ pub(super) fn apply(req: &Request, store: &Store) -> Result<Value> {
                 .bag::<String>(name)?
                 .adopt(parse_node(from)?)?
                 .into_iter()
-                .map(|id| format!("{}.{}", id.replica, id.counter))
+                .map(super::element_str)
                 .collect();
             json!({"name": name, "from": from, "adopted": ids})
         }
