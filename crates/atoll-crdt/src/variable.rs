@@ -8,7 +8,7 @@
 
 use crate::codec::DecodeError;
 use crate::{
-    Bag, Causal, CausalContext, CausalMap, CounterField, Dot, DotStore, InvalidState, Lattice,
+    Bag, Causal, CausalContext, CausalMap, CounterField, Dot, DotStore, Escrow, InvalidState, Lattice,
     LwwRegister, MvRegister, OrMap, OrSet, Ownership, PNCounter, RegisterField, SetField,
     Timestamp,
 };
@@ -208,6 +208,9 @@ pub enum Kind {
     /// the replica writes one, never an application (so it is not in
     /// [`Kind::ALL`]).
     Owner,
+    /// An [`Escrow`] record: a bounded counter's decrement rights. A
+    /// system kind, like [`Kind::Owner`].
+    Escrow,
 }
 
 impl Kind {
@@ -232,6 +235,7 @@ impl Kind {
             Kind::Bag => "bag",
             Kind::Map => "map",
             Kind::Owner => "owner",
+            Kind::Escrow => "escrow",
         }
     }
 }
@@ -339,6 +343,8 @@ pub enum State {
     Map(Map),
     /// See [`Kind::Owner`].
     Owner(Ownership),
+    /// See [`Kind::Escrow`].
+    Escrow(Escrow),
 }
 
 /// Two states of different kinds cannot be joined.
@@ -362,6 +368,7 @@ impl State {
             Kind::Bag => State::Bag(Bag::new()),
             Kind::Map => State::Map(Map::new()),
             Kind::Owner => State::Owner(Ownership::default()),
+            Kind::Escrow => State::Escrow(Escrow::default()),
         }
     }
 
@@ -380,6 +387,7 @@ impl State {
             State::Bag(_) => Kind::Bag,
             State::Map(_) => Kind::Map,
             State::Owner(_) => Kind::Owner,
+            State::Escrow(_) => Kind::Escrow,
         }
     }
 
@@ -394,6 +402,7 @@ impl State {
             (State::Bag(a), State::Bag(b)) => a.join(b),
             (State::Map(a), State::Map(b)) => a.join(b),
             (State::Owner(a), State::Owner(b)) => a.join(b),
+            (State::Escrow(a), State::Escrow(b)) => a.join(b),
             (a, b) => {
                 return Err(KindMismatch {
                     expected: a.kind(),
@@ -460,6 +469,7 @@ impl State {
                     DecodedPart::Register(r) => State::Register(r),
                     DecodedPart::MvRegister(r) => State::MvRegister(r),
                     DecodedPart::Owner(o) => State::Owner(o),
+                    DecodedPart::Escrow(e) => State::Escrow(e),
                     _ => unreachable!("kind matched above"),
                 }
             }
@@ -501,6 +511,7 @@ impl State {
             (State::Bag(a), State::Bag(d)) => State::Bag(a.strip(d)),
             (State::Map(a), State::Map(d)) => State::Map(a.strip(d)),
             (State::Owner(a), State::Owner(d)) => State::Owner(a.strip(d)),
+            (State::Escrow(a), State::Escrow(d)) => State::Escrow(a.strip(d)),
             (_, d) => d,
         }
     }
@@ -521,7 +532,7 @@ impl State {
     /// Checks the invariants a decoded state must hold.
     pub fn validate(&self) -> Result<(), InvalidState> {
         match self {
-            State::Counter(_) | State::Register(_) | State::Owner(_) => Ok(()),
+            State::Counter(_) | State::Register(_) | State::Owner(_) | State::Escrow(_) => Ok(()),
             State::MvRegister(r) => r.validate(),
             State::Set(s) => s.validate(),
             State::Bag(b) => b.validate(),

@@ -35,6 +35,8 @@ pub enum DecodedPart {
     Map(PartOf<String, MapValue>),
     /// An ownership record (always the whole state).
     Owner(crate::Ownership),
+    /// An escrow record (always the whole state).
+    Escrow(crate::Escrow),
 }
 
 /// The entries and context of a part of a causal map's state.
@@ -102,6 +104,7 @@ impl DecodedPart {
             DecodedPart::Bag(_) => Kind::Bag,
             DecodedPart::Map(_) => Kind::Map,
             DecodedPart::Owner(_) => Kind::Owner,
+            DecodedPart::Escrow(_) => Kind::Escrow,
         }
     }
 }
