@@ -178,6 +178,28 @@ pub enum OwnershipError {
         /// Which rule, and why.
         why: String,
     },
+    /// A decrement would take a counter with escrow below its floor, as
+    /// far as this node can tell: more than the rights it holds (its
+    /// balance, or at the owner the pool). Nothing changed.
+    #[error("counter {name:?}: a decrement of {by} would pass its floor {floor}; {available} available here (the rest is held by other nodes, or not there)")]
+    BelowFloor {
+        /// The counter.
+        name: String,
+        /// The decrement asked.
+        by: u64,
+        /// The escrow's floor.
+        floor: i64,
+        /// What this node could decrement.
+        available: i128,
+    },
+    /// Escrow could not be enabled on the variable. Nothing changed.
+    #[error("counter {name:?}: escrow refused: {why}")]
+    Escrow {
+        /// The variable.
+        name: String,
+        /// Why.
+        why: String,
+    },
     /// The node to own the variable is not a peer of its owner. Nothing
     /// changed.
     #[error("variable {name:?}: node {to} is not a peer here")]

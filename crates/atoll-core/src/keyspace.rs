@@ -33,7 +33,10 @@ pub use conflict::{
     SYSTEM_PREFIX,
 };
 use history::MAX_INCARNATIONS;
-pub use names::{owned_by_record, owner_record, validate_name, MAX_NAME_LEN, OWNER_PREFIX};
+pub use names::{
+    escrow_record, escrowed_by_record, owned_by_record, owner_record, validate_name, ESCROW_PREFIX,
+    MAX_NAME_LEN, OWNER_PREFIX,
+};
 
 struct Var {
     meta: VarMeta,

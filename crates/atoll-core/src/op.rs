@@ -146,6 +146,17 @@ pub enum Op {
         /// The node whose elements are adopted.
         from: ReplicaId,
     },
+    /// Strong: enables escrow of a counter's decrement rights, with
+    /// `floor` (docs/ownership.md): from then on no decrement takes it
+    /// below `floor`, and the owner grants nodes rights to decrement
+    /// locally. Runs at the owner, whose replica writes the escrow record
+    /// (applied to the counter alone, it is refused). Answers
+    /// [`Answer::Done`]; enabling it again with the same floor changes
+    /// nothing.
+    CounterEscrow {
+        /// The least value the counter may reach.
+        floor: i64,
+    },
     /// Reads a variable of `kind` where its writes are decided: changes
     /// nothing, and on an owned variable runs at the owner, whose reply
     /// carries the whole state, so that a read after it here sees every
@@ -206,7 +217,9 @@ impl Op {
     /// The kind of variable it applies to.
     pub fn kind(&self) -> Kind {
         match self {
-            Op::CounterAdd { .. } | Op::CounterDecrementIf { .. } => Kind::Counter,
+            Op::CounterAdd { .. } | Op::CounterDecrementIf { .. } | Op::CounterEscrow { .. } => {
+                Kind::Counter
+            }
             Op::RegisterSet { .. } | Op::RegisterCompareAndSet { .. } => Kind::Register,
             Op::MvRegisterSet { .. } => Kind::MvRegister,
             Op::SetChange { .. } | Op::SetAddIfAbsent { .. } => Kind::Set,
@@ -230,6 +243,7 @@ impl Op {
             self,
             Op::RegisterCompareAndSet { .. }
                 | Op::CounterDecrementIf { .. }
+                | Op::CounterEscrow { .. }
                 | Op::SetAddIfAbsent { .. }
                 | Op::MapCompareAndSet { .. }
         )
@@ -265,6 +279,7 @@ impl Op {
                         | Op::MapRemoveMember { .. }
                         | Op::BagTransfer { .. }
                         | Op::BagTransfers { .. }
+                        | Op::CounterEscrow { .. }
                         | Op::Read { .. },
                     Answer::Done
                 )
@@ -514,6 +529,13 @@ impl Op {
                     join_step(&mut delta, State::Bag(d));
                 }
                 Ok((delta, Answer::Adopted(ids)))
+            }
+            (Op::CounterEscrow { .. }, State::Counter(_)) => {
+                Err(crate::OwnershipError::Escrow {
+                    name: name.to_string(),
+                    why: "escrow is enabled through the replica, at the counter's owner".into(),
+                }
+                .into())
             }
             (Op::Read { kind: wanted }, _) if wanted == kind => Ok((None, Answer::Done)),
             (op, _) => Err(Error::TypeMismatch {

@@ -12,7 +12,7 @@ use atoll_crdt::{Ownership, ReplicaId};
 use serde::{Deserialize, Serialize};
 
 /// The replication protocol's version, exchanged in the transport's handshake.
-pub const PROTOCOL_VERSION: u32 = 9;
+pub const PROTOCOL_VERSION: u32 = 10;
 
 /// What a replica accepts from a peer, told in its `Hello`: the peer sends
 /// it no message, delta or state part larger (a log entry too large for a
@@ -193,6 +193,9 @@ pub enum Message {
         /// For how long (ms from now) a request sent again may concern an
         /// answer the sender no longer keeps (see `Refusal::Forgotten`).
         forgotten_ms: u64,
+        /// The escrow record of a counter with escrow: the new owner must
+        /// know every grant made before it, to know what its pool holds.
+        escrow: Option<atoll_crdt::Escrow>,
     },
     /// The receiver of an `Offer` of `name`: its ownership record now
     /// (which says the epoch offered, or a later one, once accepted).

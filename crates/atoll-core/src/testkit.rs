@@ -26,6 +26,9 @@ pub struct Net {
     pub order: u64,
     /// Directed links that are cut.
     pub down: BTreeSet<(usize, usize)>,
+    /// Messages of one kind ([`kind_name`]) dropped from one replica to
+    /// another: (from, to, kind).
+    pub blocked: BTreeSet<(usize, usize, &'static str)>,
     /// Drop every n-th message put on the wire.
     pub drop_every: Option<u64>,
     /// Messages put on the wire.
@@ -93,6 +96,7 @@ impl Net {
             queue: BTreeMap::new(),
             order: 0,
             down: BTreeSet::new(),
+            blocked: BTreeSet::new(),
             drop_every: None,
             sent: 0,
             bytes_delivered: 0,
@@ -177,7 +181,9 @@ impl Net {
                 let m = Message::decode(&bytes, 1 << 30).unwrap();
                 *self.delivered.entry((from, to, kind_name(&m))).or_default() += 1;
                 self.bytes_delivered += bytes.len() as u64;
-                if !self.down.contains(&(from, to)) {
+                if !self.down.contains(&(from, to))
+                    && !self.blocked.contains(&(from, to, kind_name(&m)))
+                {
                     self.nodes[to]
                         .handle_message(self.now, id(from), &bytes)
                         .unwrap();

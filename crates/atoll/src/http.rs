@@ -65,9 +65,12 @@ fn ownership_status(e: &atoll_core::OwnershipError) -> StatusCode {
             StatusCode::SERVICE_UNAVAILABLE
         }
         O::OutcomeUnknown { .. } => StatusCode::GATEWAY_TIMEOUT,
-        O::NotOwned { .. } | O::Elsewhere { .. } | O::NotAPeer { .. } | O::Placement { .. } => {
-            StatusCode::CONFLICT
-        }
+        O::NotOwned { .. }
+        | O::Elsewhere { .. }
+        | O::NotAPeer { .. }
+        | O::Placement { .. }
+        | O::BelowFloor { .. }
+        | O::Escrow { .. } => StatusCode::CONFLICT,
         O::Refused { .. } => StatusCode::BAD_REQUEST,
     }
 }

@@ -43,11 +43,13 @@ pub fn conflict_of(name: &str) -> Option<(&str, Kind)> {
 
 /// A name whose kind is fixed holds only that kind: a conflict copy the
 /// one its name says, an ownership record ([`super::OWNER_PREFIX`]) an
-/// [`Kind::Owner`]; and no other name holds an ownership record.
+/// [`Kind::Owner`], an escrow record ([`super::ESCROW_PREFIX`]) an
+/// [`Kind::Escrow`]; and no other name holds either.
 pub(super) fn fixed_kind(name: &str, kind: Kind) -> Result<()> {
     let fixed = match conflict_of(name) {
         Some((_, k)) => Some(k),
         None if super::owned_by_record(name).is_some() => Some(Kind::Owner),
+        None if super::escrowed_by_record(name).is_some() => Some(Kind::Escrow),
         None => None,
     };
     match fixed {
@@ -59,6 +61,10 @@ pub(super) fn fixed_kind(name: &str, kind: Kind) -> Result<()> {
         None if kind == Kind::Owner => Err(Error::InvalidName {
             name: name.chars().take(80).collect(),
             reason: "an ownership record is named _atoll.owner/{name}",
+        }),
+        None if kind == Kind::Escrow => Err(Error::InvalidName {
+            name: name.chars().take(80).collect(),
+            reason: "an escrow record is named _atoll.escrow/{name}",
         }),
         _ => Ok(()),
     }

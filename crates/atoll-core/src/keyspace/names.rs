@@ -21,18 +21,40 @@ pub fn owned_by_record(name: &str) -> Option<&str> {
     name.strip_prefix(OWNER_PREFIX)
 }
 
+/// The prefix of escrow records: `_atoll.escrow/{name}` holds the escrow
+/// of the counter `name`'s decrement rights (an [`atoll_crdt::Escrow`], of
+/// kind [`atoll_crdt::variable::Kind::Escrow`]). Only the replica writes
+/// them.
+pub const ESCROW_PREFIX: &str = "_atoll.escrow/";
+
+/// The name of the escrow record of the counter `name`.
+pub fn escrow_record(name: &str) -> String {
+    format!("{ESCROW_PREFIX}{name}")
+}
+
+/// The counter an escrow record's name stands for; `None` for any other
+/// name.
+pub fn escrowed_by_record(name: &str) -> Option<&str> {
+    name.strip_prefix(ESCROW_PREFIX)
+}
+
+/// The variable a system record's name (ownership or escrow) stands for.
+fn record_of(name: &str) -> Option<&str> {
+    owned_by_record(name).or_else(|| escrowed_by_record(name))
+}
+
 /// Checks a variable name: 1 to 255 bytes of ASCII letters, digits and `_ - . : / @`,
 /// starting with a letter, digit or `_`. A conflict copy's name
 /// (`_atoll.conflict/{kind}/{name}`) may be longer: its `name` is checked,
-/// and must not itself be a system name; so may an ownership record's
-/// (`_atoll.owner/{name}`).
+/// and must not itself be a system name; so may an ownership or escrow
+/// record's (`_atoll.owner/{name}`, `_atoll.escrow/{name}`).
 pub fn validate_name(name: &str) -> Result<()> {
-    if let Some(of) = owned_by_record(name) {
+    if let Some(of) = record_of(name) {
         if is_reserved(of) {
             return Err(Error::InvalidName {
                 name: name.chars().take(80).collect(),
                 reason:
-                    "an ownership record is named _atoll.owner/{name}, of a name outside _atoll.",
+                    "a system record is named _atoll.owner/{name} or _atoll.escrow/{name}, of a name outside _atoll.",
             });
         }
         return validate_name(of);

@@ -118,6 +118,7 @@ impl<B: Backend> Replica<B> {
             }
         };
         let answers = self.kept_for(name);
+        let escrow = self.escrow_of(name).ok().flatten();
         let forgotten_ms = self
             .owners
             .forgotten_until
@@ -129,6 +130,7 @@ impl<B: Backend> Replica<B> {
             var,
             answers,
             forgotten_ms,
+            escrow,
         }
         .encode();
         // An offer travels whole, in one message: a state larger than the
@@ -199,7 +201,11 @@ impl<B: Backend> Replica<B> {
         name: String,
         epoch: u64,
         var: Option<(VarDelta, Result<State, DecodeError>)>,
-        (answers, forgotten_ms): (Vec<crate::protocol::Kept>, u64),
+        (answers, forgotten_ms, escrow): (
+            Vec<crate::protocol::Kept>,
+            u64,
+            Option<atoll_crdt::Escrow>,
+        ),
     ) -> Result<(), ProtocolError> {
         let now = self.last_now;
         crate::validate_name(&name)
@@ -215,6 +221,10 @@ impl<B: Backend> Replica<B> {
                 let state =
                     state.map_err(|e| hostile(from, format!("undecodable offered state: {e}")))?;
                 self.merge_one(from, &name, v.kind, state, v.delta)?;
+            }
+            // The grants made before: the new owner's pool counts them.
+            if let Some(e) = escrow {
+                self.merge_escrow(from, &name, e)?;
             }
             for k in answers {
                 self.keep((k.incarnation, k.id), &name, &k.answer);

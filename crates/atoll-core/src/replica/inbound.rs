@@ -38,6 +38,7 @@ impl<B: Backend> Replica<B> {
         self.note_log_end(now);
         self.records_merged(mark);
         self.bags_merged(mark);
+        self.escrows_merged(mark);
         match &result {
             Err(ProtocolError::Merge { source, .. }) => {
                 if let Some(p) = self.peers.get_mut(&from) {
@@ -164,9 +165,10 @@ impl<B: Backend> Replica<B> {
                 var,
                 answers,
                 forgotten_ms,
+                escrow,
             } => {
                 let var = var.zip(states.into_iter().next());
-                self.on_offer(from, name, epoch, var, (answers, forgotten_ms))
+                self.on_offer(from, name, epoch, var, (answers, forgotten_ms, escrow))
             }
             Message::Accept { name, record } => self.on_record(from, &name, record),
         }

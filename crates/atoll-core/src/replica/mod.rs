@@ -45,6 +45,7 @@ mod peer;
 mod placement;
 mod requests;
 mod serving;
+mod escrow;
 mod shares;
 mod staging;
 mod transfer;
@@ -119,6 +120,7 @@ pub struct Replica<B> {
     /// Owned variables: records, requests, offers.
     owners: owners::Owners,
     shares: shares::Shares,
+    escrows: escrow::Escrows,
 }
 
 /// Whether version `a` is later than `b`: versions of one keyspace opening
@@ -137,7 +139,7 @@ pub(super) fn hostile(peer: ReplicaId, why: impl Into<String>) -> ProtocolError 
 impl<B: Backend> Replica<B> {
     /// A replica over `ks`, with no peers yet.
     pub fn new(ks: Keyspace<B>, config: ReplicaConfig) -> Self {
-        Replica {
+        let mut replica = Replica {
             ks,
             config,
             peers: BTreeMap::new(),
@@ -150,7 +152,12 @@ impl<B: Backend> Replica<B> {
             expected_peers: 0,
             owners: owners::Owners::default(),
             shares: shares::Shares::default(),
-        }
+            escrows: escrow::Escrows::default(),
+        };
+        // Loaded now, so that rounds over escrow start without waiting for
+        // a use (unreadable: on first use).
+        let _ = replica.escrow_names();
+        replica
     }
 
     /// Keeps the bag fence up until at least `n` peers are known and every
@@ -293,6 +300,20 @@ impl<B: Backend> Replica<B> {
                 epoch,
             }
             .into());
+        }
+        if route == owners::Route::Escrow {
+            return self.spend_escrow(now, name, op);
+        }
+        if route == owners::Route::Here {
+            let me = self.id();
+            if let Some((answer, _)) = self.escrow_at_owner(name, &op, me)? {
+                return Ok(Outcome {
+                    answer,
+                    ts: Default::default(),
+                    delta: None,
+                    applied: None,
+                });
+            }
         }
         if op.owner_only() && self.fenced() {
             return Err(Error::Fenced {

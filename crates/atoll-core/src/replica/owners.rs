@@ -61,6 +61,9 @@ pub(super) enum Route {
     Local,
     /// Here: this node decides about the variable.
     Here,
+    /// Here, out of this node's escrow balance: a decrement of a counter
+    /// with escrow, which needs no owner (`escrow`).
+    Escrow,
     /// At another node, which decides about it.
     At(ReplicaId),
 }
@@ -252,11 +255,17 @@ impl<B: Backend> Replica<B> {
     /// there is refused while the owner hands the variable on, or is fenced.
     pub(super) fn route_op(&mut self, name: &str, op: &Op) -> crate::Result<Route> {
         let record = self.ownership(name)?;
+        if let Some(route) = self.escrow_route(name, op, record.owner())? {
+            return Ok(route);
+        }
+        // A decrement of a counter with escrow is as strong as a
+        // conditional one.
+        let strong = op.strong() || self.escrowed_decrement(name, op);
         match record.owner() {
             // This node may not have heard of a grant yet: the node that
             // decides about the variable has, and tells.
             // So does a variable a placement rule owns, before its grant.
-            None if op.strong() || (op.at_owner() && self.placed_before_grant(name, &record)) => {
+            None if strong || (op.at_owner() && self.placed_before_grant(name, &record)) => {
                 match self.decider(name, &record) {
                     me if me == self.id() => {
                         // Granting it now, or catching up: not known yet.
@@ -352,6 +361,9 @@ impl<B: Backend> Replica<B> {
         let record = self.ownership(name)?;
         match body {
             Body::Op(op) => {
+                if let Some((answer, change)) = self.escrow_at_owner(name, &op, requester)? {
+                    return Ok((answer, change, None));
+                }
                 let read = matches!(op, Op::Read { .. });
                 let out = self.ks.apply(name, op, self.wall)?;
                 let change = match &out.delta {

@@ -104,8 +104,8 @@ impl<B: Backend> Replica<B> {
         route: Route,
     ) -> crate::Result<(Answer, Option<Applied>)> {
         match (route, body) {
-            (Route::Local, Body::Op(op)) => {
-                let out = self.write_routed(now, name, op, Route::Local)?;
+            (route @ (Route::Local | Route::Escrow), Body::Op(op)) => {
+                let out = self.write_routed(now, name, op, route)?;
                 Ok((out.answer, out.applied))
             }
             (_, body) => {

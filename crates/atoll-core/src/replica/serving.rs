@@ -96,7 +96,7 @@ impl<B: Backend> Replica<B> {
                 }
             }
             // Another epoch, or not decided here: the record says who.
-            Ok(Route::Local | Route::At(_)) => Err(self.not_owner(&name)),
+            Ok(Route::Local | Route::Escrow | Route::At(_)) => Err(self.not_owner(&name)),
             Err(e) => Err(self.refusal(&name, e)),
         };
         let result = Box::new(result);

@@ -105,10 +105,11 @@ impl<B: Backend> Replica<B> {
             .connected_peers()
             .ne(self.shares.connected.iter().copied());
         let connected = self.peers.values().any(|p| p.connected);
-        if every == 0 || !connected || self.shares.bags.is_empty() {
+        let escrows = self.has_escrows();
+        if every == 0 || !connected || (self.shares.bags.is_empty() && !escrows) {
             return None;
         }
-        if self.shares.dirty.is_empty() && !peers_changed {
+        if self.shares.dirty.is_empty() && !peers_changed && !escrows {
             return None;
         }
         Some(self.shares.next_at.unwrap_or(self.last_now))
@@ -130,6 +131,7 @@ impl<B: Backend> Replica<B> {
         if self.fenced() {
             return;
         }
+        self.escrow_round();
         let connected: Vec<ReplicaId> = self.connected_peers().collect();
         let dirty = std::mem::take(&mut self.shares.dirty);
         let names: Vec<String> = if connected == self.shares.connected {
