@@ -1,7 +1,7 @@
 //! Owned variables on real nodes over QUIC: ownership taken and moved,
 //! strong operations raced from every node with exactly one winner, a
-//! bounded counter raced to its floor, and a typed error when the owner is
-//! away.
+//! bounded counter raced to its floor, a typed error when the owner is
+//! away, and escrowed rights spent without it.
 
 use atoll::{CoreError, Error, Node, OwnershipError};
 use atoll_tests::{wait_until, Cluster};
@@ -263,4 +263,70 @@ fn a_variable_moves_to_the_node_that_uses_it_after_a_burst() {
     // at node 2.
     assert_eq!(seats.members_strong().unwrap().len(), 20);
     assert!(!seats.add_if_absent(&"seat-3".to_string()).unwrap());
+}
+
+/// Escrow on real nodes: rights granted while connected let the two nodes
+/// left decrement locally once the owner is gone, each up to its balance,
+/// and the counter never goes below its floor.
+#[test]
+fn escrowed_rights_keep_decrements_going_without_the_owner() {
+    let c = Cluster::new(3);
+    let mut nodes = three_with(&c, |_, config| {
+        config.replica.rebalance.every_ms = 100;
+        config.replica.request_timeout_ms = 500;
+    });
+    nodes[0].own("stock").unwrap();
+    let stock = |n: &Node| n.counter("stock").unwrap();
+    stock(&nodes[0]).incr(60).unwrap();
+    stock(&nodes[1]).enable_escrow(0).unwrap();
+    let balance = |n: &Node| {
+        let me = n.replica_id();
+        let e = stock(n).escrow().unwrap();
+        e.and_then(|e| e.nodes.iter().find(|(id, _, _)| *id == me).map(|(_, b, _)| *b))
+            .unwrap_or(0)
+    };
+    wait_until("nodes 1 and 2 hold rights", || {
+        balance(&nodes[1]) > 0 && balance(&nodes[2]) > 0
+    });
+    let owner = nodes.remove(0);
+    let gone = owner.replica_id();
+    owner.shutdown().unwrap();
+    // Once both know the owner is gone, no grant and no give-back moves.
+    wait_until("nodes 1 and 2 see the owner gone", || {
+        nodes.iter().all(|n| {
+            let s = n.status();
+            s.peers.iter().all(|(p, _)| p.id != gone || !p.connected)
+        })
+    });
+    let held: Vec<i128> = nodes.iter().map(balance).collect();
+    let done: Vec<i128> = std::thread::scope(|s| {
+        let runs: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                s.spawn(move || {
+                    let mut done = 0;
+                    loop {
+                        match stock(n).decrement_if(1, 0) {
+                            Ok((true, _)) => done += 1,
+                            Ok((false, _)) => break,
+                            Err(e) => match ownership_error(e) {
+                                OwnershipError::OwnerUnreachable { .. } => break,
+                                e => panic!("{e}"),
+                            },
+                        }
+                    }
+                    done
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert_eq!(done, held, "each node spent exactly its balance, locally");
+    for n in &nodes {
+        assert!(stock(n).value().unwrap() >= 0);
+    }
+    wait_until("the two agree", || {
+        stock(&nodes[0]).value().unwrap() == stock(&nodes[1]).value().unwrap()
+    });
+    assert_eq!(stock(&nodes[0]).value().unwrap(), 60 - held.iter().sum::<i128>());
 }

@@ -31,6 +31,10 @@ pub(crate) fn op(cmd: &Cmd) -> Result<Option<Request>, String> {
                 by: *by,
                 floor: *floor,
             },
+            CounterCmd::Escrow { name: n, floor } => Request::CounterEscrow {
+                name: name(n),
+                floor: *floor,
+            },
         },
         Cmd::Register(c) => match c {
             RegisterCmd::Set { name: n, value } => Request::RegisterSet {
@@ -239,6 +243,7 @@ pub(crate) fn render(cmd: &Cmd, v: Value) -> Output {
             text: vec![number_of(&v["value"])],
             json: v,
         },
+        Cmd::Counter(CounterCmd::Escrow { .. }) => out(escrow_lines(&v), v),
         Cmd::Counter(_) => out(vec![number_of(&v["value"])], v),
         Cmd::Register(RegisterCmd::Cas { .. }) | Cmd::Map(MapCmd::Cas { .. }) => {
             let swapped = v["swapped"].as_bool().unwrap_or(false);
@@ -332,4 +337,31 @@ pub(crate) fn render(cmd: &Cmd, v: Value) -> Output {
         }
         _ => out(Vec::new(), v),
     }
+}
+
+/// A counter's escrow, one line for the counter and one per node.
+fn escrow_lines(v: &Value) -> Vec<String> {
+    let e = &v["escrow"];
+    if e.is_null() {
+        return vec!["escrow not enabled".to_string()];
+    }
+    let mut lines = vec![format!(
+        "floor {}  value {}  pool {}",
+        e["floor"],
+        number_of(&e["value"]),
+        number_of(&e["pool"])
+    )];
+    for n in e["nodes"].as_array().into_iter().flatten() {
+        let target = match &n["target"] {
+            Value::Null => "-".to_string(),
+            t => t.to_string(),
+        };
+        lines.push(format!(
+            "{}  balance {}  target {}",
+            n["node"].as_str().unwrap_or("?"),
+            number_of(&n["balance"]),
+            target
+        ));
+    }
+    lines
 }

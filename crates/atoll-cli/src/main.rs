@@ -216,6 +216,15 @@ enum CounterCmd {
         #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
         floor: i64,
     },
+    /// Print the escrow of the counter's decrement rights: its floor, the
+    /// owner's pool and each node's balance and target. With --floor,
+    /// enable it first (strong, at the owner): then nodes decrement locally
+    /// out of rights granted ahead, through a split too, never below it.
+    Escrow {
+        name: String,
+        #[arg(long, allow_negative_numbers = true)]
+        floor: Option<i64>,
+    },
 }
 
 #[derive(Subcommand)]

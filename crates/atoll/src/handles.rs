@@ -94,6 +94,25 @@ impl Counter {
         }
     }
 
+    /// Strong: enables escrow of the counter's decrement rights, with
+    /// `floor`, at its owner (the counter must be owned, and at least
+    /// `floor`). From then on no decrement, plain or conditional, takes it
+    /// below `floor` on any replica, and the owner grants nodes rights
+    /// that they spend locally, through a split too (docs/ownership.md).
+    /// Enabling it again with the same floor changes nothing; a floor does
+    /// not change.
+    pub fn enable_escrow(&self, floor: i64) -> Result<()> {
+        self.store
+            .write(false, &self.name, Op::CounterEscrow { floor })?;
+        Ok(())
+    }
+
+    /// The escrow of the counter's decrement rights as this node sees it
+    /// (`None`: not enabled).
+    pub fn escrow(&self) -> Result<Option<crate::EscrowStatus>> {
+        self.store.escrow(&self.name)
+    }
+
     /// Subtracts `by`; returns the new value as seen here.
     pub fn decr(&self, by: i64) -> Result<i128> {
         self.incr(by.checked_neg().ok_or(CoreError::Crdt {

@@ -113,6 +113,10 @@ pub(crate) fn router(api: Api) -> Router {
         .route("/v1/conflicts", get(conflicts))
         .route("/v1/counter/{name}", get(counter_get).post(counter_incr))
         .route("/v1/counter/{name}/decr-if", post(counter_decr_if))
+        .route(
+            "/v1/counter/{name}/escrow",
+            get(counter_escrow_get).post(counter_escrow),
+        )
         .route("/v1/register/{name}/cas", post(register_cas))
         .route("/v1/set/{name}/claim", post(set_claim))
         .route("/v1/owner/{name}", get(owner_get).post(owner_own))

@@ -167,3 +167,52 @@ impl Store {
         Ok(record)
     }
 }
+
+/// A counter's escrow of decrement rights, as this node sees it
+/// ([`crate::Counter::escrow`]; docs/ownership.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EscrowStatus {
+    /// The least value the counter may reach.
+    pub floor: i64,
+    /// The counter's value here.
+    pub value: i128,
+    /// What the owner's pool holds, as seen here: the value less the floor
+    /// and every node's balance.
+    pub pool: i128,
+    /// Each node granted rights: its balance and its target share (`None`:
+    /// the owner set none for it), by node id.
+    pub nodes: Vec<(ReplicaId, i128, Option<u64>)>,
+}
+
+impl Store {
+    /// The escrow of counter `name`'s decrement rights, as this node sees
+    /// it (`None`: escrow is not enabled on it).
+    pub fn escrow(&self, name: &str) -> Result<Option<EscrowStatus>> {
+        self.check_owned_name(name)?;
+        let value = self.counter(name)?.value()?;
+        let Some(e) = self.replica().escrow_of(name)? else {
+            return Ok(None);
+        };
+        let floor = e.floor.unwrap_or_default();
+        let target = |n: ReplicaId| e.targets().and_then(|t| t.shares.get(&n).copied());
+        let mut nodes: Vec<(ReplicaId, i128, Option<u64>)> =
+            e.balances().map(|(n, b)| (n, b, target(n))).collect();
+        for (n, t) in e.targets().map(|t| t.shares.clone()).unwrap_or_default() {
+            if !nodes.iter().any(|(m, _, _)| *m == n) {
+                nodes.push((n, 0, Some(t)));
+            }
+        }
+        nodes.sort();
+        Ok(Some(EscrowStatus {
+            floor,
+            value,
+            pool: value - i128::from(floor) - e.held(),
+            nodes,
+        }))
+    }
+
+    /// Rights this node granted as an owner since it started.
+    pub fn escrow_granted(&self) -> u64 {
+        self.replica().escrow_granted()
+    }
+}

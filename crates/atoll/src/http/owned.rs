@@ -25,6 +25,24 @@ pub(super) async fn counter_decr_if(
     )
 }
 
+pub(super) async fn counter_escrow(
+    State(api): State<Api>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(b): Json<body::Escrow>,
+) -> ApiResult {
+    let floor = Some(b.floor);
+    run(&api, &h, Request::CounterEscrow { name, floor })
+}
+
+pub(super) async fn counter_escrow_get(
+    State(api): State<Api>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult {
+    run(&api, &h, Request::CounterEscrow { name, floor: None })
+}
+
 pub(super) async fn register_cas(
     State(api): State<Api>,
     h: HeaderMap,

@@ -60,6 +60,11 @@ pub(crate) struct DecrIf {
 }
 
 #[derive(Deserialize)]
+pub(crate) struct Escrow {
+    pub(crate) floor: i64,
+}
+
+#[derive(Deserialize)]
 pub(crate) struct Claim {
     pub(crate) member: String,
 }

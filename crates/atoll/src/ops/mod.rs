@@ -159,6 +159,15 @@ pub enum Request {
         /// The least value.
         floor: i64,
     },
+    /// The escrow of a counter's decrement rights: enabled first with
+    /// `floor` if given (strong, at the owner); answers the floor, the
+    /// value, the pool and each node's balance and target, as seen here.
+    CounterEscrow {
+        /// The counter.
+        name: String,
+        /// Enables escrow with this floor.
+        floor: Option<i64>,
+    },
     /// Strong: adds a member to a set only if absent; answers whether this
     /// call claimed it.
     SetClaim {
@@ -222,6 +231,8 @@ pub enum BodyRoute {
     RegisterCas,
     /// `POST /v1/counter/{name}/decr-if`: `{"by": n, "floor": f}`.
     CounterDecrIf,
+    /// `POST /v1/counter/{name}/escrow`: `{"floor": f}`.
+    CounterEscrow,
     /// `POST /v1/set/{name}/claim`: `{"member": "..."}`.
     SetClaim,
     /// `POST /v1/map/{name}/{key}/cas`: `{"expected": "..." or null, "value": "..."}`.
@@ -437,6 +448,7 @@ impl Request {
             | Request::OwnForce { .. }
             | Request::RegisterCas { .. }
             | Request::CounterDecrIf { .. }
+            | Request::CounterEscrow { .. }
             | Request::SetClaim { .. }
             | Request::MapCas { .. }
             | Request::BagAdopt { .. }
@@ -525,6 +537,7 @@ impl Request {
             | Request::OwnForce { .. }
             | Request::RegisterCas { .. }
             | Request::CounterDecrIf { .. }
+            | Request::CounterEscrow { .. }
             | Request::SetClaim { .. }
             | Request::MapCas { .. }
             | Request::BagAdopt { .. }

@@ -21,6 +21,29 @@ pub(crate) fn owner_json(name: &str, r: &Ownership) -> Value {
     })
 }
 
+/// A counter's escrow as JSON (`"escrow": null` when not enabled).
+fn escrow_json(name: &str, e: Option<crate::EscrowStatus>) -> Value {
+    let Some(e) = e else {
+        return json!({"name": name, "escrow": null});
+    };
+    let nodes: Vec<Value> = e
+        .nodes
+        .iter()
+        .map(|(n, balance, target)| {
+            json!({"node": n.to_string(), "balance": super::counter_json(*balance), "target": target})
+        })
+        .collect();
+    json!({
+        "name": name,
+        "escrow": {
+            "floor": e.floor,
+            "value": super::counter_json(e.value),
+            "pool": super::counter_json(e.pool),
+            "nodes": nodes,
+        }
+    })
+}
+
 /// Runs one of the requests of this module on `store`.
 pub(super) fn apply(req: &Request, store: &Store) -> Result<Value> {
     Ok(match req {
@@ -54,6 +77,13 @@ pub(super) fn apply(req: &Request, store: &Store) -> Result<Value> {
         Request::CounterDecrIf { name, by, floor } => {
             let (done, value) = store.counter(name)?.decrement_if(*by, *floor)?;
             json!({"name": name, "done": done, "value": super::counter_json(value)})
+        }
+        Request::CounterEscrow { name, floor } => {
+            let counter = store.counter(name)?;
+            if let Some(floor) = floor {
+                counter.enable_escrow(*floor)?;
+            }
+            escrow_json(name, counter.escrow()?)
         }
         Request::SetClaim { name, member } => {
             let claimed = store.set::<String>(name)?.add_if_absent(member)?;
@@ -150,6 +180,17 @@ pub(super) fn request(req: &Request) -> (&'static str, String, Option<Value>) {
             format!("/v1/counter/{}/decr-if", seg(name)),
             Some(json!({"by": by, "floor": floor})),
         ),
+        Request::CounterEscrow {
+            name,
+            floor: Some(floor),
+        } => (
+            "POST",
+            format!("/v1/counter/{}/escrow", seg(name)),
+            Some(json!({ "floor": floor })),
+        ),
+        Request::CounterEscrow { name, floor: None } => {
+            ("GET", format!("/v1/counter/{}/escrow", seg(name)), None)
+        }
         Request::SetClaim { name, member } => (
             "POST",
             format!("/v1/set/{}/claim", seg(name)),
@@ -211,6 +252,10 @@ pub(super) fn from_body(
                 floor: d.floor,
             }
         }
+        BodyRoute::CounterEscrow => Request::CounterEscrow {
+            name,
+            floor: Some(read::<body::Escrow>(b)?.floor),
+        },
         BodyRoute::SetClaim => Request::SetClaim {
             name,
             member: read::<body::Claim>(b)?.member,

@@ -92,6 +92,13 @@ fn a_request_body_reads_back_as_its_operation() {
             },
         ),
         (
+            BodyRoute::CounterEscrow,
+            Request::CounterEscrow {
+                name: "n".into(),
+                floor: Some(-3),
+            },
+        ),
+        (
             BodyRoute::SetClaim,
             Request::SetClaim {
                 name: "n".into(),
