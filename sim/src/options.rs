@@ -253,6 +253,10 @@ pub struct Workload {
     /// nodes), `o-claim` owned on site `s0`, `o-reg` owned where first
     /// used (`world::owned`).
     pub placement: bool,
+    /// Escrow of `o-stock`'s decrement rights: clients enable it (floor
+    /// 0) from time to time, and nodes then decrement out of the rights
+    /// granted them (`world::owned`).
+    pub escrow: bool,
 }
 
 impl Workload {
@@ -279,6 +283,7 @@ impl Workload {
             migration: atoll_core::Migration::default(),
             rebalance: atoll_core::Rebalance::default(),
             placement: false,
+            escrow: false,
         }
     }
 }
@@ -408,6 +413,15 @@ impl Options {
         }
         .with_strong(seed)
         .with_rebalance(seed)
+        .with_escrow(seed)
+    }
+
+    /// Escrow of the bounded counter's rights, in half the runs, drawn
+    /// from a stream of its own.
+    fn with_escrow(mut self, seed: u64) -> Options {
+        let mut rng = Rng::new(seed ^ 0x00e5_c0e0_0000);
+        self.workload.escrow = rng.chance(0.5);
+        self
     }
 
     /// How often bags are rebalanced (never, in one run of four), drawn

@@ -32,6 +32,8 @@ pub enum StrongOp {
     Incr(i64),
     /// Subtract from the bounded counter if that leaves it at least 0.
     DecrIf(i64),
+    /// Enable escrow of the bounded counter's rights, floor 0.
+    Escrow,
 }
 
 /// One strong operation, from its call to its answer.

@@ -380,6 +380,9 @@ impl Store {
                 if atoll_core::owned_by_record(name).is_some() {
                     r.reload_ownership();
                 }
+                if atoll_core::escrowed_by_record(name).is_some() {
+                    r.reload_escrows();
+                }
                 r.handle_local_writes(now);
             }
             (applied, r.keyspace().take_conflicts())

@@ -3,7 +3,8 @@
 //! a bounded counter's decrements), here or forwarded to the owner. Two
 //! invariants are checked as the run goes: at most one node accepts strong
 //! operations on a variable at any moment, and the bounded counter is
-//! never below its floor at its owner. The history of strong operations
+//! never below its floor at any node, nor (with escrow) the rights held
+//! above its value. The history of strong operations
 //! is checked at the end (`crate::strong`).
 
 use super::*;
@@ -21,6 +22,7 @@ pub const OWNED: [&str; 3] = ["o-reg", "o-claim", "o-stock"];
 pub fn is_owned_name(name: &str) -> bool {
     name.starts_with("o-")
         || atoll_core::owned_by_record(name).is_some()
+        || atoll_core::escrowed_by_record(name).is_some()
         || name == atoll_core::SITES_VAR
 }
 
@@ -91,6 +93,9 @@ impl Sim {
                     }
                 }
                 "o-claim" => StrongOp::Claim(self.strong_rng.below(16)),
+                _ if self.opts.workload.escrow && self.strong_rng.chance(0.05) => {
+                    StrongOp::Escrow
+                }
                 _ if self.strong_rng.chance(0.4) => {
                     StrongOp::Incr(self.strong_rng.range(1, 4) as i64)
                 }
@@ -107,6 +112,7 @@ impl Sim {
             StrongOp::Claim(m) => Body::Op(StoreOp::SetAddIfAbsent { member: bytes(*m) }),
             StrongOp::Incr(by) => Body::Op(StoreOp::CounterAdd { by: *by }),
             StrongOp::DecrIf(by) => Body::Op(StoreOp::CounterDecrementIf { by: *by, floor: 0 }),
+            StrongOp::Escrow => Body::Op(StoreOp::CounterEscrow { floor: 0 }),
         };
         let now = self.clock(i);
         let Some(r) = self.nodes[i].replica.as_mut() else {
@@ -306,11 +312,21 @@ impl Sim {
         // never holds the owner's decrement without the increments that
         // allowed it.
         for i in 0..self.nodes.len() {
-            if let Some(State::Counter(c)) = self.state_of(i, "o-stock") {
-                if c.value() < 0 {
+            let value = match self.state_of(i, "o-stock") {
+                Some(State::Counter(c)) => c.value(),
+                _ => 0,
+            };
+            if value < 0 {
+                self.fail(format!("o-stock is {value} at n{i}, below its floor of 0"));
+            }
+            // Escrow: the rights held are covered by the value, as any
+            // replica sees them (the owner's pool is never negative).
+            let record = atoll_core::escrow_record("o-stock");
+            if let Some(State::Escrow(e)) = self.state_of(i, &record) {
+                if e.held() > value {
                     self.fail(format!(
-                        "o-stock is {} at n{i}, below its floor of 0",
-                        c.value()
+                        "o-stock: n{i} sees {} rights held, over its value {value}",
+                        e.held()
                     ));
                 }
             }

@@ -75,6 +75,13 @@ impl<B: Backend> Replica<B> {
         }
     }
 
+    /// Reads the index of counters with escrow again: after a record was
+    /// merged outside the replica (the store's own `merge`).
+    pub fn reload_escrows(&mut self) {
+        self.escrows.names = None;
+        let _ = self.escrow_names();
+    }
+
     /// Rights granted by this node since it opened.
     pub fn escrow_granted(&self) -> u64 {
         self.escrows.granted

@@ -105,6 +105,12 @@ pub(super) async fn metrics(State(api): State<Api>, h: HeaderMap) -> Result<Stri
         "counter",
         vec![(String::new(), api.store.replica().bag_elements_given())],
     );
+    line(
+        "atoll_escrow_rights_granted_total",
+        "Decrement rights of counters with escrow this node granted as their owner.",
+        "counter",
+        vec![(String::new(), api.store.escrow_granted())],
+    );
     let per = |f: &dyn Fn(&atoll_core::PeerStatus) -> u64| -> Vec<(String, u64)> {
         s.peers
             .iter()

@@ -454,11 +454,15 @@ impl Request {
             | Request::BagAdopt { .. }
             | Request::Strong(_) => owned::apply(self, store)?,
             Request::Vars => {
-                // Ownership records are listed by `owner`, not as variables.
+                // Ownership and escrow records are shown by `owner` and
+                // `counter escrow`, not as variables.
                 let rows: Vec<Value> = store
                     .variables()?
                     .into_iter()
-                    .filter(|(n, _)| atoll_core::owned_by_record(n).is_none())
+                    .filter(|(n, _)| {
+                        atoll_core::owned_by_record(n).is_none()
+                            && atoll_core::escrowed_by_record(n).is_none()
+                    })
                     .map(|(n, k)| json!({"name": n, "type": k.name()}))
                     .collect();
                 json!({ "variables": rows })
