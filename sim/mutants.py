@@ -25,6 +25,7 @@ RO, RQ, RH = f"{RD}/owners.rs", f"{RD}/requests.rs", f"{RD}/handoff.rs"
 RW, RB = f"{RD}/serving.rs", f"{RD}/shares.rs"
 RG, RL = f"{RD}/migration.rs", f"{RD}/placement.rs"
 CO = "crates/atoll-crdt/src/ownership.rs"
+RE, CE = f"{RD}/escrow.rs", "crates/atoll-crdt/src/escrow.rs"
 
 MUTANTS = [
     ("ack: acknowledge one short of the interval", RI,
@@ -188,6 +189,33 @@ MUTANTS = [
     ("deltas: an interval after a gap merged at once", RI,
      "        if start > p.held.unwrap_or(base).max(base) {",
      "        if false && start > p.held.unwrap_or(base).max(base) {"),
+    ("escrow: a node spends two more than its balance", RE,
+     "            && escrow.balance(me, &counter) >= i128::from(by)\n",
+     "            && escrow.balance(me, &counter) + 2 >= i128::from(by)\n"),
+    ("escrow: the pool ignores the balances held", RE,
+     "Ok(counter.value() - floor - escrow.held(&counter))",
+     "Ok(counter.value() - floor)"),
+    ("escrow: an offer without the escrow record", RH,
+     "let escrow = self.escrow_of(name).ok().flatten();",
+     "let escrow = None::<atoll_crdt::Escrow>;"),
+    ("escrow: a fenced node spends its balance", RE,
+     "            && !self.fenced()\n            && escrow.balance(me, &counter)",
+     "            && escrow.balance(me, &counter)"),
+    ("escrow: rights given back stay in the balance", CE,
+     "granted - i128::from(spent_by(counter, node)) - i128::from(self.returned.total_of(node))",
+     "granted - i128::from(spent_by(counter, node))"),
+    ("escrow: grants beyond what the pool holds", RE,
+     "let mut spare = pool - target(me);",
+     "let mut spare = total;"),
+    ("escrow: the owner uses its earlier balance without giving it back", RE,
+     "            self.write_escrow(name, |e| e.give_back(me, mine))?;\n            let pool = match",
+     "            let pool = i128::from(mine) + match"),
+    ("escrow: a spend made under the opening's id, not the escrow actor", RE,
+     "let actor = escrow_actor(self.id());",
+     "let actor = self.ks.incarnation();"),
+    ("escrow: a node spends what takes its copy below the floor", RE,
+     "            && counter.value() - i128::from(by) >= floor\n",
+     "\n"),
 ]
 
 def sh(cmd):

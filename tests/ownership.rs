@@ -282,8 +282,13 @@ fn escrowed_rights_keep_decrements_going_without_the_owner() {
     let balance = |n: &Node| {
         let me = n.replica_id();
         let e = stock(n).escrow().unwrap();
-        e.and_then(|e| e.nodes.iter().find(|(id, _, _)| *id == me).map(|(_, b, _)| *b))
-            .unwrap_or(0)
+        e.and_then(|e| {
+            e.nodes
+                .iter()
+                .find(|(id, _, _)| *id == me)
+                .map(|(_, b, _)| *b)
+        })
+        .unwrap_or(0)
     };
     wait_until("nodes 1 and 2 hold rights", || {
         balance(&nodes[1]) > 0 && balance(&nodes[2]) > 0
@@ -328,5 +333,8 @@ fn escrowed_rights_keep_decrements_going_without_the_owner() {
     wait_until("the two agree", || {
         stock(&nodes[0]).value().unwrap() == stock(&nodes[1]).value().unwrap()
     });
-    assert_eq!(stock(&nodes[0]).value().unwrap(), 60 - held.iter().sum::<i128>());
+    assert_eq!(
+        stock(&nodes[0]).value().unwrap(),
+        60 - held.iter().sum::<i128>()
+    );
 }

@@ -290,13 +290,27 @@ impl<B: Backend> Keyspace<B> {
     /// This is the keyspace half of a write; [`crate::Replica::write`] also
     /// queues the delta for the peers.
     pub fn apply(&mut self, name: &str, op: Op, now_ms: u64) -> Result<Outcome> {
+        let replica = self.incarnation;
+        self.apply_as(name, op, now_ms, replica)
+    }
+
+    /// [`Keyspace::apply`], its counter totals, dots and tie-breaks issued
+    /// under `replica`: a decrement spending escrowed rights is made under
+    /// the node's escrow actor (`atoll_crdt::escrow_actor`).
+    pub(crate) fn apply_as(
+        &mut self,
+        name: &str,
+        op: Op,
+        now_ms: u64,
+        replica: ReplicaId,
+    ) -> Result<Outcome> {
         self.check_writable()?;
         validate_name(name)?;
         let kind = op.kind();
         fixed_kind(name, kind)?;
         let created = self.load(name)?.is_none();
         let ctx = OpCtx {
-            replica: self.incarnation,
+            replica,
             node: self.replica,
             ts: self.clock.tick(now_ms),
         };

@@ -27,9 +27,9 @@ pub mod testkit;
 pub use config::{check_range, ConfigError};
 pub use error::{Error, OwnershipError, Result};
 pub use keyspace::{
-    conflict_name, conflict_of, escrow_record, escrowed_by_record, is_reserved, owned_by_record, owner_record, validate_name, Applied,
-    Conflict, ConflictEvent, Keyspace, KeyspaceConfig, OpCtx, CONFLICT_PREFIX, MAX_NAME_LEN,
-    ESCROW_PREFIX, OWNER_PREFIX, SYSTEM_PREFIX,
+    conflict_name, conflict_of, escrow_record, escrowed_by_record, is_reserved, owned_by_record,
+    owner_record, validate_name, Applied, Conflict, ConflictEvent, Keyspace, KeyspaceConfig, OpCtx,
+    CONFLICT_PREFIX, ESCROW_PREFIX, MAX_NAME_LEN, OWNER_PREFIX, SYSTEM_PREFIX,
 };
 pub use op::{Answer, Op, Outcome};
 pub use replica::{

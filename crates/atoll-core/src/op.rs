@@ -530,13 +530,11 @@ impl Op {
                 }
                 Ok((delta, Answer::Adopted(ids)))
             }
-            (Op::CounterEscrow { .. }, State::Counter(_)) => {
-                Err(crate::OwnershipError::Escrow {
-                    name: name.to_string(),
-                    why: "escrow is enabled through the replica, at the counter's owner".into(),
-                }
-                .into())
+            (Op::CounterEscrow { .. }, State::Counter(_)) => Err(crate::OwnershipError::Escrow {
+                name: name.to_string(),
+                why: "escrow is enabled through the replica, at the counter's owner".into(),
             }
+            .into()),
             (Op::Read { kind: wanted }, _) if wanted == kind => Ok((None, Answer::Done)),
             (op, _) => Err(Error::TypeMismatch {
                 name: name.to_string(),

@@ -25,8 +25,11 @@ fn stocked(start: i64) -> Net {
 }
 
 fn balance(net: &mut Net, at: usize, of: usize) -> i128 {
-    let e = net.nodes[at].escrow_of("stock").unwrap().expect("escrow");
-    e.balance(id(of))
+    let (e, c) = net.nodes[at]
+        .escrow_and_counter("stock")
+        .unwrap()
+        .expect("escrow");
+    e.balance(id(of), &c)
 }
 
 /// A conditional decrement of 1 at replica `i`, run where the replica
@@ -61,7 +64,10 @@ fn rights_are_granted_ahead_and_spent_locally_through_a_split_never_below_the_fl
             None => break,
         }
     }
-    assert_eq!(done, held, "node 2 spends exactly what it held, with no owner");
+    assert_eq!(
+        done, held,
+        "node 2 spends exactly what it held, with no owner"
+    );
     // The other side goes on too, down to the floor and no further.
     let mut other = 0;
     for _ in 0..40 {
@@ -97,8 +103,12 @@ fn rights_follow_use_and_come_back_from_idle_nodes() {
     assert!(b1 + 40 > before, "it was granted more than it started with");
     // What nobody holds stays in the pool: never more than the value.
     let value = net.counter(0, "stock");
-    let escrow = net.nodes[0].escrow_of("stock").unwrap().unwrap();
-    assert!(escrow.held() <= value, "{} held of {value}", escrow.held());
+    let (escrow, c) = net.nodes[0].escrow_and_counter("stock").unwrap().unwrap();
+    assert!(
+        escrow.held(&c) <= value,
+        "{} held of {value}",
+        escrow.held(&c)
+    );
 }
 
 #[test]
@@ -107,11 +117,16 @@ fn the_pool_refuses_what_it_does_not_hold_and_plain_decrements_obey_it() {
     net.cut(0, 1);
     net.cut(0, 2);
     // The owner spends its pool, then refuses: the rest is held elsewhere.
-    let pool_part = (0..20).filter(|_| take_one(&mut net, 0) == Some(true)).count();
+    let pool_part = (0..20)
+        .filter(|_| take_one(&mut net, 0) == Some(true))
+        .count();
     assert!(pool_part < 9, "{pool_part}");
     let plain = net.request(0, "stock", Body::Op(Op::CounterAdd { by: -1 }), WAIT);
     assert!(
-        matches!(plain, Err(Error::Ownership(OwnershipError::BelowFloor { .. }))),
+        matches!(
+            plain,
+            Err(Error::Ownership(OwnershipError::BelowFloor { .. }))
+        ),
         "{plain:?}"
     );
     // A floor does not change once set.
@@ -141,9 +156,15 @@ fn a_new_owner_knows_every_grant_made_before_it() {
     assert!(balance(&mut net, 0, 2) > 0, "node 2 was granted rights");
     net.nodes[0].move_owner(net.now, "stock", id(1)).unwrap();
     net.run(3_000);
-    assert_eq!(net.nodes[1].ownership("stock").unwrap().owner(), Some(id(1)));
-    let at_new = net.nodes[1].escrow_of("stock").unwrap().expect("escrow came with the offer");
-    assert_eq!(at_new.balance(id(2)), balance(&mut net, 0, 2));
+    assert_eq!(
+        net.nodes[1].ownership("stock").unwrap().owner(),
+        Some(id(1))
+    );
+    let (at_new, c) = net.nodes[1]
+        .escrow_and_counter("stock")
+        .unwrap()
+        .expect("escrow came with the offer");
+    assert_eq!(at_new.balance(id(2), &c), balance(&mut net, 0, 2));
     // Everything spent anywhere still stops at the floor.
     net.blocked.clear();
     let mut done = 0;

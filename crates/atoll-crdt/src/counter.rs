@@ -131,6 +131,11 @@ impl PNCounter {
         }
     }
 
+    /// The decrements made under `replica`, in all.
+    pub fn decrements_by(&self, replica: ReplicaId) -> u64 {
+        self.n.total_of(replica)
+    }
+
     /// The current value: all increments less all decrements.
     pub fn value(&self) -> i128 {
         // Each side is a sum of u64 totals over at most usize replicas: far inside i128.

@@ -8,17 +8,20 @@
 //! itself, on the decrements that reach it. A node's *balance* is what it
 //! was granted, less what it spent and what it gave back.
 //!
-//! Every total here has one writer, so that joins (maxima) never lose a
-//! write: the grants of each (granter, grantee) pair are written by the
-//! granter; what a node spent and gave back, by that node. The owner's
-//! *targets* (how much each node should hold, by recent use) are a
-//! last-writer-wins entry ordered by the owner's epoch and a round count.
+//! What a node spent is not in this record: it is the counter's own
+//! decrements under the node's *escrow actor* ([`escrow_actor`]), so that a
+//! spend and its decrement are one delta, never seen apart. Every total
+//! here has one writer, so that joins (maxima) never lose a write: the
+//! grants of each (granter, grantee) pair are written by the granter; what
+//! a node gave back, by that node. The owner's *targets* (how much each
+//! node should hold, by recent use) are a last-writer-wins entry ordered by
+//! the owner's epoch and a round count.
 //!
 //! The crate only keeps the record; who writes what, and the arithmetic
 //! that keeps the counter above its floor on every replica, are the
 //! replica's (`atoll-core`, docs/ownership.md).
 
-use crate::{GCounter, Lattice, ReplicaId};
+use crate::{GCounter, Lattice, PNCounter, ReplicaId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -31,8 +34,6 @@ pub struct Escrow {
     pub floor: Option<i64>,
     /// Rights granted, by grantee: each granter's total.
     granted: BTreeMap<ReplicaId, GCounter>,
-    /// Rights spent on decrements, by node.
-    spent: GCounter,
     /// Rights given back to the pool, by node.
     returned: GCounter,
     /// The shares the owner wants each node to hold.
@@ -58,6 +59,22 @@ impl Targets {
     }
 }
 
+/// The id under which `node` makes the decrements it spends its rights
+/// on, in the counter: one per node (not per opening), so that what it
+/// spent survives its restarts. Drawn from the node id by a fixed mix, it
+/// meets no random incarnation id but by a 2^-64 chance.
+pub fn escrow_actor(node: ReplicaId) -> ReplicaId {
+    let mut x = node.0 ^ 0xe5c0_0e5c_0e5c_0e5c;
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ReplicaId(x ^ (x >> 31))
+}
+
+/// What `node` spent of its rights, as `counter` holds it.
+pub fn spent_by(counter: &PNCounter, node: ReplicaId) -> u64 {
+    counter.decrements_by(escrow_actor(node))
+}
+
 impl Escrow {
     /// The record of a counter whose escrow is enabled with `floor`.
     pub fn enabled(floor: i64) -> Escrow {
@@ -67,30 +84,26 @@ impl Escrow {
         }
     }
 
-    /// What `node` holds: granted to it, less spent and given back. Seen
-    /// from a replica that lacks some of it, the spent and given back are
-    /// its own writes (so the node itself sees them all), and a grant seen
-    /// late only makes it lower.
-    pub fn balance(&self, node: ReplicaId) -> i128 {
+    /// What `node` holds: granted to it, less what it spent (its
+    /// decrements in `counter`) and gave back. The spent and given back
+    /// are the node's own writes (so the node itself sees them all), and a
+    /// grant seen late only makes it lower.
+    pub fn balance(&self, node: ReplicaId, counter: &PNCounter) -> i128 {
         let granted = self.granted.get(&node).map_or(0, |g| g.value() as i128);
-        granted
-            - i128::from(self.spent.total_of(node))
-            - i128::from(self.returned.total_of(node))
+        granted - i128::from(spent_by(counter, node)) - i128::from(self.returned.total_of(node))
     }
 
     /// Every node that was ever granted anything, and its balance.
-    pub fn balances(&self) -> impl Iterator<Item = (ReplicaId, i128)> + '_ {
-        self.granted.keys().map(|&n| (n, self.balance(n)))
+    pub fn balances<'a>(
+        &'a self,
+        counter: &'a PNCounter,
+    ) -> impl Iterator<Item = (ReplicaId, i128)> + 'a {
+        self.granted.keys().map(|&n| (n, self.balance(n, counter)))
     }
 
     /// The sum of every node's balance: what the pool does not hold.
-    pub fn held(&self) -> i128 {
-        self.balances().map(|(_, b)| b.max(0)).sum()
-    }
-
-    /// What `node` spent in all.
-    pub fn spent_by(&self, node: ReplicaId) -> u64 {
-        self.spent.total_of(node)
+    pub fn held(&self, counter: &PNCounter) -> i128 {
+        self.balances(counter).map(|(_, b)| b.max(0)).sum()
     }
 
     /// The owner's targets, if it wrote any.
@@ -111,15 +124,6 @@ impl Escrow {
         self.granted.insert(to, g);
         Ok(Escrow {
             granted: BTreeMap::from([(to, d)]),
-            ..Escrow::default()
-        })
-    }
-
-    /// The delta of `node` spending `n` of its balance.
-    pub fn spend(&mut self, node: ReplicaId, n: u64) -> Result<Escrow, crate::CrdtError> {
-        let d = self.spent.incr(node, n)?;
-        Ok(Escrow {
-            spent: d,
             ..Escrow::default()
         })
     }
@@ -166,7 +170,6 @@ impl Lattice for Escrow {
         for (to, g) in other.granted {
             self.granted.entry(to).or_default().join(g);
         }
-        self.spent.join(other.spent);
         self.returned.join(other.returned);
         match (&self.targets, other.targets) {
             (Some(mine), Some(theirs)) if theirs.key() > mine.key() => {
@@ -188,12 +191,15 @@ mod tests {
     #[test]
     fn balances_count_grants_spends_and_returns() {
         let mut e = Escrow::enabled(0);
+        let mut c = PNCounter::new();
+        c.add(A, 10).unwrap();
         e.grant(A, B, 10).unwrap();
-        e.spend(B, 3).unwrap();
+        c.add(escrow_actor(B), -3).unwrap();
         e.give_back(B, 2).unwrap();
-        assert_eq!(e.balance(B), 5);
-        assert_eq!(e.held(), 5);
-        assert_eq!(e.balance(A), 0);
+        assert_eq!(e.balance(B, &c), 5);
+        assert_eq!(e.held(&c), 5);
+        assert_eq!(e.balance(A, &c), 0);
+        assert_ne!(escrow_actor(B), B);
     }
 
     #[test]
@@ -202,17 +208,17 @@ mod tests {
         let g1 = owner.grant(A, B, 4).unwrap();
         let g2 = owner.grant(A, B, 6).unwrap();
         let mut b = Escrow::default();
-        let s = b.spend(B, 1).unwrap();
+        let r = b.give_back(B, 1).unwrap();
         let mut x = Escrow::default();
-        for d in [g2.clone(), s.clone(), g1.clone()] {
+        for d in [g2.clone(), r.clone(), g1.clone()] {
             x.join(d);
         }
         let mut y = Escrow::default();
-        for d in [s, g1, g2] {
+        for d in [r, g1, g2] {
             y.join(d);
         }
         assert_eq!(x, y);
-        assert_eq!(x.balance(B), 9);
+        assert_eq!(x.balance(B, &PNCounter::new()), 9);
     }
 
     #[test]

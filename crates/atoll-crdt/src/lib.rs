@@ -32,7 +32,7 @@ pub use context::CausalContext;
 pub use counter::{GCounter, PNCounter};
 pub use dot::{Dot, ReplicaId};
 pub use dotstore::{Causal, CausalMap, DotFun, DotMap, DotSet, DotStore, SortedEntries};
-pub use escrow::{Escrow, Targets};
+pub use escrow::{escrow_actor, spent_by, Escrow, Targets};
 pub use hlc::{ClockSkew, HybridClock, Timestamp};
 pub use map::{CounterEntry, CounterField, OrMap, RegisterField};
 pub use ownership::{Handoff, Ownership, Stage};

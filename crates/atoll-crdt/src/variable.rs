@@ -8,8 +8,8 @@
 
 use crate::codec::DecodeError;
 use crate::{
-    Bag, Causal, CausalContext, CausalMap, CounterField, Dot, DotStore, Escrow, InvalidState, Lattice,
-    LwwRegister, MvRegister, OrMap, OrSet, Ownership, PNCounter, RegisterField, SetField,
+    Bag, Causal, CausalContext, CausalMap, CounterField, Dot, DotStore, Escrow, InvalidState,
+    Lattice, LwwRegister, MvRegister, OrMap, OrSet, Ownership, PNCounter, RegisterField, SetField,
     Timestamp,
 };
 use serde::{Deserialize, Serialize};

@@ -189,14 +189,16 @@ impl Store {
     /// it (`None`: escrow is not enabled on it).
     pub fn escrow(&self, name: &str) -> Result<Option<EscrowStatus>> {
         self.check_owned_name(name)?;
-        let value = self.counter(name)?.value()?;
-        let Some(e) = self.replica().escrow_of(name)? else {
+        let Some((e, counter)) = self.replica().escrow_and_counter(name)? else {
             return Ok(None);
         };
+        let value = counter.value();
         let floor = e.floor.unwrap_or_default();
         let target = |n: ReplicaId| e.targets().and_then(|t| t.shares.get(&n).copied());
-        let mut nodes: Vec<(ReplicaId, i128, Option<u64>)> =
-            e.balances().map(|(n, b)| (n, b, target(n))).collect();
+        let mut nodes: Vec<(ReplicaId, i128, Option<u64>)> = e
+            .balances(&counter)
+            .map(|(n, b)| (n, b, target(n)))
+            .collect();
         for (n, t) in e.targets().map(|t| t.shares.clone()).unwrap_or_default() {
             if !nodes.iter().any(|(m, _, _)| *m == n) {
                 nodes.push((n, 0, Some(t)));
@@ -206,7 +208,7 @@ impl Store {
         Ok(Some(EscrowStatus {
             floor,
             value,
-            pool: value - i128::from(floor) - e.held(),
+            pool: value - i128::from(floor) - e.held(&counter),
             nodes,
         }))
     }

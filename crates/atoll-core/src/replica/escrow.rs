@@ -3,23 +3,26 @@
 //!
 //! A counter's owner enables escrow with a floor ([`Op::CounterEscrow`]);
 //! from then on its record (`_atoll.escrow/{name}`, an [`Escrow`]) says
-//! what each node was granted, spent and gave back. With `V` the counter's
-//! value as a node sees it, the owner's *pool* is `V - floor - held`, where
-//! `held` is the sum of every node's balance. A decrement (conditional or
-//! plain) of `d`:
-//! - at a node that holds at least `d` (and is not fenced) runs there, with
-//!   no round trip, even cut off from the owner: the node first records
-//!   that it spent `d`, then decrements;
+//! what each node was granted and gave back; what it spent is the
+//! counter's decrements under its escrow actor ([`escrow_actor`]), so that
+//! a spend and its decrement are one delta. With `V` the counter's value as
+//! a node sees it, the owner's *pool* is `V - floor - held`, where `held`
+//! is the sum of every node's balance. A decrement (conditional or plain)
+//! of `d`:
+//! - at a node that holds at least `d`, sees `V - d` at or above the floor,
+//!   and is not fenced, runs there under its escrow actor, with no round
+//!   trip, even cut off from the owner;
 //! - else goes to the owner, which makes it only if its pool holds `d`.
 //!
-//! Why the counter stays at or above its floor on every replica: the owner
-//! grants and decrements only out of its pool as it sees it; what it does
-//! not see yet (increments, spends recorded before their decrements,
-//! returns) only makes its pool look smaller; every grant made by an
-//! earlier owner travels with the offer that hands the counter on. A node
-//! spends only its own balance, whose spends and returns it wrote itself.
-//! And since each node's log is merged in order, a replica that sees a
-//! decrement has seen the grant and the increments behind it.
+//! Why the counter stays at or above its floor: the owner grants and
+//! decrements only out of its pool as it sees it. What it does not see yet
+//! only makes its pool look smaller, or leaves it as it is: an increment
+//! unseen lowers `V`; a spend comes with its decrement; a return unseen
+//! leaves a balance counted. Every grant made by an earlier owner travels
+//! with the offer that hands the counter on. A node spends only its own
+//! balance, whose spends and returns it wrote itself, and never takes its
+//! own copy below the floor; each node's log is merged in order, so a
+//! replica that sees a decrement has seen the increments behind it.
 //!
 //! While nodes are connected, rights follow use, at most every
 //! `Rebalance::every_ms`: the owner splits what the pool and the connected
@@ -34,7 +37,7 @@ use super::owners::Route;
 use super::*;
 use crate::error::OwnershipError;
 use crate::keyspace::{escrow_record, escrowed_by_record, ESCROW_PREFIX};
-use atoll_crdt::{Escrow, Targets};
+use atoll_crdt::{escrow_actor, spent_by, Escrow, PNCounter, Targets};
 use std::collections::BTreeSet;
 
 /// How many records are read at a time when the index is loaded.
@@ -75,6 +78,15 @@ impl<B: Backend> Replica<B> {
         }
     }
 
+    /// The escrow record of counter `name` and the counter, as seen here
+    /// (`None`: escrow is not enabled on it): a node's balance needs both.
+    pub fn escrow_and_counter(&mut self, name: &str) -> crate::Result<Option<(Escrow, PNCounter)>> {
+        let Some(escrow) = self.escrow_of(name)? else {
+            return Ok(None);
+        };
+        Ok(Some((escrow, self.counter_of(name)?)))
+    }
+
     /// Reads the index of counters with escrow again: after a record was
     /// merged outside the replica (the store's own `merge`).
     pub fn reload_escrows(&mut self) {
@@ -112,9 +124,14 @@ impl<B: Backend> Replica<B> {
 
     /// The counter's value here.
     fn counter_value(&mut self, name: &str) -> crate::Result<i128> {
+        Ok(self.counter_of(name)?.value())
+    }
+
+    /// The counter's state here (a counter is small).
+    fn counter_of(&mut self, name: &str) -> crate::Result<PNCounter> {
         match self.ks.state(name)? {
-            Some(State::Counter(c)) => Ok(c.value()),
-            None => Ok(0),
+            Some(State::Counter(c)) => Ok(c.clone()),
+            None => Ok(PNCounter::new()),
             Some(other) => Err(Error::TypeMismatch {
                 name: name.to_string(),
                 expected: Kind::Counter,
@@ -126,12 +143,20 @@ impl<B: Backend> Replica<B> {
     /// The owner's pool: what it may decrement or grant, as it sees it.
     fn pool(&mut self, name: &str, escrow: &Escrow) -> crate::Result<i128> {
         let floor = i128::from(escrow.floor.unwrap_or(i64::MIN));
-        Ok(self.counter_value(name)? - floor - escrow.held())
+        let counter = self.counter_of(name)?;
+        Ok(counter.value() - floor - escrow.held(&counter))
+    }
+
+    /// What `node` holds of counter `name`'s rights, as seen here.
+    fn balance_of(&mut self, name: &str, escrow: &Escrow, node: ReplicaId) -> crate::Result<i128> {
+        let counter = self.counter_of(name)?;
+        Ok(escrow.balance(node, &counter))
     }
 
     /// Where a decrement of a counter with escrow runs: here, out of this
-    /// node's balance, if it holds enough and is neither the owner (which
-    /// decrements out of its pool) nor fenced. `None`: as any operation.
+    /// node's balance, if it holds enough, its copy stays at or above the
+    /// floor, and it is neither the owner (which decrements out of its
+    /// pool) nor fenced. `None`: as any operation.
     pub(super) fn escrow_route(
         &mut self,
         name: &str,
@@ -145,9 +170,12 @@ impl<B: Backend> Replica<B> {
             return Ok(None);
         };
         let me = self.id();
+        let counter = self.counter_of(name)?;
+        let floor = i128::from(escrow.floor.unwrap_or(i64::MAX));
         if owner.is_some_and(|o| o != me)
             && !self.fenced()
-            && escrow.balance(me) >= i128::from(by)
+            && escrow.balance(me, &counter) >= i128::from(by)
+            && counter.value() - i128::from(by) >= floor
         {
             return Ok(Some(Route::Escrow));
         }
@@ -161,25 +189,11 @@ impl<B: Backend> Replica<B> {
     }
 
     /// A decrement out of this node's balance (the route said
-    /// [`Route::Escrow`]): the spend is recorded first, so that a crash
-    /// between the two writes loses rights, never lets them be spent twice.
+    /// [`Route::Escrow`]): made under the node's escrow actor, which is
+    /// what records the spend, in the same delta.
     pub(super) fn spend_escrow(&mut self, now: u64, name: &str, op: Op) -> crate::Result<Outcome> {
-        let by = decrement_of(&op).unwrap_or(0);
-        // A conditional decrement refused here writes nothing.
-        if let Op::CounterDecrementIf { floor, .. } = op {
-            let value = self.counter_value(name)?;
-            if value - i128::from(by) < i128::from(floor) {
-                return Ok(Outcome {
-                    answer: Answer::Decremented { done: false, value },
-                    ts: Default::default(),
-                    delta: None,
-                    applied: None,
-                });
-            }
-        }
-        let me = self.id();
-        self.write_escrow(name, |e| e.spend(me, by))?;
-        let out = self.ks.apply(name, op, self.wall)?;
+        let actor = escrow_actor(self.id());
+        let out = self.ks.apply_as(name, op, self.wall, actor)?;
         if out.applied.is_some() {
             self.observe(now);
         }
@@ -213,12 +227,19 @@ impl<B: Backend> Replica<B> {
         if i128::from(by) <= pool {
             return Ok(None);
         }
-        // Rights granted to this node before it owned the counter cover
-        // it too: spent first, as anywhere.
+        // Rights granted to this node before it owned the counter go back
+        // to its pool, and may cover it.
         let me = self.id();
-        if !self.fenced() && escrow.balance(me) >= i128::from(by) {
-            self.write_escrow(name, |e| e.spend(me, by))?;
-            return Ok(None);
+        let mine = u64::try_from(self.balance_of(name, &escrow, me)?).unwrap_or(0);
+        if mine > 0 && !self.fenced() {
+            self.write_escrow(name, |e| e.give_back(me, mine))?;
+            let pool = match self.escrow_of(name)? {
+                Some(e) => self.pool(name, &e)?,
+                None => pool,
+            };
+            if i128::from(by) <= pool {
+                return Ok(None);
+            }
         }
         let floor = escrow.floor.unwrap_or_default();
         match *op {
@@ -369,14 +390,20 @@ impl<B: Backend> Replica<B> {
     fn grant_round(&mut self, name: &str, escrow: &Escrow, epoch: u64) -> crate::Result<()> {
         let me = self.id();
         let mut nodes: Vec<ReplicaId> = vec![me];
-        nodes.extend(self.peers.iter().filter(|(_, p)| p.connected).map(|(id, _)| *id));
+        nodes.extend(
+            self.peers
+                .iter()
+                .filter(|(_, p)| p.connected)
+                .map(|(id, _)| *id),
+        );
         nodes.sort();
         // Recent use: what each node spent since the last round, and what
         // reached the owner from it; halved every round.
         let mut use_of = BTreeMap::new();
+        let counter = self.counter_of(name)?;
         for &n in &nodes {
             let key = (name.to_string(), n);
-            let spent = escrow.spent_by(n);
+            let spent = spent_by(&counter, n);
             let before = self.escrows.spent_seen.insert(key.clone(), spent);
             let fresh = spent.saturating_sub(before.unwrap_or(spent));
             let used = self.escrows.used.entry(key).or_default();
@@ -385,7 +412,7 @@ impl<B: Backend> Replica<B> {
         }
         // What the owner was granted before it owned the counter goes
         // back to its pool, where the targets count it.
-        let mine = u64::try_from(escrow.balance(me)).unwrap_or(0);
+        let mine = u64::try_from(self.balance_of(name, escrow, me)?).unwrap_or(0);
         let returned;
         let escrow = if mine > 0 {
             self.write_escrow(name, |e| e.give_back(me, mine))?;
@@ -395,8 +422,13 @@ impl<B: Backend> Replica<B> {
             escrow
         };
         let pool = self.pool(name, escrow)?;
-        let balance = |n: ReplicaId| escrow.balance(n).max(0);
-        let total: i128 = pool + nodes.iter().filter(|&&n| n != me).map(|&n| balance(n)).sum::<i128>();
+        let balance = |n: ReplicaId| escrow.balance(n, &counter).max(0);
+        let total: i128 = pool
+            + nodes
+                .iter()
+                .filter(|&&n| n != me)
+                .map(|&n| balance(n))
+                .sum::<i128>();
         if total <= 0 {
             return Ok(());
         }
@@ -468,7 +500,7 @@ impl<B: Backend> Replica<B> {
             return Ok(());
         };
         let target = i128::from(targets.shares.get(&me).copied().unwrap_or(0));
-        let balance = escrow.balance(me);
+        let balance = self.balance_of(name, escrow, me)?;
         if balance <= target * 2 || balance <= 0 {
             return Ok(());
         }

@@ -34,6 +34,7 @@ use atoll_store::Backend;
 use std::collections::{BTreeMap, VecDeque};
 
 mod config;
+mod escrow;
 mod events;
 mod fence;
 mod handoff;
@@ -45,7 +46,6 @@ mod peer;
 mod placement;
 mod requests;
 mod serving;
-mod escrow;
 mod shares;
 mod staging;
 mod transfer;
