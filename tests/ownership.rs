@@ -282,13 +282,8 @@ fn escrowed_rights_keep_decrements_going_without_the_owner() {
     let balance = |n: &Node| {
         let me = n.replica_id();
         let e = stock(n).escrow().unwrap();
-        e.and_then(|e| {
-            e.nodes
-                .iter()
-                .find(|(id, _, _)| *id == me)
-                .map(|(_, b, _)| *b)
-        })
-        .unwrap_or(0)
+        e.and_then(|e| e.nodes.iter().find(|r| r.node == me).map(|r| r.balance))
+            .unwrap_or(0)
     };
     wait_until("nodes 1 and 2 hold rights", || {
         balance(&nodes[1]) > 0 && balance(&nodes[2]) > 0

@@ -357,9 +357,10 @@ fn escrow_lines(v: &Value) -> Vec<String> {
             t => t.to_string(),
         };
         lines.push(format!(
-            "{}  balance {}  target {}",
+            "{}  balance {}  spent {}  target {}",
             n["node"].as_str().unwrap_or("?"),
             number_of(&n["balance"]),
+            n["spent"],
             target
         ));
     }

@@ -131,6 +131,33 @@ fn a_strong_operation_at_one_node_runs_at_the_owner_across_processes() {
         get(&format!("{}/v1/register/lock?strong=true", two.url))["value"],
         "one"
     );
+    // Escrow on a counter node two owns, enabled from node one: node one
+    // is granted rights, and decrements out of them locally.
+    remote_ok(&one.url, &["own", "move", "stock", "--to", &two.id]);
+    wait_until("node one knows node two owns the stock", || {
+        remote_ok(&one.url, &["owner", "stock"]).starts_with(&format!("owner {}", two.id))
+    });
+    remote_ok(&two.url, &["counter", "incr", "stock", "10"]);
+    let shown = remote_ok(&one.url, &["counter", "escrow", "stock", "--floor", "0"]);
+    assert!(shown.starts_with("floor 0"), "{shown}");
+    let mine = |field: &str| -> i64 {
+        let e = get(&format!("{}/v1/counter/stock/escrow", one.url));
+        let nodes = e["escrow"]["nodes"].as_array().cloned().unwrap_or_default();
+        nodes
+            .iter()
+            .find(|n| n["node"] == one.id.as_str())
+            .and_then(|n| n[field].as_i64())
+            .unwrap_or(0)
+    };
+    wait_until("node one holds rights", || mine("balance") > 0);
+    let decr = remote(&one.url, &["counter", "decr-if", "stock"]);
+    assert_eq!(decr.status.code(), Some(0));
+    assert_eq!(mine("spent"), 1, "spent at node one, out of its balance");
+    let (status, _) = post(
+        &format!("{}/v1/counter/stock/escrow", two.url),
+        serde_json::json!({"floor": 3}),
+    );
+    assert_eq!(status, 409, "a floor does not change");
     one.process.stop();
     two.process.stop();
 }

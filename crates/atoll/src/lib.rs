@@ -49,5 +49,5 @@ pub use error::{CoreError, Error, Result};
 pub use feed::{Change, ChangeFeed, FeedError};
 pub use handles::{Bag, BagElement, Counter, Map, MvRegister, Register, Set};
 pub use node::{resolve_peer, Node, NodeConfig, NodeStatus};
-pub use ownership::EscrowStatus;
+pub use ownership::{EscrowNode, EscrowStatus};
 pub use store::Store;

@@ -179,9 +179,21 @@ pub struct EscrowStatus {
     /// What the owner's pool holds, as seen here: the value less the floor
     /// and every node's balance.
     pub pool: i128,
-    /// Each node granted rights: its balance and its target share (`None`:
-    /// the owner set none for it), by node id.
-    pub nodes: Vec<(ReplicaId, i128, Option<u64>)>,
+    /// Each node granted rights, or given a target, by node id.
+    pub nodes: Vec<EscrowNode>,
+}
+
+/// One node's rights in a counter's escrow ([`EscrowStatus`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EscrowNode {
+    /// The node.
+    pub node: ReplicaId,
+    /// What it holds: granted, less spent and given back.
+    pub balance: i128,
+    /// What it spent in all, on decrements made there.
+    pub spent: u64,
+    /// The share the owner wants it to hold (`None`: none set).
+    pub target: Option<u64>,
 }
 
 impl Store {
@@ -195,13 +207,21 @@ impl Store {
         let value = counter.value();
         let floor = e.floor.unwrap_or_default();
         let target = |n: ReplicaId| e.targets().and_then(|t| t.shares.get(&n).copied());
-        let mut nodes: Vec<(ReplicaId, i128, Option<u64>)> = e
-            .balances(&counter)
-            .map(|(n, b)| (n, b, target(n)))
-            .collect();
-        for (n, t) in e.targets().map(|t| t.shares.clone()).unwrap_or_default() {
-            if !nodes.iter().any(|(m, _, _)| *m == n) {
-                nodes.push((n, 0, Some(t)));
+        let row = |node: ReplicaId, balance: i128| EscrowNode {
+            node,
+            balance,
+            spent: atoll_crdt::spent_by(&counter, node),
+            target: target(node),
+        };
+        let mut nodes: Vec<EscrowNode> = e.balances(&counter).map(|(n, b)| row(n, b)).collect();
+        for n in e
+            .targets()
+            .map(|t| t.shares.clone())
+            .unwrap_or_default()
+            .into_keys()
+        {
+            if !nodes.iter().any(|r| r.node == n) {
+                nodes.push(row(n, 0));
             }
         }
         nodes.sort();

@@ -29,8 +29,13 @@ fn escrow_json(name: &str, e: Option<crate::EscrowStatus>) -> Value {
     let nodes: Vec<Value> = e
         .nodes
         .iter()
-        .map(|(n, balance, target)| {
-            json!({"node": n.to_string(), "balance": super::counter_json(*balance), "target": target})
+        .map(|r| {
+            json!({
+                "node": r.node.to_string(),
+                "balance": super::counter_json(r.balance),
+                "spent": r.spent,
+                "target": r.target,
+            })
         })
         .collect();
     json!({
