@@ -195,7 +195,7 @@ pub enum Message {
         forgotten_ms: u64,
         /// The escrow record of a counter with escrow: the new owner must
         /// know every grant made before it, to know what its pool holds.
-        escrow: Option<atoll_crdt::Escrow>,
+        escrow: Option<Box<atoll_crdt::Escrow>>,
     },
     /// The receiver of an `Offer` of `name`: its ownership record now
     /// (which says the epoch offered, or a later one, once accepted).

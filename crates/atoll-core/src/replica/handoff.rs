@@ -118,7 +118,7 @@ impl<B: Backend> Replica<B> {
             }
         };
         let answers = self.kept_for(name);
-        let escrow = self.escrow_of(name).ok().flatten();
+        let escrow = self.escrow_of(name).ok().flatten().map(Box::new);
         let forgotten_ms = self
             .owners
             .forgotten_until
@@ -204,7 +204,7 @@ impl<B: Backend> Replica<B> {
         (answers, forgotten_ms, escrow): (
             Vec<crate::protocol::Kept>,
             u64,
-            Option<atoll_crdt::Escrow>,
+            Option<Box<atoll_crdt::Escrow>>,
         ),
     ) -> Result<(), ProtocolError> {
         let now = self.last_now;
@@ -224,7 +224,7 @@ impl<B: Backend> Replica<B> {
             }
             // The grants made before: the new owner's pool counts them.
             if let Some(e) = escrow {
-                self.merge_escrow(from, &name, e)?;
+                self.merge_escrow(from, &name, *e)?;
             }
             for k in answers {
                 self.keep((k.incarnation, k.id), &name, &k.answer);
