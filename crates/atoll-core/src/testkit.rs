@@ -197,6 +197,38 @@ impl Net {
         panic!("the network did not go quiet");
     }
 
+    /// A copy of what replica `i` flushed, as a backup of its disk would
+    /// hold.
+    pub fn backup(&self, i: usize) -> MemoryBackend {
+        self.nodes[i].keyspace_ref().storage().backend().snapshot()
+    }
+
+    /// Replica `i` opened again on `disk` (a backup, say) as a new
+    /// incarnation `incarnation`, with the same peers, every link to them
+    /// connected again (messages in flight to or from it are lost).
+    pub fn reopen(&mut self, i: usize, disk: MemoryBackend, incarnation: ReplicaId) {
+        let ks_config = self.nodes[i].keyspace_ref().config().clone();
+        let config = self.nodes[i].config().clone();
+        let peers: Vec<usize> = self.nodes[i]
+            .peers()
+            .iter()
+            .map(|p| (p.id.0 - 100) as usize)
+            .collect();
+        let ks =
+            Keyspace::open(disk, ks_config, id(i), incarnation, 0).expect("in-memory keyspace");
+        let mut replica = Replica::new(ks, config);
+        replica.expect_peers(peers.len());
+        self.queue.retain(|_, (from, to, _)| *from != i && *to != i);
+        self.nodes[i] = replica;
+        let now = self.now;
+        for j in peers {
+            self.nodes[i].add_peer(id(j));
+            self.nodes[j].set_connected(id(i), None, now);
+            self.nodes[i].set_connected(id(j), Some(inc(j)), now);
+            self.nodes[j].set_connected(id(i), Some(incarnation), now);
+        }
+    }
+
     /// A local write at replica `i` ([`Replica::write`]), then sends it.
     pub fn write(&mut self, i: usize, name: &str, op: Op) -> Answer {
         let now = self.now;

@@ -5,7 +5,8 @@
 
 use atoll_core::protocol::Body;
 use atoll_core::testkit::{id, Net};
-use atoll_core::{Answer, Error, KeyspaceConfig, Op, OwnershipError};
+use atoll_core::{Answer, Error, KeyspaceConfig, Op, OwnershipError, Requested};
+use atoll_crdt::ReplicaId;
 
 const WAIT: u64 = 10_000;
 
@@ -177,6 +178,98 @@ fn a_new_owner_knows_every_grant_made_before_it() {
             }
         }
         net.run(3_000);
+    }
+    assert_eq!(done, 30);
+    for i in 0..3 {
+        assert_eq!(net.counter(i, "stock"), 0, "replica {i}");
+    }
+}
+
+#[test]
+fn a_node_restored_from_an_old_backup_spends_nothing_until_its_peers_caught_it_up() {
+    let mut net = stocked(30);
+    let held = balance(&mut net, 1, 1);
+    assert!(held >= 2, "{held}");
+    let backup = net.backup(1);
+    // Node 1 spends all it holds, cut off from the others; its peers see it.
+    net.cut(0, 1);
+    net.cut(1, 2);
+    for _ in 0..held {
+        assert_eq!(take_one(&mut net, 1), Some(true));
+    }
+    net.heal(0, 1);
+    net.heal(1, 2);
+    net.run(3_000);
+    // Its disk is lost; it comes back from the backup, which shows the
+    // rights unspent. Until both peers brought it up to date, it spends
+    // nothing: the decrement goes to the owner...
+    net.reopen(1, backup, ReplicaId(555));
+    assert!(net.nodes[1].fenced());
+    assert_eq!(
+        balance(&mut net, 1, 1),
+        held,
+        "the backup shows them unspent"
+    );
+    let now = net.now;
+    let op = Op::CounterDecrementIf { by: 1, floor: 0 };
+    match net.nodes[1].request(now, "stock", Body::Op(op)) {
+        Ok(Requested::Sent(_)) => {}
+        other => panic!("a fenced node spent locally: {other:?}"),
+    }
+    // ... and once they did, it knows what it spent.
+    net.run(3_000);
+    assert!(!net.nodes[1].fenced());
+    let (_, c) = net.nodes[1].escrow_and_counter("stock").unwrap().unwrap();
+    let spent = atoll_crdt::spent_by(&c, id(1));
+    assert_eq!(
+        i128::from(spent),
+        held,
+        "its spends came back from its peers"
+    );
+    for _ in 0..40 {
+        take_one(&mut net, 1);
+        take_one(&mut net, 2);
+        net.run(500);
+    }
+    for i in 0..3 {
+        assert_eq!(net.counter(i, "stock"), 0, "replica {i}");
+    }
+}
+
+#[test]
+fn rights_an_owner_was_granted_before_are_spent_once() {
+    let mut net = stocked(30);
+    let mine = balance(&mut net, 0, 1);
+    assert!(mine > 0);
+    net.nodes[0].move_owner(net.now, "stock", id(1)).unwrap();
+    net.run(20);
+    assert_eq!(
+        net.nodes[1].ownership("stock").unwrap().owner(),
+        Some(id(1))
+    );
+    // At once, before any round: the new owner decrements out of its pool,
+    // then out of what it was granted before, given back to the pool.
+    let mut done = 0;
+    while take_one(&mut net, 1) == Some(true) {
+        done += 1;
+    }
+    assert!(done >= mine, "{done} of {mine}");
+    // Moved on at once too: node 1 holds nothing more to spend.
+    net.nodes[1].move_owner(net.now, "stock", id(2)).unwrap();
+    net.run(20);
+    assert_eq!(
+        net.nodes[2].ownership("stock").unwrap().owner(),
+        Some(id(2))
+    );
+    assert!(balance(&mut net, 1, 1) <= 0);
+    // Rounds and decrements everywhere until none is made: 30 in all.
+    for _ in 0..4 {
+        net.run(3_000);
+        for i in 0..3 {
+            while take_one(&mut net, i) == Some(true) {
+                done += 1;
+            }
+        }
     }
     assert_eq!(done, 30);
     for i in 0..3 {
