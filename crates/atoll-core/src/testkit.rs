@@ -110,9 +110,19 @@ impl Net {
         for &(a, b) in pairs {
             self.nodes[a].add_peer(id(b));
             self.nodes[b].add_peer(id(a));
-            self.nodes[a].set_connected(id(b), Some(inc(b)), self.now);
-            self.nodes[b].set_connected(id(a), Some(inc(a)), self.now);
+            self.connect(a, b);
         }
+    }
+
+    /// Tells `a` and `b` they are connected, each running as the
+    /// incarnation the other's keyspace opened as.
+    fn connect(&mut self, a: usize, b: usize) {
+        let (inc_a, inc_b) = (
+            self.nodes[a].keyspace_ref().incarnation(),
+            self.nodes[b].keyspace_ref().incarnation(),
+        );
+        self.nodes[a].set_connected(id(b), Some(inc_b), self.now);
+        self.nodes[b].set_connected(id(a), Some(inc_a), self.now);
     }
 
     /// Links every pair.
@@ -136,8 +146,7 @@ impl Net {
     pub fn heal(&mut self, a: usize, b: usize) {
         self.down.remove(&(a, b));
         self.down.remove(&(b, a));
-        self.nodes[a].set_connected(id(b), Some(inc(b)), self.now);
-        self.nodes[b].set_connected(id(a), Some(inc(a)), self.now);
+        self.connect(a, b);
     }
 
     /// Moves every replica's transmits onto the wire and collects events.
@@ -224,8 +233,7 @@ impl Net {
         for j in peers {
             self.nodes[i].add_peer(id(j));
             self.nodes[j].set_connected(id(i), None, now);
-            self.nodes[i].set_connected(id(j), Some(inc(j)), now);
-            self.nodes[j].set_connected(id(i), Some(incarnation), now);
+            self.connect(i, j);
         }
     }
 
