@@ -129,3 +129,45 @@ fn a_fenced_node_gives_nothing() {
     assert!(net.nodes[0].fenced());
     assert_eq!(shares(&mut net, 1, "jobs"), [30, 0, 0]);
 }
+
+/// A take at a node whose share of an owned bag is empty goes to the
+/// bag's owner, which takes one of its own elements: any element the owner
+/// holds is found, once.
+#[test]
+fn a_take_with_an_empty_share_is_made_at_the_owned_bag_s_owner() {
+    let config = atoll_core::ReplicaConfig {
+        retransmit_ms: 50,
+        rebalance: atoll_core::Rebalance {
+            every_ms: 0,
+            max_moves: 0,
+        },
+        ..atoll_core::ReplicaConfig::default()
+    };
+    let mut net = Net::with_config(3, KeyspaceConfig::default(), config);
+    net.full_mesh();
+    net.run(1_000);
+    let own = atoll_core::protocol::Body::Own { to: id(0) };
+    assert_eq!(net.request(0, "jobs", own, 10_000).unwrap(), Answer::Done);
+    insert(&mut net, 0, 3);
+    net.run(1_000);
+    let take_at = |net: &mut Net, i: usize| {
+        let body = atoll_core::protocol::Body::Op(Op::BagTake);
+        match net.request(i, "jobs", body, 10_000).unwrap() {
+            Answer::Taken(t) => t.map(|(id, _)| id),
+            other => panic!("{other:?}"),
+        }
+    };
+    let mut taken = std::collections::BTreeSet::new();
+    for i in [1, 2, 1] {
+        let id = take_at(&mut net, i).expect("an element, from the owner's share");
+        assert!(taken.insert(id), "taken twice");
+        // The taker's copy shows it gone at once.
+        let Some(State::Bag(bag)) = net.state(i, "jobs") else {
+            panic!("no bag at {i}");
+        };
+        assert!(bag.get(id).is_none());
+    }
+    assert_eq!(take_at(&mut net, 2), None, "the bag is empty");
+    net.run(1_000);
+    assert_eq!(shares(&mut net, 0, "jobs"), [0, 0, 0]);
+}

@@ -255,6 +255,16 @@ impl<B: Backend> Replica<B> {
     /// there is refused while the owner hands the variable on, or is fenced.
     pub(super) fn route_op(&mut self, name: &str, op: &Op) -> crate::Result<Route> {
         let record = self.ownership(name)?;
+        // A take at a node whose share of an owned bag is empty goes to
+        // the bag's owner, which takes one of its own elements: a take
+        // finds an element the owner holds, in one round trip.
+        if matches!(op, Op::BagTake) {
+            if let Some(owner) = record.owner().filter(|&o| o != self.id()) {
+                if !self.holds_elements(name)? {
+                    return Ok(Route::At(owner));
+                }
+            }
+        }
         if let Some(route) = self.escrow_route(name, op, record.owner())? {
             return Ok(route);
         }
@@ -286,6 +296,16 @@ impl<B: Backend> Replica<B> {
                 Ok(Route::Here)
             }
         }
+    }
+
+    /// Whether this node owns an element of bag `name` (false for a
+    /// variable of another kind, or none).
+    fn holds_elements(&mut self, name: &str) -> crate::Result<bool> {
+        let me = self.id();
+        Ok(match self.ks.state(name)? {
+            Some(State::Bag(bag)) => bag.iter().any(|(_, e)| e.owner == me),
+            _ => false,
+        })
     }
 
     /// Whether `name` is owned by a placement rule and was never granted.

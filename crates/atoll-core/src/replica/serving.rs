@@ -63,6 +63,26 @@ impl<B: Backend> Replica<B> {
             (_, Ok(e)) if e != epoch => Ok(Route::Local),
             _ => self.route(&name, &body),
         };
+        // A take sent to an owned bag's owner (its requester's share was
+        // empty) runs here, out of this node's own elements, unless it is
+        // fenced: a take is a local operation here otherwise.
+        let route = match (&body, route) {
+            (Body::Op(Op::BagTake), Ok(Route::Local))
+                if self
+                    .ownership(&name)
+                    .is_ok_and(|r| r.owner() == Some(self.id())) =>
+            {
+                match self.fenced() {
+                    true => Err(OwnershipError::Fenced {
+                        name: name.clone(),
+                        waiting: self.fence_waiting(),
+                    }
+                    .into()),
+                    false => Ok(Route::Here),
+                }
+            }
+            (_, route) => route,
+        };
         let result = match route {
             Ok(Route::Here) => {
                 let read = matches!(body, Body::Op(Op::Read { .. }));
