@@ -1,7 +1,8 @@
 //! Bags on real nodes over QUIC: elements inserted at one node spread to
 //! the others' shares while they are connected, so that a take at any node
 //! finds one at once; the share of a node gone for good is adopted by an
-//! operator.
+//! operator; on an owned bag, a take with an empty share is made at the
+//! owner.
 
 use atoll::Node;
 use atoll_tests::{wait_until, Cluster};
@@ -65,4 +66,37 @@ fn elements_spread_to_every_share_and_a_gone_nodes_share_is_adopted() {
         let s = shares(&nodes[1], &ids);
         s[0] + s[1] == 24 && s[0].abs_diff(s[1]) <= 1
     });
+}
+
+/// On an owned bag, a take at a node whose share is empty is made at the
+/// owner, out of its share, over QUIC.
+#[test]
+fn a_take_with_an_empty_share_goes_to_the_owned_bag_s_owner() {
+    let c = Cluster::new(2);
+    let no_rebalance = |i: usize, peers: &[std::net::SocketAddr]| {
+        let mut config = c.config(i, peers);
+        config.replica.rebalance.every_ms = 0;
+        Node::start(config).unwrap()
+    };
+    let a = no_rebalance(0, &[]);
+    let b = no_rebalance(1, &[a.local_addr()]);
+    wait_until("the two are connected and up to date", || {
+        [&a, &b].iter().all(|n| {
+            let s = n.status();
+            s.peers.len() == 1 && s.peers[0].0.connected && !n.fenced()
+        })
+    });
+    a.own("jobs").unwrap();
+    a.bag::<String>("jobs")
+        .unwrap()
+        .insert_all(&["one".to_string(), "two".to_string()])
+        .unwrap();
+    wait_until("node 1 knows the owner", || {
+        b.owner("jobs").unwrap().owner() == Some(a.replica_id())
+    });
+    let jobs = b.bag::<String>("jobs").unwrap();
+    let mut got = vec![jobs.take().unwrap(), jobs.take().unwrap()];
+    got.sort();
+    assert_eq!(got, [Some("one".to_string()), Some("two".to_string())]);
+    assert_eq!(jobs.take().unwrap(), None, "the bag is empty");
 }
