@@ -79,7 +79,9 @@ pub fn run(seed: u64, opts: Options, script: Vec<(u64, Step)>, keep_trace: bool)
     let mut sim = Sim::new(seed, opts.clone(), script, keep_trace);
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         sim.run();
-        final_check(&mut sim)
+        let mut found = final_check(&mut sim);
+        found.extend(sim.checks_at_end());
+        found
     }));
     let mut failures = std::mem::take(&mut sim.failures);
     match outcome {

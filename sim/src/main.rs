@@ -227,7 +227,7 @@ fn git_revision() -> String {
 fn summary_line(r: &RunResult) -> String {
     let s = &r.stats;
     format!(
-        "seed {}: {} | {} nodes, {} ops acked, {} strong ({} took effect, {} moved by use), {} bag elements rebalanced, {} crashes, {} restores, {} cuts, {} clock jumps, {} state transfers, {} msgs ({} dropped) | converged {} | {} events in {:.1} s, {:.0} events/s | trace {:016x}",
+        "seed {}: {} | {} nodes, {} ops acked, {} strong ({} took effect, {} moved by use), {} bag elements rebalanced, {} checks ({} damages to find), {} crashes, {} restores, {} cuts, {} clock jumps, {} state transfers, {} msgs ({} dropped) | converged {} | {} events in {:.1} s, {:.0} events/s | trace {:016x}",
         r.seed,
         if r.passed() { "ok" } else { "FAILED" },
         r.opts.nodes,
@@ -236,6 +236,8 @@ fn summary_line(r: &RunResult) -> String {
         s.strong_effects,
         s.migrations,
         s.bag_given,
+        s.checks,
+        s.damage_found,
         s.crashes,
         s.restores,
         s.cuts,

@@ -257,6 +257,9 @@ pub struct Workload {
     /// 0) from time to time, and nodes then decrement out of the rights
     /// granted them (`world::owned`).
     pub escrow: bool,
+    /// Mean simulated time between consistency checks (ms; 0: none). In
+    /// half the runs (`world::checks`).
+    pub check_every_ms: u64,
 }
 
 impl Workload {
@@ -284,6 +287,7 @@ impl Workload {
             rebalance: atoll_core::Rebalance::default(),
             placement: false,
             escrow: false,
+            check_every_ms: 0,
         }
     }
 }
@@ -421,6 +425,8 @@ impl Options {
     fn with_escrow(mut self, seed: u64) -> Options {
         let mut rng = Rng::new(seed ^ 0x00e5_c0e0_0000);
         self.workload.escrow = rng.chance(0.5);
+        let mut rng = Rng::new(seed ^ 0x00c4_ec6c_0001);
+        self.workload.check_every_ms = [0, 0, 1_000, 5_000][rng.index(4)];
         self
     }
 

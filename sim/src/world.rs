@@ -20,6 +20,7 @@ use atoll_crdt::ReplicaId;
 use atoll_store::MemoryBackend;
 use std::collections::BTreeMap;
 
+mod checks;
 mod clients;
 mod faults;
 mod monitor;
@@ -111,6 +112,8 @@ enum Ev {
     Progress,
     Converge,
     Step(usize),
+    /// A consistency check from a node (see `checks`).
+    Check,
 }
 
 /// What happened, for the report's timeline.
@@ -220,6 +223,12 @@ pub struct Sim {
     strong_rng: Rng,
     /// Every strong operation called.
     pub strong: Vec<crate::strong::StrongRecord>,
+    /// Consistency checks' own stream.
+    check_rng: Rng,
+    /// Every check's report, with the node that ran it.
+    pub reports: Vec<(usize, atoll_core::CheckReport)>,
+    /// The variable damaged at the end, once it is.
+    damaged: Option<String>,
     /// Strong operations sent and not yet answered: (node, request id) ->
     /// index in `strong`.
     strong_pending: BTreeMap<(usize, u64), usize>,
@@ -297,6 +306,9 @@ impl Sim {
             converged_at: None,
             strong_rng: Rng::new(seed ^ 0x0_5743_0e6d),
             strong: Vec::new(),
+            check_rng: Rng::new(seed ^ 0x00c4_ec6c_0000),
+            reports: Vec::new(),
+            damaged: None,
             strong_pending: BTreeMap::new(),
             strong_values: 0,
             favourites: Vec::new(),
@@ -332,6 +344,10 @@ impl Sim {
         if sim.opts.workload.strong_every_ms > 0 {
             let t = sim.strong_rng.exp(sim.opts.workload.strong_every_ms);
             sim.schedule(t, Ev::Strong);
+        }
+        if sim.opts.workload.check_every_ms > 0 {
+            let t = sim.check_rng.exp(sim.opts.workload.check_every_ms);
+            sim.schedule(t, Ev::Check);
         }
         if sim.opts.faults.injects() {
             let t = sim.fault_rng.exp(sim.opts.faults.every_ms);
@@ -457,6 +473,13 @@ impl Sim {
                     self.client_op();
                     let next = self.work_rng.exp(self.opts.workload.op_every_ms);
                     self.schedule(next, Ev::Client);
+                }
+            }
+            Ev::Check => {
+                if matches!(self.phase, Phase::Safety | Phase::Liveness) {
+                    self.start_check();
+                    let next = self.check_rng.exp(self.opts.workload.check_every_ms);
+                    self.schedule(next, Ev::Check);
                 }
             }
             Ev::Strong => {

@@ -74,6 +74,11 @@ enum Cmd {
     Peer(PeerCmd),
     /// A running node's summary (needs --node).
     Status,
+    /// A consistency check (needs --node): whether every reachable peer
+    /// holds the same data as the node, per peer `ok`, `in_flight`,
+    /// `divergent` or `unreachable`, and the variables that differ. A
+    /// divergent variable is repaired. Exits 1 if any peer is divergent.
+    Check,
     /// Make certificates: a new cluster (CA and first node), or another node's.
     Init {
         /// Make a new cluster in DIR: its CA, cluster id and the first node's certificate.
@@ -439,7 +444,7 @@ fn run(cli: Cli) -> Result<Output, String> {
         let remote = remote::Remote::new(url, cli.token.clone());
         return remote::run(&remote, cli.command);
     }
-    if matches!(cli.command, Cmd::Peer(_) | Cmd::Status) {
+    if matches!(cli.command, Cmd::Peer(_) | Cmd::Status | Cmd::Check) {
         return Err(
             "this command talks to a running node: pass --node URL (its HTTP API, e.g. http://127.0.0.1:7780)"
                 .into(),

@@ -85,6 +85,37 @@ pub(crate) fn run(r: &Remote, cmd: Cmd) -> Result<Output, String> {
             ];
             out(text, v)
         }
+        Cmd::Check => {
+            let v = r.call("POST", "/v1/check", None)?;
+            let mut text = vec![format!("check {} in {} ms", v["check"], v["duration_ms"])];
+            let mut divergent = false;
+            for n in v["nodes"].as_array().into_iter().flatten() {
+                let result = n["result"].as_str().unwrap_or("?");
+                divergent |= result == "divergent";
+                text.push(format!(
+                    "{}  {}  {}  {} variables  {}",
+                    n["node"].as_str().unwrap_or("?"),
+                    n["address"].as_str().unwrap_or("-"),
+                    result,
+                    n["variables"],
+                    n["checksum"].as_str().unwrap_or("-"),
+                ));
+            }
+            for d in v["differing"].as_array().into_iter().flatten() {
+                text.push(format!(
+                    "differs: {} at {} (here {}, there {})",
+                    d["name"].as_str().unwrap_or("?"),
+                    d["node"].as_str().unwrap_or("?"),
+                    d["here"].as_str().unwrap_or("absent"),
+                    d["there"].as_str().unwrap_or("absent"),
+                ));
+            }
+            Output {
+                text,
+                json: v,
+                ok: !divergent,
+            }
+        }
         Cmd::Peer(p) => match p {
             PeerCmd::Add { addr } => {
                 let v = r.call("POST", "/v1/peers", Some(json!({"addr": addr})))?;

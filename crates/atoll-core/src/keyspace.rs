@@ -22,6 +22,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 mod checkpoint;
 mod conflict;
+mod digest;
+pub use digest::{bucket_of, digest_of, DigestTree, DIGEST_BUCKETS};
 mod history;
 mod merge;
 mod names;
@@ -81,6 +83,8 @@ pub struct Keyspace<B> {
     /// The openings of this store, oldest first: each one's incarnation,
     /// first log sequence number, and where the log was settled.
     history: Vec<Opening>,
+    /// Digests of the variables, for consistency checks.
+    digests: digest::DigestIndex,
 }
 
 /// How a [`Keyspace`] behaves.
@@ -192,6 +196,7 @@ impl<B: Backend> Keyspace<B> {
             coalesce_floor: None,
             conflicts: Vec::new(),
             history: Vec::new(),
+            digests: Default::default(),
         };
         ks.flushed_through = ks.storage.last_seq();
         // Runs are joined from where the last join settled the log (recorded
@@ -393,6 +398,7 @@ impl<B: Backend> Keyspace<B> {
     /// configured, and checkpoints when due.
     fn after_append(&mut self, name: &str, seq: u64) -> Result<()> {
         self.dirty.insert(name.to_string());
+        self.digests.note_changed(name);
         self.since_checkpoint += 1;
         if self.config.flush_each_write {
             if let Err(e) = self.storage.flush() {

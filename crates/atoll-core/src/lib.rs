@@ -27,13 +27,14 @@ pub mod testkit;
 pub use config::{check_range, ConfigError};
 pub use error::{Error, OwnershipError, Result};
 pub use keyspace::{
-    conflict_name, conflict_of, escrow_record, escrowed_by_record, is_reserved, owned_by_record,
-    owner_record, validate_name, Applied, Conflict, ConflictEvent, Keyspace, KeyspaceConfig, OpCtx,
-    CONFLICT_PREFIX, ESCROW_PREFIX, MAX_NAME_LEN, OWNER_PREFIX, SYSTEM_PREFIX,
+    bucket_of, conflict_name, conflict_of, digest_of, escrow_record, escrowed_by_record,
+    is_reserved, owned_by_record, owner_record, validate_name, Applied, Conflict, ConflictEvent,
+    DigestTree, Keyspace, KeyspaceConfig, OpCtx, CONFLICT_PREFIX, DIGEST_BUCKETS, ESCROW_PREFIX,
+    MAX_NAME_LEN, OWNER_PREFIX, SYSTEM_PREFIX,
 };
 pub use op::{Answer, Op, Outcome};
 pub use replica::{
-    Event, Migration, Now, Outputs, OwnedRule, PeerStats, PeerStatus, Place, ProtocolError,
-    Rebalance, Replica, ReplicaConfig, Requested, Stuck, TooLarge, TransferReason, TransferStatus,
-    Transmit, SITES_VAR,
+    CheckReport, CheckResult, Differing, Event, Migration, NodeCheck, Now, Outputs, OwnedRule,
+    PeerStats, PeerStatus, Place, ProtocolError, Rebalance, Replica, ReplicaConfig, Requested,
+    Stuck, TooLarge, TransferReason, TransferStatus, Transmit, MAX_LISTED, SITES_VAR,
 };

@@ -205,6 +205,48 @@ pub enum Message {
         /// The receiver's record.
         record: Ownership,
     },
+    /// A consistency check asks for the receiver's digests: its tree (no
+    /// buckets named), or the variables of the buckets named.
+    DigestAsk {
+        /// The check.
+        check: u64,
+        /// Buckets whose variables are asked for (none: the tree).
+        buckets: Vec<u16>,
+    },
+    /// The answer to `DigestAsk`.
+    Digests(Box<DigestReply>),
+    /// States of variables a check found divergent, to join; `names` are
+    /// the variables, `answer` asks for the receiver's states of them.
+    Repair {
+        /// The variables concerned.
+        names: Vec<String>,
+        /// The sender's states of those it holds.
+        vars: Vec<VarDelta>,
+        /// The receiver sends its own back.
+        answer: bool,
+    },
+}
+
+/// A replica's digests, as a consistency check asked for them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestReply {
+    /// The check.
+    pub check: u64,
+    /// The end of the sender's log as the receiver needs it: its last
+    /// entry that did not come from the receiver (those it is never sent).
+    pub last_seq: u64,
+    /// What the sender holds of each peer's log, by node.
+    pub holds: Vec<(ReplicaId, u64)>,
+    /// The root of its tree.
+    pub root: u128,
+    /// How many variables it holds.
+    pub variables: u64,
+    /// Every bucket's digest (asked for the tree), or none.
+    pub buckets: Vec<u128>,
+    /// The variables of the buckets asked for, with their digests.
+    pub names: Vec<(String, u128)>,
+    /// Variables of those buckets left out (the reply's size bound).
+    pub more: u64,
 }
 
 /// What a [`Message::Request`] asks of the node that decides about a
@@ -345,6 +387,10 @@ impl Decoder {
             Ok(Message::Offer { var: Some(v), .. }) => {
                 vec![codec::decode(&v.delta, self.max_state_len)]
             }
+            Ok(Message::Repair { vars, .. }) => vars
+                .iter()
+                .map(|v| codec::decode(&v.delta, self.max_delta_len))
+                .collect(),
             _ => Vec::new(),
         };
         // A part before the end is not a valid state on its own: the whole

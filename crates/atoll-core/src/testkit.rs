@@ -67,6 +67,9 @@ pub fn kind_name(m: &Message) -> &'static str {
         Message::Reply { .. } => "reply",
         Message::Offer { .. } => "offer",
         Message::Accept { .. } => "accept",
+        Message::DigestAsk { .. } => "digest-ask",
+        Message::Digests(_) => "digests",
+        Message::Repair { .. } => "repair",
     }
 }
 

@@ -80,6 +80,11 @@ impl GCounter {
         }
     }
 
+    /// Every replica's total, in replica order.
+    pub fn totals(&self) -> impl Iterator<Item = (ReplicaId, u64)> + '_ {
+        self.totals.iter().copied()
+    }
+
     /// One replica's total.
     pub fn total_of(&self, replica: ReplicaId) -> u64 {
         self.totals
@@ -129,6 +134,16 @@ impl PNCounter {
             p: self.p.strip(delta.p),
             n: self.n.strip(delta.n),
         }
+    }
+
+    /// The increments, by replica.
+    pub fn increments(&self) -> &GCounter {
+        &self.p
+    }
+
+    /// The decrements, by replica.
+    pub fn decrements(&self) -> &GCounter {
+        &self.n
     }
 
     /// The decrements made under `replica`, in all.

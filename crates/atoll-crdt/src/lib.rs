@@ -16,6 +16,7 @@ mod bag;
 pub mod codec;
 mod context;
 mod counter;
+pub mod digest;
 mod dot;
 mod dotstore;
 mod escrow;

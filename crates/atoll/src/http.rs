@@ -106,6 +106,7 @@ fn authorized(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
 pub(crate) fn router(api: Api) -> Router {
     Router::new()
         .route("/v1/status", get(status))
+        .route("/v1/check", post(check))
         .route("/v1/peers", get(peers).post(add_peer))
         .route("/v1/peers/{id}", delete(remove_peer))
         .route("/v1/peers/{id}/readmit", post(readmit_peer))
@@ -252,6 +253,30 @@ fn unanswered(s: &crate::NodeStatus) -> Vec<Value> {
             })
         })
         .collect()
+}
+
+/// `POST /v1/check`: a consistency check of every reachable peer, with its
+/// report (docs/consistency.md).
+async fn check(State(api): State<Api>, h: HeaderMap) -> ApiResult {
+    authorized(&api, &h)?;
+    let report = api.store.check_consistency()?;
+    let mut v = crate::store::checks::check_json(&report);
+    // Each node's address, as this node knows it.
+    let s = api.control.status(&api.store);
+    if let Some(nodes) = v["nodes"].as_array_mut() {
+        for n in nodes {
+            let addr = match n["self"].as_bool() {
+                Some(true) => Some(s.listen.to_string()),
+                _ => s
+                    .peers
+                    .iter()
+                    .find(|(p, _)| Some(p.id.to_string().as_str()) == n["node"].as_str())
+                    .and_then(|(_, a)| a.map(|a| a.to_string())),
+            };
+            n["address"] = json!(addr);
+        }
+    }
+    Ok(Json(v))
 }
 
 async fn peers(State(api): State<Api>, h: HeaderMap) -> ApiResult {

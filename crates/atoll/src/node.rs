@@ -367,6 +367,14 @@ impl Node {
         &self.store
     }
 
+    /// Checks that every reachable peer holds the same data as this node,
+    /// and repairs the variables that diverge: the report says, per peer,
+    /// `ok`, `in_flight`, `divergent` or `unreachable`
+    /// (docs/consistency.md).
+    pub fn check(&self) -> crate::Result<atoll_core::CheckReport> {
+        self.store.check_consistency()
+    }
+
     /// The node's state and its peers'.
     pub fn status(&self) -> NodeStatus {
         self.control.status(&self.store)

@@ -62,11 +62,14 @@ struct Inner {
     /// Callers waiting for the answer of a request sent to another node,
     /// by request id (see [`Store::request`]).
     waiting: Mutex<std::collections::HashMap<u64, Answered>>,
+    /// Consistency checks: callers waiting, the last report.
+    checks: Mutex<checks::Checks>,
 }
 
 /// Where the answer of a request sent to another node goes.
 type Answered = std::sync::mpsc::SyncSender<std::result::Result<Answer, OwnershipError>>;
 
+pub(crate) mod checks;
 mod requests;
 
 impl Drop for Inner {
@@ -141,6 +144,7 @@ impl Store {
                 merged: Default::default(),
                 conflicts: Default::default(),
                 waiting: Default::default(),
+                checks: Default::default(),
                 at_owner: Default::default(),
             }),
         })
@@ -170,6 +174,13 @@ impl Store {
         self.inner
             .standalone
             .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// No node runs on this store.
+    pub(crate) fn is_standalone(&self) -> bool {
+        self.inner
+            .standalone
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whom a fenced bag operation waits for, said for the error.

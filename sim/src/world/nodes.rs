@@ -180,6 +180,13 @@ impl Sim {
                 Event::Unfenced => {
                     self.trace.record(self.now, format_args!("n{i} unfenced"));
                 }
+                Event::Checked(report) => self.on_checked(i, *report),
+                Event::Repaired { name, from } => {
+                    self.trace.record(
+                        self.now,
+                        format_args!("n{i} repaired {name} from n{}", index_of(from)),
+                    );
+                }
                 // The merge error that begins it fails the run (`deliver`).
                 Event::PeerStuck { .. } => {}
                 // Checked where the last ack arrives (`deliver`).

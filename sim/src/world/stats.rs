@@ -44,6 +44,10 @@ pub struct Stats {
     pub mismatched: u64,
     /// Type conflicts resolved (each conflict copy created at a node counts once).
     pub conflicts: u64,
+    /// Consistency checks ended.
+    pub checks: u64,
+    /// Damages a check had to find (not healed by replication first).
+    pub damage_found: u64,
     /// Strong operations on owned variables called (ownership changes
     /// included).
     pub strong_ops: u64,

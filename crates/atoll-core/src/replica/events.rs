@@ -17,6 +17,15 @@ pub enum Event {
     /// A change was merged from a peer, or made here for a peer's request
     /// (local writes are reported by the caller).
     Applied(Applied),
+    /// A consistency check ended ([`Replica::check`]).
+    Checked(Box<super::check::CheckReport>),
+    /// A variable a check found divergent was joined with a peer's state.
+    Repaired {
+        /// The variable.
+        name: String,
+        /// The peer whose state was joined.
+        from: ReplicaId,
+    },
     /// The record of who owns a variable changed here (a grant, a handoff,
     /// a move, a release, an override, written here or merged).
     OwnerChanged {

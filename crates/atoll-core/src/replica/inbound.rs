@@ -171,6 +171,13 @@ impl<B: Backend> Replica<B> {
                 self.on_offer(from, name, epoch, var, (answers, forgotten_ms, escrow))
             }
             Message::Accept { name, record } => self.on_record(from, &name, record),
+            Message::DigestAsk { check, buckets } => self.on_digest_ask(from, check, buckets),
+            Message::Digests(reply) => self.on_digests(now, from, reply),
+            Message::Repair {
+                names,
+                vars,
+                answer,
+            } => self.on_repair(from, names, vars, states, answer),
         }
     }
 

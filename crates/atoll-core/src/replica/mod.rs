@@ -33,6 +33,7 @@ use atoll_crdt::ReplicaId;
 use atoll_store::Backend;
 use std::collections::{BTreeMap, VecDeque};
 
+mod check;
 mod config;
 mod escrow;
 mod events;
@@ -50,6 +51,7 @@ mod shares;
 mod staging;
 mod transfer;
 
+pub use check::{CheckReport, CheckResult, Differing, NodeCheck, MAX_LISTED};
 pub use config::ReplicaConfig;
 pub use events::{
     Event, PeerStats, PeerStatus, ProtocolError, Stuck, TooLarge, TransferReason, TransferStatus,
@@ -121,6 +123,7 @@ pub struct Replica<B> {
     owners: owners::Owners,
     shares: shares::Shares,
     escrows: escrow::Escrows,
+    checks: check::Checks,
 }
 
 /// Whether version `a` is later than `b`: versions of one keyspace opening
@@ -153,6 +156,7 @@ impl<B: Backend> Replica<B> {
             owners: owners::Owners::default(),
             shares: shares::Shares::default(),
             escrows: escrow::Escrows::default(),
+            checks: check::Checks::default(),
         };
         // Loaded now, so that rounds over escrow start without waiting for
         // a use (unreadable: on first use).
@@ -460,6 +464,7 @@ impl<B: Backend> Replica<B> {
         self.requests_due(now);
         self.offers_due(now);
         self.rebalance_due(now);
+        self.checks_due(now);
     }
 
     /// Every output after an input, pulled in the documented order:
@@ -527,6 +532,7 @@ impl<B: Backend> Replica<B> {
             .chain(self.next_request())
             .chain(self.next_offer())
             .chain(self.next_rebalance())
+            .chain(self.next_check_deadline())
             .min()
     }
 

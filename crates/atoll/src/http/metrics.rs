@@ -93,6 +93,46 @@ pub(super) async fn metrics(State(api): State<Api>, h: HeaderMap) -> Result<Stri
         "counter",
         vec![(String::new(), get(&c.wait_us))],
     );
+    let (last, runs, repaired) = api.store.last_check();
+    line(
+        "atoll_checks_total",
+        "Consistency checks this node ran since it started.",
+        "counter",
+        vec![(String::new(), runs)],
+    );
+    line(
+        "atoll_check_repaired_total",
+        "Variables joined with a peer's state by a check's repair.",
+        "counter",
+        vec![(String::new(), repaired)],
+    );
+    let at_last = |r: atoll_core::CheckResult| {
+        last.as_ref().map_or(0, |c| {
+            c.nodes
+                .iter()
+                .filter(|n| n.result == r)
+                .map(|n| n.differing)
+                .sum::<u64>()
+        })
+    };
+    line(
+        "atoll_check_divergent_variables",
+        "Variables found divergent at the last check, summed over peers.",
+        "gauge",
+        vec![(String::new(), at_last(atoll_core::CheckResult::Divergent))],
+    );
+    line(
+        "atoll_check_in_flight_variables",
+        "Variables found in flight at the last check, summed over peers.",
+        "gauge",
+        vec![(String::new(), at_last(atoll_core::CheckResult::InFlight))],
+    );
+    line(
+        "atoll_check_last_started_ms",
+        "When the last check began (wall ms; 0: none yet).",
+        "gauge",
+        vec![(String::new(), last.as_ref().map_or(0, |c| c.started_ms))],
+    );
     line(
         "atoll_migrations_total",
         "Owned variables this node moved to the node that used them most.",

@@ -85,6 +85,8 @@ pub(super) async fn drive(
                         tracing::debug!(id, %name, ?result, "request answered");
                         store.answered(id, result);
                     }
+                    Event::Checked(report) => store.checked(*report),
+                    Event::Repaired { name, from } => store.repaired(&name, from),
                     Event::Unfenced => {
                         tracing::info!(
                             "every peer has brought this node up to date; bag takes allowed"

@@ -1,0 +1,135 @@
+//! Digests of the variables, for consistency checks: each variable's state
+//! hashes to 128 bits (its canonical encoding, so that equal states hash
+//! equal on every node), and the digests are summed into a tree whose
+//! leaves are [`DIGEST_BUCKETS`] buckets of names (by a hash of the name),
+//! each the XOR of its variables' digests, under one root. Two replicas
+//! compare roots, then buckets, then the names of the buckets that differ.
+//!
+//! The index is built on first use (a pass over every variable, once per
+//! opening), then kept up to date: a variable written or merged since the
+//! last use is hashed again, and its bucket changed by the XOR of its old
+//! and new digests; nothing else is read again.
+
+use super::*;
+use atoll_crdt::digest::digest128;
+use std::collections::HashMap;
+
+/// Buckets of the digest tree.
+pub const DIGEST_BUCKETS: usize = 4096;
+
+/// How many variables are read at a time when the index is built.
+const BUILD_BATCH: usize = 1024;
+
+/// What the keyspace keeps of its digests.
+#[derive(Default)]
+pub(crate) struct DigestIndex {
+    /// Built (every variable hashed once since opening).
+    ready: bool,
+    /// Each variable's digest.
+    leaves: HashMap<String, u128>,
+    /// Each bucket's XOR of its variables' digests.
+    buckets: Vec<u128>,
+    /// Variables changed since the last use.
+    pub(super) changed: BTreeSet<String>,
+}
+
+impl DigestIndex {
+    pub(super) fn note_changed(&mut self, name: &str) {
+        if self.ready && !self.changed.contains(name) {
+            self.changed.insert(name.to_string());
+        }
+    }
+}
+
+/// The bucket of name `name`.
+pub fn bucket_of(name: &str) -> u16 {
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    // The top 12 bits: DIGEST_BUCKETS is 2^12.
+    (h >> 52) as u16
+}
+
+/// A variable's digest: its name and its state's canonical encoding.
+pub fn digest_of(name: &str, state: &State) -> u128 {
+    digest128(&[name.as_bytes(), &codec::encode(state)])
+}
+
+/// This replica's digest tree, as of one moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DigestTree {
+    /// The digest of every bucket, in order.
+    pub root: u128,
+    /// Each bucket's digest.
+    pub buckets: Vec<u128>,
+    /// How many variables it covers.
+    pub variables: u64,
+}
+
+impl<B: Backend> Keyspace<B> {
+    /// The digest tree of every variable, brought up to date.
+    pub fn digest_tree(&mut self) -> Result<DigestTree> {
+        self.update_digests()?;
+        let d = &self.digests;
+        let bytes: Vec<u8> = d.buckets.iter().flat_map(|b| b.to_le_bytes()).collect();
+        Ok(DigestTree {
+            root: digest128(&[&bytes]),
+            buckets: d.buckets.clone(),
+            variables: d.leaves.len() as u64,
+        })
+    }
+
+    /// The variables of `bucket` and their digests, in name order.
+    pub fn digests_in(&mut self, bucket: u16) -> Result<Vec<(String, u128)>> {
+        self.update_digests()?;
+        let mut names: Vec<(String, u128)> = self
+            .digests
+            .leaves
+            .iter()
+            .filter(|(n, _)| bucket_of(n) == bucket)
+            .map(|(n, d)| (n.clone(), *d))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The digest of one variable, as the index holds it.
+    pub fn digest(&mut self, name: &str) -> Result<Option<u128>> {
+        self.update_digests()?;
+        Ok(self.digests.leaves.get(name).copied())
+    }
+
+    fn update_digests(&mut self) -> Result<()> {
+        if !self.digests.ready {
+            self.digests = DigestIndex {
+                buckets: vec![0; DIGEST_BUCKETS],
+                ..DigestIndex::default()
+            };
+            let mut after = String::new();
+            loop {
+                let batch = self.variables_after(&after, BUILD_BATCH)?;
+                let done = batch.len() < BUILD_BATCH;
+                for (name, _) in batch {
+                    self.digests.changed.insert(name.clone());
+                    after = name;
+                }
+                if done {
+                    break;
+                }
+            }
+            self.digests.ready = true;
+        }
+        let changed = std::mem::take(&mut self.digests.changed);
+        for name in changed {
+            let new = self.state(&name)?.map(|s| digest_of(&name, s));
+            let d = &mut self.digests;
+            let bucket = usize::from(bucket_of(&name));
+            let old = match new {
+                Some(new) => d.leaves.insert(name, new),
+                None => d.leaves.remove(&name),
+            };
+            d.buckets[bucket] ^= old.unwrap_or(0) ^ new.unwrap_or(0);
+        }
+        Ok(())
+    }
+}

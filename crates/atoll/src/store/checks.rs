@@ -1,0 +1,128 @@
+//! Consistency checks as the store offers them: a caller waits for the
+//! report of a check its node runs (`Replica::check`), and the last
+//! report and the repairs are kept for `/metrics` (docs/consistency.md).
+
+use super::{blocking, clock, Store};
+use crate::Result;
+use atoll_core::{CheckReport, CheckResult};
+use atoll_crdt::ReplicaId;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::mpsc::SyncSender;
+
+/// The checks of a store: callers waiting, and what the last one found.
+#[derive(Default)]
+pub(crate) struct Checks {
+    waiting: HashMap<u64, SyncSender<CheckReport>>,
+    /// The last report.
+    pub(crate) last: Option<CheckReport>,
+    /// Checks ended since the store opened.
+    pub(crate) runs: u64,
+    /// Variables joined with a peer's state by a repair.
+    pub(crate) repaired: u64,
+}
+
+impl Store {
+    fn checks(&self) -> std::sync::MutexGuard<'_, Checks> {
+        self.inner.checks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Checks that every reachable peer holds the same data as this node,
+    /// and repairs the variables that diverge (docs/consistency.md). Needs
+    /// a running node ([`crate::Node::check`] calls it).
+    pub fn check_consistency(&self) -> Result<CheckReport> {
+        if self.is_standalone() {
+            return Err(crate::Error::InvalidInput {
+                what: "a consistency check asks the node's peers: run it on a running node".into(),
+            });
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let timeout = {
+            let mut r = self.replica();
+            let id = r.check(clock())?;
+            // Registered under the lock: the driver reads the report under
+            // it, so it cannot come first.
+            self.checks().waiting.insert(id, tx);
+            r.config().request_timeout_ms
+        };
+        self.wake();
+        let wait = std::time::Duration::from_millis(timeout.saturating_add(2_000));
+        blocking(|| rx.recv_timeout(wait)).map_err(|_| crate::Error::InvalidInput {
+            what: "the check did not end: the node stopped".into(),
+        })
+    }
+
+    /// A check ended (the node's driver calls this).
+    pub(crate) fn checked(&self, report: CheckReport) {
+        let mut c = self.checks();
+        c.runs += 1;
+        for n in &report.nodes {
+            if n.result == CheckResult::Divergent {
+                tracing::warn!(node = %n.node, differing = n.differing, repaired = n.repaired, "check: divergent");
+            }
+        }
+        if let Some(tx) = c.waiting.remove(&report.id) {
+            let _ = tx.try_send(report.clone());
+        }
+        c.last = Some(report);
+    }
+
+    /// A variable was joined with a peer's state by a repair.
+    pub(crate) fn repaired(&self, name: &str, from: ReplicaId) {
+        self.checks().repaired += 1;
+        tracing::warn!(%name, %from, "check: a divergent variable was joined with the peer's state");
+    }
+
+    /// The last check's report, and how many checks and repairs there were.
+    pub fn last_check(&self) -> (Option<CheckReport>, u64, u64) {
+        let c = self.checks();
+        (c.last.clone(), c.runs, c.repaired)
+    }
+}
+
+/// A digest as reports show it: 32 hex digits.
+fn hex(d: u128) -> String {
+    format!("{d:032x}")
+}
+
+/// A check's report as JSON (docs/consistency.md).
+pub(crate) fn check_json(r: &CheckReport) -> Value {
+    let mut nodes = vec![json!({
+        "node": r.node.to_string(),
+        "self": true,
+        "result": "ok",
+        "checksum": hex(r.root),
+        "variables": r.variables,
+    })];
+    for n in &r.nodes {
+        nodes.push(json!({
+            "node": n.node.to_string(),
+            "result": n.result.name(),
+            "checksum": n.root.map(hex),
+            "variables": n.variables,
+            "differing": n.differing,
+            "repaired": n.repaired,
+            "duration_ms": n.answered_ms,
+        }));
+    }
+    let differing: Vec<Value> = r
+        .differing
+        .iter()
+        .map(|d| {
+            json!({
+                "name": d.name,
+                "node": d.node.to_string(),
+                "here": d.here.map(hex),
+                "there": d.there.map(hex),
+            })
+        })
+        .collect();
+    json!({
+        "check": r.id,
+        "started_ms": r.started_ms,
+        "duration_ms": r.duration_ms,
+        "nodes": nodes,
+        "differing": differing,
+        "differing_count": r.differing_count,
+    })
+}
