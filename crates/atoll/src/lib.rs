@@ -37,7 +37,8 @@ mod store;
 pub use atoll_core::OwnershipError;
 pub use atoll_core::{check_range, is_reserved, validate_name, ConfigError, MAX_NAME_LEN};
 pub use atoll_core::{
-    Migration, OwnedRule, PeerStats, PeerStatus, Place, Rebalance, ReplicaConfig,
+    CheckReport, CheckResult, Migration, OwnedRule, PeerStats, PeerStatus, Place, Rebalance,
+    ReplicaConfig,
 };
 pub use atoll_crdt::variable::Kind;
 pub use atoll_crdt::{ElementId, Handoff, Ownership, ReplicaId};
