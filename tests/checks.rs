@@ -50,7 +50,10 @@ fn a_check_finds_a_node_down_and_exactly_the_variable_damaged_on_its_disk() {
     wait_until("the three are connected", || connected(&[&a, &b, &n3], 2));
     for (i, n) in [&a, &b, &n3].iter().enumerate() {
         n.counter("hits").unwrap().incr(i as i64 + 1).unwrap();
-        n.set::<String>("tags").unwrap().add(&format!("t{i}")).unwrap();
+        n.set::<String>("tags")
+            .unwrap()
+            .add(&format!("t{i}"))
+            .unwrap();
     }
     let r = check_until(&a, "every node ok", all_ok);
     assert_eq!(r.nodes.len(), 2);
@@ -69,12 +72,17 @@ fn a_check_finds_a_node_down_and_exactly_the_variable_damaged_on_its_disk() {
         let mut damaged = PNCounter::new();
         damaged.add(ReplicaId(0xbad), 40).unwrap();
         let bytes = atoll_crdt::codec::encode(&State::Counter(damaged));
-        disk.apply(vec![BatchOp::Put([b"s".as_slice(), b"hits"].concat(), bytes)])
-            .unwrap();
+        disk.apply(vec![BatchOp::Put(
+            [b"s".as_slice(), b"hits"].concat(),
+            bytes,
+        )])
+        .unwrap();
         disk.flush().unwrap();
     }
     let n3 = c.start(2, &peers);
-    wait_until("node 2 is back and up to date", || connected(&[&a, &b, &n3], 2));
+    wait_until("node 2 is back and up to date", || {
+        connected(&[&a, &b, &n3], 2)
+    });
     let r = check_until(&a, "node 2 divergent", |r| {
         result_of(r, third) == Some(CheckResult::Divergent)
     });

@@ -16,7 +16,7 @@ fn rid(i: usize) -> ReplicaId {
 }
 
 trait Model {
-    type S: Lattice + Debug + Default;
+    type S: Lattice + Debug + Default + serde::Serialize;
     type Op: Debug + Clone;
     fn op() -> BoxedStrategy<Self::Op>;
     /// Applies `op` at replica `r` of `n`; returns the delta.
@@ -134,7 +134,10 @@ fn run<M: Model>(n: usize, steps: &[Step<M::Op>]) -> Result<Run<M::S>, TestCaseE
     })
 }
 
-fn converge<S: Lattice + Debug>(run: &mut Run<S>, keys: &[u32]) -> Result<(), TestCaseError> {
+fn converge<S: Lattice + Debug + serde::Serialize>(
+    run: &mut Run<S>,
+    keys: &[u32],
+) -> Result<(), TestCaseError> {
     for (i, rep) in run.replicas.iter_mut().enumerate() {
         let mut order: Vec<usize> = (0..run.deltas.len()).collect();
         order.sort_by_key(|&j| keys[(j * 7 + i * 13) % keys.len()].wrapping_mul(j as u32 + 1));
@@ -148,8 +151,13 @@ fn converge<S: Lattice + Debug>(run: &mut Run<S>, keys: &[u32]) -> Result<(), Te
         }
         prop_assert_eq!(&again, rep);
     }
+    // Equal states encode alike, whatever order their deltas came in: so
+    // a consistency check's digests (of the encoding) are equal too.
+    let encode = |s: &S| postcard::to_allocvec(s).expect("encodes");
+    let first = encode(&run.replicas[0]);
     for r in &run.replicas[1..] {
         prop_assert_eq!(&run.replicas[0], r);
+        prop_assert_eq!(&first, &encode(r), "equal states encode differently");
     }
     Ok(())
 }
