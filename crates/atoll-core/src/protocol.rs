@@ -12,7 +12,7 @@ use atoll_crdt::{Ownership, ReplicaId};
 use serde::{Deserialize, Serialize};
 
 /// The replication protocol's version, exchanged in the transport's handshake.
-pub const PROTOCOL_VERSION: u32 = 10;
+pub const PROTOCOL_VERSION: u32 = 11;
 
 /// What a replica accepts from a peer, told in its `Hello`: the peer sends
 /// it no message, delta or state part larger (a log entry too large for a
