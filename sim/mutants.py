@@ -26,6 +26,7 @@ RW, RB = f"{RD}/serving.rs", f"{RD}/shares.rs"
 RG, RL = f"{RD}/migration.rs", f"{RD}/placement.rs"
 CO = "crates/atoll-crdt/src/ownership.rs"
 RE, CE = f"{RD}/escrow.rs", "crates/atoll-crdt/src/escrow.rs"
+RC, KG = f"{RD}/check.rs", f"{KD}/digest.rs"
 
 MUTANTS = [
     ("ack: acknowledge one short of the interval", RI,
@@ -216,6 +217,18 @@ MUTANTS = [
     ("escrow: a node spends what takes its copy below the floor", RE,
      "            && counter.value() - i128::from(by) >= floor\n",
      "\n"),
+    ("check: a difference is divergent without both holding each other's log", RC,
+     "let divergent = mutual && !differing.is_empty();",
+     "let divergent = !differing.is_empty();"),
+    ("check: mutual holds asked only when the trees were compared", RC,
+     "let mutual = mutual_before && mutual(&reply, me, last_seq, held_of_peer);",
+     "let mutual = mutual_before;"),
+    ("digest: a variable changed is not hashed again", KG,
+     "        if self.ready && !self.changed.contains(name) {",
+     "        if false && self.ready && !self.changed.contains(name) {"),
+    ("repair: the peer does not send its state back", RC,
+     "        if answer {\n            self.send_repair(from, names, false);",
+     "        if false && answer {\n            self.send_repair(from, names, false);"),
 ]
 
 def sh(cmd):
