@@ -96,3 +96,35 @@ fn a_check_finds_a_node_down_and_exactly_the_variable_damaged_on_its_disk() {
     assert_eq!(value(&a), value(&n3));
     assert_eq!(value(&a), 6 + 40, "the repair joined the two states");
 }
+
+/// A node checks by itself every `every_ms`, and writes every report as a
+/// line of JSON to its file, opened again for each (a rotated file is
+/// followed).
+#[test]
+fn background_checks_write_their_reports_to_a_file() {
+    let c = Cluster::new(2);
+    let file = c.dir("checks", 0).with_extension("jsonl");
+    let mut config = c.config(0, &[]);
+    config.checks = atoll::CheckConfig {
+        every_ms: Some(100),
+        exporter: atoll::CheckExporter::File(file.clone()),
+        report: atoll::CheckReporting::Always,
+    };
+    let a = Node::start(config).unwrap();
+    let b = c.start(1, &[a.local_addr()]);
+    wait_until("the two are connected", || connected(&[&a, &b], 1));
+    let lines = |f: &std::path::Path| std::fs::read_to_string(f).unwrap_or_default();
+    wait_until("a report with node 1 ok is written", || {
+        lines(&file).lines().any(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["nodes"][1]["result"] == "ok"
+        })
+    });
+    // Rotated: the next report goes to a new file at the path.
+    std::fs::rename(&file, file.with_extension("old")).unwrap();
+    wait_until("a report is written to the new file", || {
+        !lines(&file).is_empty()
+    });
+    let (_, runs, _) = a.last_check();
+    assert!(runs >= 2);
+}

@@ -77,6 +77,15 @@ struct RunConfig {
     rebalance_max_moves: Option<usize>,
     /// This node's site, for placement rules.
     site: Option<String>,
+    /// How often the node checks its peers' consistency (ms; none: never
+    /// by itself).
+    check_every_ms: Option<u64>,
+    /// Where check reports go: "log" (default) or "file" (`check_file`).
+    check_exporter: Option<String>,
+    /// The file of JSON lines, with `check_exporter = "file"`.
+    check_file: Option<PathBuf>,
+    /// Which reports: "on_conflict" (default) or "always".
+    check_report: Option<String>,
     /// Variables owned by rule: `[[owned]]` tables.
     #[serde(default)]
     owned: Vec<OwnedToml>,
@@ -227,6 +236,35 @@ pub(crate) fn node_config(path: &Path) -> Result<atoll::NodeConfig, String> {
         return Err(format!("{file}: site must not be empty"));
     }
     c.replica.site = rc.site;
+    c.checks.every_ms = rc.check_every_ms;
+    c.checks.exporter = match (rc.check_exporter.as_deref(), rc.check_file) {
+        (None | Some("log"), None) => atoll::CheckExporter::Log,
+        (Some("file"), Some(path)) => atoll::CheckExporter::File(base.join(path)),
+        (Some("file"), None) => {
+            return Err(format!(
+                "{file}: check_exporter = \"file\" needs check_file"
+            ))
+        }
+        (None | Some("log"), Some(_)) => {
+            return Err(format!(
+                "{file}: check_file is for check_exporter = \"file\""
+            ))
+        }
+        (Some(other), _) => {
+            return Err(format!(
+                "{file}: check_exporter is \"log\" or \"file\", not {other:?}"
+            ))
+        }
+    };
+    c.checks.report = match rc.check_report.as_deref() {
+        None | Some("on_conflict") => atoll::CheckReporting::OnConflict,
+        Some("always") => atoll::CheckReporting::Always,
+        Some(other) => {
+            return Err(format!(
+                "{file}: check_report is \"always\" or \"on_conflict\", not {other:?}"
+            ))
+        }
+    };
     c.replica.owned = owned_rules(rc.owned).map_err(|e| format!("{file}: {e}"))?;
     c.validate().map_err(|e| format!("{file}: {e}"))?;
     Ok(c)

@@ -49,6 +49,8 @@ pub use config::{Config, Durability};
 pub use error::{CoreError, Error, Result};
 pub use feed::{Change, ChangeFeed, FeedError};
 pub use handles::{Bag, BagElement, Counter, Map, MvRegister, Register, Set};
-pub use node::{resolve_peer, Node, NodeConfig, NodeStatus};
+pub use node::{
+    resolve_peer, CheckConfig, CheckExporter, CheckReporting, Node, NodeConfig, NodeStatus,
+};
 pub use ownership::{EscrowNode, EscrowStatus};
 pub use store::Store;

@@ -68,6 +68,41 @@ pub struct NodeConfig {
     /// Dial every address in the replicated peer set, not only `peers` and
     /// those added here. Default: true.
     pub learn_peers: bool,
+    /// Consistency checks in the background, and where reports go
+    /// (docs/consistency.md). Default: none, reports to the log.
+    pub checks: CheckConfig,
+}
+
+/// Background consistency checks and their reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckConfig {
+    /// How often the node checks its peers (ms; `None`: never by itself).
+    pub every_ms: Option<u64>,
+    /// Where every check's report goes.
+    pub exporter: CheckExporter,
+    /// Which reports are exported.
+    pub report: CheckReporting,
+}
+
+/// Where a check's report goes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum CheckExporter {
+    /// A tracing event (target `atoll::check`), the report as JSON.
+    #[default]
+    Log,
+    /// A line of JSON appended to this file, opened again for each report
+    /// (so that a rotated file is followed).
+    File(PathBuf),
+}
+
+/// Which reports are exported.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CheckReporting {
+    /// Every report.
+    Always,
+    /// Only those where some peer is not `ok`.
+    #[default]
+    OnConflict,
 }
 
 impl NodeConfig {
@@ -94,6 +129,7 @@ impl NodeConfig {
             http: Some(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0))),
             http_token: None,
             learn_peers: true,
+            checks: CheckConfig::default(),
         }
     }
 }
@@ -282,6 +318,24 @@ impl Node {
             control.clone(),
             config.learn_peers,
         ));
+        store.set_check_export(config.checks.exporter.clone(), config.checks.report);
+        if let Some(every) = config.checks.every_ms.filter(|&ms| ms > 0) {
+            let store = store.clone();
+            runtime.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(every));
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let s = store.clone();
+                    // The report is exported as every check's is.
+                    if let Ok(Err(e)) =
+                        tokio::task::spawn_blocking(move || s.check_consistency()).await
+                    {
+                        tracing::warn!("background check failed: {e}");
+                    }
+                }
+            });
+        }
         let node = Node {
             store,
             control,

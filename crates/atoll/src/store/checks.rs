@@ -20,6 +20,8 @@ pub(crate) struct Checks {
     pub(crate) runs: u64,
     /// Variables joined with a peer's state by a repair.
     pub(crate) repaired: u64,
+    /// Where reports go, and which.
+    export: Option<(crate::CheckExporter, crate::CheckReporting)>,
 }
 
 impl Store {
@@ -52,8 +54,18 @@ impl Store {
         })
     }
 
+    /// Where the reports of the checks this node runs go, and which
+    /// (the node sets it from its configuration).
+    pub(crate) fn set_check_export(&self, to: crate::CheckExporter, which: crate::CheckReporting) {
+        self.checks().export = Some((to, which));
+    }
+
     /// A check ended (the node's driver calls this).
     pub(crate) fn checked(&self, report: CheckReport) {
+        let export = self.checks().export.clone();
+        if let Some((to, which)) = export {
+            export_report(&report, &to, which);
+        }
         let mut c = self.checks();
         c.runs += 1;
         for n in &report.nodes {
@@ -77,6 +89,33 @@ impl Store {
     pub fn last_check(&self) -> (Option<CheckReport>, u64, u64) {
         let c = self.checks();
         (c.last.clone(), c.runs, c.repaired)
+    }
+}
+
+/// Exports `report` as the node's configuration says.
+fn export_report(report: &CheckReport, to: &crate::CheckExporter, which: crate::CheckReporting) {
+    let all_ok = report.nodes.iter().all(|n| n.result == CheckResult::Ok);
+    if which == crate::CheckReporting::OnConflict && all_ok {
+        return;
+    }
+    let line = check_json(report).to_string();
+    match to {
+        crate::CheckExporter::Log => {
+            tracing::info!(target: "atoll::check", report = %line, "consistency check");
+        }
+        crate::CheckExporter::File(path) => {
+            use std::io::Write;
+            // Opened for each report: a file moved away by rotation is
+            // followed by a new one at the path.
+            let written = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut f| writeln!(f, "{line}"));
+            if let Err(e) = written {
+                tracing::warn!(path = %path.display(), "could not write the check report: {e}");
+            }
+        }
     }
 }
 
