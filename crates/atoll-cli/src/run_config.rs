@@ -337,6 +337,30 @@ mod tests {
     }
 
     #[test]
+    fn check_settings_are_read_and_checked() {
+        let default = config("").unwrap();
+        assert_eq!(default.checks, atoll::CheckConfig::default());
+        let set = config(
+            "check_every_ms = 60000\ncheck_exporter = \"file\"\ncheck_file = \"c.jsonl\"\ncheck_report = \"always\"",
+        )
+        .unwrap();
+        assert_eq!(set.checks.every_ms, Some(60_000));
+        assert!(
+            matches!(&set.checks.exporter, atoll::CheckExporter::File(p) if p.ends_with("c.jsonl"))
+        );
+        assert_eq!(set.checks.report, atoll::CheckReporting::Always);
+        for (bad, says) in [
+            ("check_exporter = \"file\"", "needs check_file"),
+            ("check_file = \"x\"", "is for check_exporter"),
+            ("check_exporter = \"syslog\"", "not \"syslog\""),
+            ("check_report = \"never\"", "not \"never\""),
+        ] {
+            let err = config(bad).err().unwrap();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn placement_rules_and_the_site_are_read_and_checked() {
         let c = config(
             "site = \"paris\"\n[[owned]]\nprefix = \"stock:\"\nplacement = \"lyon\"\n\
