@@ -602,3 +602,31 @@ fn an_operator_sees_every_peer_its_state_and_why_takes_wait() {
     assert!(log.contains("node started"), "{log}");
     assert!(log.contains("node stopped; data flushed"), "{log}");
 }
+
+/// `atoll check` against a node process: every peer ok, in a line each;
+/// the report as JSON with the nodes' addresses and the conflicts.
+#[test]
+fn atoll_check_reports_every_peer_ok() {
+    let d = tempfile::tempdir().unwrap();
+    init_cluster(d.path(), &["one", "two"]);
+    let one = start(d.path(), "one", "");
+    let two = start(d.path(), "two", "");
+    remote_ok(&one.url, &["peer", "add", &two.addr]);
+    remote_ok(&two.url, &["counter", "incr", "hits", "3"]);
+    wait_until("node one has the write", || {
+        remote_ok(&one.url, &["counter", "get", "hits"]) == "3\n"
+    });
+    let mut text = String::new();
+    wait_until("a check finds node two ok", || {
+        text = remote_ok(&one.url, &["check"]);
+        text.lines()
+            .any(|l| l.starts_with(&two.id) && l.contains("  ok  "))
+    });
+    assert!(text.lines().any(|l| l.starts_with(&one.id)), "{text}");
+    let (status, v) = post(&format!("{}/v1/check", one.url), serde_json::json!({}));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["nodes"][1]["address"], two.addr.as_str());
+    assert!(v["conflicts"].as_array().is_some_and(|c| c.is_empty()));
+    one.process.stop();
+    two.process.stop();
+}

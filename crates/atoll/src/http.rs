@@ -260,7 +260,7 @@ fn unanswered(s: &crate::NodeStatus) -> Vec<Value> {
 async fn check(State(api): State<Api>, h: HeaderMap) -> ApiResult {
     authorized(&api, &h)?;
     let report = api.store.check_consistency()?;
-    let mut v = crate::store::checks::check_json(&report);
+    let mut v = api.store.check_json(&report);
     // Each node's address, as this node knows it.
     let s = api.control.status(&api.store);
     if let Some(nodes) = v["nodes"].as_array_mut() {

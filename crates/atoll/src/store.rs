@@ -69,7 +69,7 @@ struct Inner {
 /// Where the answer of a request sent to another node goes.
 type Answered = std::sync::mpsc::SyncSender<std::result::Result<Answer, OwnershipError>>;
 
-pub(crate) mod checks;
+mod checks;
 mod requests;
 
 impl Drop for Inner {

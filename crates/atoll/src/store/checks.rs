@@ -64,7 +64,7 @@ impl Store {
     pub(crate) fn checked(&self, report: CheckReport) {
         let export = self.checks().export.clone();
         if let Some((to, which)) = export {
-            export_report(&report, &to, which);
+            self.export_report(&report, &to, which);
         }
         let mut c = self.checks();
         c.runs += 1;
@@ -92,13 +92,41 @@ impl Store {
     }
 }
 
-/// Exports `report` as the node's configuration says.
-fn export_report(report: &CheckReport, to: &crate::CheckExporter, which: crate::CheckReporting) {
-    let all_ok = report.nodes.iter().all(|n| n.result == CheckResult::Ok);
-    if which == crate::CheckReporting::OnConflict && all_ok {
-        return;
+impl Store {
+    /// Exports `report` as the node's configuration says.
+    fn export_report(
+        &self,
+        report: &CheckReport,
+        to: &crate::CheckExporter,
+        which: crate::CheckReporting,
+    ) {
+        let all_ok = report.nodes.iter().all(|n| n.result == CheckResult::Ok);
+        if which == crate::CheckReporting::OnConflict && all_ok {
+            return;
+        }
+        let line = self.check_json(report).to_string();
+        write_report(&line, to);
     }
-    let line = check_json(report).to_string();
+
+    /// A check's report as JSON (docs/consistency.md), with the type
+    /// conflicts this node knows the cluster resolved.
+    pub(crate) fn check_json(&self, r: &CheckReport) -> Value {
+        let mut v = check_json(r);
+        let conflicts: Vec<Value> = self
+            .conflicts()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, kept, moved, copy)| {
+                json!({"name": name, "kept": kept.name(), "moved": moved.name(), "copy": copy})
+            })
+            .collect();
+        v["conflicts"] = json!(conflicts);
+        v
+    }
+}
+
+/// Writes a report's line where `to` says.
+fn write_report(line: &str, to: &crate::CheckExporter) {
     match to {
         crate::CheckExporter::Log => {
             tracing::info!(target: "atoll::check", report = %line, "consistency check");
@@ -124,8 +152,8 @@ fn hex(d: u128) -> String {
     format!("{d:032x}")
 }
 
-/// A check's report as JSON (docs/consistency.md).
-pub(crate) fn check_json(r: &CheckReport) -> Value {
+/// A check's report as JSON, without the conflicts.
+fn check_json(r: &CheckReport) -> Value {
     let mut nodes = vec![json!({
         "node": r.node.to_string(),
         "self": true,
