@@ -6,8 +6,9 @@
 //! `network` the links and messages; `nodes` each node's lifecycle and the
 //! driving of its replica; `faults` what a run injects; `clients` the
 //! workload's operations; `owned` the strong operations on owned variables
-//! and their invariants; `monitor` losses, samples and the link-progress
-//! check (with `crate::progress`); `stats` a run's counters.
+//! and their invariants; `checks` consistency checks, mid-run and after
+//! convergence; `monitor` losses, samples, the timeline's marks and the
+//! link-progress check (with `crate::progress`); `stats` a run's counters.
 
 use crate::options::{Durability, Options, Topology};
 use crate::rng::Rng;
@@ -28,6 +29,7 @@ mod network;
 mod nodes;
 mod owned;
 mod stats;
+pub use monitor::{Mark, Sample};
 
 pub use stats::Stats;
 
@@ -114,35 +116,6 @@ enum Ev {
     Step(usize),
     /// A consistency check from a node (see `checks`).
     Check,
-}
-
-/// What happened, for the report's timeline.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Mark {
-    /// A node crashed.
-    Crash(usize),
-    /// A node came back up (from its storage, or from a backup taken at the given time).
-    Up(usize, Option<u64>),
-    /// A link went down (`true`: one way only, from the first to the second).
-    Cut(usize, usize, bool),
-    /// A link came back.
-    Heal(usize, usize, bool),
-    /// A node's clock jumped.
-    Jump(usize, i64),
-    /// The liveness phase began.
-    Liveness,
-    /// Every replica holds the same state.
-    Converged,
-}
-
-/// One divergence sample: for each node, how many variables differ from the
-/// join of every node's state (0: it has everything any node has).
-#[derive(Clone, Debug)]
-pub struct Sample {
-    /// When.
-    pub at: u64,
-    /// Per node (`None`: down).
-    pub behind: Vec<Option<u32>>,
 }
 
 /// How often the link-progress invariant is checked (simulated ms).

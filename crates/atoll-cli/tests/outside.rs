@@ -2,6 +2,10 @@
 //! a type conflict across a split, counters past 64 bits, the offline bag
 //! fence, the reserved system prefix, the HTTP error contract, one request
 //! as one operation, and what an operator can see.
+//!
+//! Over 600 lines: each test is one tour of running processes, and they
+//! share the HTTP helpers above them; split it by subject (owned variables,
+//! operators' views) when it is next extended.
 
 mod common;
 

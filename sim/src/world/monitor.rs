@@ -1,7 +1,37 @@
 //! The monitor: which acknowledged writes a crash or restore lost, and
-//! why; progress samples; the link-progress check; the sync report.
+//! why; the timeline's marks and progress samples; the link-progress
+//! check; the sync report.
 
 use super::*;
+
+/// What happened, for the report's timeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mark {
+    /// A node crashed.
+    Crash(usize),
+    /// A node came back up (from its storage, or from a backup taken at the given time).
+    Up(usize, Option<u64>),
+    /// A link went down (`true`: one way only, from the first to the second).
+    Cut(usize, usize, bool),
+    /// A link came back.
+    Heal(usize, usize, bool),
+    /// A node's clock jumped.
+    Jump(usize, i64),
+    /// The liveness phase began.
+    Liveness,
+    /// Every replica holds the same state.
+    Converged,
+}
+
+/// One divergence sample: for each node, how many variables differ from the
+/// join of every node's state (0: it has everything any node has).
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// When.
+    pub at: u64,
+    /// Per node (`None`: down).
+    pub behind: Vec<Option<u32>>,
+}
 
 impl Sim {
     /// After node `i` lost data (its states were `before`): marks every

@@ -129,6 +129,39 @@ pub(super) fn chunk_deadline(p: &Peer, retransmit_ms: u64) -> Option<u64> {
 }
 
 impl<B: Backend> Replica<B> {
+    /// The peer tells what it holds of our log and what it accepts.
+    pub(super) fn on_hello(
+        &mut self,
+        from: ReplicaId,
+        holds: Option<(ReplicaId, u64)>,
+        limits: Limits,
+    ) -> Result<(), ProtocolError> {
+        let p = self
+            .peers
+            .get_mut(&from)
+            .ok_or(ProtocolError::UnknownPeer(from))?;
+        p.limits = Some(limits);
+        if let Some(t) = &mut p.transfer {
+            // Its limits may have changed: a state held back as too
+            // large is tried again.
+            t.blocked = None;
+        }
+        if p.hello_pending.is_some() {
+            let resume = holds.map_or(0, |(inc, seq)| self.ks.resume_point(inc, seq));
+            let after = self.config.state_for_new_peers_after;
+            let first = self.ks.storage().first_seq().ok().flatten();
+            let span = first.map_or(0, |f| self.ks.last_seq().saturating_sub(f) + 1);
+            p.hello_pending = None;
+            p.acked = resume;
+            p.sent_through = resume;
+            p.sent_max = resume;
+            p.early_acks.clear();
+            p.wants_state = resume == 0 && after > 0 && span >= after;
+            self.update_floor();
+        }
+        Ok(())
+    }
+
     /// Adds a peer (disconnected until [`Replica::set_connected`]).
     pub fn add_peer(&mut self, id: ReplicaId) {
         if id != self.id() {
