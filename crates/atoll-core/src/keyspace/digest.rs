@@ -79,14 +79,21 @@ impl<B: Backend> Keyspace<B> {
         })
     }
 
-    /// The variables of `bucket` and their digests, in name order.
-    pub fn digests_in(&mut self, bucket: u16) -> Result<Vec<(String, u128)>> {
+    /// The variables of `buckets` and their digests, in name order: one
+    /// pass over the index, whatever the number of buckets.
+    pub fn digests_in(&mut self, buckets: &[u16]) -> Result<Vec<(String, u128)>> {
         self.update_digests()?;
+        let mut wanted = vec![false; DIGEST_BUCKETS];
+        for &b in buckets {
+            if let Some(w) = wanted.get_mut(usize::from(b)) {
+                *w = true;
+            }
+        }
         let mut names: Vec<(String, u128)> = self
             .digests
             .leaves
             .iter()
-            .filter(|(n, _)| bucket_of(n) == bucket)
+            .filter(|(n, _)| wanted[usize::from(bucket_of(n))])
             .map(|(n, d)| (n.clone(), *d))
             .collect();
         names.sort();

@@ -239,10 +239,13 @@ impl<B: Backend> Replica<B> {
         check: u64,
         buckets: Vec<u16>,
     ) -> Result<(), ProtocolError> {
-        if buckets.len() > DIGEST_BUCKETS
+        if buckets.len() > MAX_BUCKETS_ASKED
             || buckets.iter().any(|&b| usize::from(b) >= DIGEST_BUCKETS)
         {
-            return Err(hostile(from, "a digest ask of buckets that do not exist"));
+            return Err(hostile(
+                from,
+                "a digest ask of too many buckets, or of buckets that do not exist",
+            ));
         }
         let merge_err = |source| ProtocolError::Merge { peer: from, source };
         let tree = self.ks.digest_tree().map_err(merge_err)?;
@@ -267,14 +270,12 @@ impl<B: Backend> Replica<B> {
             reply.buckets = tree.buckets;
         } else {
             let mut bytes = 0;
-            for b in buckets {
-                for (name, d) in self.ks.digests_in(b).map_err(merge_err)? {
-                    bytes += name.len() + 17;
-                    if bytes > MAX_NAMES_BYTES {
-                        reply.more += 1;
-                    } else {
-                        reply.names.push((name, d));
-                    }
+            for (name, d) in self.ks.digests_in(&buckets).map_err(merge_err)? {
+                bytes += name.len() + 17;
+                if bytes > MAX_NAMES_BYTES {
+                    reply.more += 1;
+                } else {
+                    reply.names.push((name, d));
                 }
             }
         }
@@ -349,28 +350,28 @@ impl<B: Backend> Replica<B> {
         // were compared: a change in between is in flight.
         let mutual = mutual_before && mutual(&reply, me, last_seq, held_of_peer);
         let theirs: BTreeMap<String, u128> = reply.names.into_iter().collect();
+        let mine: BTreeMap<String, u128> = self
+            .ks
+            .digests_in(&buckets)
+            .map_err(|source| ProtocolError::Merge { peer: from, source })?
+            .into_iter()
+            .collect();
+        let asked: std::collections::BTreeSet<u16> = buckets.into_iter().collect();
+        let names: std::collections::BTreeSet<&String> = mine.keys().chain(theirs.keys()).collect();
         let mut differing = Vec::new();
-        for b in buckets {
-            let mine = self
-                .ks
-                .digests_in(b)
-                .map_err(|source| ProtocolError::Merge { peer: from, source })?;
-            let mine: BTreeMap<String, u128> = mine.into_iter().collect();
-            let names: std::collections::BTreeSet<&String> =
-                mine.keys().chain(theirs.keys()).collect();
-            for name in names {
-                if crate::keyspace::bucket_of(name) != b {
-                    continue;
-                }
-                let (here, there) = (mine.get(name).copied(), theirs.get(name).copied());
-                if here != there {
-                    differing.push(Differing {
-                        name: name.clone(),
-                        node: from,
-                        here,
-                        there,
-                    });
-                }
+        for name in names {
+            // Only the buckets asked for are compared.
+            if !asked.contains(&crate::keyspace::bucket_of(name)) {
+                continue;
+            }
+            let (here, there) = (mine.get(name).copied(), theirs.get(name).copied());
+            if here != there {
+                differing.push(Differing {
+                    name: name.clone(),
+                    node: from,
+                    here,
+                    there,
+                });
             }
         }
         let divergent = mutual && !differing.is_empty();

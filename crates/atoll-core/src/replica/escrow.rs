@@ -440,7 +440,7 @@ impl<B: Backend> Replica<B> {
             let by_use = if all_use == 0 {
                 rest / count
             } else {
-                rest * i128::from(use_of.get(&n).copied().unwrap_or(0)) / all_use
+                rest.saturating_mul(i128::from(use_of.get(&n).copied().unwrap_or(0))) / all_use
             };
             base + by_use
         };
