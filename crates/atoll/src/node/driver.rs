@@ -36,9 +36,12 @@ pub(super) async fn drive(
             // which no other worker steals: let it run now.
             tokio::task::yield_now().await;
         }
-        let (deadline, applied) = {
+        let (deadline, applied, checked) = {
             let mut r = store.replica();
             let mut applied = Vec::new();
+            // Reports are handed on once the replica is let go: exporting
+            // one reads the store.
+            let mut checked = Vec::new();
             while let Some(e) = r.poll_event() {
                 match e {
                     Event::Applied(a) => applied.push(a),
@@ -85,7 +88,7 @@ pub(super) async fn drive(
                         tracing::debug!(id, %name, ?result, "request answered");
                         store.answered(id, result);
                     }
-                    Event::Checked(report) => store.checked(*report),
+                    Event::Checked(report) => checked.push(*report),
                     Event::Repaired { name, from } => store.repaired(&name, from),
                     Event::Unfenced => {
                         tracing::info!(
@@ -94,10 +97,13 @@ pub(super) async fn drive(
                     }
                 }
             }
-            (r.poll_timeout(), applied)
+            (r.poll_timeout(), applied, checked)
         };
         for a in applied {
             store.publish(a);
+        }
+        for report in checked {
+            store.checked(report);
         }
         let sleep = match deadline {
             Some(at) => Duration::from_millis(at.saturating_sub(mono_ms())),
