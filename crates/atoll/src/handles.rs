@@ -104,7 +104,16 @@ impl Counter {
     pub fn enable_escrow(&self, floor: i64) -> Result<()> {
         self.store
             .write(false, &self.name, Op::CounterEscrow { floor })?;
-        Ok(())
+        // Enabled at the owner; the record reaches this node by gossip.
+        // Waited for a moment, so that what this node shows next says so
+        // (a node cut off from the owner since shows it once it returns).
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        crate::store::blocking(|| {
+            while self.store.escrow(&self.name)?.is_none() && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Ok(())
+        })
     }
 
     /// The escrow of the counter's decrement rights as this node sees it
