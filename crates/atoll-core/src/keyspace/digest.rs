@@ -100,12 +100,6 @@ impl<B: Backend> Keyspace<B> {
         Ok(names)
     }
 
-    /// The digest of one variable, as the index holds it.
-    pub fn digest(&mut self, name: &str) -> Result<Option<u128>> {
-        self.update_digests()?;
-        Ok(self.digests.leaves.get(name).copied())
-    }
-
     fn update_digests(&mut self) -> Result<()> {
         if !self.digests.ready {
             self.digests = DigestIndex {

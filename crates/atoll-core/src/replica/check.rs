@@ -13,7 +13,7 @@
 //! [`Event::Checked`] with the [`CheckReport`].
 
 use super::*;
-use crate::keyspace::{digest_of, DigestTree, DIGEST_BUCKETS};
+use crate::keyspace::{DigestTree, DIGEST_BUCKETS};
 use crate::protocol::DigestReply;
 
 /// Differing variables listed in a report, at most (the rest are
@@ -138,8 +138,6 @@ pub(super) struct Running {
 pub(super) struct Checks {
     pub(super) running: BTreeMap<u64, Running>,
     last_id: u64,
-    /// Checks finished since opening.
-    pub(super) done: u64,
 }
 
 impl<B: Backend> Replica<B> {
@@ -227,11 +225,6 @@ impl<B: Backend> Replica<B> {
         })
     }
 
-    /// Checks finished since opening.
-    pub fn checks_done(&self) -> u64 {
-        self.checks.done
-    }
-
     /// A peer asks for our digests.
     pub(super) fn on_digest_ask(
         &mut self,
@@ -255,10 +248,7 @@ impl<B: Backend> Replica<B> {
             holds: self
                 .peers
                 .keys()
-                .copied()
-                .collect::<Vec<_>>()
-                .into_iter()
-                .filter_map(|id| self.held_of(id).map(|h| (id, h)))
+                .filter_map(|&id| self.held_of(id).map(|h| (id, h)))
                 .collect(),
             root: tree.root,
             variables: tree.variables,
@@ -488,7 +478,6 @@ impl<B: Backend> Replica<B> {
                 n.result = CheckResult::Unreachable;
             }
         }
-        self.checks.done += 1;
         let report = CheckReport {
             id,
             node: self.id(),
@@ -520,10 +509,5 @@ impl<B: Backend> Replica<B> {
     /// When the next check ends by its deadline.
     pub(super) fn next_check_deadline(&self) -> Option<u64> {
         self.checks.running.values().map(|r| r.deadline).min()
-    }
-
-    /// The digest of one variable here, as a check compares it.
-    pub fn digest_of_var(&mut self, name: &str) -> crate::Result<Option<u128>> {
-        Ok(self.ks.state(name)?.map(|s| digest_of(name, s)))
     }
 }

@@ -33,7 +33,6 @@
 //! gives the surplus back. Nodes not connected to the owner keep what they
 //! hold.
 
-use super::owners::Route;
 use super::*;
 use crate::error::OwnershipError;
 use crate::keyspace::{escrow_record, escrowed_by_record, ESCROW_PREFIX};
@@ -55,6 +54,23 @@ pub(super) struct Escrows {
     spent_seen: BTreeMap<(String, ReplicaId), u64>,
     /// Rights granted by this node since it opened.
     pub(super) granted: u64,
+}
+
+/// Where an operation runs, as far as escrow decides it.
+pub(super) enum Escrowed {
+    /// Not a decrement of a counter with escrow.
+    No,
+    /// A decrement this node makes out of its balance (`Route::Escrow`).
+    Here,
+    /// A decrement that runs at an owner, as a strong operation does.
+    AtOwner,
+}
+
+/// The owner's pool: what it may decrement or grant, as `escrow` and
+/// `counter` show it.
+fn pool_of(escrow: &Escrow, counter: &PNCounter) -> i128 {
+    let floor = i128::from(escrow.floor.unwrap_or(i64::MIN));
+    counter.value() - floor - escrow.held(counter)
 }
 
 /// How much `op` takes off a counter, if it decrements one.
@@ -140,34 +156,22 @@ impl<B: Backend> Replica<B> {
         }
     }
 
-    /// The owner's pool: what it may decrement or grant, as it sees it.
-    fn pool(&mut self, name: &str, escrow: &Escrow) -> crate::Result<i128> {
-        let floor = i128::from(escrow.floor.unwrap_or(i64::MIN));
-        let counter = self.counter_of(name)?;
-        Ok(counter.value() - floor - escrow.held(&counter))
-    }
-
-    /// What `node` holds of counter `name`'s rights, as seen here.
-    fn balance_of(&mut self, name: &str, escrow: &Escrow, node: ReplicaId) -> crate::Result<i128> {
-        let counter = self.counter_of(name)?;
-        Ok(escrow.balance(node, &counter))
-    }
-
-    /// Where a decrement of a counter with escrow runs: here, out of this
-    /// node's balance, if it holds enough, its copy stays at or above the
-    /// floor, and it is neither the owner (which decrements out of its
-    /// pool) nor fenced. `None`: as any operation.
+    /// Where a decrement of a counter with escrow runs (see [`Escrowed`]):
+    /// here, out of this node's balance, if it holds enough, its copy stays
+    /// at or above the floor, and it is neither the owner (which
+    /// decrements out of its pool) nor fenced; else at an owner, even on a
+    /// counter released since.
     pub(super) fn escrow_route(
         &mut self,
         name: &str,
         op: &Op,
         owner: Option<ReplicaId>,
-    ) -> crate::Result<Option<Route>> {
+    ) -> crate::Result<Escrowed> {
         let Some(by) = decrement_of(op) else {
-            return Ok(None);
+            return Ok(Escrowed::No);
         };
         let Some(escrow) = self.escrow_of(name)? else {
-            return Ok(None);
+            return Ok(Escrowed::No);
         };
         let me = self.id();
         let counter = self.counter_of(name)?;
@@ -177,15 +181,9 @@ impl<B: Backend> Replica<B> {
             && escrow.balance(me, &counter) >= i128::from(by)
             && counter.value() - i128::from(by) >= floor
         {
-            return Ok(Some(Route::Escrow));
+            return Ok(Escrowed::Here);
         }
-        Ok(None)
-    }
-
-    /// Whether `op` is a decrement of a counter with escrow: it then runs
-    /// at an owner, even on a counter released since.
-    pub(super) fn escrowed_decrement(&mut self, name: &str, op: &Op) -> bool {
-        decrement_of(op).is_some() && matches!(self.escrow_of(name), Ok(Some(_)))
+        Ok(Escrowed::AtOwner)
     }
 
     /// A decrement out of this node's balance (the route said
@@ -221,7 +219,8 @@ impl<B: Backend> Replica<B> {
         let Some(escrow) = self.escrow_of(name)? else {
             return Ok(None);
         };
-        let pool = self.pool(name, &escrow)?;
+        let counter = self.counter_of(name)?;
+        let pool = pool_of(&escrow, &counter);
         let key = (name.to_string(), requester);
         *self.escrows.used.entry(key).or_default() += by;
         if i128::from(by) <= pool {
@@ -230,11 +229,11 @@ impl<B: Backend> Replica<B> {
         // Rights granted to this node before it owned the counter go back
         // to its pool, and may cover it.
         let me = self.id();
-        let mine = u64::try_from(self.balance_of(name, &escrow, me)?).unwrap_or(0);
+        let mine = u64::try_from(escrow.balance(me, &counter)).unwrap_or(0);
         if mine > 0 && !self.fenced() {
             self.write_escrow(name, |e| e.give_back(me, mine))?;
             let pool = match self.escrow_of(name)? {
-                Some(e) => self.pool(name, &e)?,
+                Some(e) => pool_of(&e, &counter),
                 None => pool,
             };
             if i128::from(by) <= pool {
@@ -244,7 +243,7 @@ impl<B: Backend> Replica<B> {
         let floor = escrow.floor.unwrap_or_default();
         match *op {
             Op::CounterDecrementIf { .. } => {
-                let value = self.counter_value(name)?;
+                let value = counter.value();
                 Ok(Some((Answer::Decremented { done: false, value }, None)))
             }
             _ => Err(OwnershipError::BelowFloor {
@@ -412,7 +411,7 @@ impl<B: Backend> Replica<B> {
         }
         // What the owner was granted before it owned the counter goes
         // back to its pool, where the targets count it.
-        let mine = u64::try_from(self.balance_of(name, escrow, me)?).unwrap_or(0);
+        let mine = u64::try_from(escrow.balance(me, &counter)).unwrap_or(0);
         let returned;
         let escrow = if mine > 0 {
             self.write_escrow(name, |e| e.give_back(me, mine))?;
@@ -421,7 +420,7 @@ impl<B: Backend> Replica<B> {
         } else {
             escrow
         };
-        let pool = self.pool(name, escrow)?;
+        let pool = pool_of(escrow, &counter);
         let balance = |n: ReplicaId| escrow.balance(n, &counter).max(0);
         let total: i128 = pool
             + nodes
@@ -500,7 +499,7 @@ impl<B: Backend> Replica<B> {
             return Ok(());
         };
         let target = i128::from(targets.shares.get(&me).copied().unwrap_or(0));
-        let balance = self.balance_of(name, escrow, me)?;
+        let balance = escrow.balance(me, &self.counter_of(name)?);
         if balance <= target * 2 || balance <= 0 {
             return Ok(());
         }

@@ -265,12 +265,13 @@ impl<B: Backend> Replica<B> {
                 }
             }
         }
-        if let Some(route) = self.escrow_route(name, op, record.owner())? {
-            return Ok(route);
-        }
         // A decrement of a counter with escrow is as strong as a
-        // conditional one.
-        let strong = op.strong() || self.escrowed_decrement(name, op);
+        // conditional one, unless this node spends its own rights.
+        let strong = match self.escrow_route(name, op, record.owner())? {
+            super::escrow::Escrowed::Here => return Ok(Route::Escrow),
+            super::escrow::Escrowed::AtOwner => true,
+            super::escrow::Escrowed::No => op.strong(),
+        };
         match record.owner() {
             // This node may not have heard of a grant yet: the node that
             // decides about the variable has, and tells.
