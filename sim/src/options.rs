@@ -341,6 +341,10 @@ pub struct Options {
     /// batch and part sizes, retransmission, gossip interval): nodes of one
     /// cluster need not agree on them.
     pub mixed_configs: bool,
+    /// Storage: how far back the index of changes reaches (log sequence
+    /// numbers); a peer the log no longer reaches, but this does, is sent
+    /// only the variables changed since what it holds.
+    pub changes_retain: u64,
     /// Remote timestamps further ahead than this are refused (ms).
     pub max_clock_skew_ms: u64,
     /// How often to sample divergence for the report (ms; 0 = never).
@@ -414,19 +418,23 @@ impl Options {
             state_part_bytes: [40, 300, 64 << 10][rng.index(3)],
             max_delta_len: [16 << 20, 16 << 20, 16 << 20, 2_000][rng.index(4)],
             mixed_configs: rng.chance(0.25),
+            changes_retain: 1 << 40,
         }
         .with_strong(seed)
         .with_rebalance(seed)
         .with_escrow(seed)
     }
 
-    /// Escrow of the bounded counter's rights, in half the runs, drawn
-    /// from a stream of its own.
+    /// Escrow of the bounded counter's rights (in half the runs), checks,
+    /// and how far back the index of changes reaches, each drawn from a
+    /// stream of its own.
     fn with_escrow(mut self, seed: u64) -> Options {
         let mut rng = Rng::new(seed ^ 0x00e5_c0e0_0000);
         self.workload.escrow = rng.chance(0.5);
         let mut rng = Rng::new(seed ^ 0x00c4_ec6c_0001);
         self.workload.check_every_ms = [0, 0, 1_000, 5_000][rng.index(4)];
+        let mut rng = Rng::new(seed ^ 0x00c4_a6e5_0002);
+        self.changes_retain = [50, 500, 1 << 40, 1 << 40][rng.index(4)];
         self
     }
 
@@ -483,6 +491,7 @@ impl Options {
             state_part_bytes: atoll_core::ReplicaConfig::default().state_part_bytes,
             max_delta_len: atoll_core::KeyspaceConfig::default().max_delta_len,
             mixed_configs: false,
+            changes_retain: 1 << 40,
         }
     }
 }

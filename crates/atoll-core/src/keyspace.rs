@@ -45,6 +45,12 @@ struct Var {
     state: State,
     /// Changes whenever the state may have (see [`Keyspace::version`]).
     version: u64,
+    /// Its entries in the index of changes that this opening wrote (see
+    /// [`Keyspace::changed_after`]): the checkpoint of each, and the one
+    /// incarnation its changes came from, if one. The next entry of the
+    /// same origin replaces the earlier one. (An entry an earlier opening
+    /// wrote stays, until the index forgets it.)
+    indexed: Vec<(u64, Option<ReplicaId>)>,
 }
 
 /// Every variable of one replica, persisted through a [`Backend`].
@@ -59,8 +65,9 @@ pub struct Keyspace<B> {
     config: KeyspaceConfig,
     /// Every variable loaded so far (variables are never evicted).
     vars: BTreeMap<String, Var>,
-    /// Variables changed since the last checkpoint.
-    dirty: BTreeSet<String>,
+    /// Variables changed since the last checkpoint, each with the one
+    /// incarnation those changes came from, if one.
+    dirty: BTreeMap<String, Option<ReplicaId>>,
     /// Log entries appended since the last checkpoint.
     since_checkpoint: u64,
     /// The last version given to a variable's state.
@@ -106,6 +113,13 @@ pub struct KeyspaceConfig {
     /// to this many bytes, so that a peer catching up is sent a few large
     /// deltas rather than one per operation (0: never).
     pub coalesce_bytes: usize,
+    /// How far back, in log sequence numbers, the index of changes reaches
+    /// (see [`Keyspace::changed_after`]): a peer that holds our log through
+    /// a sequence within it, but before the log's start, is sent only the
+    /// variables changed since. It costs a key per changed variable per
+    /// checkpoint, replaced at the next; it should reach much further back
+    /// than `log_retain`.
+    pub changes_retain: u64,
 }
 
 impl Default for KeyspaceConfig {
@@ -117,6 +131,7 @@ impl Default for KeyspaceConfig {
             checkpoint_every: 4096,
             log_retain: 100_000,
             coalesce_bytes: 64 << 10,
+            changes_retain: 1 << 40,
         }
     }
 }
@@ -184,7 +199,7 @@ impl<B: Backend> Keyspace<B> {
             clock: HybridClock::new(config.max_clock_skew_ms),
             config,
             vars: BTreeMap::new(),
-            dirty: BTreeSet::new(),
+            dirty: BTreeMap::new(),
             since_checkpoint: 0,
             // From this opening's random id: versions differ from those an
             // earlier opening gave, whatever a peer still has of them.
@@ -390,14 +405,14 @@ impl<B: Backend> Keyspace<B> {
                 return Err(e.into());
             }
         };
-        self.after_append(name, seq)?;
+        self.after_append(name, seq, origin)?;
         Ok(seq)
     }
 
     /// After an entry of `name` was appended as `seq`: flushes if
     /// configured, and checkpoints when due.
-    fn after_append(&mut self, name: &str, seq: u64) -> Result<()> {
-        self.dirty.insert(name.to_string());
+    fn after_append(&mut self, name: &str, seq: u64, origin: ReplicaId) -> Result<()> {
+        self.note_dirty(name, origin);
         self.digests.note_changed(name);
         self.since_checkpoint += 1;
         if self.config.flush_each_write {
@@ -464,7 +479,7 @@ impl<B: Backend> Keyspace<B> {
     /// cache (which keeps every variable loaded). `None` otherwise.
     pub(crate) fn stored_state(&mut self, name: &str) -> Result<Option<(Vec<u8>, u64)>> {
         validate_name(name)?;
-        if self.dirty.contains(name) {
+        if self.dirty.contains_key(name) {
             return Ok(None);
         }
         let Some(bytes) = self.storage.state(name)? else {
@@ -507,6 +522,49 @@ impl<B: Backend> Keyspace<B> {
         Ok(self.storage.log_within(after, limit, max_bytes)?)
     }
 
+    /// The variables changed after log sequence `after`, but for changes
+    /// that all came from incarnation `not_from` (the peer they are for
+    /// holds those): those the index of changes names (written at
+    /// checkpoints) and those changed since the last checkpoint. A peer
+    /// holding our log through `after` lacks nothing of any other variable.
+    /// `None` if the index does not reach back to `after`
+    /// ([`KeyspaceConfig::changes_retain`]) or names more than `limit`
+    /// variables.
+    pub fn changed_after(
+        &self,
+        after: u64,
+        limit: usize,
+        not_from: Option<ReplicaId>,
+    ) -> Result<Option<BTreeSet<String>>> {
+        let Some(indexed) = self.storage.changed_after(after, limit)? else {
+            return Ok(None);
+        };
+        let wanted = |origin: Option<ReplicaId>| origin.is_none() || origin != not_from;
+        let mut names: BTreeSet<String> = indexed
+            .into_iter()
+            .filter(|(_, origin)| wanted(*origin))
+            .map(|(name, _)| name)
+            .collect();
+        for (name, origin) in &self.dirty {
+            if wanted(*origin) {
+                names.insert(name.clone());
+            }
+        }
+        Ok((names.len() <= limit).then_some(names))
+    }
+
+    /// Notes that `name` changed since the last checkpoint, by a delta from
+    /// incarnation `origin`.
+    fn note_dirty(&mut self, name: &str, origin: ReplicaId) {
+        match self.dirty.get_mut(name) {
+            Some(o) if *o != Some(origin) => *o = None,
+            Some(_) => {}
+            None => {
+                self.dirty.insert(name.to_string(), Some(origin));
+            }
+        }
+    }
+
     /// The newest delta-log sequence number.
     pub fn last_seq(&self) -> u64 {
         self.storage.last_seq()
@@ -534,6 +592,7 @@ fn touch<'a>(
         meta: VarMeta::new(kind),
         state: State::new(kind),
         version: 0,
+        indexed: Vec::new(),
     });
     var.version = *versions;
     var

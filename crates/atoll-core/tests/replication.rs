@@ -743,6 +743,42 @@ fn runs_written_before_a_restart_are_joined_after_it() {
     assert_eq!(members.len(), 250);
 }
 
+#[test]
+fn a_run_is_not_joined_past_an_entry_of_its_variable_from_another_origin() {
+    let mut net = Net::new(1, KeyspaceConfig::default());
+    // Node 0's log: 1-3 its increments, 4 a decrement from elsewhere
+    // (which followed them there), 5-6 its increments again.
+    for _ in 0..3 {
+        net.incr(0, "c", 1);
+    }
+    let mut counter = atoll_crdt::PNCounter::new();
+    let delta = counter.add(id(1), -2).unwrap();
+    let now = net.now;
+    net.nodes[0]
+        .keyspace()
+        .merge(
+            inc(1),
+            "c",
+            Kind::Counter,
+            &atoll_crdt::codec::encode(&State::Counter(delta)),
+            now,
+        )
+        .unwrap();
+    for _ in 0..2 {
+        net.incr(0, "c", 1);
+    }
+    net.nodes[0].keyspace().checkpoint().unwrap();
+    let log = net.nodes[0]
+        .keyspace()
+        .storage()
+        .log_after(0, usize::MAX)
+        .unwrap();
+    let at: Vec<(u64, ReplicaId)> = log.iter().map(|(seq, e)| (*seq, e.origin)).collect();
+    // The first run ends before the decrement: a peer merging the log in
+    // order never holds the decrement without the increments before it.
+    assert_eq!(at, [(3, inc(0)), (4, inc(1)), (6, inc(0))]);
+}
+
 /// State parts node 0 sent node 1 that arrived.
 fn parts_delivered(net: &Net) -> u64 {
     net.delivered
@@ -1412,7 +1448,7 @@ fn a_state_larger_than_a_delta_is_forwarded_by_state_transfer() {
         .events
         .iter()
         .filter_map(|(i, e)| match e {
-            Event::StateTransferStarted { peer, why } if *i == 1 && *peer == id(2) => Some(why),
+            Event::StateTransferStarted { peer, why, .. } if *i == 1 && *peer == id(2) => Some(why),
             _ => None,
         })
         .collect();

@@ -20,6 +20,8 @@
 //! | `m` + name          | [`VarMeta`]: kind, owner, epoch                 |
 //! | `s` + name          | the variable's state as of the checkpoint (a sled tree of its own) |
 //! | `l` + seq (8 B, BE) | [`LogEntry`]: the delta of one operation       |
+//! | `w` + seq (8 B, BE) + name | (empty) the index of changes: the variable changed at or before the checkpoint at seq |
+//! | `k`                 | the index of changes names every variable changed after this sequence |
 //!
 //! The delta log is a write-ahead log. [`Storage::append`] writes an operation's
 //! delta as one log entry, a single atomic write (with the variable's metadata in

@@ -32,11 +32,16 @@ pub const STATES: crate::Table = crate::Table {
 const LOG: u8 = b'l';
 const FORMAT: &[u8] = b"v";
 const COALESCED: &[u8] = b"j";
+const CHANGES: u8 = b'w';
+const CHANGES_FROM: &[u8] = b"k";
 
 /// The storage layout this version writes, recorded in the data on first
-/// open (2: variable states in a sled tree of their own). A version that
-/// finds a newer one refuses to open the data, rather than misread it.
-pub const STORAGE_FORMAT: u64 = 2;
+/// open (2: variable states in a sled tree of their own; 3: the index of
+/// changes, which a version before it would not keep up to date). A version
+/// that finds a newer one refuses to open the data, rather than misread it.
+/// Data of format 2 is upgraded in place: its index of changes starts at its
+/// checkpoint.
+pub const STORAGE_FORMAT: u64 = 3;
 
 /// What a store knows about itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +126,16 @@ pub struct Storage<B> {
     /// [`Storage::first_seq`], once read (`None`: not known). Replication
     /// asks for it on every message; reading it copies the first entry.
     first: std::cell::Cell<Option<Option<u64>>>,
+    /// The index of changes holds every variable changed after this.
+    changes_from: u64,
+}
+
+fn change_key(seq: u64, name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + name.len());
+    k.push(CHANGES);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k.extend_from_slice(name.as_bytes());
+    k
 }
 
 fn key(prefix: u8, name: &str) -> Vec<u8> {
@@ -182,24 +197,29 @@ impl<B: Backend> Storage<B> {
     /// Lays atoll's data out on `backend`, recovering the log sequence and the
     /// checkpoint.
     pub fn open(mut backend: B) -> Result<Self> {
+        let checkpoint = read_u64(&backend, CHECKPOINT)?;
         match read_u64(&backend, FORMAT)? {
-            0 => {
-                backend.apply(vec![BatchOp::Put(
-                    FORMAT.to_vec(),
-                    STORAGE_FORMAT.to_be_bytes().to_vec(),
-                )])?;
-                backend.flush()?;
-            }
             found if found > STORAGE_FORMAT => {
                 return Err(StoreError::NewerFormat {
                     found,
                     supported: STORAGE_FORMAT,
                 })
             }
+            found if found < STORAGE_FORMAT => {
+                // New data (0), or data written before the index of changes
+                // (2): the variables changed after the checkpoint are
+                // replayed and written to the index at the next one; those
+                // changed before are not known.
+                backend.apply(vec![
+                    BatchOp::Put(CHANGES_FROM.to_vec(), checkpoint.to_be_bytes().to_vec()),
+                    BatchOp::Put(FORMAT.to_vec(), STORAGE_FORMAT.to_be_bytes().to_vec()),
+                ])?;
+                backend.flush()?;
+            }
             _ => {}
         }
+        let changes_from = read_u64(&backend, CHANGES_FROM)?;
         let dropped = read_u64(&backend, DROPPED)?;
-        let checkpoint = read_u64(&backend, CHECKPOINT)?;
         let newest = match backend.last_in(&[LOG], &[LOG + 1])? {
             Some((k, _)) => seq_of(&k)?,
             None => 0,
@@ -210,6 +230,7 @@ impl<B: Backend> Storage<B> {
             checkpoint,
             dropped,
             first: std::cell::Cell::new(None),
+            changes_from,
         })
     }
 
@@ -384,15 +405,28 @@ impl<B: Backend> Storage<B> {
 
     /// Writes the given variables' states and records that every state now
     /// includes the log through `through`, in one atomic batch. Does not flush.
+    ///
+    /// The same batch records each of them in the index of changes as
+    /// changed at `through`, with the one incarnation its changes since the
+    /// last checkpoint came from, if one (see [`Storage::changed_after`]);
+    /// `replaced` names earlier entries of the index to drop, as
+    /// (sequence, name).
     pub fn checkpoint<N: AsRef<str>>(
         &mut self,
-        states: impl IntoIterator<Item = (N, Vec<u8>)>,
+        states: impl IntoIterator<Item = (N, Vec<u8>, Option<ReplicaId>)>,
+        replaced: impl IntoIterator<Item = (u64, N)>,
         through: u64,
     ) -> Result<()> {
-        let mut ops: Vec<BatchOp> = states
+        let mut ops: Vec<BatchOp> = replaced
             .into_iter()
-            .map(|(name, state)| BatchOp::Put(key(STATE, name.as_ref()), state))
+            .filter(|(seq, _)| *seq != through)
+            .map(|(seq, name)| BatchOp::Delete(change_key(seq, name.as_ref())))
             .collect();
+        for (name, state, origin) in states {
+            let origin = origin.map_or_else(Vec::new, |o| o.0.to_be_bytes().to_vec());
+            ops.push(BatchOp::Put(change_key(through, name.as_ref()), origin));
+            ops.push(BatchOp::Put(key(STATE, name.as_ref()), state));
+        }
         ops.push(BatchOp::Put(
             CHECKPOINT.to_vec(),
             through.to_be_bytes().to_vec(),
@@ -400,6 +434,82 @@ impl<B: Backend> Storage<B> {
         self.backend.apply(ops)?;
         self.checkpoint = through;
         Ok(())
+    }
+
+    /// The variables changed after log sequence `after`, as the index of
+    /// changes recorded them at checkpoints (those changed since the last
+    /// checkpoint are not in it), each with the one incarnation its changes
+    /// came from, if one; in the order of the checkpoints that recorded
+    /// them, a variable perhaps more than once. `None` if the index does not
+    /// reach back to `after` (see [`Storage::changes_from`]), or names more
+    /// than `limit`.
+    #[allow(clippy::type_complexity)]
+    pub fn changed_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<(String, Option<ReplicaId>)>>> {
+        if after < self.changes_from {
+            return Ok(None);
+        }
+        let from = change_key(after.saturating_add(1), "");
+        let rows =
+            self.backend
+                .range(&from, &[CHANGES + 1], limit.saturating_add(1), usize::MAX)?;
+        if rows.len() > limit {
+            return Ok(None);
+        }
+        rows.into_iter()
+            .map(|(k, v)| {
+                let invalid =
+                    |what| corrupt(&k, DecodeError::Invalid(atoll_crdt::InvalidState(what)));
+                let name = k.get(9..).unwrap_or_default();
+                let name = String::from_utf8(name.to_vec())
+                    .map_err(|_| invalid("variable name is not UTF-8"))?;
+                let origin = match <[u8; 8]>::try_from(v.as_slice()) {
+                    Ok(id) => Some(ReplicaId(u64::from_be_bytes(id))),
+                    Err(_) if v.is_empty() => None,
+                    Err(_) => return Err(invalid("an origin is 8 bytes")),
+                };
+                Ok((name, origin))
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    /// The index of changes names every variable changed after this log
+    /// sequence.
+    pub fn changes_from(&self) -> u64 {
+        self.changes_from
+    }
+
+    /// Drops the index's entries through log sequence `through`: it then
+    /// knows only the changes after it. Does not flush.
+    pub fn forget_changes_through(&mut self, through: u64) -> Result<()> {
+        if through <= self.changes_from {
+            return Ok(());
+        }
+        loop {
+            let rows = self.backend.range(
+                &[CHANGES],
+                &change_key(through.saturating_add(1), ""),
+                1024,
+                usize::MAX,
+            )?;
+            let done = rows.len() < 1024;
+            let mut ops: Vec<BatchOp> = rows.into_iter().map(|(k, _)| BatchOp::Delete(k)).collect();
+            // In the same batch: the index never claims to reach back
+            // further than the entries it holds.
+            ops.push(BatchOp::Put(
+                CHANGES_FROM.to_vec(),
+                through.to_be_bytes().to_vec(),
+            ));
+            self.backend.apply(ops)?;
+            self.changes_from = through;
+            if done {
+                return Ok(());
+            }
+        }
     }
 
     /// The log sequence the stored states include: later entries must be
@@ -602,6 +712,60 @@ mod tests {
         assert!(e.to_string().contains("newer atoll"), "{e}");
     }
 
+    #[test]
+    fn the_index_of_changes_names_what_changed_after_a_sequence_and_no_more() {
+        let mem = MemoryBackend::new();
+        let mut s = Storage::open(mem.clone()).unwrap();
+        assert_eq!(s.changes_from(), 0, "a new store indexes every change");
+        let (p, q) = (Some(ReplicaId(5)), Some(ReplicaId(6)));
+        s.checkpoint([("a", vec![1], p), ("b", vec![2], None)], [], 3)
+            .unwrap();
+        s.checkpoint([("c", vec![3], q), ("a", vec![4], p)], [(3, "a")], 7)
+            .unwrap();
+        let names = |s: &Storage<MemoryBackend>, after| {
+            s.changed_after(after, 10)
+                .unwrap()
+                .map(|v| v.into_iter().map(|(n, _)| n).collect::<Vec<String>>())
+        };
+        assert_eq!(names(&s, 0), Some(vec!["b".into(), "a".into(), "c".into()]));
+        assert_eq!(names(&s, 3), Some(vec!["a".into(), "c".into()]));
+        assert_eq!(names(&s, 7), Some(vec![]));
+        assert_eq!(
+            s.changed_after(0, 10).unwrap(),
+            Some(vec![("b".into(), None), ("a".into(), p), ("c".into(), q)]),
+            "with their origins"
+        );
+        assert_eq!(s.changed_after(0, 2).unwrap(), None, "over the limit");
+        // Reopened: the index is on disk.
+        let mut s = Storage::open(mem.clone()).unwrap();
+        assert_eq!(names(&s, 3), Some(vec!["a".into(), "c".into()]));
+        s.forget_changes_through(5).unwrap();
+        assert_eq!(s.changes_from(), 5);
+        assert_eq!(names(&s, 3), None, "no longer reaches back to 3");
+        assert_eq!(names(&s, 5), Some(vec!["a".into(), "c".into()]));
+        let s = Storage::open(mem).unwrap();
+        assert_eq!(s.changes_from(), 5, "kept");
+        assert_eq!(names(&s, 6), Some(vec!["a".into(), "c".into()]));
+    }
+
+    #[test]
+    fn data_of_format_2_is_upgraded_with_an_index_from_its_checkpoint() {
+        let mut mem = MemoryBackend::new();
+        mem.apply(vec![
+            BatchOp::Put(FORMAT.to_vec(), 2u64.to_be_bytes().to_vec()),
+            BatchOp::Put(CHECKPOINT.to_vec(), 40u64.to_be_bytes().to_vec()),
+        ])
+        .unwrap();
+        let s = Storage::open(mem.clone()).unwrap();
+        assert_eq!(s.changes_from(), 40, "what changed before 40 is not known");
+        assert_eq!(s.changed_after(39, 10).unwrap(), None);
+        assert_eq!(s.changed_after(40, 10).unwrap(), Some(vec![]));
+        assert_eq!(
+            mem.get(FORMAT).unwrap(),
+            Some(STORAGE_FORMAT.to_be_bytes().to_vec())
+        );
+    }
+
     fn entry(name: &str) -> LogEntry {
         LogEntry {
             name: name.into(),
@@ -617,7 +781,7 @@ mod tests {
         let mut s = Storage::open(mem.clone()).unwrap();
         let meta = VarMeta::new(Kind::Counter);
         assert_eq!(s.append(Some(&meta), &entry("x")).unwrap(), 1);
-        s.checkpoint([("x", b"st".to_vec())], 1).unwrap();
+        s.checkpoint([("x", b"st".to_vec(), None)], [], 1).unwrap();
         s.flush().unwrap();
         assert_eq!(s.append(None, &entry("x")).unwrap(), 2);
         mem.crash(0);
@@ -637,10 +801,12 @@ mod tests {
             s.append(None, &entry("x")).unwrap();
         }
         assert_eq!(s.first_seq().unwrap(), Some(1));
-        s.checkpoint(Vec::<(&str, Vec<u8>)>::new(), 3).unwrap();
+        s.checkpoint(Vec::<(&str, Vec<u8>, _)>::new(), [], 3)
+            .unwrap();
         assert_eq!(s.truncate_log(10).unwrap(), 3);
         assert_eq!(s.first_seq().unwrap(), Some(4));
-        s.checkpoint(Vec::<(&str, Vec<u8>)>::new(), 5).unwrap();
+        s.checkpoint(Vec::<(&str, Vec<u8>, _)>::new(), [], 5)
+            .unwrap();
         assert_eq!(s.truncate_log(5).unwrap(), 2);
         assert_eq!(s.first_seq().unwrap(), None);
         let s2 = Storage::open(s.backend().clone()).unwrap();
@@ -739,7 +905,8 @@ mod tests {
         assert_eq!(seqs, vec![3, 4, 5]);
         assert_eq!(s.log_after(0, 1).unwrap(), vec![(3, joined)]);
         // Truncating through 2 finds nothing to delete, and moves the start.
-        s.checkpoint(Vec::<(&str, Vec<u8>)>::new(), 5).unwrap();
+        s.checkpoint(Vec::<(&str, Vec<u8>, _)>::new(), [], 5)
+            .unwrap();
         assert_eq!(s.truncate_log(2).unwrap(), 0);
         assert_eq!(s.first_seq().unwrap(), Some(3));
         let reopened = Storage::open(s.backend().clone()).unwrap();

@@ -89,6 +89,7 @@ impl Config {
             checkpoint_every: self.checkpoint_every,
             log_retain: self.log_retain,
             coalesce_bytes: self.coalesce_bytes,
+            ..atoll_core::KeyspaceConfig::default()
         }
     }
 

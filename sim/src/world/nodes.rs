@@ -22,6 +22,7 @@ impl Sim {
             checkpoint_every: self.opts.checkpoint_every,
             log_retain: self.opts.log_retain,
             coalesce_bytes: self.opts.coalesce_bytes,
+            changes_retain: self.opts.changes_retain,
         }
     }
 
@@ -156,12 +157,21 @@ impl Sim {
         }
         for e in events {
             match e {
-                Event::StateTransferStarted { peer, .. } => {
+                Event::StateTransferStarted { peer, changed, .. } => {
                     self.stats.state_transfers += 1;
-                    self.trace.record(
-                        self.now,
-                        format_args!("n{i} state transfer to n{}", index_of(peer)),
-                    );
+                    match changed {
+                        Some(changed) => self.trace.record(
+                            self.now,
+                            format_args!(
+                                "n{i} state transfer to n{}: {changed} variables changed",
+                                index_of(peer)
+                            ),
+                        ),
+                        None => self.trace.record(
+                            self.now,
+                            format_args!("n{i} state transfer to n{}", index_of(peer)),
+                        ),
+                    }
                 }
                 Event::StateTransferBlocked { peer, blocked } => {
                     // Every node here accepts states of any size the

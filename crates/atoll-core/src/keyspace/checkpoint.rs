@@ -13,16 +13,24 @@ impl<B: Backend> Keyspace<B> {
     pub fn checkpoint(&mut self) -> Result<()> {
         let last = self.storage.last_seq();
         if !(self.dirty.is_empty() && self.storage.checkpoint_seq() == last) {
-            let states: Vec<(String, Vec<u8>)> = self
-                .dirty
-                .iter()
-                .filter_map(|n| {
-                    self.vars
-                        .get(n)
-                        .map(|v| (n.clone(), codec::encode(&v.state)))
-                })
-                .collect();
-            self.storage.checkpoint(states, last)?;
+            let mut states = Vec::with_capacity(self.dirty.len());
+            let mut replaced: Vec<(u64, String)> = Vec::new();
+            for (n, origin) in &self.dirty {
+                if let Some(v) = self.vars.get(n) {
+                    states.push((n.clone(), codec::encode(&v.state), *origin));
+                    // Its entry of the same origin, if any, gives way.
+                    if let Some((seq, _)) = v.indexed.iter().find(|(_, o)| o == origin) {
+                        replaced.push((*seq, n.clone()));
+                    }
+                }
+            }
+            self.storage.checkpoint(states, replaced, last)?;
+            for (n, origin) in &self.dirty {
+                if let Some(v) = self.vars.get_mut(n) {
+                    v.indexed.retain(|(_, o)| o != origin);
+                    v.indexed.push((last, *origin));
+                }
+            }
             self.dirty.clear();
             self.since_checkpoint = 0;
         }
@@ -43,13 +51,18 @@ impl<B: Backend> Keyspace<B> {
             self.flushed_through = last;
             self.storage.truncate_log(through)?;
         }
+        let forget = last.saturating_sub(self.config.changes_retain);
+        if forget > self.storage.changes_from() {
+            self.storage.forget_changes_through(forget)?;
+        }
         Ok(())
     }
 
     /// Joins runs of log entries written since the last call, through
     /// `through` (covered by a checkpoint, so never replayed): entries of one
-    /// variable from one origin, up to [`KeyspaceConfig::coalesce_bytes`], become
-    /// one entry at the sequence number of the run's last. Nothing moves to an
+    /// variable from one origin, up to [`KeyspaceConfig::coalesce_bytes`]
+    /// and with no entry of the variable from another origin between them,
+    /// become one entry at the sequence number of the run's last. Nothing moves to an
     /// earlier sequence number, so a peer that acknowledged a sequence still
     /// receives everything after it (and some of it again). One atomic batch.
     pub(super) fn coalesce(&mut self, through: u64) -> Result<()> {
@@ -81,6 +94,23 @@ impl<B: Backend> Keyspace<B> {
                 continue;
             }
             let delta = entry.decode_delta(seq)?;
+            // A run of the variable from another origin ends here: its
+            // content must not move past this entry. (A peer merging the
+            // log in order would otherwise hold this entry without the
+            // earlier ones it may follow from: the owner's decrement of a
+            // bounded counter without the increments that allowed it.)
+            let others: Vec<(String, ReplicaId)> = open
+                .range(
+                    (entry.name.clone(), ReplicaId(0))..=(entry.name.clone(), ReplicaId(u64::MAX)),
+                )
+                .map(|(k, _)| k.clone())
+                .filter(|(_, origin)| *origin != entry.origin)
+                .collect();
+            for key in others {
+                if let Some(run) = open.remove(&key) {
+                    done.push((key, run));
+                }
+            }
             let key = (entry.name, entry.origin);
             if let Some(run) = open.get_mut(&key) {
                 if run.bytes + entry.delta.len() <= cap && run.delta.kind() == delta.kind() {

@@ -205,9 +205,10 @@ impl<B: Backend> Keyspace<B> {
                 meta,
                 state,
                 version: self.versions,
+                indexed: Vec::new(),
             },
         );
-        self.after_append(name, seq)?;
+        self.after_append(name, seq, origin)?;
         Ok(Some(Applied {
             name: name.to_string(),
             kind,

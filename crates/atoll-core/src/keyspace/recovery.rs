@@ -45,6 +45,7 @@ impl<B: Backend> Keyspace<B> {
                     meta,
                     state,
                     version,
+                    indexed: Vec::new(),
                 },
             );
         }
@@ -87,7 +88,7 @@ impl<B: Backend> Keyspace<B> {
         if let Some(ts) = var.state.max_timestamp() {
             self.clock.witness(ts);
         }
-        self.dirty.insert(name);
+        self.note_dirty(&name, entry.origin);
         Ok(())
     }
 

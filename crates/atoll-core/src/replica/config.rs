@@ -44,6 +44,13 @@ pub struct ReplicaConfig {
     /// without inserting element by element.
     /// 0: never (always the log, while it lasts). Default: 4096.
     pub state_for_new_peers_after: u64,
+    /// A peer the log no longer reaches back to, but the index of changes
+    /// does (`KeyspaceConfig::changes_retain`), is sent the states of only
+    /// the variables changed since what it holds, if there are at most this
+    /// many; otherwise every variable's (a full state transfer). 0: always
+    /// a full state transfer. Default: 100 000 (their names are held in
+    /// memory while the transfer lasts).
+    pub resync_max_changed: usize,
     /// In a state transfer, a variable whose state is larger than this (a
     /// set, bag or map) is sent in parts of about this size, several in
     /// flight at once (up to `max_in_flight`): the network carries one while
@@ -103,6 +110,7 @@ impl Default for ReplicaConfig {
             ship_whole_bytes: 4 << 10,
             gossip_interval_ms: 0,
             state_for_new_peers_after: 4096,
+            resync_max_changed: 100_000,
             state_part_bytes: 64 << 10,
             max_state_len: 64 << 20,
             request_timeout_ms: 5000,

@@ -81,6 +81,10 @@ pub enum Event {
         peer: ReplicaId,
         /// Why.
         why: TransferReason,
+        /// `Some(n)`: only the `n` variables changed since what the peer
+        /// holds are sent (the index of changes reaches back to it);
+        /// `None`: every variable.
+        changed: Option<u64>,
     },
     /// A state transfer to a peer ended: the peer acknowledged its last
     /// variable, and holds this replica's log through `as_of`.
@@ -222,6 +226,9 @@ pub struct TransferStatus {
     pub in_parts: Option<(String, u32, u32)>,
     /// Why it began.
     pub why: TransferReason,
+    /// `Some(n)`: it sends only the `n` variables changed since what the
+    /// peer held; `None`: every variable.
+    pub changed: Option<u64>,
     /// The transfer stopped at a variable the peer would refuse.
     pub blocked: Option<TooLarge>,
 }

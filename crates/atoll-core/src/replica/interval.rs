@@ -75,7 +75,7 @@ impl<B: Backend> Replica<B> {
                 } else {
                     TransferReason::NewPeer
                 };
-                self.start_transfer(id, last, why);
+                self.start_transfer(id, last, why)?;
             } else if p.sent_through >= last {
                 // Nothing to send; but a peer that connected since our last
                 // complete interval is told it has everything.
@@ -182,7 +182,7 @@ impl<B: Backend> Replica<B> {
                         name: entry.name,
                         len: entry.delta.len(),
                     };
-                    self.start_transfer(id, shippable, why);
+                    self.start_transfer(id, shippable, why)?;
                     return self.send_state_chunk(id, now);
                 }
                 break;

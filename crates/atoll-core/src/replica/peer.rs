@@ -38,6 +38,10 @@ pub(super) struct Peer {
     /// It connected as an incarnation we had not heard from: nothing is sent
     /// until its `Hello` says what it holds, or until this deadline.
     pub(super) hello_pending: Option<u64>,
+    /// Since it connected as a new incarnation, no `Hello` of its came: a
+    /// connection lost before it did waits for one again when it is back,
+    /// rather than take the peer to hold nothing.
+    pub(super) hello_unanswered: bool,
     /// What it accepts, from its `Hello` (this incarnation's): nothing larger
     /// is sent to it. Until then, what this replica accepts.
     pub(super) limits: Option<Limits>,
@@ -152,6 +156,7 @@ impl<B: Backend> Replica<B> {
             let first = self.ks.storage().first_seq().ok().flatten();
             let span = first.map_or(0, |f| self.ks.last_seq().saturating_sub(f) + 1);
             p.hello_pending = None;
+            p.hello_unanswered = false;
             p.acked = resume;
             p.sent_through = resume;
             p.sent_max = resume;
@@ -228,6 +233,9 @@ impl<B: Backend> Replica<B> {
                         p.acked = 0;
                         p.limits = None;
                         p.transfer = None;
+                        p.hello_unanswered = true;
+                    }
+                    if p.hello_unanswered {
                         p.hello_pending = Some(now + self.config.retransmit_ms);
                     }
                     p.incarnation = Some(inc);
@@ -276,6 +284,7 @@ impl<B: Backend> Replica<B> {
                         (s.name.clone(), s.sent, acked)
                     }),
                     why: t.why.clone(),
+                    changed: t.only.as_ref().map(|o| o.len() as u64),
                     blocked: t.blocked.clone(),
                 }),
                 last_contact: p.last_contact,

@@ -1,13 +1,18 @@
 //! Outbound state transfer: a peer whose needs the log no longer reaches is
-//! sent every variable's state, in chunks, and a state too large for one
-//! message in parts.
+//! sent the states of the variables changed since what it holds, when the
+//! index of changes reaches back to it, else every variable's state; in
+//! chunks, and a state too large for one message in parts.
 
 use super::*;
+use std::collections::BTreeSet;
 
 #[derive(Clone, Debug)]
 pub(super) struct Transfer {
     pub(super) as_of: u64,
     pub(super) why: TransferReason,
+    /// The variables sent, if only those changed since what the peer held
+    /// (the index of changes reached back to it); `None`: every variable.
+    pub(super) only: Option<BTreeSet<String>>,
     /// The last variable name acknowledged.
     pub(super) cursor: String,
     /// The variable after `cursor`, being sent in parts.
@@ -135,10 +140,26 @@ pub(super) struct Split {
 }
 
 impl<B: Backend> Replica<B> {
-    /// Starts a state transfer to `id` as of `as_of`: every variable's state,
-    /// in place of the log through `as_of`. Intervals in flight are let go:
-    /// the transfer covers them.
-    pub(super) fn start_transfer(&mut self, id: ReplicaId, as_of: u64, why: TransferReason) {
+    /// Starts a state transfer to `id` as of `as_of`, in place of the log
+    /// through `as_of`: the states of the variables changed since what the
+    /// peer holds, if the index of changes reaches back to it and names at
+    /// most [`ReplicaConfig::resync_max_changed`]; otherwise every
+    /// variable's. Intervals in flight are let go: the transfer covers them.
+    pub(super) fn start_transfer(
+        &mut self,
+        id: ReplicaId,
+        as_of: u64,
+        why: TransferReason,
+    ) -> crate::Result<()> {
+        let (held, incarnation) = (self.peers[&id].acked, self.peers[&id].incarnation);
+        let limit = self.config.resync_max_changed;
+        // A peer that holds nothing is sent everything.
+        let only = if held > 0 && limit > 0 {
+            self.ks.changed_after(held, limit, incarnation)?
+        } else {
+            None
+        };
+        let changed = only.as_ref().map(|o| o.len() as u64);
         let p = self.peers.get_mut(&id).expect("known");
         p.wants_state = false;
         p.flights.clear();
@@ -146,6 +167,7 @@ impl<B: Backend> Replica<B> {
         p.transfer = Some(Transfer {
             as_of,
             why: why.clone(),
+            only,
             cursor: String::new(),
             split: None,
             eager: false,
@@ -156,8 +178,41 @@ impl<B: Backend> Replica<B> {
             backoff: 0,
         });
         p.stats.state_transfers += 1;
-        self.events
-            .push_back(Event::StateTransferStarted { peer: id, why });
+        self.events.push_back(Event::StateTransferStarted {
+            peer: id,
+            why,
+            changed,
+        });
+        Ok(())
+    }
+
+    /// Up to `limit` variables of the transfer to `id` named after
+    /// `after`, and their kinds, in name order: every variable, or those of
+    /// [`Transfer::only`] that still exist.
+    fn transfer_names_after(
+        &self,
+        id: ReplicaId,
+        after: &str,
+        limit: usize,
+    ) -> crate::Result<Vec<(String, Kind)>> {
+        let only = self.peers[&id]
+            .transfer
+            .as_ref()
+            .and_then(|t| t.only.as_ref());
+        let Some(only) = only else {
+            return self.ks.variables_after(after, limit);
+        };
+        let mut names = Vec::new();
+        let later = (std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded);
+        for name in only.range::<str, _>(later) {
+            if names.len() >= limit {
+                break;
+            }
+            if let Some(meta) = self.ks.storage().meta(name)? {
+                names.push((name.to_string(), meta.kind));
+            }
+        }
+        Ok(names)
     }
 
     /// A state transfer to `to` as of `as_of` ended (its last variable was
@@ -206,7 +261,7 @@ impl<B: Backend> Replica<B> {
                 break;
             }
             if page.is_empty() && !page_end {
-                let next = self.ks.variables_after(&examined, STATE_PAGE)?;
+                let next = self.transfer_names_after(id, &examined, STATE_PAGE)?;
                 page_end = next.len() < STATE_PAGE;
                 page.extend(next);
             }
@@ -363,7 +418,7 @@ impl<B: Backend> Replica<B> {
             page.pop_front();
             examined = name;
         }
-        let last = self.ks.variables_after(&examined, 1)?.is_empty();
+        let last = self.transfer_names_after(id, &examined, 1)?.is_empty();
         let through = vars
             .last()
             .map_or_else(|| cursor.clone(), |v| v.name.clone());
@@ -496,7 +551,7 @@ impl<B: Backend> Replica<B> {
             return Ok(false);
         }
         let end = part.next.is_none();
-        let last = end && self.ks.variables_after(&name, 1)?.is_empty();
+        let last = end && self.transfer_names_after(id, &name, 1)?.is_empty();
         let p = self.peers.get_mut(&id).expect("known");
         if p.chunk.is_none() {
             p.chunk = Some((as_of, now));

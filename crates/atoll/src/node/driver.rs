@@ -45,9 +45,15 @@ pub(super) async fn drive(
             while let Some(e) = r.poll_event() {
                 match e {
                     Event::Applied(a) => applied.push(a),
-                    Event::StateTransferStarted { peer, why } => {
-                        tracing::info!(%peer, %why, "state transfer started");
-                    }
+                    Event::StateTransferStarted { peer, why, changed } => match changed {
+                        Some(changed) => tracing::info!(
+                            %peer, %why, changed,
+                            "state transfer started: only the variables changed since what the peer holds"
+                        ),
+                        None => {
+                            tracing::info!(%peer, %why, "state transfer started: every variable")
+                        }
+                    },
                     Event::StateTransferBlocked { peer, blocked } => {
                         tracing::warn!(%peer, "state transfer held back: {blocked}");
                     }
