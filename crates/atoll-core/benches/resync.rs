@@ -80,14 +80,6 @@ fn resync(vars: usize, by_changes: bool) -> Resync {
     for n in &changed {
         assert_eq!(net.counter(1, n), 2, "{n} resynced");
     }
-    eprintln!(
-        "{:?} {:?}",
-        net.delivered,
-        net.events
-            .iter()
-            .filter(|(_, e)| matches!(e, atoll_core::Event::StateTransferStarted { .. }))
-            .collect::<Vec<_>>()
-    );
     Resync {
         bytes: net.bytes_delivered - bytes0,
         messages: net.delivered.values().sum::<u64>() - msgs0,
