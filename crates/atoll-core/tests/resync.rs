@@ -152,3 +152,37 @@ fn the_index_of_changes_survives_a_restart_of_the_sender() {
     assert_eq!(net.counter(1, "c0200"), 2);
     assert_eq!(net.counter(1, "c0003"), 1 + (1..=20).sum::<i128>() + 1);
 }
+
+#[test]
+fn a_variable_recorded_at_the_checkpoint_just_after_what_the_peer_holds_is_sent() {
+    let ks = KeyspaceConfig {
+        checkpoint_every: 1_000,
+        log_retain: 8,
+        ..KeyspaceConfig::default()
+    };
+    let mut net = Net::new(2, ks);
+    net.full_mesh();
+    for v in 0..10 {
+        net.incr(0, &format!("c{v:04}"), 1);
+    }
+    net.run(1_000);
+    net.nodes[0].keyspace().checkpoint().unwrap();
+    let held = net.nodes[0].peers()[0].acked;
+    net.cut(0, 1);
+    // The entry right after what node 1 holds, and a checkpoint at it: the
+    // index records the variable at exactly `held + 1`.
+    net.incr(0, "c0001", 5);
+    net.nodes[0].keyspace().checkpoint().unwrap();
+    assert_eq!(net.nodes[0].keyspace().last_seq(), held + 1);
+    for _ in 0..20 {
+        net.incr(0, "c0002", 1);
+    }
+    net.nodes[0].keyspace().checkpoint().unwrap();
+    let first = net.nodes[0].keyspace().storage().first_seq().unwrap();
+    assert!(first.is_some_and(|f| f > held + 1), "{first:?}");
+    net.heal(0, 1);
+    net.run(5_000);
+    assert_eq!(transfers(&net).last(), Some(&Some(2)), "c0001 and c0002");
+    assert_eq!(net.counter(1, "c0001"), 6);
+    assert_eq!(net.counter(1, "c0002"), 21);
+}

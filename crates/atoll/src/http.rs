@@ -307,6 +307,7 @@ async fn peers(State(api): State<Api>, h: HeaderMap) -> ApiResult {
                 "messages_out": p.stats.messages_sent,
                 "retransmits": p.stats.retransmits,
                 "state_transfers": p.stats.state_transfers,
+                "changed_transfers": p.stats.changed_transfers,
                 "state_parts_out": p.stats.state_parts_sent,
                 "state_parts_in": p.stats.state_parts_received,
                 "last_disconnect": s.disconnects.get(&p.id),

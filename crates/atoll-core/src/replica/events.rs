@@ -205,6 +205,9 @@ pub struct PeerStats {
     pub retransmits: u64,
     /// State transfers begun.
     pub state_transfers: u64,
+    /// Of those, transfers of only the variables changed since what the
+    /// peer held (the index of changes reached back to it).
+    pub changed_transfers: u64,
     /// Parts of large states sent (each time sent, retransmissions included).
     pub state_parts_sent: u64,
     /// Parts of large states received.

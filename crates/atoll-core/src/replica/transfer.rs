@@ -178,6 +178,7 @@ impl<B: Backend> Replica<B> {
             backoff: 0,
         });
         p.stats.state_transfers += 1;
+        p.stats.changed_transfers += u64::from(changed.is_some());
         self.events.push_back(Event::StateTransferStarted {
             peer: id,
             why,

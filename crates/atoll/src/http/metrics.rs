@@ -233,6 +233,12 @@ pub(super) async fn metrics(State(api): State<Api>, h: HeaderMap) -> Result<Stri
         per(&|p| p.stats.state_transfers),
     );
     line(
+        "atoll_peer_changed_transfers_total",
+        "State transfers to the peer of only the variables changed since what it held.",
+        "counter",
+        per(&|p| p.stats.changed_transfers),
+    );
+    line(
         "atoll_peer_state_parts_sent_total",
         "Parts of large states sent to the peer in state transfers.",
         "counter",
