@@ -186,3 +186,36 @@ fn a_variable_recorded_at_the_checkpoint_just_after_what_the_peer_holds_is_sent(
     assert_eq!(net.counter(1, "c0001"), 6);
     assert_eq!(net.counter(1, "c0002"), 21);
 }
+
+#[test]
+fn an_index_that_forgot_what_the_peer_lacks_sends_every_variable() {
+    let ks = KeyspaceConfig {
+        checkpoint_every: 1_000,
+        log_retain: 8,
+        changes_retain: 10,
+        ..KeyspaceConfig::default()
+    };
+    let mut net = Net::new(2, ks);
+    net.full_mesh();
+    for v in 0..10 {
+        net.incr(0, &format!("c{v:04}"), 1);
+    }
+    net.run(1_000);
+    net.nodes[0].keyspace().checkpoint().unwrap();
+    let held = net.nodes[0].peers()[0].acked;
+    net.cut(0, 1);
+    net.incr(0, "c0001", 5);
+    net.nodes[0].keyspace().checkpoint().unwrap();
+    for _ in 0..30 {
+        net.incr(0, "c0002", 1);
+    }
+    // The index forgets what is more than 10 entries old, c0001's entry too.
+    net.nodes[0].keyspace().checkpoint().unwrap();
+    let from = net.nodes[0].keyspace().storage().changes_from();
+    assert!(from > held, "the index starts after {from}, node 1 holds {held}");
+    net.heal(0, 1);
+    net.run(5_000);
+    assert_eq!(transfers(&net).last(), Some(&None), "every variable");
+    assert_eq!(net.counter(1, "c0001"), 6);
+    assert_eq!(net.counter(1, "c0002"), 31);
+}
