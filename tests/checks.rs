@@ -120,6 +120,15 @@ fn background_checks_write_their_reports_to_a_file() {
             v["nodes"][1]["result"] == "ok"
         })
     });
+    // With each node's address, as a knows it.
+    let line = lines(&file).lines().last().unwrap().to_string();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        v["nodes"][0]["address"],
+        a.local_addr().to_string(),
+        "{line}"
+    );
+    assert!(v["nodes"][1]["address"].is_string(), "{line}");
     // Rotated: the next report goes to a new file at the path.
     std::fs::rename(&file, file.with_extension("old")).unwrap();
     wait_until("a report is written to the new file", || {

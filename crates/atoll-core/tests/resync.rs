@@ -212,7 +212,10 @@ fn an_index_that_forgot_what_the_peer_lacks_sends_every_variable() {
     // The index forgets what is more than 10 entries old, c0001's entry too.
     net.nodes[0].keyspace().checkpoint().unwrap();
     let from = net.nodes[0].keyspace().storage().changes_from();
-    assert!(from > held, "the index starts after {from}, node 1 holds {held}");
+    assert!(
+        from > held,
+        "the index starts after {from}, node 1 holds {held}"
+    );
     net.heal(0, 1);
     net.run(5_000);
     assert_eq!(transfers(&net).last(), Some(&None), "every variable");

@@ -260,23 +260,8 @@ fn unanswered(s: &crate::NodeStatus) -> Vec<Value> {
 async fn check(State(api): State<Api>, h: HeaderMap) -> ApiResult {
     authorized(&api, &h)?;
     let report = api.store.check_consistency()?;
-    let mut v = api.store.check_json(&report);
-    // Each node's address, as this node knows it.
-    let s = api.control.status(&api.store);
-    if let Some(nodes) = v["nodes"].as_array_mut() {
-        for n in nodes {
-            let addr = match n["self"].as_bool() {
-                Some(true) => Some(s.listen.to_string()),
-                _ => s
-                    .peers
-                    .iter()
-                    .find(|(p, _)| Some(p.id.to_string().as_str()) == n["node"].as_str())
-                    .and_then(|(_, a)| a.map(|a| a.to_string())),
-            };
-            n["address"] = json!(addr);
-        }
-    }
-    Ok(Json(v))
+    let status = api.control.status(&api.store);
+    Ok(Json(api.store.check_json(&report, &status)))
 }
 
 async fn peers(State(api): State<Api>, h: HeaderMap) -> ApiResult {

@@ -109,7 +109,7 @@ pub(super) async fn drive(
             store.publish(a);
         }
         for report in checked {
-            store.checked(report);
+            store.checked(report, || control.status(&store));
         }
         let sleep = match deadline {
             Some(at) => Duration::from_millis(at.saturating_sub(mono_ms())),

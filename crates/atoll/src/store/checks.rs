@@ -60,11 +60,12 @@ impl Store {
         self.checks().export = Some((to, which));
     }
 
-    /// A check ended (the node's driver calls this).
-    pub(crate) fn checked(&self, report: CheckReport) {
+    /// A check ended (the node's driver calls this, with the node's status
+    /// for the addresses of the nodes, when it exports reports).
+    pub(crate) fn checked(&self, report: CheckReport, status: impl FnOnce() -> crate::NodeStatus) {
         let export = self.checks().export.clone();
         if let Some((to, which)) = export {
-            self.export_report(&report, &to, which);
+            self.export_report(&report, &to, which, &status());
         }
         let mut c = self.checks();
         c.runs += 1;
@@ -99,19 +100,34 @@ impl Store {
         report: &CheckReport,
         to: &crate::CheckExporter,
         which: crate::CheckReporting,
+        status: &crate::NodeStatus,
     ) {
         let all_ok = report.nodes.iter().all(|n| n.result == CheckResult::Ok);
         if which == crate::CheckReporting::OnConflict && all_ok {
             return;
         }
-        let line = self.check_json(report).to_string();
+        let line = self.check_json(report, status).to_string();
         write_report(&line, to);
     }
 
     /// A check's report as JSON (docs/consistency.md), with the type
-    /// conflicts this node knows the cluster resolved.
-    pub(crate) fn check_json(&self, r: &CheckReport) -> Value {
+    /// conflicts this node knows the cluster resolved, and each node's
+    /// address as this node's status `s` knows it.
+    pub(crate) fn check_json(&self, r: &CheckReport, s: &crate::NodeStatus) -> Value {
         let mut v = check_json(r);
+        if let Some(nodes) = v["nodes"].as_array_mut() {
+            for n in nodes {
+                let addr = match n["self"].as_bool() {
+                    Some(true) => Some(s.listen.to_string()),
+                    _ => s
+                        .peers
+                        .iter()
+                        .find(|(p, _)| Some(p.id.to_string().as_str()) == n["node"].as_str())
+                        .and_then(|(_, a)| a.map(|a| a.to_string())),
+                };
+                n["address"] = json!(addr);
+            }
+        }
         let conflicts: Vec<Value> = self
             .conflicts()
             .unwrap_or_default()
