@@ -1,7 +1,8 @@
 //! Crash test: a child process writes through the durable store and reports each
 //! acknowledged operation on stdout; it is killed (SIGKILL) at a random moment,
 //! the store is reopened, and every acknowledged operation must be there.
-//! Repeated over several rounds on the same data dir. (After sled's
+//! Repeated over several rounds on the same data dir, with concurrent
+//! writers whose writes share flushes (group commit). (After sled's
 //! tests/test_crash_recovery.rs.)
 
 use atoll::Store;
@@ -14,6 +15,8 @@ use std::time::Duration;
 
 const CHILD_ENV: &str = "ATOLL_CRASH_CHILD_DIR";
 const ROUNDS: usize = 6;
+/// Threads writing concurrently besides the main one.
+const WRITERS: u64 = 8;
 
 fn child(dir: &str, start: u64) -> ! {
     let store = Store::open(dir).expect("child opens the store");
@@ -22,6 +25,21 @@ fn child(dir: &str, start: u64) -> ! {
     let r = store.register::<u64>("r").unwrap();
     let b = store.bag::<u64>("b").unwrap();
     let m = store.map("m").unwrap();
+    // Concurrent durable writers too: their writes share flushes (group
+    // commit), and each reports its own once acknowledged.
+    for t in 0..WRITERS {
+        let w = store.set::<u64>("w").unwrap();
+        std::thread::spawn(move || {
+            let out = std::io::stdout();
+            for k in 0.. {
+                let id = start * 1_000_000 + t * 100_000 + k;
+                w.add(&id).unwrap();
+                let mut o = out.lock();
+                writeln!(o, "w {id}").unwrap();
+                o.flush().unwrap();
+            }
+        });
+    }
     let out = std::io::stdout();
     for i in start.. {
         let line = match i % 5 {
@@ -102,8 +120,13 @@ fn main() {
         acked.extend(got);
         verify(dir.path(), &acked, round);
     }
+    let concurrent = acked.iter().filter(|l| l.starts_with("w ")).count();
+    assert!(
+        concurrent > 0,
+        "the concurrent writers acknowledged nothing"
+    );
     println!(
-        "crash: {ROUNDS} rounds, {} acknowledged ops all present after SIGKILL",
+        "crash: {ROUNDS} rounds, {} acknowledged ops ({concurrent} from {WRITERS} concurrent writers) all present after SIGKILL",
         acked.len()
     );
     println!("1 passed, 0 failed");
@@ -161,6 +184,19 @@ fn verify(dir: &std::path::Path, acked: &[String], round: usize) {
     assert!(
         missing.is_empty(),
         "round {round}: map lost acknowledged adds {missing:?}"
+    );
+    let written: BTreeSet<u64> = store
+        .set::<u64>("w")
+        .unwrap()
+        .members()
+        .unwrap()
+        .into_iter()
+        .collect();
+    let acked_w = ids("w ");
+    let missing: Vec<_> = acked_w.difference(&written).copied().collect();
+    assert!(
+        missing.is_empty(),
+        "round {round}: concurrent writers lost acknowledged adds {missing:?}"
     );
     if let Some(last) = ids("r ").last() {
         let reg = store.register::<u64>("r").unwrap().get().unwrap().unwrap();

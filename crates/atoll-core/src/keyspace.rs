@@ -85,6 +85,9 @@ pub struct Keyspace<B> {
     coalesced_through: u64,
     /// See [`Keyspace::set_coalesce_floor`].
     coalesce_floor: Option<u64>,
+    /// Local writes are not flushed one by one: the caller makes them
+    /// durable with a shared flush (see [`Keyspace::defer_flushes`]).
+    deferring: bool,
     /// Type conflicts met since [`Keyspace::take_conflicts`] was last called.
     conflicts: Vec<ConflictEvent>,
     /// The openings of this store, oldest first: each one's incarnation,
@@ -209,6 +212,7 @@ impl<B: Backend> Keyspace<B> {
             flushed_through: 0,
             coalesced_through: 0,
             coalesce_floor: None,
+            deferring: false,
             conflicts: Vec::new(),
             history: Vec::new(),
             digests: Default::default(),
@@ -415,7 +419,7 @@ impl<B: Backend> Keyspace<B> {
         self.note_dirty(name, origin);
         self.digests.note_changed(name);
         self.since_checkpoint += 1;
-        if self.config.flush_each_write {
+        if self.config.flush_each_write && !self.deferring {
             if let Err(e) = self.storage.flush() {
                 self.failed = Some(e.to_string());
                 return Err(e.into());

@@ -36,7 +36,18 @@ pub trait Backend: Send {
     fn apply(&mut self, ops: Vec<BatchOp>) -> Result<()>;
     /// Makes everything applied so far survive a crash.
     fn flush(&self) -> Result<()>;
+    /// A handle that does what [`Backend::flush`] does, callable from any
+    /// thread while the backend is in use elsewhere: a store's group commit
+    /// flushes without holding the store's lock, for every write applied
+    /// before the call. `None`: the backend has none (then the store
+    /// flushes under its lock).
+    fn flusher(&self) -> Option<Flusher> {
+        None
+    }
 }
+
+/// See [`Backend::flusher`].
+pub type Flusher = std::sync::Arc<dyn Fn() -> Result<()> + Send + Sync>;
 
 /// Collects up to `limit` rows, ending with the one that brings the values'
 /// total size to `max_bytes` or more: [`Backend::range`]'s budget, for every
@@ -77,6 +88,9 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
     }
     fn apply(&mut self, ops: Vec<BatchOp>) -> Result<()> {
         (**self).apply(ops)
+    }
+    fn flusher(&self) -> Option<Flusher> {
+        (**self).flusher()
     }
     fn flush(&self) -> Result<()> {
         (**self).flush()

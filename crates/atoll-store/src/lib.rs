@@ -41,7 +41,7 @@ mod memory;
 mod sled;
 mod storage;
 
-pub use backend::{Backend, BatchOp, Table};
+pub use backend::{Backend, BatchOp, Flusher, Table};
 pub use memory::MemoryBackend;
 #[cfg(feature = "sled")]
 pub use sled::SledBackend;

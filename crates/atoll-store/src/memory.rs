@@ -127,6 +127,11 @@ impl Backend for MemoryBackend {
         }
         Ok(())
     }
+
+    fn flusher(&self) -> Option<crate::Flusher> {
+        let shared = self.clone();
+        Some(Arc::new(move || shared.flush()))
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use crate::backend::{collect_within, Backend, BatchOp, Table};
 use crate::Result;
 use sled::Transactional;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The sled backend: one sled database; variable states (keys beginning
 /// with the byte `s`) in a tree of their own, everything else in
@@ -32,6 +32,13 @@ pub struct SledBackend {
     /// The table kept apart, and its tree.
     table: Table,
     states: sled::Tree,
+    /// What a flush syncs: shared with [`Backend::flusher`]'s handles.
+    sync: Arc<Syncer>,
+}
+
+/// Everything a flush of a sled database syncs (see [`SledBackend`]).
+struct Syncer {
+    db: sled::Db,
     data_file: Option<std::fs::File>,
     dir: std::path::PathBuf,
     synced_blobs: Mutex<std::collections::BTreeSet<std::ffi::OsString>>,
@@ -55,13 +62,17 @@ impl SledBackend {
             match config.open() {
                 Ok(db) => {
                     let states = db.open_tree(table.name)?;
+                    let sync = Arc::new(Syncer {
+                        db: db.clone(),
+                        data_file: std::fs::File::open(dir.join("db")).ok(),
+                        dir: dir.to_path_buf(),
+                        synced_blobs: Mutex::default(),
+                    });
                     let backend = SledBackend {
                         db,
                         table,
                         states,
-                        data_file: std::fs::File::open(dir.join("db")).ok(),
-                        dir: dir.to_path_buf(),
-                        synced_blobs: Mutex::default(),
+                        sync,
                     };
                     backend.move_states()?;
                     return Ok(backend);
@@ -240,6 +251,17 @@ impl Backend for SledBackend {
         Ok(())
     }
 
+    fn flush(&self) -> Result<()> {
+        self.sync.flush()
+    }
+
+    fn flusher(&self) -> Option<crate::Flusher> {
+        let sync = Arc::clone(&self.sync);
+        Some(Arc::new(move || sync.flush()))
+    }
+}
+
+impl Syncer {
     fn flush(&self) -> Result<()> {
         self.db.flush()?;
         if let Some(f) = &self.data_file {

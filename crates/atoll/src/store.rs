@@ -64,12 +64,15 @@ struct Inner {
     waiting: Mutex<std::collections::HashMap<u64, Answered>>,
     /// Consistency checks: callers waiting, the last report.
     checks: Mutex<checks::Checks>,
+    /// Group commit: the shared flush under way.
+    commit: commit::Commit,
 }
 
 /// Where the answer of a request sent to another node goes.
 type Answered = std::sync::mpsc::SyncSender<std::result::Result<Answer, OwnershipError>>;
 
 mod checks;
+mod commit;
 mod requests;
 
 impl Drop for Inner {
@@ -145,6 +148,7 @@ impl Store {
                 conflicts: Default::default(),
                 waiting: Default::default(),
                 checks: Default::default(),
+                commit: Default::default(),
                 at_owner: Default::default(),
             }),
         })

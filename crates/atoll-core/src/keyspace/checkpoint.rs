@@ -207,6 +207,44 @@ impl<B: Backend> Keyspace<B> {
         }
     }
 
+    /// While `on`, local writes are appended without the flush that
+    /// `flush_each_write` makes after each: the caller makes them durable
+    /// with a shared flush (group commit: [`Keyspace::flusher`], then
+    /// [`Keyspace::note_flushed`]) before it acknowledges them. Merges are
+    /// not made under it. The caller sets it around its own writes only.
+    pub fn defer_flushes(&mut self, on: bool) {
+        self.deferring = on;
+    }
+
+    /// A handle that flushes the backend from any thread, without this
+    /// keyspace (see `atoll_store::Backend::flusher`); `None` if the
+    /// backend has none. A flush through it covers every entry appended
+    /// before it began: the caller reads [`Keyspace::last_seq`] first, and
+    /// reports it with [`Keyspace::note_flushed`] once the flush succeeded.
+    pub fn flusher(&self) -> Option<atoll_store::Flusher> {
+        self.storage.backend().flusher()
+    }
+
+    /// A flush made through [`Keyspace::flusher`] covered the log through
+    /// `through`: those entries are durable, and may be shipped.
+    pub fn note_flushed(&mut self, through: u64) {
+        self.flushed_through = self
+            .flushed_through
+            .max(through.min(self.storage.last_seq()));
+    }
+
+    /// A flush made through [`Keyspace::flusher`] failed: what the disk
+    /// holds is unknown, and the keyspace refuses writes until reopened.
+    pub fn note_flush_failed(&mut self, why: String) {
+        self.failed = Some(why);
+    }
+
+    /// Why the keyspace refuses writes, if it does (a failed flush or
+    /// reload; reopen it).
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
     /// Checkpoints and flushes unless an earlier failure makes that unsafe; for closing.
     pub fn close(&mut self) -> Result<()> {
         if self.failed.is_some() {

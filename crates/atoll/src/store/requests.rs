@@ -71,14 +71,36 @@ impl Store {
                 return (Err(e.into()), None);
             }
             let spare = r.may_be_in_transfer(name).then(|| body.clone());
-            match r.request(now, name, body) {
+            // Durable: appended here, made durable by a shared flush once
+            // the lock is let go (group commit), before the answer.
+            let group = self.group_commit();
+            let before = r.keyspace_ref().last_seq();
+            r.keyspace().defer_flushes(group);
+            let requested = r.request(now, name, body);
+            r.keyspace().defer_flushes(false);
+            let wrote = r.keyspace_ref().last_seq();
+            let timeout = r.config().request_timeout_ms;
+            // A request sent on is registered before the lock is let go:
+            // the driver reads the answer under it, so it cannot come first.
+            if let Ok(Requested::Sent(id)) = &requested {
+                self.waiting().insert(*id, tx);
+            }
+            drop(r);
+            if group && wrote > before {
+                if let Err(e) = self.commit(wrote) {
+                    if let Ok(Requested::Sent(id)) = &requested {
+                        self.waiting().remove(id);
+                    }
+                    return (Err(e), None);
+                }
+            }
+            match requested {
                 Err(e) => return (Err(e.into()), spare),
                 Ok(Requested::Done {
                     answer,
                     applied,
                     at_owner,
                 }) => {
-                    drop(r);
                     if at_owner {
                         self.inner.at_owner.note_local();
                     }
@@ -88,12 +110,7 @@ impl Store {
                     }
                     return (Ok(answer), None);
                 }
-                // Registered before the lock is let go: the driver reads
-                // the answer under it, so it cannot come first.
-                Ok(Requested::Sent(id)) => {
-                    self.waiting().insert(id, tx);
-                    (r.config().request_timeout_ms, id, spare)
-                }
+                Ok(Requested::Sent(id)) => (timeout, id, spare),
             }
         };
         self.inner.wake.notify_one();
