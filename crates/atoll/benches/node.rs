@@ -9,6 +9,11 @@
 //! Needs `wrk`; Redis is optional (without it, atoll's figures alone):
 //! `apt-get install wrk redis-server redis-tools`.
 //!
+//! Last, the floor of the measurement: the same HTTP stack with no store
+//! behind it (axum on a two-worker runtime, the same JSON in and out). The
+//! CPU column is this process's CPU time per request: the node's, or the
+//! bare server's.
+//!
 //! Run: `cargo bench -p atoll --bench node` (`-- --seconds N`: each run's
 //! length, 5 by default).
 
@@ -30,8 +35,34 @@ fn have(tool: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Requests per second and p50 latency (ms) of wrk against the node.
-fn wrk(addr: SocketAddr, clients: usize, seconds: u64, dir: &std::path::Path) -> (f64, f64) {
+/// CPU time this process has used (user and system), in ms: the node's,
+/// or the bare server's (wrk and Redis are other processes).
+fn cpu_ms() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    // utime and stime, in clock ticks of 10 ms.
+    ticks(11)
+        .zip(ticks(12))
+        .map_or(f64::NAN, |(u, s)| (u + s) * 10.0)
+}
+
+/// Requests per second, p50 latency (ms), and this process's CPU time per
+/// request (µs) of wrk against the server at `addr`.
+fn wrk(addr: SocketAddr, clients: usize, seconds: u64, dir: &std::path::Path) -> (f64, f64, f64) {
+    let cpu = cpu_ms();
+    let (rps, p50) = wrk_run(addr, clients, seconds, dir);
+    let per = (cpu_ms() - cpu) * 1000.0 / (rps * seconds as f64);
+    (rps, p50, per)
+}
+
+fn wrk_run(addr: SocketAddr, clients: usize, seconds: u64, dir: &std::path::Path) -> (f64, f64) {
     let script = dir.join("incr.lua");
     std::fs::write(
         &script,
@@ -152,6 +183,38 @@ fn start_node(dir: &std::path::Path, durability: Durability, tag: &str) -> Node 
     Node::start(config).expect("the node starts")
 }
 
+/// The floor of this measurement: an HTTP server on the same stack (axum
+/// on a two-worker tokio runtime, as the node's) that parses the same JSON
+/// body and answers the same JSON, counting in an atomic: no store, no
+/// lock, no disk. Returns its address and the runtime that serves it.
+fn bare_server() -> (SocketAddr, tokio::runtime::Runtime) {
+    use axum::routing::post;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::Arc;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let count = Arc::new(AtomicI64::new(0));
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("binds");
+    let addr = listener.local_addr().expect("an address");
+    let app = axum::Router::new().route(
+        "/v1/counter/{name}",
+        post(
+            move |axum::Json(b): axum::Json<serde_json::Value>| async move {
+                let by = b["by"].as_i64().unwrap_or(0);
+                let v = count.fetch_add(by, Ordering::Relaxed) + by;
+                axum::Json(serde_json::json!({ "value": v }))
+            },
+        ),
+    );
+    rt.spawn(async move { axum::serve(listener, app).await });
+    (addr, rt)
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--test" || a == "--list") {
         return;
@@ -176,8 +239,8 @@ fn main() {
     }
     let dir = tempfile::tempdir().expect("a temporary directory");
     println!("one counter incremented over loopback, {seconds} s per run:");
-    println!("| durability | clients | atoll req/s | p50 ms | Redis req/s | atoll / Redis |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("| durability | clients | atoll req/s | p50 ms | CPU µs/req | Redis req/s | atoll / Redis |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for (durability, name, fsync) in [
         (Durability::Durable, "durable", "always"),
         (BUFFERED, "buffered 100 ms", "everysec"),
@@ -186,7 +249,7 @@ fn main() {
             let tag = format!("{}-{clients}", fsync);
             let node = start_node(dir.path(), durability, &tag);
             let addr = node.http_addr().expect("the node serves HTTP");
-            let (rps, p50) = wrk(addr, clients, seconds, dir.path());
+            let (rps, p50, cpu) = wrk(addr, clients, seconds, dir.path());
             let hits = node.counter("hits").and_then(|c| c.value()).unwrap_or(0);
             let _ = node.shutdown();
             assert!(hits > 0, "the node counted the increments");
@@ -197,8 +260,19 @@ fn main() {
                 }
                 false => ("-".into(), "-".into()),
             };
-            println!("| {name} | {clients} | {rps:.0} | {p50:.2} | {redis_rps} | {ratio} |");
+            println!(
+                "| {name} | {clients} | {rps:.0} | {p50:.2} | {cpu:.0} | {redis_rps} | {ratio} |"
+            );
         }
     }
+    // The floor: the same HTTP stack with nothing behind it.
+    let (addr, rt) = bare_server();
+    for clients in [1, 16] {
+        let (rps, p50, cpu) = wrk(addr, clients, seconds, dir.path());
+        println!(
+            "| (HTTP alone: axum, no store) | {clients} | {rps:.0} | {p50:.2} | {cpu:.0} | | |"
+        );
+    }
+    rt.shutdown_timeout(Duration::from_secs(1));
     println!("\ntargets: durable 16 clients at least 1.0x Redis (appendfsync always); buffered 16 clients at least 0.5x Redis (everysec)");
 }
