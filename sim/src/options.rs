@@ -345,6 +345,8 @@ pub struct Options {
     /// numbers); a peer the log no longer reaches, but this does, is sent
     /// only the variables changed since what it holds.
     pub changes_retain: u64,
+    /// Storage: the variables kept in memory, by encoded size (`None`: all).
+    pub cache_bytes: Option<usize>,
     /// Remote timestamps further ahead than this are refused (ms).
     pub max_clock_skew_ms: u64,
     /// How often to sample divergence for the report (ms; 0 = never).
@@ -419,6 +421,7 @@ impl Options {
             max_delta_len: [16 << 20, 16 << 20, 16 << 20, 2_000][rng.index(4)],
             mixed_configs: rng.chance(0.25),
             changes_retain: 1 << 40,
+            cache_bytes: None,
         }
         .with_strong(seed)
         .with_rebalance(seed)
@@ -426,8 +429,8 @@ impl Options {
     }
 
     /// Escrow of the bounded counter's rights (in half the runs), checks,
-    /// and how far back the index of changes reaches, each drawn from a
-    /// stream of its own.
+    /// how far back the index of changes reaches, and the cache's budget,
+    /// each drawn from a stream of its own.
     fn with_escrow(mut self, seed: u64) -> Options {
         let mut rng = Rng::new(seed ^ 0x00e5_c0e0_0000);
         self.workload.escrow = rng.chance(0.5);
@@ -435,6 +438,8 @@ impl Options {
         self.workload.check_every_ms = [0, 0, 1_000, 5_000][rng.index(4)];
         let mut rng = Rng::new(seed ^ 0x00c4_a6e5_0002);
         self.changes_retain = [50, 500, 1 << 40, 1 << 40][rng.index(4)];
+        let mut rng = Rng::new(seed ^ 0x00ca_c4e0_0003);
+        self.cache_bytes = [None, None, Some(0), Some(300)][rng.index(4)];
         self
     }
 
@@ -492,6 +497,7 @@ impl Options {
             max_delta_len: atoll_core::KeyspaceConfig::default().max_delta_len,
             mixed_configs: false,
             changes_retain: 1 << 40,
+            cache_bytes: None,
         }
     }
 }

@@ -51,6 +51,11 @@ struct Var {
     /// same origin replaces the earlier one. (An entry an earlier opening
     /// wrote stays, until the index forgets it.)
     indexed: Vec<(u64, Option<ReplicaId>)>,
+    /// Its encoded size, as last read or checkpointed: what it counts
+    /// against [`KeyspaceConfig::cache_bytes`].
+    bytes: usize,
+    /// Used since the cache's last sweep passed it (a second chance).
+    used: bool,
 }
 
 /// Every variable of one replica, persisted through a [`Backend`].
@@ -63,8 +68,14 @@ pub struct Keyspace<B> {
     /// so a restored or copied data directory can never reissue a dot.
     incarnation: ReplicaId,
     config: KeyspaceConfig,
-    /// Every variable loaded so far (variables are never evicted).
+    /// The variables in memory: those used lately, within
+    /// [`KeyspaceConfig::cache_bytes`], and every one changed since the
+    /// last checkpoint.
     vars: BTreeMap<String, Var>,
+    /// Their `bytes`, summed.
+    resident_bytes: usize,
+    /// Where the cache's sweep stopped (a variable's name).
+    hand: String,
     /// Variables changed since the last checkpoint, each with the one
     /// incarnation those changes came from, if one.
     dirty: BTreeMap<String, Option<ReplicaId>>,
@@ -123,6 +134,13 @@ pub struct KeyspaceConfig {
     /// checkpoint, replaced at the next; it should reach much further back
     /// than `log_retain`.
     pub changes_retain: u64,
+    /// The variables kept in memory, by their encoded size; `None`:
+    /// every variable used stays until the keyspace closes. Beyond it,
+    /// those least lately used, and unchanged since the last checkpoint,
+    /// are dropped from memory (and read again from disk when used). The
+    /// variables changed since the last checkpoint stay whatever the
+    /// budget. Their size in memory is a small multiple of the encoded one.
+    pub cache_bytes: Option<usize>,
 }
 
 impl Default for KeyspaceConfig {
@@ -135,6 +153,7 @@ impl Default for KeyspaceConfig {
             log_retain: 100_000,
             coalesce_bytes: 64 << 10,
             changes_retain: 1 << 40,
+            cache_bytes: None,
         }
     }
 }
@@ -202,6 +221,8 @@ impl<B: Backend> Keyspace<B> {
             clock: HybridClock::new(config.max_clock_skew_ms),
             config,
             vars: BTreeMap::new(),
+            resident_bytes: 0,
+            hand: String::new(),
             dirty: BTreeMap::new(),
             since_checkpoint: 0,
             // From this opening's random id: versions differ from those an
@@ -293,6 +314,7 @@ impl<B: Backend> Keyspace<B> {
         kind: Kind,
         f: impl FnOnce(Option<&State>) -> Result<R, E>,
     ) -> Result<R, E> {
+        self.evict_over_budget();
         match self.load(name)? {
             Some(var) if var.meta.kind != kind => Err(Error::TypeMismatch {
                 name: name.to_string(),
@@ -330,6 +352,7 @@ impl<B: Backend> Keyspace<B> {
     ) -> Result<Outcome> {
         self.check_writable()?;
         validate_name(name)?;
+        self.evict_over_budget();
         let kind = op.kind();
         fixed_kind(name, kind)?;
         let created = self.load(name)?.is_none();
@@ -353,7 +376,7 @@ impl<B: Backend> Keyspace<B> {
             // variable is not created here alone.
             Ok((_, answer)) => {
                 if created {
-                    self.vars.remove(name);
+                    self.forget(name);
                 }
                 return Ok(Outcome {
                     answer,
@@ -364,7 +387,7 @@ impl<B: Backend> Keyspace<B> {
             }
             Err(e) => {
                 if created {
-                    self.vars.remove(name);
+                    self.forget(name);
                 }
                 return Err(e);
             }
@@ -459,19 +482,27 @@ impl<B: Backend> Keyspace<B> {
     /// The kind of `name`, if it exists.
     pub fn kind_of(&mut self, name: &str) -> Result<Option<Kind>> {
         validate_name(name)?;
+        self.evict_over_budget();
         Ok(self.load(name)?.map(|v| v.meta.kind))
     }
 
     /// The whole state of `name`, if it exists.
     pub fn state(&mut self, name: &str) -> Result<Option<&State>> {
         validate_name(name)?;
+        self.evict_over_budget();
         Ok(self.load(name)?.map(|v| &v.state))
     }
 
-    /// How many variables are held in memory (loaded since the keyspace was
-    /// opened; variables are never evicted).
+    /// How many variables are held in memory (see
+    /// [`KeyspaceConfig::cache_bytes`]).
     pub fn loaded(&self) -> usize {
         self.vars.len()
+    }
+
+    /// The encoded size of the variables held in memory, as last read or
+    /// checkpointed.
+    pub fn resident_bytes(&self) -> usize {
+        self.resident_bytes
     }
 
     /// The stored encoding of `name`'s state, if it holds all of the state:
@@ -597,7 +628,10 @@ fn touch<'a>(
         state: State::new(kind),
         version: 0,
         indexed: Vec::new(),
+        bytes: 0,
+        used: true,
     });
     var.version = *versions;
+    var.used = true;
     var
 }

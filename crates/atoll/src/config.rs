@@ -54,6 +54,12 @@ pub struct Config {
     /// restored from. Set it only when no other copy of this data will
     /// ever take from its bags. Default: false.
     pub last_of_cluster: bool,
+    /// The variables kept in memory, by encoded size (their size in memory
+    /// is a small multiple of it); `None`: every variable used stays in
+    /// memory until the store closes. Beyond it, those least lately used
+    /// and unchanged since the last checkpoint are dropped from memory and
+    /// read again from disk when used. Default: `None`.
+    pub cache_bytes: Option<usize>,
 }
 
 impl Config {
@@ -89,6 +95,7 @@ impl Config {
             checkpoint_every: self.checkpoint_every,
             log_retain: self.log_retain,
             coalesce_bytes: self.coalesce_bytes,
+            cache_bytes: self.cache_bytes,
             ..atoll_core::KeyspaceConfig::default()
         }
     }
@@ -114,6 +121,7 @@ impl Config {
             log_retain: 100_000,
             coalesce_bytes: 64 << 10,
             last_of_cluster: false,
+            cache_bytes: None,
         }
     }
 

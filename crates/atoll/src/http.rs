@@ -232,6 +232,7 @@ async fn status(State(api): State<Api>, h: HeaderMap) -> ApiResult {
         "last_seq": s.last_seq,
         "variables": api.store.variables()?.len(),
         "variables_loaded": s.variables_loaded,
+        "resident_bytes": s.resident_bytes,
         "peers": s.peers.len(),
         "connected": connected,
         "refusals": s.refusals.iter().map(|(a, r)| json!({"addr": a.to_string(), "reason": r})).collect::<Vec<_>>(),

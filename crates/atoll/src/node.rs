@@ -151,10 +151,13 @@ pub struct NodeStatus {
     /// reason), disconnected here (with ours: say, it broke the protocol),
     /// or lost.
     pub disconnects: BTreeMap<ReplicaId, String>,
-    /// Variables held in memory (loaded since the node started; a state
-    /// transfer sends a variable unchanged since the last checkpoint
-    /// without loading it).
+    /// Variables held in memory (used lately, within `Config::cache_bytes`
+    /// if set; a state transfer sends a variable unchanged since the last
+    /// checkpoint without loading it).
     pub variables_loaded: usize,
+    /// Their encoded size, as last read or checkpointed: what counts
+    /// against `Config::cache_bytes`.
+    pub resident_bytes: usize,
     /// The configured or learned peer addresses this node dials that no
     /// connected peer answers from: each with its last refusal (`None`:
     /// still dialing, never refused) and since when (ms since the Unix

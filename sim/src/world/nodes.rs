@@ -23,6 +23,7 @@ impl Sim {
             log_retain: self.opts.log_retain,
             coalesce_bytes: self.opts.coalesce_bytes,
             changes_retain: self.opts.changes_retain,
+            cache_bytes: self.opts.cache_bytes,
         }
     }
 

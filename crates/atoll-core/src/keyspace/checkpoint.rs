@@ -24,11 +24,16 @@ impl<B: Backend> Keyspace<B> {
                     }
                 }
             }
+            let sizes: Vec<usize> = states.iter().map(|(_, s, _)| s.len()).collect();
             self.storage.checkpoint(states, replaced, last)?;
+            let mut sizes = sizes.into_iter();
             for (n, origin) in &self.dirty {
                 if let Some(v) = self.vars.get_mut(n) {
                     v.indexed.retain(|(_, o)| o != origin);
                     v.indexed.push((last, *origin));
+                    let bytes = sizes.next().unwrap_or(v.bytes);
+                    self.resident_bytes = (self.resident_bytes + bytes).saturating_sub(v.bytes);
+                    v.bytes = bytes;
                 }
             }
             self.dirty.clear();

@@ -199,15 +199,20 @@ impl<B: Backend> Keyspace<B> {
                 return Err(e.into());
             }
         };
-        self.vars.insert(
+        let replaced = self.vars.insert(
             name.to_string(),
             Var {
                 meta,
                 state,
                 version: self.versions,
                 indexed: Vec::new(),
+                bytes: 0,
+                used: true,
             },
         );
+        if let Some(old) = replaced {
+            self.resident_bytes = self.resident_bytes.saturating_sub(old.bytes);
+        }
         self.after_append(name, seq, origin)?;
         Ok(Some(Applied {
             name: name.to_string(),

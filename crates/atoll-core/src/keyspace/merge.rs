@@ -66,6 +66,7 @@ impl<B: Backend> Keyspace<B> {
         }
         fixed_kind(name, kind)?;
         self.check_writable()?;
+        self.evict_over_budget();
         if let Some(ts) = delta.max_timestamp() {
             self.clock
                 .check(ts, now_ms)
@@ -94,7 +95,7 @@ impl<B: Backend> Keyspace<B> {
         };
         if delta.is_bottom() {
             if created {
-                self.vars.remove(name);
+                self.forget(name);
             }
             return Ok(None);
         }

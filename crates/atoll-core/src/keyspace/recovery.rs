@@ -6,13 +6,17 @@ use super::*;
 impl<B: Backend> Keyspace<B> {
     /// Loads a variable into the cache; `None` if it does not exist.
     pub(super) fn load(&mut self, name: &str) -> Result<Option<&mut Var>> {
-        if !self.vars.contains_key(name) {
+        if let Some(var) = self.vars.get_mut(name) {
+            var.used = true;
+        } else {
             let Some(meta) = self.storage.meta(name)? else {
                 return Ok(None);
             };
             // A variable created since the last checkpoint has no stored state
             // yet: it starts at bottom, and recovery replays its logged deltas.
-            let state: State = match self.storage.state(name)? {
+            let stored = self.storage.state(name)?;
+            let bytes = stored.as_ref().map_or(0, Vec::len);
+            let state: State = match stored {
                 Some(bytes) => {
                     codec::decode(&bytes, atoll_store::MAX_RECORD_LEN).map_err(|source| {
                         atoll_store::StoreError::Corrupt {
@@ -46,8 +50,11 @@ impl<B: Backend> Keyspace<B> {
                     state,
                     version,
                     indexed: Vec::new(),
+                    bytes,
+                    used: true,
                 },
             );
+            self.resident_bytes += bytes;
         }
         Ok(self.vars.get_mut(name))
     }
@@ -112,7 +119,7 @@ impl<B: Backend> Keyspace<B> {
     /// Drops the cached state of `name` and rebuilds it from storage: after a
     /// failed write, the cache must not keep what storage does not hold.
     pub(super) fn reload(&mut self, name: &str) {
-        self.vars.remove(name);
+        self.forget(name);
         let rebuilt = (|| -> Result<()> {
             let mut after = self.storage.checkpoint_seq();
             loop {
@@ -135,6 +142,57 @@ impl<B: Backend> Keyspace<B> {
             self.failed = Some(format!(
                 "could not reload {name:?} after a failed write: {e}"
             ));
+        }
+    }
+
+    /// Drops `name` from memory (its state is on disk, or was never
+    /// written).
+    pub(super) fn forget(&mut self, name: &str) {
+        if let Some(var) = self.vars.remove(name) {
+            self.resident_bytes = self.resident_bytes.saturating_sub(var.bytes);
+        }
+    }
+
+    /// Drops variables from memory while their encoded size is over
+    /// [`KeyspaceConfig::cache_bytes`]: a clock sweep in name order, which
+    /// spares once each variable used since it last passed, and never
+    /// drops one changed since the last checkpoint (its state is not on
+    /// disk yet). Called where an operation begins, when no variable is
+    /// borrowed.
+    pub(super) fn evict_over_budget(&mut self) {
+        let Some(budget) = self.config.cache_bytes else {
+            return;
+        };
+        // Two passes at most: the first may only clear the marks.
+        let mut steps = self.vars.len().saturating_mul(2);
+        while self.resident_bytes > budget && steps > 0 {
+            steps -= 1;
+            let after = (
+                std::ops::Bound::Excluded(self.hand.as_str()),
+                std::ops::Bound::Unbounded,
+            );
+            let next = self
+                .vars
+                .range::<str, _>(after)
+                .next()
+                .map(|(k, _)| k.clone());
+            let Some(name) = next.or_else(|| self.vars.keys().next().cloned()) else {
+                return;
+            };
+            let dirty = self.dirty.contains_key(&name);
+            let drop = match self.vars.get_mut(&name) {
+                Some(_) if dirty => false,
+                Some(var) if var.used => {
+                    var.used = false;
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            };
+            if drop {
+                self.forget(&name);
+            }
+            self.hand = name;
         }
     }
 }

@@ -40,6 +40,12 @@ pub(super) async fn metrics(State(api): State<Api>, h: HeaderMap) -> Result<Stri
         vec![(String::new(), s.variables_loaded as u64)],
     );
     line(
+        "atoll_resident_bytes",
+        "Encoded size of the variables held in memory (what counts against cache_bytes).",
+        "gauge",
+        vec![(String::new(), s.resident_bytes as u64)],
+    );
+    line(
         "atoll_conflicts_total",
         "Type conflicts resolved here (a name created with two types on two sides of a split).",
         "counter",

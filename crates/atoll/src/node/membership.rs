@@ -48,9 +48,10 @@ impl Control {
     }
 
     pub(crate) fn status(&self, store: &Store) -> NodeStatus {
-        let (peers, variables_loaded) = {
-            let mut r = store.replica();
-            (r.peers(), r.keyspace().loaded())
+        let (peers, variables_loaded, resident_bytes) = {
+            let r = store.replica();
+            let ks = r.keyspace_ref();
+            (r.peers(), ks.loaded(), ks.resident_bytes())
         };
         let peers_connected: BTreeSet<ReplicaId> =
             peers.iter().filter(|p| p.connected).map(|p| p.id).collect();
@@ -70,6 +71,7 @@ impl Control {
             refusals: shared.refusals.clone(),
             disconnects: shared.disconnects.clone(),
             variables_loaded,
+            resident_bytes,
             unanswered: {
                 let dialed: Vec<SocketAddr> = self
                     .dialers
