@@ -55,6 +55,16 @@ impl Control {
         };
         let peers_connected: BTreeSet<ReplicaId> =
             peers.iter().filter(|p| p.connected).map(|p| p.id).collect();
+        // Read before `shared` is taken: `dial` holds the dialers while it
+        // takes `shared` (the other order deadlocked a status call
+        // against the membership watcher).
+        let dialed: Vec<SocketAddr> = self
+            .dialers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect();
         // Not under the replica's lock: the driver takes it, then this one.
         let shared = self.shared();
         NodeStatus {
@@ -73,13 +83,6 @@ impl Control {
             variables_loaded,
             resident_bytes,
             unanswered: {
-                let dialed: Vec<SocketAddr> = self
-                    .dialers
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .keys()
-                    .copied()
-                    .collect();
                 let connected: BTreeSet<SocketAddr> = shared
                     .addrs
                     .iter()
