@@ -9,8 +9,8 @@
 //! By concern: this module holds the keyspace, its settings, opening, reads
 //! and local writes ([`Keyspace::apply`]); `names` what a name may be;
 //! `recovery` loading and replay; `merge` remote deltas and states;
-//! `checkpoint` checkpoints, coalescing and flushes; `history` the
-//! openings and what peers hold; `conflict` type conflicts.
+//! `checkpoint` checkpoints, coalescing, flushes and the index of changes;
+//! `history` the openings and what peers hold; `conflict` type conflicts.
 
 use crate::op::{Op, Outcome};
 use crate::{Error, Result};
@@ -555,49 +555,6 @@ impl<B: Backend> Keyspace<B> {
         max_bytes: usize,
     ) -> Result<Vec<(u64, LogEntry)>> {
         Ok(self.storage.log_within(after, limit, max_bytes)?)
-    }
-
-    /// The variables changed after log sequence `after`, but for changes
-    /// that all came from incarnation `not_from` (the peer they are for
-    /// holds those): those the index of changes names (written at
-    /// checkpoints) and those changed since the last checkpoint. A peer
-    /// holding our log through `after` lacks nothing of any other variable.
-    /// `None` if the index does not reach back to `after`
-    /// ([`KeyspaceConfig::changes_retain`]) or names more than `limit`
-    /// variables.
-    pub fn changed_after(
-        &self,
-        after: u64,
-        limit: usize,
-        not_from: Option<ReplicaId>,
-    ) -> Result<Option<BTreeSet<String>>> {
-        let Some(indexed) = self.storage.changed_after(after, limit)? else {
-            return Ok(None);
-        };
-        let wanted = |origin: Option<ReplicaId>| origin.is_none() || origin != not_from;
-        let mut names: BTreeSet<String> = indexed
-            .into_iter()
-            .filter(|(_, origin)| wanted(*origin))
-            .map(|(name, _)| name)
-            .collect();
-        for (name, origin) in &self.dirty {
-            if wanted(*origin) {
-                names.insert(name.clone());
-            }
-        }
-        Ok((names.len() <= limit).then_some(names))
-    }
-
-    /// Notes that `name` changed since the last checkpoint, by a delta from
-    /// incarnation `origin`.
-    fn note_dirty(&mut self, name: &str, origin: ReplicaId) {
-        match self.dirty.get_mut(name) {
-            Some(o) if *o != Some(origin) => *o = None,
-            Some(_) => {}
-            None => {
-                self.dirty.insert(name.to_string(), Some(origin));
-            }
-        }
     }
 
     /// The newest delta-log sequence number.

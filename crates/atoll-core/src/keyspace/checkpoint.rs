@@ -1,6 +1,8 @@
 //! Checkpoints and the log's length: changed states are written with the
-//! sequence they include in one atomic batch, and runs of the log every
-//! peer acknowledged are joined (coalesced) or dropped.
+//! sequence they include in one atomic batch (with their entries in the
+//! index of changes), and runs of the log every peer acknowledged are
+//! joined (coalesced) or dropped. Flushes, shared ones (group commit)
+//! too.
 
 use super::*;
 
@@ -163,6 +165,49 @@ impl<B: Backend> Keyspace<B> {
         self.storage.rewrite_log(&remove, &put, through)?;
         self.coalesced_through = through;
         Ok(())
+    }
+
+    /// The variables changed after log sequence `after`, but for changes
+    /// that all came from incarnation `not_from` (the peer they are for
+    /// holds those): those the index of changes names (written at
+    /// checkpoints) and those changed since the last checkpoint. A peer
+    /// holding our log through `after` lacks nothing of any other variable.
+    /// `None` if the index does not reach back to `after`
+    /// ([`KeyspaceConfig::changes_retain`]) or names more than `limit`
+    /// variables.
+    pub fn changed_after(
+        &self,
+        after: u64,
+        limit: usize,
+        not_from: Option<ReplicaId>,
+    ) -> Result<Option<BTreeSet<String>>> {
+        let Some(indexed) = self.storage.changed_after(after, limit)? else {
+            return Ok(None);
+        };
+        let wanted = |origin: Option<ReplicaId>| origin.is_none() || origin != not_from;
+        let mut names: BTreeSet<String> = indexed
+            .into_iter()
+            .filter(|(_, origin)| wanted(*origin))
+            .map(|(name, _)| name)
+            .collect();
+        for (name, origin) in &self.dirty {
+            if wanted(*origin) {
+                names.insert(name.clone());
+            }
+        }
+        Ok((names.len() <= limit).then_some(names))
+    }
+
+    /// Notes that `name` changed since the last checkpoint, by a delta from
+    /// incarnation `origin`.
+    pub(super) fn note_dirty(&mut self, name: &str, origin: ReplicaId) {
+        match self.dirty.get_mut(name) {
+            Some(o) if *o != Some(origin) => *o = None,
+            Some(_) => {}
+            None => {
+                self.dirty.insert(name.to_string(), Some(origin));
+            }
+        }
     }
 
     /// Sets the log sequence that every known peer has acknowledged (`None`

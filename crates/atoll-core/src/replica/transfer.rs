@@ -2,6 +2,9 @@
 //! sent the states of the variables changed since what it holds, when the
 //! index of changes reaches back to it, else every variable's state; in
 //! chunks, and a state too large for one message in parts.
+//!
+//! A little over 600 lines: one sender's state machine (chunks, parts,
+//! acknowledgements, what to send), which reads best whole.
 
 use super::*;
 use std::collections::BTreeSet;
