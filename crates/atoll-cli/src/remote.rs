@@ -72,8 +72,8 @@ pub(crate) fn run(r: &Remote, cmd: Cmd) -> Result<Output, String> {
                 format!("node\t{}", v["id"].as_str().unwrap_or("")),
                 format!("listen\t{}", v["listen"].as_str().unwrap_or("")),
                 format!(
-                    "variables\t{} ({} in memory)",
-                    v["variables"], v["variables_loaded"]
+                    "variables\t{} ({} in memory, {} bytes encoded)",
+                    v["variables"], v["variables_loaded"], v["resident_bytes"]
                 ),
                 format!("log seq\t{}", v["last_seq"]),
                 format!(

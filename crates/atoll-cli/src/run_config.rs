@@ -29,6 +29,8 @@ struct RunConfig {
     flush_every_ms: Option<u64>,
     /// Delta-log entries kept (default 100000).
     log_retain: Option<u64>,
+    /// The variables kept in memory, by encoded size (default: all used).
+    cache_bytes: Option<usize>,
     /// Delta-log entries between checkpoints (default 4096).
     checkpoint_every: Option<u64>,
     /// Join runs of delta-log entries into entries of up to this many bytes
@@ -188,6 +190,9 @@ pub(crate) fn node_config(path: &Path) -> Result<atoll::NodeConfig, String> {
     if let Some(v) = rc.log_retain {
         c.store.log_retain = v;
     }
+    if let Some(v) = rc.cache_bytes {
+        c.store.cache_bytes = Some(v);
+    }
     if let Some(v) = rc.checkpoint_every {
         c.store.checkpoint_every = v;
     }
@@ -282,6 +287,13 @@ mod tests {
         );
         std::fs::write(&path, text).unwrap();
         node_config(&path)
+    }
+
+    #[test]
+    fn cache_bytes_is_read() {
+        assert_eq!(config("").unwrap().store.cache_bytes, None);
+        let set = config("cache_bytes = 1048576").unwrap();
+        assert_eq!(set.store.cache_bytes, Some(1 << 20));
     }
 
     #[test]

@@ -274,7 +274,10 @@ fn two_run_processes_joined_by_peer_add_converge_through_the_cli() {
         status.contains("peers\t1 (1 connected, 0 addresses not answering)"),
         "{status}"
     );
-    assert!(status.contains(" in memory)"), "{status}");
+    assert!(
+        status.contains(" in memory, ") && status.contains(" bytes encoded)"),
+        "{status}"
+    );
     assert!(remote_ok(&url1, &["ls"]).contains("hits\tcounter"));
     // Errors through the API are one clear line too.
     let mismatch = remote(&url1, &["set", "add", "hits", "z"]);
