@@ -8,14 +8,7 @@ use atoll::{CheckReport, CheckResult, Node};
 use atoll_crdt::variable::State;
 use atoll_crdt::{PNCounter, ReplicaId};
 use atoll_store::{Backend, BatchOp, SledBackend};
-use atoll_tests::{wait_until, Cluster};
-
-fn connected(nodes: &[&Node], peers: usize) -> bool {
-    nodes.iter().all(|n| {
-        let s = n.status();
-        s.peers.len() == peers && s.peers.iter().all(|(p, _)| p.connected) && !n.fenced()
-    })
-}
+use atoll_tests::{connected, wait_until, Cluster};
 
 fn result_of(r: &CheckReport, node: ReplicaId) -> Option<CheckResult> {
     r.nodes.iter().find(|n| n.node == node).map(|n| n.result)

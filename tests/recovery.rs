@@ -6,7 +6,7 @@
 //! a consistency check that finds every node `ok`.
 
 use atoll::{CheckReport, CheckResult, Config, Node};
-use atoll_tests::{wait_until, Cluster};
+use atoll_tests::{connected, copy_dir, wait_until, Cluster};
 use std::path::Path;
 
 const COUNTERS: usize = 300;
@@ -17,13 +17,6 @@ fn name(i: usize) -> String {
 
 fn value(n: &Node, name: &str) -> i128 {
     n.counter(name).unwrap().value().unwrap()
-}
-
-fn connected(nodes: &[&Node], peers: usize) -> bool {
-    nodes.iter().all(|n| {
-        let s = n.status();
-        s.peers.len() == peers && s.peers.iter().all(|(p, _)| p.connected) && !n.fenced()
-    })
 }
 
 /// Checks from `n` until each of its `peers` is `ok` (what is in flight
@@ -39,19 +32,6 @@ fn check_all_ok(n: &Node, peers: usize) -> CheckReport {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     panic!("no check found every node ok: the last said {last:?}");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use atoll_tests::{wait_until, Cluster, TIMEOUT};
+use atoll_tests::{copy_dir, wait_until, Cluster, TIMEOUT};
 
 #[derive(Debug, PartialEq)]
 struct Snapshot {
@@ -517,19 +517,6 @@ fn nodes_learn_their_peers_peers() {
             .iter()
             .any(|(p, _)| p.id == a.replica_id() && p.connected)
     });
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 #[test]

@@ -5,6 +5,7 @@
 use atoll::{Node, NodeConfig};
 use atoll_net::certs;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -63,5 +64,29 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     while !cond() {
         assert!(start.elapsed() < TIMEOUT, "timed out waiting until {what}");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether every node in `nodes` has `peers` peers, all connected, and is
+/// not fenced.
+pub fn connected(nodes: &[&Node], peers: usize) -> bool {
+    nodes.iter().all(|n| {
+        let s = n.status();
+        s.peers.len() == peers && s.peers.iter().all(|(p, _)| p.connected) && !n.fenced()
+    })
+}
+
+/// Copies the directory `from` into `to`, recursively (a backup of a
+/// stopped node's data directory, say).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
     }
 }

@@ -153,11 +153,16 @@ fn the_index_of_changes_survives_a_restart_of_the_sender() {
     assert_eq!(net.counter(1, "c0003"), 1 + (1..=20).sum::<i128>() + 1);
 }
 
-#[test]
-fn a_variable_recorded_at_the_checkpoint_just_after_what_the_peer_holds_is_sent() {
+/// Two replicas holding 10 counters, checkpointed, then split; node 0
+/// then adds 5 to `c0001` (the entry right after what node 1 holds) and
+/// checkpoints at it, so that the index records `c0001` at exactly
+/// `held + 1`. Checkpoints only when asked; a log of 8 entries; an index
+/// that reaches back `changes_retain`. Returns the network and `held`.
+fn split_after_one_change(changes_retain: u64) -> (Net, u64) {
     let ks = KeyspaceConfig {
         checkpoint_every: 1_000,
         log_retain: 8,
+        changes_retain,
         ..KeyspaceConfig::default()
     };
     let mut net = Net::new(2, ks);
@@ -169,10 +174,14 @@ fn a_variable_recorded_at_the_checkpoint_just_after_what_the_peer_holds_is_sent(
     net.nodes[0].keyspace().checkpoint().unwrap();
     let held = net.nodes[0].peers()[0].acked;
     net.cut(0, 1);
-    // The entry right after what node 1 holds, and a checkpoint at it: the
-    // index records the variable at exactly `held + 1`.
     net.incr(0, "c0001", 5);
     net.nodes[0].keyspace().checkpoint().unwrap();
+    (net, held)
+}
+
+#[test]
+fn a_variable_recorded_at_the_checkpoint_just_after_what_the_peer_holds_is_sent() {
+    let (mut net, held) = split_after_one_change(KeyspaceConfig::default().changes_retain);
     assert_eq!(net.nodes[0].keyspace().last_seq(), held + 1);
     for _ in 0..20 {
         net.incr(0, "c0002", 1);
@@ -189,23 +198,7 @@ fn a_variable_recorded_at_the_checkpoint_just_after_what_the_peer_holds_is_sent(
 
 #[test]
 fn an_index_that_forgot_what_the_peer_lacks_sends_every_variable() {
-    let ks = KeyspaceConfig {
-        checkpoint_every: 1_000,
-        log_retain: 8,
-        changes_retain: 10,
-        ..KeyspaceConfig::default()
-    };
-    let mut net = Net::new(2, ks);
-    net.full_mesh();
-    for v in 0..10 {
-        net.incr(0, &format!("c{v:04}"), 1);
-    }
-    net.run(1_000);
-    net.nodes[0].keyspace().checkpoint().unwrap();
-    let held = net.nodes[0].peers()[0].acked;
-    net.cut(0, 1);
-    net.incr(0, "c0001", 5);
-    net.nodes[0].keyspace().checkpoint().unwrap();
+    let (mut net, held) = split_after_one_change(10);
     for _ in 0..30 {
         net.incr(0, "c0002", 1);
     }
