@@ -29,6 +29,14 @@ struct Cli {
     /// The bearer token for `--node`.
     #[arg(long, env = "ATOLL_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+    /// The namespace of the data commands (`atoll ns create NAME` first).
+    #[arg(
+        long = "ns",
+        env = "ATOLL_NS",
+        global = true,
+        default_value = "default"
+    )]
+    ns: String,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -62,8 +70,11 @@ enum Cmd {
     },
     /// Who owns a variable: its owner, the ownership epoch, a move under way.
     Owner { name: String },
-    /// List variables and their types.
+    /// List variables and their types (of the namespace --ns names).
     Ls,
+    /// Namespaces: list, create, drop.
+    #[command(subcommand)]
+    Ns(NsCmd),
     /// List type conflicts: names created with two types on two sides of a
     /// split, the type that kept each name and the copy holding the other's data.
     Conflicts,
@@ -98,6 +109,22 @@ enum Cmd {
         /// (default: info).
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         log_format: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum NsCmd {
+    /// Every namespace (`default` first).
+    List,
+    /// Creates a namespace (on every node this one replicates with).
+    Create { name: String },
+    /// Drops a namespace. One that holds variables is refused unless
+    /// --force: atoll does not delete variables, so a forced drop only
+    /// hides them until the namespace is created again.
+    Drop {
+        name: String,
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -432,10 +459,13 @@ fn run(cli: Cli) -> Result<Output, String> {
     init_logging("warn", false);
     if let Some(op) = data::op(&cli.command)? {
         let answer = match &cli.node {
-            Some(url) => remote::Remote::new(url.clone(), cli.token.clone()).run_op(&op)?,
+            Some(url) => {
+                remote::Remote::new(url.clone(), cli.token.clone()).run_op(&op, &cli.ns)?
+            }
             None => {
                 let (store, _) = open_store(cli.data_dir, cli.last_of_cluster)?;
-                op.apply(&store).map_err(|e| e.to_string())?
+                let ns = store.namespace(&cli.ns).map_err(|e| e.to_string())?;
+                op.apply_in(&ns).map_err(|e| e.to_string())?
             }
         };
         return Ok(data::render(&cli.command, answer));
@@ -443,6 +473,10 @@ fn run(cli: Cli) -> Result<Output, String> {
     if let Some(url) = cli.node.clone() {
         let remote = remote::Remote::new(url, cli.token.clone());
         return remote::run(&remote, cli.command);
+    }
+    if let Cmd::Ns(cmd) = cli.command {
+        let (store, _) = open_store(cli.data_dir, cli.last_of_cluster)?;
+        return namespaces(&store, cmd).map_err(|e| e.to_string());
     }
     if matches!(cli.command, Cmd::Peer(_) | Cmd::Status | Cmd::Check) {
         return Err(
@@ -478,6 +512,35 @@ fn run(cli: Cli) -> Result<Output, String> {
         ],
         json: j,
         ok: true,
+    })
+}
+
+/// `atoll ns ...` on a data directory.
+fn namespaces(store: &Store, cmd: NsCmd) -> atoll::Result<Output> {
+    Ok(match cmd {
+        NsCmd::List => {
+            let all = store.namespaces()?;
+            Output {
+                text: all.clone(),
+                json: json!({ "namespaces": all }),
+                ok: true,
+            }
+        }
+        NsCmd::Create { name } => {
+            store.create_namespace(&name)?;
+            Output::new(
+                format!("namespace {name} created"),
+                json!({"namespace": name, "created": true}),
+            )
+        }
+        NsCmd::Drop { name, force } => {
+            let existed = store.drop_namespace(&name, force)?;
+            let text = match existed {
+                true => format!("namespace {name} dropped"),
+                false => format!("no namespace {name}"),
+            };
+            Output::new(text, json!({"namespace": name, "dropped": existed}))
+        }
     })
 }
 

@@ -1,7 +1,7 @@
 //! The CLI against a running node's HTTP API (`--node URL`): the data
 //! commands' operations (see `data.rs`), and the admin commands.
 
-use crate::{Cmd, Output, PeerCmd};
+use crate::{Cmd, NsCmd, Output, PeerCmd};
 use atoll::ops::{path_segment as seg, Request};
 use serde_json::{json, Value};
 
@@ -25,9 +25,9 @@ impl Remote {
         }
     }
 
-    /// Runs a data operation on the node; its answer.
-    pub(crate) fn run_op(&self, op: &Request) -> Result<Value, String> {
-        let (method, path, body) = op.request();
+    /// Runs a data operation on the node, in namespace `ns`; its answer.
+    pub(crate) fn run_op(&self, op: &Request, ns: &str) -> Result<Value, String> {
+        let (method, path, body) = op.request_in(ns);
         self.call(method, &path, body)
     }
 
@@ -66,13 +66,39 @@ fn out(text: Vec<String>, json: Value) -> Output {
 
 pub(crate) fn run(r: &Remote, cmd: Cmd) -> Result<Output, String> {
     Ok(match cmd {
+        Cmd::Ns(ns) => {
+            let (method, path) = match &ns {
+                NsCmd::List => ("GET", "/v1/ns".to_string()),
+                NsCmd::Create { name } => ("PUT", format!("/v1/ns/{}", seg(name))),
+                NsCmd::Drop { name, force } => {
+                    ("DELETE", format!("/v1/ns/{}?force={force}", seg(name)))
+                }
+            };
+            let v = r.call(method, &path, None)?;
+            let text = match ns {
+                NsCmd::List => v["namespaces"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|n| n.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                NsCmd::Create { name } => vec![format!("namespace {name} created")],
+                NsCmd::Drop { name, .. } => vec![match v["dropped"].as_bool() {
+                    Some(true) => format!("namespace {name} dropped"),
+                    _ => format!("no namespace {name}"),
+                }],
+            };
+            out(text, v)
+        }
         Cmd::Info | Cmd::Status => {
             let v = r.call("GET", "/v1/status", None)?;
             let text = vec![
                 format!("node\t{}", v["id"].as_str().unwrap_or("")),
                 format!("listen\t{}", v["listen"].as_str().unwrap_or("")),
                 format!(
-                    "variables\t{} ({} in memory, {} bytes encoded)",
+                    "variables\t{} ({} in memory, counting {} bytes)",
                     v["variables"], v["variables_loaded"], v["resident_bytes"]
                 ),
                 format!("log seq\t{}", v["last_seq"]),

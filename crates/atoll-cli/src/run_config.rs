@@ -29,7 +29,8 @@ struct RunConfig {
     flush_every_ms: Option<u64>,
     /// Delta-log entries kept (default 100000).
     log_retain: Option<u64>,
-    /// The variables kept in memory, by encoded size (default: all used).
+    /// The variables kept in memory, by encoded size plus a fixed cost
+    /// each (default: all used).
     cache_bytes: Option<usize>,
     /// Delta-log entries between checkpoints (default 4096).
     checkpoint_every: Option<u64>,

@@ -275,7 +275,7 @@ fn two_run_processes_joined_by_peer_add_converge_through_the_cli() {
         "{status}"
     );
     assert!(
-        status.contains(" in memory, ") && status.contains(" bytes encoded)"),
+        status.contains(" in memory, ") && status.contains(" bytes)"),
         "{status}"
     );
     assert!(remote_ok(&url1, &["ls"]).contains("hits\tcounter"));

@@ -36,8 +36,9 @@ pub use conflict::{
 };
 use history::MAX_INCARNATIONS;
 pub use names::{
-    escrow_record, escrowed_by_record, owned_by_record, owner_record, validate_name, ESCROW_PREFIX,
-    MAX_NAME_LEN, OWNER_PREFIX,
+    escrow_record, escrowed_by_record, namespace_of, namespaced, owned_by_record, owner_record,
+    validate_name, validate_namespace, DEFAULT_NS, ESCROW_PREFIX, MAX_NAME_LEN, MAX_NS_LEN,
+    NS_PREFIX, OWNER_PREFIX,
 };
 
 struct Var {
@@ -51,8 +52,8 @@ struct Var {
     /// same origin replaces the earlier one. (An entry an earlier opening
     /// wrote stays, until the index forgets it.)
     indexed: Vec<(u64, Option<ReplicaId>)>,
-    /// Its encoded size, as last read or checkpointed: what it counts
-    /// against [`KeyspaceConfig::cache_bytes`].
+    /// What it counts against [`KeyspaceConfig::cache_bytes`]: its
+    /// [`resident_size`], as last read or checkpointed.
     bytes: usize,
     /// Used since the cache's last sweep passed it (a second chance).
     used: bool,
@@ -134,12 +135,14 @@ pub struct KeyspaceConfig {
     /// checkpoint, replaced at the next; it should reach much further back
     /// than `log_retain`.
     pub changes_retain: u64,
-    /// The variables kept in memory, by their encoded size; `None`:
-    /// every variable used stays until the keyspace closes. Beyond it,
-    /// those least lately used, and unchanged since the last checkpoint,
-    /// are dropped from memory (and read again from disk when used). The
+    /// The variables kept in memory, by their encoded size plus a fixed
+    /// cost each for keeping one (a few hundred bytes); `None`: every
+    /// variable used stays until the keyspace closes. Beyond it, those
+    /// least lately used, and unchanged since the last checkpoint, are
+    /// dropped from memory (and read again from disk when used). The
     /// variables changed since the last checkpoint stay whatever the
-    /// budget. Their size in memory is a small multiple of the encoded one.
+    /// budget. A large state's size in memory is a small multiple of its
+    /// encoded one.
     pub cache_bytes: Option<usize>,
 }
 
@@ -567,6 +570,16 @@ impl<B: Backend> Keyspace<B> {
     pub fn flushed_seq(&self) -> u64 {
         self.flushed_through
     }
+}
+
+/// What a variable in memory counts against [`KeyspaceConfig::cache_bytes`]:
+/// its state's encoded size, and what keeping it costs besides (its entry
+/// in the map of variables, its name twice, a share of the map's node).
+/// Without the second part, a million small counters (20 bytes encoded,
+/// several hundred in memory) all fitted a 16 MiB budget.
+fn resident_size(name: &str, encoded: usize) -> usize {
+    const MAP_ENTRY: usize = std::mem::size_of::<Var>() + std::mem::size_of::<String>() + 64;
+    encoded + MAP_ENTRY + 2 * name.len()
 }
 
 /// The cached variable `name`, about to change: created empty as a `kind`

@@ -28,9 +28,10 @@ pub use config::{check_range, ConfigError};
 pub use error::{Error, OwnershipError, Result};
 pub use keyspace::{
     bucket_of, conflict_name, conflict_of, digest_of, escrow_record, escrowed_by_record,
-    is_reserved, owned_by_record, owner_record, validate_name, Applied, Conflict, ConflictEvent,
-    DigestTree, Keyspace, KeyspaceConfig, OpCtx, CONFLICT_PREFIX, DIGEST_BUCKETS, ESCROW_PREFIX,
-    MAX_NAME_LEN, OWNER_PREFIX, SYSTEM_PREFIX,
+    is_reserved, namespace_of, namespaced, owned_by_record, owner_record, validate_name,
+    validate_namespace, Applied, Conflict, ConflictEvent, DigestTree, Keyspace, KeyspaceConfig,
+    OpCtx, CONFLICT_PREFIX, DEFAULT_NS, DIGEST_BUCKETS, ESCROW_PREFIX, MAX_NAME_LEN, MAX_NS_LEN,
+    NS_PREFIX, OWNER_PREFIX, SYSTEM_PREFIX,
 };
 pub use op::{Answer, Op, Outcome};
 pub use replica::{

@@ -10,9 +10,8 @@
 //! Then group commit: durable writes from 16 concurrent threads against one
 //! thread, on the same store setup (each thread its own counter).
 //!
-//! With `-- --variables N` instead: a store of N counters (a million by
-//! default), its open time, and its resident memory with and without a
-//! cache budget.
+//! (Many variables, their memory and a new peer's catch-up: the
+//! `variables` benchmark.)
 //!
 //! Run: `cargo bench -p atoll --bench store`
 
@@ -196,81 +195,8 @@ fn group_commit() {
     println!("target: 16 writers at least 8x one writer's op/s");
 }
 
-/// This process's resident memory, in MiB (`VmRSS`).
-fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-/// A store of `n` counters: the time to write them (buffered), to open
-/// it again, and the resident memory after reading every one of them, with
-/// `cache_bytes` at 16 MiB and with no budget (in that order: memory a
-/// process freed is not always given back).
-fn many_variables(n: usize) {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let config = |cache_bytes| Config {
-        durability: Durability::Buffered {
-            flush_every_ms: 100,
-        },
-        cache_bytes,
-        ..Config::new(dir.path())
-    };
-    println!("\n{n} counters in one store (buffered):");
-    let before = rss_mib();
-    let start = Instant::now();
-    {
-        let store = Store::open_with(config(Some(16 << 20))).expect("opens");
-        for v in 0..n {
-            store
-                .counter(&format!("v{v:07}"))
-                .and_then(|c| c.incr(1))
-                .expect("a write");
-        }
-        store.flush().expect("flushes");
-        println!(
-            "- written in {:.1} s; resident memory then {:.0} MiB over the {:.0} MiB before the store",
-            start.elapsed().as_secs_f64(),
-            rss_mib() - before,
-            before
-        );
-    }
-    for (budget, label) in [(Some(16 << 20), "16 MiB"), (None, "none")] {
-        let start = Instant::now();
-        let store = Store::open_with(config(budget)).expect("opens");
-        let opened = start.elapsed();
-        let start = Instant::now();
-        let mut sum = 0i128;
-        for v in 0..n {
-            sum += store
-                .counter(&format!("v{v:07}"))
-                .and_then(|c| c.value())
-                .expect("a read");
-        }
-        assert_eq!(sum, n as i128);
-        println!(
-            "- cache_bytes {label}: opened in {:.2} s; every counter read in {:.1} s; resident memory then {:.0} MiB over the {:.0} MiB before the store",
-            opened.as_secs_f64(),
-            start.elapsed().as_secs_f64(),
-            rss_mib() - before,
-            before
-        );
-    }
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--test" || a == "--list") {
-        return;
-    }
-    if let Some(i) = std::env::args().position(|a| a == "--variables") {
-        let n = std::env::args()
-            .nth(i + 1)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1_000_000);
-        many_variables(n);
         return;
     }
     if std::env::args().any(|a| a == "--group-commit") {

@@ -54,8 +54,9 @@ pub struct Config {
     /// restored from. Set it only when no other copy of this data will
     /// ever take from its bags. Default: false.
     pub last_of_cluster: bool,
-    /// The variables kept in memory, by encoded size (their size in memory
-    /// is a small multiple of it); `None`: every variable used stays in
+    /// The variables kept in memory, by encoded size plus a fixed cost each
+    /// (a few hundred bytes: what keeping one costs besides its state);
+    /// `None`: every variable used stays in
     /// memory until the store closes. Beyond it, those least lately used
     /// and unchanged since the last checkpoint are dropped from memory and
     /// read again from disk when used. Default: `None`.

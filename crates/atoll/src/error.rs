@@ -50,6 +50,23 @@ pub enum Error {
         /// The configured maximum (`Config::max_value_len`).
         max: usize,
     },
+    /// No namespace of that name was created (`Store::create_namespace`,
+    /// `atoll ns create`). Nothing changed.
+    #[error("no namespace {ns:?}: create it first (atoll ns create {ns})")]
+    NoNamespace {
+        /// The namespace asked for.
+        ns: String,
+    },
+    /// A namespace that holds variables is dropped only when forced
+    /// (atoll does not delete variables: a forced drop hides them). Nothing
+    /// changed.
+    #[error("namespace {ns:?} holds {variables} variables: atoll does not delete variables, so dropping it would only hide them; drop it with force to do so")]
+    NamespaceNotEmpty {
+        /// The namespace.
+        ns: String,
+        /// How many variables it holds.
+        variables: usize,
+    },
     /// A request's argument is malformed (an element id, a node id).
     /// Nothing changed.
     #[error("{what}")]

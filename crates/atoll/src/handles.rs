@@ -67,6 +67,11 @@ macro_rules! answer {
 mod map;
 pub use map::Map;
 
+/// A variable's name as its handle shows it: within its namespace.
+pub(crate) fn shown(name: &str) -> &str {
+    atoll_core::namespace_of(name).map_or(name, |(_, n)| n)
+}
+
 /// A handle on a counter (`Store::counter`).
 #[derive(Clone)]
 pub struct Counter {
@@ -77,8 +82,7 @@ pub struct Counter {
 impl Counter {
     /// Adds `by` (negative to subtract); returns the new value as seen here.
     pub fn incr(&self, by: i64) -> Result<i128> {
-        let answer = self.store.write(false, &self.name, Op::CounterAdd { by })?;
-        Ok(answer!(answer, Value))
+        self.store.counter_add(&self.name, by)
     }
 
     /// Strong: subtracts `by` only if that leaves the counter at least
@@ -144,9 +148,9 @@ impl Counter {
         })
     }
 
-    /// The variable's name.
+    /// The variable's name (within its namespace).
     pub fn name(&self) -> &str {
-        &self.name
+        crate::handles::shown(&self.name)
     }
 }
 
@@ -196,9 +200,9 @@ impl<T: Serialize + DeserializeOwned> Register<T> {
         })
     }
 
-    /// The variable's name.
+    /// The variable's name (within its namespace).
     pub fn name(&self) -> &str {
-        &self.name
+        crate::handles::shown(&self.name)
     }
 }
 
@@ -229,9 +233,9 @@ impl<T: Serialize + DeserializeOwned> MvRegister<T> {
         })
     }
 
-    /// The variable's name.
+    /// The variable's name (within its namespace).
     pub fn name(&self) -> &str {
-        &self.name
+        crate::handles::shown(&self.name)
     }
 }
 
@@ -325,9 +329,9 @@ impl<T: Serialize + DeserializeOwned> Set<T> {
         Ok(self.len()? == 0)
     }
 
-    /// The variable's name.
+    /// The variable's name (within its namespace).
     pub fn name(&self) -> &str {
-        &self.name
+        crate::handles::shown(&self.name)
     }
 }
 
@@ -439,13 +443,22 @@ impl<T: Serialize + DeserializeOwned> Bag<T> {
         })
     }
 
-    /// The variable's name.
+    /// The variable's name (within its namespace).
     pub fn name(&self) -> &str {
-        &self.name
+        crate::handles::shown(&self.name)
     }
 }
 
 impl Store {
+    /// [`Counter::incr`] without a handle: one turn of the store's lock,
+    /// where a handle takes one to check the name and kind and another to
+    /// write (the write checks both again, and refuses as the handle would).
+    /// The HTTP API's and the CLI's increments come here.
+    pub(crate) fn counter_add(&self, name: &str, by: i64) -> Result<i128> {
+        let answer = self.write(false, name, Op::CounterAdd { by })?;
+        Ok(answer!(answer, Value))
+    }
+
     /// A handle on the counter `name`.
     pub fn counter(&self, name: &str) -> Result<Counter> {
         self.check(name, Kind::Counter)?;

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 mod metrics;
+mod namespaces;
 mod owned;
 use metrics::metrics;
 use owned::*;
@@ -48,6 +49,8 @@ impl From<Error> for ApiError {
             Error::Core(CoreError::Fenced { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Core(CoreError::Ownership(ref o)) => ownership_status(o),
             Error::Reserved { .. } => StatusCode::FORBIDDEN,
+            Error::NoNamespace { .. } => StatusCode::NOT_FOUND,
+            Error::NamespaceNotEmpty { .. } => StatusCode::CONFLICT,
             _ => StatusCode::BAD_REQUEST,
         };
         ApiError(status, e.to_string())
@@ -103,9 +106,24 @@ fn authorized(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// The API: its routes, behind the layer that routes a namespace's
+/// requests (`/v1/ns/{ns}/...`, see [`namespaces`]) as the default
+/// namespace's routes. (A layer of the outer router runs before the inner
+/// one routes, so the rewritten request is routed.)
 pub(crate) fn router(api: Api) -> Router {
     Router::new()
+        .fallback_service(routes(api))
+        .layer(axum::middleware::from_fn(namespaces::rewrite))
+}
+
+fn routes(api: Api) -> Router {
+    Router::new()
         .route("/v1/status", get(status))
+        .route("/v1/ns", get(namespaces::list))
+        .route(
+            "/v1/ns/{ns}",
+            axum::routing::put(namespaces::create).delete(namespaces::drop),
+        )
         .route("/v1/check", post(check))
         .route("/v1/peers", get(peers).post(add_peer))
         .route("/v1/peers/{id}", delete(remove_peer))
@@ -405,7 +423,8 @@ async fn readmit_peer(State(api): State<Api>, h: HeaderMap, Path(id): Path<Strin
 /// Runs one data operation (the same code as the CLI's; see [`crate::ops`]).
 fn run(api: &Api, h: &HeaderMap, op: Request) -> ApiResult {
     authorized(api, h)?;
-    Ok(Json(op.apply(&api.store)?))
+    let ns = namespaces::namespace_of(api, h)?;
+    Ok(Json(op.apply_in(&ns)?))
 }
 
 async fn vars(State(api): State<Api>, h: HeaderMap) -> ApiResult {

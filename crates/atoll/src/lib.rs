@@ -29,6 +29,7 @@ mod error;
 mod feed;
 mod handles;
 mod http;
+mod namespace;
 mod node;
 pub mod ops;
 mod ownership;
@@ -49,6 +50,7 @@ pub use config::{Config, Durability};
 pub use error::{CoreError, Error, Result};
 pub use feed::{Change, ChangeFeed, FeedError};
 pub use handles::{Bag, BagElement, Counter, Map, MvRegister, Register, Set};
+pub use namespace::{Namespace, DEFAULT_NS};
 pub use node::{
     resolve_peer, CheckConfig, CheckExporter, CheckReporting, Node, NodeConfig, NodeStatus,
 };

@@ -155,8 +155,8 @@ pub struct NodeStatus {
     /// if set; a state transfer sends a variable unchanged since the last
     /// checkpoint without loading it).
     pub variables_loaded: usize,
-    /// Their encoded size, as last read or checkpointed: what counts
-    /// against `Config::cache_bytes`.
+    /// What they count against `Config::cache_bytes`: their encoded size
+    /// (as last read or checkpointed) plus a fixed cost each.
     pub resident_bytes: usize,
     /// The configured or learned peer addresses this node dials that no
     /// connected peer answers from: each with its last refusal (`None`:

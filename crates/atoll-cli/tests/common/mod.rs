@@ -14,6 +14,7 @@ pub fn atoll(dir: &Path, args: &[&str]) -> Output {
         .arg(dir)
         .args(args)
         .env_remove("ATOLL_DATA_DIR")
+        .env_remove("ATOLL_NS")
         .output()
         .expect("run atoll")
 }
@@ -117,6 +118,7 @@ pub fn remote(url: &str, args: &[&str]) -> Output {
         .args(["--node", url])
         .args(args)
         .env_remove("ATOLL_DATA_DIR")
+        .env_remove("ATOLL_NS")
         .output()
         .unwrap()
 }

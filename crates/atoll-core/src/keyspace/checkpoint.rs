@@ -33,7 +33,7 @@ impl<B: Backend> Keyspace<B> {
                 if let Some(v) = self.vars.get_mut(n) {
                     v.indexed.retain(|(_, o)| o != origin);
                     v.indexed.push((last, *origin));
-                    let bytes = sizes.next().unwrap_or(v.bytes);
+                    let bytes = sizes.next().map_or(v.bytes, |b| super::resident_size(n, b));
                     self.resident_bytes = (self.resident_bytes + bytes).saturating_sub(v.bytes);
                     v.bytes = bytes;
                 }

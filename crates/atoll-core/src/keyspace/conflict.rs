@@ -21,9 +21,11 @@ pub const SYSTEM_PREFIX: &str = "_atoll.";
 /// kind (see [`Keyspace::merge_state`]). Readable through the data API.
 pub const CONFLICT_PREFIX: &str = "_atoll.conflict/";
 
-/// Whether `name` is a system variable.
+/// Whether `name` is a system variable. A namespace's variable
+/// (`_atoll.ns/{ns}/{name}`, see [`crate::namespaced`]) is not: it is a
+/// user's, which the data API reaches only through its namespace.
 pub fn is_reserved(name: &str) -> bool {
-    name.starts_with(SYSTEM_PREFIX)
+    name.starts_with(SYSTEM_PREFIX) && !name.starts_with(crate::NS_PREFIX)
 }
 
 /// The name of the conflict copy that holds what was written to `name` as a

@@ -38,6 +38,59 @@ pub fn escrowed_by_record(name: &str) -> Option<&str> {
     name.strip_prefix(ESCROW_PREFIX)
 }
 
+/// Where the variables of a namespace other than [`DEFAULT_NS`] live:
+/// `_atoll.ns/{ns}/{name}`. The default namespace's variables keep their
+/// bare names (so data written before namespaces is the default
+/// namespace's). Replication, ownership and checks see one flat name
+/// space; only the data API maps a namespace and a name to the name here.
+pub const NS_PREFIX: &str = "_atoll.ns/";
+
+/// The namespace of every variable not in another.
+pub const DEFAULT_NS: &str = "default";
+
+/// The longest namespace name, in bytes.
+pub const MAX_NS_LEN: usize = 64;
+
+/// Checks a namespace's name: 1 to 64 bytes of lowercase ASCII letters,
+/// digits, `_` and `-`, starting with a letter or a digit.
+pub fn validate_namespace(ns: &str) -> Result<()> {
+    let bad = |reason| {
+        Err(Error::InvalidName {
+            name: ns.chars().take(80).collect(),
+            reason,
+        })
+    };
+    if ns.is_empty() || ns.len() > MAX_NS_LEN {
+        return bad("a namespace's name is 1 to 64 bytes");
+    }
+    if !ns
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b))
+    {
+        return bad("a namespace's name uses only lowercase ASCII letters, digits, _ and -");
+    }
+    if !ns.as_bytes()[0].is_ascii_alphanumeric() {
+        return bad("a namespace's name starts with a letter or a digit");
+    }
+    Ok(())
+}
+
+/// The name of the variable `name` of namespace `ns` (both valid): `name`
+/// itself in the default namespace.
+pub fn namespaced(ns: &str, name: &str) -> String {
+    if ns == DEFAULT_NS {
+        name.to_string()
+    } else {
+        format!("{NS_PREFIX}{ns}/{name}")
+    }
+}
+
+/// The namespace and the name within it of a namespaced variable's name;
+/// `None` for a name of the default namespace (or a system name).
+pub fn namespace_of(name: &str) -> Option<(&str, &str)> {
+    name.strip_prefix(NS_PREFIX)?.split_once('/')
+}
+
 /// The variable a system record's name (ownership or escrow) stands for.
 fn record_of(name: &str) -> Option<&str> {
     owned_by_record(name).or_else(|| escrowed_by_record(name))
@@ -47,8 +100,31 @@ fn record_of(name: &str) -> Option<&str> {
 /// starting with a letter, digit or `_`. A conflict copy's name
 /// (`_atoll.conflict/{kind}/{name}`) may be longer: its `name` is checked,
 /// and must not itself be a system name; so may an ownership or escrow
-/// record's (`_atoll.owner/{name}`, `_atoll.escrow/{name}`).
+/// record's (`_atoll.owner/{name}`, `_atoll.escrow/{name}`). A namespace's
+/// variable (`_atoll.ns/{ns}/{name}`) is at most 255 bytes in all, and its
+/// `ns` and `name` are checked.
 pub fn validate_name(name: &str) -> Result<()> {
+    if name.starts_with(NS_PREFIX) {
+        let bad = |reason| {
+            Err(Error::InvalidName {
+                name: name.chars().take(80).collect(),
+                reason,
+            })
+        };
+        if name.len() > MAX_NAME_LEN {
+            return bad("a namespace's variable is named _atoll.ns/{namespace}/{name}, at most 255 bytes in all");
+        }
+        return match namespace_of(name) {
+            Some((ns, _)) if ns == DEFAULT_NS => {
+                bad("the default namespace's variables have no _atoll.ns/ prefix")
+            }
+            Some((ns, of)) if !is_reserved(of) && namespace_of(of).is_none() => {
+                validate_namespace(ns)?;
+                validate_name(of)
+            }
+            _ => bad("a namespace's variable is named _atoll.ns/{namespace}/{name}, of a name outside _atoll."),
+        };
+    }
     if let Some(of) = record_of(name) {
         if is_reserved(of) {
             return Err(Error::InvalidName {
@@ -104,6 +180,44 @@ mod tests {
         for bad in ["", "-x", "/abs", "sp ace", "ünï", &"x".repeat(256)] {
             let e = validate_name(bad).unwrap_err();
             assert!(matches!(e, Error::InvalidName { .. }), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_namespace_maps_names_apart_and_is_checked() {
+        assert_eq!(namespaced(DEFAULT_NS, "hits"), "hits");
+        let full = namespaced("billing", "invoices/2026");
+        assert_eq!(full, "_atoll.ns/billing/invoices/2026");
+        assert_eq!(namespace_of(&full), Some(("billing", "invoices/2026")));
+        assert_eq!(namespace_of("hits"), None);
+        validate_name(&full).unwrap();
+        assert!(!is_reserved(&full), "a namespace's variable is a user's");
+        // Its ownership record and conflict copy are valid system names.
+        validate_name(&crate::owner_record(&full)).unwrap();
+        validate_name(&crate::conflict_name(
+            &full,
+            atoll_crdt::variable::Kind::Set,
+        ))
+        .unwrap();
+        for ns in ["billing", "a", "site-1_x", &"n".repeat(64)] {
+            validate_namespace(ns).unwrap();
+        }
+        for ns in ["", "Billing", "-x", "a/b", "a.b", &"n".repeat(65)] {
+            assert!(validate_namespace(ns).is_err(), "{ns:?}");
+        }
+        for bad in [
+            "_atoll.ns/billing",
+            "_atoll.ns/default/x",
+            "_atoll.ns/Billing/x",
+            "_atoll.ns/billing/_atoll.peers",
+            "_atoll.ns/billing/_atoll.ns/other/x",
+            "_atoll.ns/billing/-x",
+            &format!("_atoll.ns/billing/{}", "x".repeat(240)),
+        ] {
+            assert!(
+                matches!(validate_name(bad), Err(Error::InvalidName { .. })),
+                "{bad:?}"
+            );
         }
     }
 }

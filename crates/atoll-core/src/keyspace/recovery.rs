@@ -2,6 +2,7 @@
 //! with every logged delta after the checkpoint; opening replays the log.
 
 use super::*;
+use std::ops::Bound;
 
 impl<B: Backend> Keyspace<B> {
     /// Loads a variable into the cache; `None` if it does not exist.
@@ -15,7 +16,7 @@ impl<B: Backend> Keyspace<B> {
             // A variable created since the last checkpoint has no stored state
             // yet: it starts at bottom, and recovery replays its logged deltas.
             let stored = self.storage.state(name)?;
-            let bytes = stored.as_ref().map_or(0, Vec::len);
+            let bytes = resident_size(name, stored.as_ref().map_or(0, Vec::len));
             let state: State = match stored {
                 Some(bytes) => {
                     codec::decode(&bytes, atoll_store::MAX_RECORD_LEN).map_err(|source| {
@@ -163,36 +164,47 @@ impl<B: Backend> Keyspace<B> {
         let Some(budget) = self.config.cache_bytes else {
             return;
         };
-        // Two passes at most: the first may only clear the marks.
-        let mut steps = self.vars.len().saturating_mul(2);
-        while self.resident_bytes > budget && steps > 0 {
-            steps -= 1;
-            let after = (
-                std::ops::Bound::Excluded(self.hand.as_str()),
-                std::ops::Bound::Unbounded,
-            );
-            let next = self
-                .vars
-                .range::<str, _>(after)
-                .next()
-                .map(|(k, _)| k.clone());
-            let Some(name) = next.or_else(|| self.vars.keys().next().cloned()) else {
-                return;
-            };
-            let dirty = self.dirty.contains_key(&name);
-            let drop = match self.vars.get_mut(&name) {
-                Some(_) if dirty => false,
-                Some(var) if var.used => {
-                    var.used = false;
-                    false
+        // A variable changed since the last checkpoint is always resident:
+        // when every resident one is, there is nothing to drop (a node
+        // catching up merges into a new variable at every step).
+        if self.resident_bytes <= budget || self.vars.len() <= self.dirty.len() {
+            return;
+        }
+        let mut over = self.resident_bytes - budget;
+        let hand = std::mem::take(&mut self.hand);
+        let mut victims: Vec<String> = Vec::new();
+        // Round the clock from the hand, twice at most: the first round may
+        // only clear the marks. (Until over budget no more, so that the
+        // hand stops at the last variable dropped.)
+        'sweep: for _ in 0..2 {
+            let rounds = [
+                (Bound::Excluded(hand.as_str()), Bound::Unbounded),
+                (Bound::Unbounded, Bound::Included(hand.as_str())),
+            ];
+            for range in rounds {
+                for (name, var) in self.vars.range_mut::<str, _>(range) {
+                    if self.dirty.contains_key(name) {
+                        continue;
+                    }
+                    if var.used {
+                        var.used = false;
+                        continue;
+                    }
+                    victims.push(name.clone());
+                    // So that a second round passes it by.
+                    var.used = true;
+                    over = over.saturating_sub(var.bytes);
+                    if over == 0 {
+                        break 'sweep;
+                    }
                 }
-                Some(_) => true,
-                None => false,
-            };
-            if drop {
-                self.forget(&name);
             }
-            self.hand = name;
+        }
+        // Where it stopped: at the last variable dropped, or (two whole
+        // rounds) where it began.
+        self.hand = victims.last().cloned().unwrap_or(hand);
+        for name in victims {
+            self.forget(&name);
         }
     }
 }

@@ -144,8 +144,8 @@ impl Map {
         })
     }
 
-    /// The variable's name.
+    /// The variable's name (within its namespace).
     pub fn name(&self) -> &str {
-        &self.name
+        crate::handles::shown(&self.name)
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! Values are strings, as on the command line.
 
-use crate::{Result, Store};
+use crate::{Namespace, Result, Store};
 use serde_json::{json, Value};
 
 mod owned;
@@ -270,8 +270,8 @@ pub fn counter_json(v: i128) -> Value {
     }
 }
 
-fn map_entry(store: &Store, name: &str, key: &str) -> Result<Value> {
-    let m = store.map(name)?;
+fn map_entry(ns: &Namespace, name: &str, key: &str) -> Result<Value> {
+    let m = ns.map(name)?;
     let register: Option<String> = m.get(key)?;
     let set: Vec<String> = m.members(key)?;
     let counter = counter_json(m.counter(key)?);
@@ -370,24 +370,31 @@ impl Request {
         })
     }
 
-    /// Runs the operation on `store`; the answer is the HTTP API's JSON body.
+    /// Runs the operation on `store`'s default namespace; the answer is
+    /// the HTTP API's JSON body.
     pub fn apply(&self, store: &Store) -> Result<Value> {
+        self.apply_in(&store.default_namespace())
+    }
+
+    /// Runs the operation in namespace `ns`; the answer is the HTTP API's
+    /// JSON body (names in it are names within the namespace).
+    pub fn apply_in(&self, ns: &Namespace) -> Result<Value> {
         Ok(match self {
             Request::CounterAdd { name, by } => {
-                json!({"name": name, "value": counter_json(store.counter(name)?.incr(*by)?)})
+                json!({"name": name, "value": counter_json(ns.counter_add(name, *by)?)})
             }
             Request::CounterGet { name } => {
-                json!({"name": name, "value": counter_json(store.counter(name)?.value()?)})
+                json!({"name": name, "value": counter_json(ns.counter(name)?.value()?)})
             }
             Request::RegisterSet { name, value } => {
-                store.register::<String>(name)?.set(value)?;
+                ns.register::<String>(name)?.set(value)?;
                 json!({"name": name, "value": value})
             }
             Request::RegisterGet { name } => {
-                json!({"name": name, "value": store.register::<String>(name)?.get()?})
+                json!({"name": name, "value": ns.register::<String>(name)?.get()?})
             }
             Request::SetChange { name, add, remove } => {
-                let present = store.set::<String>(name)?.change(add, remove)?;
+                let present = ns.set::<String>(name)?.change(add, remove)?;
                 let removed: Vec<&String> = remove
                     .iter()
                     .zip(present)
@@ -396,10 +403,10 @@ impl Request {
                 json!({"name": name, "added": add, "removed": removed})
             }
             Request::SetList { name } => {
-                json!({"name": name, "members": store.set::<String>(name)?.members()?})
+                json!({"name": name, "members": ns.set::<String>(name)?.members()?})
             }
             Request::BagInsert { name, values } => {
-                let ids: Vec<String> = store
+                let ids: Vec<String> = ns
                     .bag::<String>(name)?
                     .insert_all(values)?
                     .into_iter()
@@ -408,16 +415,16 @@ impl Request {
                 json!({"name": name, "ids": ids})
             }
             Request::BagTake { name } => {
-                json!({"name": name, "taken": store.bag::<String>(name)?.take()?})
+                json!({"name": name, "taken": ns.bag::<String>(name)?.take()?})
             }
             Request::BagTransfer { name, id, to } => {
                 let element = parse_element(id)?;
                 let owner = parse_node(to)?;
-                store.bag::<String>(name)?.transfer(element, owner)?;
+                ns.bag::<String>(name)?.transfer(element, owner)?;
                 json!({"name": name, "id": id, "to": owner.to_string()})
             }
             Request::BagList { name } => {
-                let els: Vec<Value> = store
+                let els: Vec<Value> = ns
                     .bag::<String>(name)?
                     .elements()?
                     .into_iter()
@@ -432,16 +439,15 @@ impl Request {
                 set,
                 add,
             } => {
-                store
-                    .map(name)?
+                ns.map(name)?
                     .change(key, *incr, set.as_ref(), add.as_ref())?;
-                map_entry(store, name, key)?
+                map_entry(ns, name, key)?
             }
-            Request::MapGet { name, key } => map_entry(store, name, key)?,
+            Request::MapGet { name, key } => map_entry(ns, name, key)?,
             Request::MapRemove { name, key } => {
-                json!({"name": name, "key": key, "removed": store.map(name)?.remove(key)?})
+                json!({"name": name, "key": key, "removed": ns.map(name)?.remove(key)?})
             }
-            Request::MapKeys { name } => json!({"name": name, "keys": store.map(name)?.keys()?}),
+            Request::MapKeys { name } => json!({"name": name, "keys": ns.map(name)?.keys()?}),
             Request::OwnerGet { .. }
             | Request::Own { .. }
             | Request::Release { .. }
@@ -452,23 +458,20 @@ impl Request {
             | Request::SetClaim { .. }
             | Request::MapCas { .. }
             | Request::BagAdopt { .. }
-            | Request::Strong(_) => owned::apply(self, store)?,
+            | Request::Strong(_) => owned::apply(self, ns)?,
             Request::Vars => {
                 // Ownership and escrow records are shown by `owner` and
-                // `counter escrow`, not as variables.
-                let rows: Vec<Value> = store
+                // `counter escrow`, not as variables (nor are they the
+                // namespace's).
+                let rows: Vec<Value> = ns
                     .variables()?
                     .into_iter()
-                    .filter(|(n, _)| {
-                        atoll_core::owned_by_record(n).is_none()
-                            && atoll_core::escrowed_by_record(n).is_none()
-                    })
                     .map(|(n, k)| json!({"name": n, "type": k.name()}))
                     .collect();
                 json!({ "variables": rows })
             }
             Request::Conflicts => {
-                let rows: Vec<Value> = store
+                let rows: Vec<Value> = ns
                     .conflicts()?
                     .into_iter()
                     .map(|(name, kept, moved, copy)| {
@@ -478,6 +481,17 @@ impl Request {
                 json!({ "conflicts": rows })
             }
         })
+    }
+
+    /// [`Request::request`] in namespace `ns`: the same route under
+    /// `/v1/ns/{ns}` (the default namespace's routes have no prefix).
+    pub fn request_in(&self, ns: &str) -> (&'static str, String, Option<Value>) {
+        let (method, path, body) = self.request();
+        if ns == crate::DEFAULT_NS {
+            return (method, path, body);
+        }
+        let tail = path.strip_prefix("/v1").unwrap_or(&path);
+        (method, format!("/v1/ns/{}{tail}", path_segment(ns)), body)
     }
 
     /// The HTTP call that runs this operation on a node: method, path

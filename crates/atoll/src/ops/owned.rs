@@ -4,7 +4,7 @@
 //! that runs each on a node.
 
 use super::{body, parse_node, path_segment as seg, read, BodyRoute, Request};
-use crate::{Result, Store};
+use crate::{Namespace, Result};
 use atoll_crdt::variable::Kind;
 use atoll_crdt::Ownership;
 use serde_json::{json, Value};
@@ -49,24 +49,24 @@ fn escrow_json(name: &str, e: Option<crate::EscrowStatus>) -> Value {
     })
 }
 
-/// Runs one of the requests of this module on `store`.
-pub(super) fn apply(req: &Request, store: &Store) -> Result<Value> {
+/// Runs one of the requests of this module in namespace `ns`.
+pub(super) fn apply(req: &Request, ns: &Namespace) -> Result<Value> {
     Ok(match req {
-        Request::OwnerGet { name } => owner_json(name, &store.owner(name)?),
+        Request::OwnerGet { name } => owner_json(name, &ns.owner(name)?),
         Request::Own { name, to: None } => {
-            store.own(name)?;
-            owner_json(name, &store.owner(name)?)
+            ns.own(name)?;
+            owner_json(name, &ns.owner(name)?)
         }
         Request::Own { name, to: Some(to) } => {
-            store.own_by(name, parse_node(to)?)?;
-            owner_json(name, &store.owner(name)?)
+            ns.own_by(name, parse_node(to)?)?;
+            owner_json(name, &ns.owner(name)?)
         }
         Request::Release { name } => {
-            store.release(name)?;
-            owner_json(name, &store.owner(name)?)
+            ns.release(name)?;
+            owner_json(name, &ns.owner(name)?)
         }
         Request::OwnForce { name, to } => {
-            let record = store.force_owner(name, parse_node(to)?)?;
+            let record = ns.force_owner(name, parse_node(to)?)?;
             owner_json(name, &record)
         }
         Request::RegisterCas {
@@ -74,24 +74,24 @@ pub(super) fn apply(req: &Request, store: &Store) -> Result<Value> {
             expected,
             value,
         } => {
-            let swapped = store
+            let swapped = ns
                 .register::<String>(name)?
                 .compare_and_set(expected.as_ref(), value)?;
             json!({"name": name, "swapped": swapped, "value": value})
         }
         Request::CounterDecrIf { name, by, floor } => {
-            let (done, value) = store.counter(name)?.decrement_if(*by, *floor)?;
+            let (done, value) = ns.counter(name)?.decrement_if(*by, *floor)?;
             json!({"name": name, "done": done, "value": super::counter_json(value)})
         }
         Request::CounterEscrow { name, floor } => {
-            let counter = store.counter(name)?;
+            let counter = ns.counter(name)?;
             if let Some(floor) = floor {
                 counter.enable_escrow(*floor)?;
             }
             escrow_json(name, counter.escrow()?)
         }
         Request::SetClaim { name, member } => {
-            let claimed = store.set::<String>(name)?.add_if_absent(member)?;
+            let claimed = ns.set::<String>(name)?.add_if_absent(member)?;
             json!({"name": name, "member": member, "claimed": claimed})
         }
         Request::MapCas {
@@ -100,13 +100,13 @@ pub(super) fn apply(req: &Request, store: &Store) -> Result<Value> {
             expected,
             value,
         } => {
-            let swapped = store
+            let swapped = ns
                 .map(name)?
                 .compare_and_set(key, expected.as_ref(), value)?;
             json!({"name": name, "key": key, "swapped": swapped, "value": value})
         }
         Request::BagAdopt { name, from } => {
-            let ids: Vec<String> = store
+            let ids: Vec<String> = ns
                 .bag::<String>(name)?
                 .adopt(parse_node(from)?)?
                 .into_iter()
@@ -116,8 +116,8 @@ pub(super) fn apply(req: &Request, store: &Store) -> Result<Value> {
         }
         Request::Strong(read) => {
             let (name, kind) = strong_read(read)?;
-            store.sync_with_owner(name, kind)?;
-            read.apply(store)?
+            ns.sync_with_owner(name, kind)?;
+            read.apply_in(ns)?
         }
         other => {
             return Err(crate::Error::InvalidInput {

@@ -1,0 +1,158 @@
+//! Namespaces from the outside: `atoll ns` and `--ns` on a data directory,
+//! and the `/v1/ns/{ns}/...` routes of two `atoll run` processes that
+//! replicate a namespace created on one of them.
+
+mod common;
+
+use common::{atoll, init_cluster, ok, remote, remote_ok, start, wait_until};
+use serde_json::Value;
+
+/// An HTTP call: status and JSON body (`Null` if none).
+fn http(method: &str, url: &str, body: Option<&str>, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut req = ureq::request(method, url).timeout(std::time::Duration::from_secs(30));
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let res = match body {
+        Some(b) => req.set("Content-Type", "application/json").send_string(b),
+        None => req.call(),
+    };
+    let r = match res {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = r.status();
+    let text = r.into_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[test]
+fn a_namespace_on_a_data_directory_keeps_its_names_and_types_apart() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    // Not created yet: refused, saying how to create it.
+    let out = atoll(
+        dir,
+        &["--ns", "billing", "counter", "incr", "invoices", "1"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("atoll ns create billing"), "{err}");
+
+    assert_eq!(
+        ok(dir, &["ns", "create", "billing"]).trim(),
+        "namespace billing created"
+    );
+    assert_eq!(ok(dir, &["ns", "list"]), "default\nbilling\n");
+    // The same name, a counter in one namespace and a set in the other.
+    ok(dir, &["--ns", "billing", "counter", "incr", "x", "5"]);
+    ok(dir, &["set", "add", "x", "a"]);
+    assert_eq!(ok(dir, &["--ns", "billing", "counter", "get", "x"]), "5\n");
+    assert_eq!(ok(dir, &["set", "list", "x"]), "a\n");
+    // Each listing shows its own namespace's variables only, by their
+    // names within it.
+    assert_eq!(ok(dir, &["--ns", "billing", "ls"]), "x\tcounter\n");
+    let default_ls = ok(dir, &["ls"]);
+    assert!(default_ls.contains("x\tset"), "{default_ls}");
+    assert!(!default_ls.contains("counter"), "{default_ls}");
+    // The namespace's prefix is not a way around it from the default one.
+    let out = atoll(dir, &["counter", "get", "_atoll.ns/billing/x"]);
+    assert!(!out.status.success());
+    // A namespace that holds variables is dropped only with --force, and
+    // the drop says why it was refused.
+    let out = atoll(dir, &["ns", "drop", "billing"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds 1 variables"), "{err}");
+    assert_eq!(
+        ok(dir, &["ns", "drop", "billing", "--force"]).trim(),
+        "namespace billing dropped"
+    );
+    assert_eq!(ok(dir, &["ns", "list"]), "default\n");
+    // Created again, its data shows again (atoll deletes no variable).
+    ok(dir, &["ns", "create", "billing"]);
+    assert_eq!(ok(dir, &["--ns", "billing", "counter", "get", "x"]), "5\n");
+    // Bad names are refused with the rule.
+    let out = atoll(dir, &["ns", "create", "Billing"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lowercase"));
+    assert!(atoll(dir, &["ns", "drop", "default"]).status.code() == Some(1));
+}
+
+#[test]
+fn a_namespace_created_on_one_node_serves_on_both_over_http_and_the_cli() {
+    let d = tempfile::tempdir().unwrap();
+    init_cluster(d.path(), &["a", "b"]);
+    let a = start(d.path(), "a", "");
+    let b = start(d.path(), "b", &format!("peers = [\"{}\"]", a.addr));
+    let (ua, ub) = (a.url.clone(), b.url.clone());
+
+    // Unknown namespace: 404 with the way out.
+    let (status, v) = http(
+        "POST",
+        &format!("{ua}/v1/ns/billing/counter/inv"),
+        Some(r#"{"by":1}"#),
+        &[],
+    );
+    assert_eq!(status, 404, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("atoll ns create billing"),
+        "{v}"
+    );
+
+    let (status, _) = http("PUT", &format!("{ua}/v1/ns/billing"), None, &[]);
+    assert_eq!(status, 200);
+    let (status, v) = http(
+        "POST",
+        &format!("{ua}/v1/ns/billing/counter/inv"),
+        Some(r#"{"by":3}"#),
+        &[],
+    );
+    assert_eq!(
+        (status, &v["name"], &v["value"]),
+        (200, &Value::from("inv"), &Value::from(3)),
+        "{v}"
+    );
+    // The default namespace's `inv` is another variable.
+    let (_, v) = http("GET", &format!("{ua}/v1/counter/inv"), None, &[]);
+    assert_eq!(v["value"], 0, "{v}");
+    // A client cannot pick a namespace by the header the API uses inside.
+    let (status, _) = http(
+        "POST",
+        &format!("{ua}/v1/counter/inv"),
+        Some(r#"{"by":10}"#),
+        &[("x-atoll-namespace", "billing")],
+    );
+    assert_eq!(status, 200);
+    // Only data routes live in a namespace.
+    let (status, v) = http("GET", &format!("{ua}/v1/ns/billing/status"), None, &[]);
+    assert_eq!(status, 404, "{v}");
+
+    // The namespace and its variable reach b; b serves them under the same
+    // names, and the CLI's --ns reaches them through either node.
+    wait_until("b knows the namespace and its counter", || {
+        let (status, v) = http("GET", &format!("{ub}/v1/ns/billing/counter/inv"), None, &[]);
+        status == 200 && v["value"] == 3
+    });
+    let (_, v) = http("GET", &format!("{ub}/v1/ns"), None, &[]);
+    assert_eq!(v["namespaces"], serde_json::json!(["default", "billing"]));
+    remote_ok(&ub, &["--ns", "billing", "counter", "incr", "inv", "4"]);
+    wait_until("a sees b's increment in the namespace", || {
+        remote_ok(&ua, &["--ns", "billing", "counter", "get", "inv"]) == "7\n"
+    });
+    assert_eq!(remote_ok(&ua, &["counter", "get", "inv"]), "10\n");
+    let (_, v) = http("GET", &format!("{ub}/v1/ns/billing/vars"), None, &[]);
+    assert_eq!(
+        v["variables"],
+        serde_json::json!([{"name": "inv", "type": "counter"}]),
+        "{v}"
+    );
+    // Admin over the CLI.
+    assert_eq!(remote_ok(&ub, &["ns", "list"]), "default\nbilling\n");
+    let out = remote(&ub, &["ns", "drop", "billing"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds 1 variables"));
+}
