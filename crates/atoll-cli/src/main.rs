@@ -29,7 +29,9 @@ struct Cli {
     /// The bearer token for `--node`.
     #[arg(long, env = "ATOLL_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
-    /// The namespace of the data commands (`atoll ns create NAME` first).
+    /// The namespace of the data commands (`atoll ns create NAME` first);
+    /// for `token create`, the namespaces the token reaches (comma
+    /// separated, "*": all).
     #[arg(
         long = "ns",
         env = "ATOLL_NS",
@@ -75,6 +77,10 @@ enum Cmd {
     /// Namespaces: list, create, drop.
     #[command(subcommand)]
     Ns(NsCmd),
+    /// HTTP API tokens: `token create` makes one and prints it once, with
+    /// the `[[http_tokens]]` entry (its hash) for the node's config file.
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// List type conflicts: names created with two types on two sides of a
     /// split, the type that kept each name and the copy holding the other's data.
     Conflicts,
@@ -126,6 +132,54 @@ enum NsCmd {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// A new random token reaching the namespaces --ns names (several
+    /// separated by commas; "*": all).
+    Create {
+        /// It reads only.
+        #[arg(long, conflicts_with_all = ["write", "admin"])]
+        read: bool,
+        /// It reads and writes.
+        #[arg(long, conflicts_with = "admin")]
+        write: bool,
+        /// It reads, writes and uses the admin routes (peers, namespaces, check, status).
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+fn token(cmd: TokenCmd, ns: &str) -> Result<Output, String> {
+    let TokenCmd::Create { read, write, admin } = cmd;
+    let namespaces: Vec<String> = ns.split(',').map(|n| n.trim().to_string()).collect();
+    let access = match (read, write, admin) {
+        (_, _, true) => atoll::Access::Admin,
+        (_, true, _) => atoll::Access::Write,
+        (true, _, _) => atoll::Access::Read,
+        _ => return Err("say --read, --write or --admin".into()),
+    };
+    for ns in namespaces.iter().filter(|n| *n != "*") {
+        atoll::validate_namespace(ns).map_err(|e| e.to_string())?;
+    }
+    let (secret, t) = atoll::HttpToken::generate(namespaces, access);
+    let list: Vec<String> = t.namespaces.iter().map(|n| format!("{n:?}")).collect();
+    let entry = format!(
+        "[[http_tokens]]\nsha256 = \"{}\"\nnamespaces = [{}]\naccess = \"{}\"",
+        t.sha256_hex(),
+        list.join(", "),
+        access.name()
+    );
+    Ok(Output {
+        text: vec![
+            format!("token\t{secret}"),
+            "(shown once: the node keeps only its hash; add this to its config file)".into(),
+            entry.clone(),
+        ],
+        json: json!({"token": secret, "sha256": t.sha256_hex(), "namespaces": t.namespaces, "access": access.name(), "config": entry}),
+        ok: true,
+    })
 }
 
 fn init(new_cluster: Option<PathBuf>, join: Option<Vec<PathBuf>>) -> Result<Output, String> {
@@ -444,6 +498,7 @@ fn init_logging(default: &str, json: bool) {
 fn run(cli: Cli) -> Result<Output, String> {
     let cli = match cli.command {
         Cmd::Init { new_cluster, join } => return init(new_cluster, join),
+        Cmd::Token(cmd) => return token(cmd, &cli.ns),
         Cmd::Run { config, log_format } => {
             init_logging("info", log_format == "json");
             run_node(&config, cli.json)?;

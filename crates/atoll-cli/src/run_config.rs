@@ -92,6 +92,50 @@ struct RunConfig {
     /// Variables owned by rule: `[[owned]]` tables.
     #[serde(default)]
     owned: Vec<OwnedToml>,
+    /// The HTTP API's tokens per namespace: `[[http_tokens]]` tables
+    /// (`atoll token create` prints one).
+    #[serde(default)]
+    http_tokens: Vec<TokenToml>,
+}
+
+/// An `[[http_tokens]]` entry: a token kept as its SHA-256 (64 hex
+/// digits), the namespaces it reaches (`"*"`: all) and its access
+/// (`read`, `write` or `admin`).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenToml {
+    sha256: String,
+    namespaces: Vec<String>,
+    access: String,
+}
+
+/// The tokens, checked.
+fn http_tokens(tokens: Vec<TokenToml>) -> Result<Vec<atoll::HttpToken>, String> {
+    tokens
+        .into_iter()
+        .map(|t| {
+            let access = atoll::Access::parse(&t.access).ok_or_else(|| {
+                format!(
+                    "[[http_tokens]] access = {:?}: say \"read\", \"write\" or \"admin\"",
+                    t.access
+                )
+            })?;
+            if t.namespaces.is_empty() {
+                return Err(
+                    "[[http_tokens]]: namespaces is empty; name some, or \"*\" for all".into(),
+                );
+            }
+            for ns in t.namespaces.iter().filter(|n| *n != "*") {
+                atoll::validate_namespace(ns).map_err(|e| format!("[[http_tokens]]: {e}"))?;
+            }
+            atoll::HttpToken::from_hash(&t.sha256, t.namespaces, access).ok_or_else(|| {
+                format!(
+                    "[[http_tokens]] sha256 = {:?}: 64 hex digits (atoll token create prints it)",
+                    t.sha256
+                )
+            })
+        })
+        .collect()
 }
 
 /// An `[[owned]]` rule: names beginning with `prefix` are owned, on the
@@ -272,6 +316,7 @@ pub(crate) fn node_config(path: &Path) -> Result<atoll::NodeConfig, String> {
         }
     };
     c.replica.owned = owned_rules(rc.owned).map_err(|e| format!("{file}: {e}"))?;
+    c.http_tokens = http_tokens(rc.http_tokens).map_err(|e| format!("{file}: {e}"))?;
     c.validate().map_err(|e| format!("{file}: {e}"))?;
     Ok(c)
 }

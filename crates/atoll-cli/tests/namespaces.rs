@@ -156,3 +156,125 @@ fn a_namespace_created_on_one_node_serves_on_both_over_http_and_the_cli() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("holds 1 variables"));
 }
+
+/// `atoll token create` prints a token and its config entry; the node
+/// keeps the hash. Each token reaches its namespaces only, with its
+/// access; a missing or wrong token is 401, a wrong namespace or access
+/// 403; the admin routes need an admin token.
+#[test]
+fn tokens_reach_only_their_namespaces_with_their_access() {
+    let d = tempfile::tempdir().unwrap();
+    init_cluster(d.path(), &["a"]);
+    let create = |args: &[&str]| -> (String, String) {
+        let out = common::atoll(d.path(), &[&["token", "create"], args].concat());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let secret = text
+            .lines()
+            .next()
+            .unwrap()
+            .strip_prefix("token\t")
+            .unwrap()
+            .to_string();
+        let entry: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("[["))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(!entry.contains(&secret), "the config keeps the hash only");
+        (secret, entry)
+    };
+    let (billing, billing_entry) = create(&["--ns", "billing", "--write"]);
+    let (reader, reader_entry) = create(&["--ns", "shop,billing", "--read"]);
+    let a = start(
+        d.path(),
+        "a",
+        &format!("http_token = \"root\"\n{billing_entry}\n{reader_entry}"),
+    );
+    let url = a.url.clone();
+    let bearer = |t: &str| format!("Bearer {t}");
+    let (root, bill, read) = (bearer("root"), bearer(&billing), bearer(&reader));
+    let auth = |t: &str| vec![("Authorization", t.to_string())];
+    let call = |method: &str, path: &str, body: Option<&str>, token: &str| {
+        let h = auth(token);
+        let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        http(method, &format!("{url}{path}"), body, &h)
+    };
+    for ns in ["billing", "shop"] {
+        assert_eq!(call("PUT", &format!("/v1/ns/{ns}"), None, &root).0, 200);
+    }
+    // No token, or an unknown one: 401.
+    assert_eq!(
+        http("GET", &format!("{url}/v1/ns/billing/counter/x"), None, &[]).0,
+        401
+    );
+    assert_eq!(
+        call("GET", "/v1/ns/billing/counter/x", None, "Bearer nope").0,
+        401
+    );
+    // The billing token writes billing, and nothing else.
+    let (s, v) = call(
+        "POST",
+        "/v1/ns/billing/counter/x",
+        Some(r#"{"by":2}"#),
+        &bill,
+    );
+    assert_eq!((s, &v["value"]), (200, &Value::from(2)), "{v}");
+    let (s, v) = call("POST", "/v1/ns/shop/counter/x", Some(r#"{"by":2}"#), &bill);
+    assert_eq!(s, 403, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not reach namespace \"shop\""),
+        "{v}"
+    );
+    assert_eq!(
+        call("GET", "/v1/counter/x", None, &bill).0,
+        403,
+        "nor the default namespace"
+    );
+    // The reader reads both, and writes neither.
+    assert_eq!(
+        call("GET", "/v1/ns/billing/counter/x", None, &read).1["value"],
+        2
+    );
+    let (s, v) = call("POST", "/v1/ns/shop/counter/x", Some(r#"{"by":1}"#), &read);
+    assert_eq!(s, 403, "{v}");
+    // Each lists the namespaces it reaches.
+    assert_eq!(
+        call("GET", "/v1/ns", None, &bill).1["namespaces"],
+        serde_json::json!(["billing"])
+    );
+    assert_eq!(
+        call("GET", "/v1/ns", None, &read).1["namespaces"],
+        serde_json::json!(["billing", "shop"])
+    );
+    assert_eq!(
+        call("GET", "/v1/ns", None, &root).1["namespaces"],
+        serde_json::json!(["default", "billing", "shop"])
+    );
+    // Admin routes: the admin token only.
+    for (method, path) in [
+        ("GET", "/v1/status"),
+        ("GET", "/v1/peers"),
+        ("PUT", "/v1/ns/other"),
+        ("GET", "/metrics"),
+    ] {
+        assert_eq!(call(method, path, None, &bill).0, 403, "{method} {path}");
+        assert_eq!(call(method, path, None, &root).0, 200, "{method} {path}");
+    }
+    // The CLI takes a token too.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_atoll"))
+        .args([
+            "--node", &url, "--token", &billing, "--ns", "billing", "counter", "get", "x",
+        ])
+        .env_remove("ATOLL_NS")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2\n");
+}

@@ -7,6 +7,7 @@
 
 use crate::node::Control;
 use crate::ops::{body, Request};
+use crate::tokens::{Grant, Tokens};
 use crate::CoreError;
 use crate::{Error, Store};
 use axum::extract::{Path, Query, State};
@@ -28,7 +29,7 @@ use owned::*;
 pub(crate) struct Api {
     pub(crate) store: Store,
     pub(crate) control: Arc<Control>,
-    pub(crate) token: Option<String>,
+    pub(crate) tokens: Tokens,
 }
 
 pub(crate) struct ApiError(StatusCode, String);
@@ -80,30 +81,27 @@ fn ownership_status(e: &atoll_core::OwnershipError) -> StatusCode {
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
-fn authorized(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(token) = &api.token else {
-        return Ok(());
-    };
+/// The grant of the bearer token a request presented (401 if it is
+/// missing or unknown while tokens are configured).
+fn grant(api: &Api, headers: &HeaderMap) -> Result<Grant, ApiError> {
     let given = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    // Constant-time enough for a local token: compare whole strings of equal length.
-    match given {
-        Some(g)
-            if g.len() == token.len()
-                && g.bytes()
-                    .zip(token.bytes())
-                    .fold(0, |acc, (a, b)| acc | (a ^ b))
-                    == 0 =>
-        {
-            Ok(())
-        }
-        _ => Err(ApiError(
+    api.tokens.grant(given).ok_or_else(|| {
+        ApiError(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token".into(),
-        )),
-    }
+        )
+    })
+}
+
+/// An admin route's check: a known token with admin access (or no tokens
+/// configured).
+fn authorized(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
+    grant(api, headers)?
+        .admin()
+        .map_err(|why| ApiError(StatusCode::FORBIDDEN, why))
 }
 
 /// The API: its routes, behind the layer that routes a namespace's
@@ -422,8 +420,12 @@ async fn readmit_peer(State(api): State<Api>, h: HeaderMap, Path(id): Path<Strin
 
 /// Runs one data operation (the same code as the CLI's; see [`crate::ops`]).
 fn run(api: &Api, h: &HeaderMap, op: Request) -> ApiResult {
-    authorized(api, h)?;
-    let ns = namespaces::namespace_of(api, h)?;
+    let grant = grant(api, h)?;
+    let ns = namespaces::requested(h)?;
+    grant
+        .allows(&ns, op.access())
+        .map_err(|why| ApiError(StatusCode::FORBIDDEN, why))?;
+    let ns = api.store.namespace(&ns)?;
     Ok(Json(op.apply_in(&ns)?))
 }
 

@@ -34,9 +34,12 @@ mod node;
 pub mod ops;
 mod ownership;
 mod store;
+mod tokens;
 
 pub use atoll_core::OwnershipError;
-pub use atoll_core::{check_range, is_reserved, validate_name, ConfigError, MAX_NAME_LEN};
+pub use atoll_core::{
+    check_range, is_reserved, validate_name, validate_namespace, ConfigError, MAX_NAME_LEN,
+};
 pub use atoll_core::{
     CheckReport, CheckResult, Migration, OwnedRule, PeerStats, PeerStatus, Place, Rebalance,
     ReplicaConfig,
@@ -56,3 +59,4 @@ pub use node::{
 };
 pub use ownership::{EscrowNode, EscrowStatus};
 pub use store::Store;
+pub use tokens::{Access, HttpToken};

@@ -63,8 +63,14 @@ pub struct NodeConfig {
     /// Where the local HTTP API listens (`None`: no HTTP API). Default:
     /// 127.0.0.1, any free port.
     pub http: Option<SocketAddr>,
-    /// The bearer token the HTTP API requires; mandatory unless it listens on loopback.
+    /// A bearer token of the HTTP API that reaches everything (an admin
+    /// token of every namespace). It, or one of `http_tokens`, is
+    /// mandatory unless the API listens on loopback; with neither, the API
+    /// takes requests without a token.
     pub http_token: Option<String>,
+    /// The HTTP API's other tokens, each reaching some namespaces to read,
+    /// write or administer (kept hashed: `HttpToken::generate`).
+    pub http_tokens: Vec<crate::HttpToken>,
     /// Dial every address in the replicated peer set, not only `peers` and
     /// those added here. Default: true.
     pub learn_peers: bool,
@@ -128,6 +134,7 @@ impl NodeConfig {
             transport: None,
             http: Some(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0))),
             http_token: None,
+            http_tokens: Vec::new(),
             learn_peers: true,
             checks: CheckConfig::default(),
         }
@@ -205,7 +212,10 @@ impl Node {
     pub fn start(config: NodeConfig) -> Result<Node> {
         config.validate()?;
         if let Some(addr) = config.http {
-            if !addr.ip().is_loopback() && config.http_token.as_deref().is_none_or(str::is_empty) {
+            if !addr.ip().is_loopback()
+                && config.http_token.as_deref().is_none_or(str::is_empty)
+                && config.http_tokens.is_empty()
+            {
                 return Err(Error::HttpTokenRequired { addr });
             }
         }
@@ -281,7 +291,10 @@ impl Node {
                 let api = crate::http::Api {
                     store: store.clone(),
                     control: control.clone(),
-                    token: config.http_token.clone().filter(|t| !t.is_empty()),
+                    tokens: crate::tokens::Tokens::new(
+                        config.http_token.as_deref(),
+                        &config.http_tokens,
+                    ),
                 };
                 runtime.spawn(async move {
                     if let Err(e) = axum::serve(listener, crate::http::router(api)).await {

@@ -9,7 +9,7 @@
 //! client's own is dropped), which [`super::run`] reads.
 
 use super::{authorized, Api, ApiError, ApiResult};
-use crate::Namespace;
+use crate::DEFAULT_NS;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -72,26 +72,29 @@ pub(super) async fn rewrite(
     }
 }
 
-/// The namespace a data request runs in: the rewritten request's, or the
+/// The namespace a data request names: the rewritten request's, or the
 /// default.
-pub(super) fn namespace_of(api: &Api, h: &HeaderMap) -> Result<Namespace, ApiError> {
+pub(super) fn requested(h: &HeaderMap) -> Result<String, ApiError> {
     match h.get(NS_HEADER) {
-        None => Ok(api.store.default_namespace()),
-        Some(v) => {
-            let ns = v.to_str().map_err(|_| {
-                ApiError(
-                    StatusCode::BAD_REQUEST,
-                    "a namespace's name is ASCII".into(),
-                )
-            })?;
-            Ok(api.store.namespace(ns)?)
-        }
+        None => Ok(DEFAULT_NS.to_string()),
+        Some(v) => v.to_str().map(String::from).map_err(|_| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                "a namespace's name is ASCII".into(),
+            )
+        }),
     }
 }
 
+/// The namespaces the request's token reaches.
 pub(super) async fn list(State(api): State<Api>, h: HeaderMap) -> ApiResult {
-    authorized(&api, &h)?;
-    let names = api.store.namespaces()?;
+    let grant = super::grant(&api, &h)?;
+    let names: Vec<String> = api
+        .store
+        .namespaces()?
+        .into_iter()
+        .filter(|ns| grant.sees(ns))
+        .collect();
     Ok(Json(json!({ "namespaces": names })))
 }
 
