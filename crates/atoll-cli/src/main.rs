@@ -77,6 +77,16 @@ enum Cmd {
     /// Namespaces: list, create, drop.
     #[command(subcommand)]
     Ns(NsCmd),
+    /// Follow a running node's changes (needs --node): one line per change
+    /// to a variable of the namespace --ns names, until interrupted.
+    Watch {
+        /// Only variables whose name begins with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Resume after this event id (as a `--json` line's `id` gives it).
+        #[arg(long)]
+        after: Option<String>,
+    },
     /// HTTP API tokens: `token create` makes one and prints it once, with
     /// the `[[http_tokens]]` entry (its hash) for the node's config file.
     #[command(subcommand)]
@@ -527,13 +537,19 @@ fn run(cli: Cli) -> Result<Output, String> {
     }
     if let Some(url) = cli.node.clone() {
         let remote = remote::Remote::new(url, cli.token.clone());
+        if let Cmd::Watch { prefix, after } = &cli.command {
+            return remote.watch(&cli.ns, prefix, after.as_deref(), cli.json);
+        }
         return remote::run(&remote, cli.command);
     }
     if let Cmd::Ns(cmd) = cli.command {
         let (store, _) = open_store(cli.data_dir, cli.last_of_cluster)?;
         return namespaces(&store, cmd).map_err(|e| e.to_string());
     }
-    if matches!(cli.command, Cmd::Peer(_) | Cmd::Status | Cmd::Check) {
+    if matches!(
+        cli.command,
+        Cmd::Peer(_) | Cmd::Status | Cmd::Check | Cmd::Watch { .. }
+    ) {
         return Err(
             "this command talks to a running node: pass --node URL (its HTTP API, e.g. http://127.0.0.1:7780)"
                 .into(),

@@ -31,6 +31,87 @@ impl Remote {
         self.call(method, &path, body)
     }
 
+    /// `atoll watch`: prints each change event of namespace `ns` as it
+    /// comes (`seq`, `name`, `type`, `local` or `merged`; with `json`, the
+    /// event's JSON with its `id`), and each `lagged` event, until the
+    /// node closes the stream.
+    pub(crate) fn watch(
+        &self,
+        ns: &str,
+        prefix: &str,
+        after: Option<&str>,
+        json: bool,
+    ) -> Result<Output, String> {
+        use std::io::{BufRead, Write};
+        let base = match ns {
+            atoll::DEFAULT_NS => "/v1/watch".to_string(),
+            ns => format!("/v1/ns/{}/watch", seg(ns)),
+        };
+        let url = format!("{}{base}?prefix={}", self.base, seg(prefix));
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(std::time::Duration::from_secs(10))
+            .build();
+        let mut req = agent.get(&url);
+        if let Some(t) = &self.token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        if let Some(id) = after {
+            req = req.set("Last-Event-ID", id);
+        }
+        let res = match req.call() {
+            Ok(r) => r,
+            Err(ureq::Error::Status(code, r)) => {
+                let v: Value = r.into_json().unwrap_or(Value::Null);
+                return Err(v["error"]
+                    .as_str()
+                    .map_or(format!("{url}: HTTP {code}"), String::from));
+            }
+            Err(e) => return Err(format!("cannot reach the node at {}: {e}", self.base)),
+        };
+        let mut out = std::io::stdout().lock();
+        let (mut id, mut event) = (String::new(), String::new());
+        for line in std::io::BufReader::new(res.into_reader()).lines() {
+            let line = line.map_err(|e| format!("the stream broke: {e}"))?;
+            if let Some(v) = line.strip_prefix("id:") {
+                id = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("event:") {
+                event = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                let mut data: Value = serde_json::from_str(v.trim()).unwrap_or(Value::Null);
+                let text = match (json, event.as_str()) {
+                    (true, _) => {
+                        data["event"] = Value::from(event.as_str());
+                        if event == "change" {
+                            data["id"] = Value::from(id.as_str());
+                        }
+                        data.to_string()
+                    }
+                    (false, "change") => format!(
+                        "{}\t{}\t{}\t{}",
+                        data["seq"],
+                        data["name"].as_str().unwrap_or(""),
+                        data["type"].as_str().unwrap_or(""),
+                        if data["local"] == true {
+                            "local"
+                        } else {
+                            "merged"
+                        }
+                    ),
+                    (false, _) => format!("{event}\t{}", data["why"].as_str().unwrap_or("")),
+                };
+                // Whoever reads may go away: stop then.
+                if writeln!(out, "{text}").and_then(|()| out.flush()).is_err() {
+                    break;
+                }
+            }
+        }
+        Ok(Output {
+            text: vec![],
+            json: Value::Null,
+            ok: true,
+        })
+    }
+
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
         let url = format!("{}{}", self.base, path);
         let mut req = ureq::request(method, &url).timeout(std::time::Duration::from_secs(30));

@@ -278,3 +278,99 @@ fn tokens_reach_only_their_namespaces_with_their_access() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "2\n");
 }
+
+/// `atoll watch` follows a namespace's changes as server-sent events:
+/// those of its variables with the prefix, local ones marked so; resumed
+/// after an event id, it replays what came since from the log; resumed
+/// with another node's id, it says changes were lost.
+#[test]
+fn watch_streams_a_namespace_s_changes_and_resumes_after_an_event() {
+    use std::io::BufRead;
+    use std::sync::mpsc;
+    let d = tempfile::tempdir().unwrap();
+    init_cluster(d.path(), &["a"]);
+    let a = start(d.path(), "a", "");
+    let url = a.url.clone();
+    remote_ok(&url, &["ns", "create", "billing"]);
+    let follow = |args: &[&str]| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_atoll"))
+            .args(["--node", &url, "--ns", "billing", "--json", "watch"])
+            .args(args)
+            .env_remove("ATOLL_NS")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel::<Value>();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
+                    break;
+                }
+            }
+        });
+        (common::Running(child), rx)
+    };
+    let next = |rx: &mpsc::Receiver<Value>| {
+        rx.recv_timeout(std::time::Duration::from_secs(20))
+            .expect("an event")
+    };
+    let (watcher, rx) = follow(&["--prefix", "inv"]);
+    // Until the stream is up: a write it sees.
+    let mut first = Value::Null;
+    for _ in 0..100 {
+        remote_ok(&url, &["--ns", "billing", "counter", "incr", "inv", "1"]);
+        if let Ok(v) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            first = v;
+            break;
+        }
+    }
+    assert_eq!(first["event"], "change", "{first}");
+    assert_eq!(
+        (&first["name"], &first["type"], &first["local"]),
+        (
+            &Value::from("inv"),
+            &Value::from("counter"),
+            &Value::from(true)
+        )
+    );
+    // Other names, and the default namespace, are not this watch's.
+    remote_ok(&url, &["--ns", "billing", "counter", "incr", "other", "1"]);
+    remote_ok(&url, &["counter", "incr", "inv-default", "1"]);
+    remote_ok(&url, &["--ns", "billing", "set", "add", "invited", "x"]);
+    loop {
+        let v = next(&rx);
+        match v["name"].as_str() {
+            Some("invited") => {
+                assert_eq!(v["type"], "set", "{v}");
+                break;
+            }
+            // The loop above may have written twice before its first event.
+            Some("inv") => {}
+            _ => panic!("not this watch's: {v}"),
+        }
+    }
+    drop(watcher);
+
+    // Resumed after the first event: what came since, from the log.
+    let id = first["id"].as_str().unwrap().to_string();
+    let (_w, rx) = follow(&["--after", &id]);
+    let mut names = std::collections::BTreeSet::new();
+    while !(names.contains("invited") && names.contains("other")) {
+        let v = next(&rx);
+        assert_eq!(v["event"], "change", "{v}");
+        assert!(
+            v["seq"].as_u64() > first["seq"].as_u64(),
+            "{v} after {first}"
+        );
+        // Only this namespace's (the default namespace's inv is not).
+        assert!(names.len() <= 3, "{names:?}");
+        names.insert(v["name"].as_str().unwrap().to_string());
+    }
+    // Another node's id: it says so.
+    let (_w, rx) = follow(&["--after", "0123456789abcdef:5"]);
+    let v = next(&rx);
+    assert_eq!(v["event"], "lagged", "{v}");
+    assert!(v["why"].as_str().unwrap().contains("another node's"), "{v}");
+}

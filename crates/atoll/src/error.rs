@@ -79,7 +79,9 @@ pub enum Error {
     Config(#[from] ConfigError),
     /// The HTTP API would listen on an address other hosts reach, with no
     /// token. Nothing was started.
-    #[error("the HTTP API would listen on {addr}, which is not loopback: set http_token or http_tokens")]
+    #[error(
+        "the HTTP API would listen on {addr}, which is not loopback: set http_token or http_tokens"
+    )]
     HttpTokenRequired {
         /// The address asked for.
         addr: SocketAddr,

@@ -22,6 +22,7 @@ use std::sync::Arc;
 mod metrics;
 mod namespaces;
 mod owned;
+mod watch;
 use metrics::metrics;
 use owned::*;
 
@@ -127,6 +128,7 @@ fn routes(api: Api) -> Router {
         .route("/v1/peers/{id}", delete(remove_peer))
         .route("/v1/peers/{id}/readmit", post(readmit_peer))
         .route("/v1/vars", get(vars))
+        .route("/v1/watch", get(watch::watch))
         .route("/v1/conflicts", get(conflicts))
         .route("/v1/counter/{name}", get(counter_get).post(counter_incr))
         .route("/v1/counter/{name}/decr-if", post(counter_decr_if))

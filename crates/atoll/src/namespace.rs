@@ -214,7 +214,7 @@ impl Namespace {
 
     /// The name within this namespace of the variable `full`, if it is
     /// listed as one of this namespace's.
-    fn own_name(&self, full: &str) -> Option<String> {
+    pub(crate) fn own_name(&self, full: &str) -> Option<String> {
         if owned_by_record(full).is_some() || escrowed_by_record(full).is_some() {
             return None;
         }

@@ -439,6 +439,18 @@ impl Store {
         Ok(self.keyspace().deltas_since(after, limit)?)
     }
 
+    /// The sequence number from which the log holds every change (some
+    /// joined into later entries of their variable), if it holds any.
+    pub(crate) fn log_from(&self) -> Result<Option<u64>> {
+        Ok(self.keyspace().log_from()?)
+    }
+
+    /// Whether a change from incarnation `origin` was written here (by
+    /// this opening or a remembered earlier one).
+    pub(crate) fn written_here(&self, origin: ReplicaId) -> bool {
+        self.keyspace().is_own(origin)
+    }
+
     /// The newest delta-log sequence number.
     pub fn last_seq(&self) -> u64 {
         self.keyspace().last_seq()

@@ -9,6 +9,18 @@ use super::*;
 pub(super) const MAX_INCARNATIONS: usize = 64;
 
 impl<B: Backend> Keyspace<B> {
+    /// The sequence number from which the log holds every change (some
+    /// joined into later entries of their variable), if it holds any.
+    pub fn log_from(&self) -> Result<Option<u64>> {
+        Ok(self.storage.first_seq()?)
+    }
+
+    /// Whether `origin` is one of this store's openings (of those
+    /// remembered): a change from it was written here.
+    pub fn is_own(&self, origin: ReplicaId) -> bool {
+        self.history.iter().any(|o| o.incarnation == origin)
+    }
+
     /// Whether this store was opened before this opening (a restart, or a
     /// copy or backup of a store that ran): whatever that opening kept only
     /// in memory is gone.

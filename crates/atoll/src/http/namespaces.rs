@@ -21,7 +21,8 @@ use serde_json::json;
 pub(super) const NS_HEADER: &str = "x-atoll-namespace";
 
 /// The data routes a namespace has: the first segment after `/v1/`.
-const DATA_ROUTES: [&str; 8] = [
+const DATA_ROUTES: [&str; 9] = [
+    "watch",
     "counter",
     "register",
     "set",
