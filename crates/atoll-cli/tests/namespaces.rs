@@ -7,24 +7,14 @@ mod common;
 use common::{atoll, init_cluster, ok, remote, remote_ok, start, wait_until};
 use serde_json::Value;
 
-/// An HTTP call: status and JSON body (`Null` if none).
+/// An HTTP call with these headers (a body is JSON): status and JSON body.
 fn http(method: &str, url: &str, body: Option<&str>, headers: &[(&str, &str)]) -> (u16, Value) {
-    let mut req = ureq::request(method, url).timeout(std::time::Duration::from_secs(30));
-    for (k, v) in headers {
-        req = req.set(k, v);
+    let mut all = headers.to_vec();
+    if body.is_some() {
+        all.push(("Content-Type", "application/json"));
     }
-    let res = match body {
-        Some(b) => req.set("Content-Type", "application/json").send_string(b),
-        None => req.call(),
-    };
-    let r = match res {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{method} {url}: {e}"),
-    };
-    let status = r.status();
-    let text = r.into_string().unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    let (status, _, v) = common::http_with(method, url, body, &all);
+    (status, v)
 }
 
 #[test]

@@ -19,27 +19,11 @@ fn http(
     body: Option<&str>,
     content_type: Option<&str>,
 ) -> (u16, String, Value) {
-    let mut req = ureq::request(method, url).timeout(std::time::Duration::from_secs(60));
-    if let Some(ct) = content_type {
-        req = req.set("Content-Type", ct);
-    }
-    let res = match body {
-        Some(b) => req.send_string(b),
-        None => req.call(),
-    };
-    let r = match res {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{method} {url}: {e}"),
-    };
-    let status = r.status();
-    let ct = r.content_type().to_string();
-    let text = r.into_string().unwrap_or_default();
-    (
-        status,
-        ct,
-        serde_json::from_str(&text).unwrap_or(Value::Null),
-    )
+    let headers: Vec<(&str, &str)> = content_type
+        .map(|ct| ("Content-Type", ct))
+        .into_iter()
+        .collect();
+    common::http_with(method, url, body, &headers)
 }
 
 fn get(url: &str) -> Value {

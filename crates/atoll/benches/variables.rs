@@ -54,15 +54,19 @@ fn label(budget: Option<usize>) -> String {
     budget.map_or("no budget".into(), |b| format!("{} MiB budget", b >> 20))
 }
 
-/// Phase: `n` counters, each incremented once, buffered.
-fn write(dir: &Path, n: usize, budget: Option<usize>) {
-    let start = Instant::now();
-    let store = Store::open_with(Config {
+fn open_store(dir: &Path, budget: Option<usize>) -> Store {
+    Store::open_with(Config {
         durability: BUFFERED,
         cache_bytes: budget,
         ..Config::new(dir)
     })
-    .expect("opens");
+    .expect("opens")
+}
+
+/// Phase: `n` counters, each incremented once, buffered.
+fn write(dir: &Path, n: usize, budget: Option<usize>) {
+    let start = Instant::now();
+    let store = open_store(dir, budget);
     for v in 0..n {
         store
             .counter(&name(v))
@@ -85,12 +89,7 @@ fn write(dir: &Path, n: usize, budget: Option<usize>) {
 /// Phase: open the store, then read every counter.
 fn open(dir: &Path, n: usize, budget: Option<usize>) {
     let start = Instant::now();
-    let store = Store::open_with(Config {
-        durability: BUFFERED,
-        cache_bytes: budget,
-        ..Config::new(dir)
-    })
-    .expect("opens");
+    let store = open_store(dir, budget);
     let opened = start.elapsed();
     let after_open = memory();
     let start = Instant::now();

@@ -167,3 +167,34 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// An HTTP call with these headers (a body is sent as JSON): status,
+/// content type and JSON body (`Null` if none).
+pub fn http_with(
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (u16, String, serde_json::Value) {
+    let mut req = ureq::request(method, url).timeout(Duration::from_secs(60));
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let res = match body {
+        Some(b) => req.send_string(b),
+        None => req.call(),
+    };
+    let r = match res {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = r.status();
+    let ct = r.content_type().to_string();
+    let text = r.into_string().unwrap_or_default();
+    (
+        status,
+        ct,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
