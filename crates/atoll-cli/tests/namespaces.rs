@@ -117,6 +117,21 @@ fn a_namespace_created_on_one_node_serves_on_both_over_http_and_the_cli() {
         &[("x-atoll-namespace", "billing")],
     );
     assert_eq!(status, 200);
+    // An error names the path the client sent.
+    let (status, v) = http(
+        "DELETE",
+        &format!("{ua}/v1/ns/billing/counter/inv"),
+        None,
+        &[],
+    );
+    assert_eq!(status, 405, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("/v1/ns/billing/counter/inv"),
+        "{v}"
+    );
     // Only data routes live in a namespace.
     let (status, v) = http("GET", &format!("{ua}/v1/ns/billing/status"), None, &[]);
     assert_eq!(status, 404, "{v}");

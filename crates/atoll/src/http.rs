@@ -172,7 +172,13 @@ pub(crate) const MAX_URI_BYTES: usize = 8 << 10;
 /// framework answers before a route runs (no route, wrong method, a body
 /// that is not JSON, too large or of the wrong shape).
 async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    // A namespace's request was routed as another path: errors name the
+    // one the client sent.
+    let path = match req.extensions().get::<namespaces::SentPath>() {
+        Some(sent) => sent.0.clone(),
+        None => req.uri().path().to_string(),
+    };
+    let method = req.method().clone();
     let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if target_len > MAX_URI_BYTES {
         return ApiError(

@@ -33,6 +33,10 @@ const DATA_ROUTES: [&str; 9] = [
     "conflicts",
 ];
 
+/// The path a rewritten request was sent to (for error messages).
+#[derive(Clone)]
+pub(super) struct SentPath(pub(super) String);
+
 /// Routes `/v1/ns/{ns}/{route}` as `/v1/{route}` in namespace `ns`.
 pub(super) async fn rewrite(
     mut req: axum::extract::Request,
@@ -63,6 +67,8 @@ pub(super) async fn rewrite(
     };
     match target.parse::<Uri>() {
         Ok(uri) => {
+            let sent = SentPath(req.uri().path().to_string());
+            req.extensions_mut().insert(sent);
             *req.uri_mut() = uri;
             req.headers_mut().insert(NS_HEADER, value);
             next.run(req).await
