@@ -3,7 +3,14 @@
 //! Bound to 127.0.0.1 by default; on any other address a bearer token is
 //! required (`Authorization: Bearer TOKEN`), and the node refuses to start
 //! without one. Values are strings, as on the command line. Every error is
-//! `{"error": "..."}` with a 4xx or 5xx status.
+//! `{"error": "..."}` with a 4xx or 5xx status. The OpenAPI document
+//! (`GET /v1/openapi.json`) is built from the same handlers as the router
+//! (`utoipa`: each handler's `#[utoipa::path]`).
+//!
+//! Over 600 lines: the data routes' handlers are one line of routing each
+//! but for their contract attribute; the owned variables', the namespaces'
+//! and the watch's live in submodules. Split the data handlers out by type
+//! when it next grows.
 
 use crate::node::Control;
 use crate::ops::{body, Request};
@@ -13,7 +20,7 @@ use crate::{Error, Store};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -23,7 +30,6 @@ mod metrics;
 mod namespaces;
 mod owned;
 mod watch;
-use metrics::metrics;
 use owned::*;
 
 #[derive(Clone)]
@@ -82,6 +88,14 @@ fn ownership_status(e: &atoll_core::OwnershipError) -> StatusCode {
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
+/// Every error answer's body (for the API's document).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct ErrorBody {
+    /// What went wrong, and what to do.
+    error: String,
+}
+
 /// The grant of the bearer token a request presented (401 if it is
 /// missing or unknown while tokens are configured).
 fn grant(api: &Api, headers: &HeaderMap) -> Result<Grant, ApiError> {
@@ -115,45 +129,68 @@ pub(crate) fn router(api: Api) -> Router {
         .layer(axum::middleware::from_fn(namespaces::rewrite))
 }
 
+/// The API's routes, and its OpenAPI document, from the same handlers (each
+/// handler's `#[utoipa::path]` names its route): the document cannot list a
+/// route the router does not serve, nor miss one it does.
+fn api_routes() -> (Router<Api>, utoipa::openapi::OpenApi) {
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+    OpenApiRouter::new()
+        .routes(routes!(status))
+        .routes(routes!(namespaces::list))
+        .routes(routes!(namespaces::create, namespaces::drop))
+        .routes(routes!(check))
+        .routes(routes!(peers, add_peer))
+        .routes(routes!(remove_peer))
+        .routes(routes!(readmit_peer))
+        .routes(routes!(vars))
+        .routes(routes!(watch::watch))
+        .routes(routes!(conflicts))
+        .routes(routes!(counter_get, counter_incr))
+        .routes(routes!(counter_decr_if))
+        .routes(routes!(counter_escrow_get, counter_escrow))
+        .routes(routes!(register_cas))
+        .routes(routes!(set_claim))
+        .routes(routes!(owner_get, owner_own))
+        .routes(routes!(owner_release))
+        .routes(routes!(owner_force))
+        .routes(routes!(register_get, register_set))
+        .routes(routes!(set_get, set_change))
+        .routes(routes!(bag_get, bag_insert))
+        .routes(routes!(bag_take))
+        .routes(routes!(bag_transfer))
+        .routes(routes!(bag_adopt))
+        .routes(routes!(map_keys))
+        .routes(routes!(map_get, map_change, map_remove))
+        .routes(routes!(map_cas))
+        .routes(routes!(metrics::metrics))
+        .split_for_parts()
+}
+
+/// The API's OpenAPI 3 document, as `GET /v1/openapi.json` serves it.
+pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = api_routes();
+    doc.info.title = "atoll HTTP API".into();
+    doc.info.version = env!("CARGO_PKG_VERSION").into();
+    doc.info.contact = None;
+    doc.info.license = None;
+    doc.info.description = Some(
+        "Every data route (counter, register, set, bag, map, owner, vars, conflicts, watch) also lives under /v1/ns/{ns}/..., in namespace ns; the routes without the prefix are the default namespace's. Errors are {\"error\": \"...\"}. A bearer token (Authorization: Bearer ...) is needed when the node has tokens.".into(),
+    );
+    doc
+}
+
 fn routes(api: Api) -> Router {
-    Router::new()
-        .route("/v1/status", get(status))
-        .route("/v1/ns", get(namespaces::list))
+    let (router, _) = api_routes();
+    let doc = openapi();
+    router
         .route(
-            "/v1/ns/{ns}",
-            axum::routing::put(namespaces::create).delete(namespaces::drop),
+            "/v1/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { Json(doc) }
+            }),
         )
-        .route("/v1/check", post(check))
-        .route("/v1/peers", get(peers).post(add_peer))
-        .route("/v1/peers/{id}", delete(remove_peer))
-        .route("/v1/peers/{id}/readmit", post(readmit_peer))
-        .route("/v1/vars", get(vars))
-        .route("/v1/watch", get(watch::watch))
-        .route("/v1/conflicts", get(conflicts))
-        .route("/v1/counter/{name}", get(counter_get).post(counter_incr))
-        .route("/v1/counter/{name}/decr-if", post(counter_decr_if))
-        .route(
-            "/v1/counter/{name}/escrow",
-            get(counter_escrow_get).post(counter_escrow),
-        )
-        .route("/v1/register/{name}/cas", post(register_cas))
-        .route("/v1/set/{name}/claim", post(set_claim))
-        .route("/v1/owner/{name}", get(owner_get).post(owner_own))
-        .route("/v1/owner/{name}/release", post(owner_release))
-        .route("/v1/owner/{name}/force", post(owner_force))
-        .route("/v1/register/{name}", get(register_get).put(register_set))
-        .route("/v1/set/{name}", get(set_get).post(set_change))
-        .route("/v1/bag/{name}", get(bag_get).post(bag_insert))
-        .route("/v1/bag/{name}/take", post(bag_take))
-        .route("/v1/bag/{name}/transfer", post(bag_transfer))
-        .route("/v1/bag/{name}/adopt", post(bag_adopt))
-        .route("/v1/map/{name}", get(map_keys))
-        .route(
-            "/v1/map/{name}/{key}",
-            get(map_get).post(map_change).delete(map_remove),
-        )
-        .route("/v1/map/{name}/{key}/cas", post(map_cas))
-        .route("/metrics", get(metrics))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(json_errors))
         .with_state(api)
@@ -240,6 +277,7 @@ async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) 
     out
 }
 
+#[utoipa::path(get, path = "/v1/status", summary = "The node's summary (admin)", responses((status = 200, description = "the answer", body = serde_json::Value), (status = "4XX", description = "an error", body = ErrorBody), (status = "5XX", description = "a failure", body = ErrorBody)))]
 async fn status(State(api): State<Api>, h: HeaderMap) -> ApiResult {
     authorized(&api, &h)?;
     let s = api.control.status(&api.store);
@@ -282,6 +320,7 @@ fn unanswered(s: &crate::NodeStatus) -> Vec<Value> {
 
 /// `POST /v1/check`: a consistency check of every reachable peer, with its
 /// report (docs/consistency.md).
+#[utoipa::path(post, path = "/v1/check", summary = "A consistency check of the peers (admin)", responses((status = 200, description = "the answer", body = serde_json::Value), (status = "4XX", description = "an error", body = ErrorBody), (status = "5XX", description = "a failure", body = ErrorBody)))]
 async fn check(State(api): State<Api>, h: HeaderMap) -> ApiResult {
     authorized(&api, &h)?;
     let report = api.store.check_consistency()?;
@@ -289,6 +328,7 @@ async fn check(State(api): State<Api>, h: HeaderMap) -> ApiResult {
     Ok(Json(api.store.check_json(&report, &status)))
 }
 
+#[utoipa::path(get, path = "/v1/peers", summary = "The peers (admin)", responses((status = 200, description = "the answer", body = serde_json::Value), (status = "4XX", description = "an error", body = ErrorBody), (status = "5XX", description = "a failure", body = ErrorBody)))]
 async fn peers(State(api): State<Api>, h: HeaderMap) -> ApiResult {
     authorized(&api, &h)?;
     let s = api.control.status(&api.store);
@@ -354,11 +394,12 @@ async fn peers(State(api): State<Api>, h: HeaderMap) -> ApiResult {
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct AddPeer {
     addr: String,
 }
 
+#[utoipa::path(post, path = "/v1/peers", summary = "Adds a peer by address (admin)", request_body = AddPeer, responses((status = 200, description = "the answer", body = serde_json::Value), (status = "4XX", description = "an error", body = ErrorBody), (status = "5XX", description = "a failure", body = ErrorBody)))]
 async fn add_peer(State(api): State<Api>, h: HeaderMap, Json(body): Json<AddPeer>) -> ApiResult {
     authorized(&api, &h)?;
     // An address, or a host name (resolved now, once; IPv4 first).
@@ -380,6 +421,7 @@ async fn add_peer(State(api): State<Api>, h: HeaderMap, Json(body): Json<AddPeer
     ))
 }
 
+#[utoipa::path(delete, path = "/v1/peers/{id}", summary = "Removes a peer, by id or address (admin)", params(("id" = String, Path)), responses((status = 200, description = "the answer", body = serde_json::Value), (status = "4XX", description = "an error", body = ErrorBody), (status = "5XX", description = "a failure", body = ErrorBody)))]
 async fn remove_peer(State(api): State<Api>, h: HeaderMap, Path(id): Path<String>) -> ApiResult {
     authorized(&api, &h)?;
     // A node id (16 hex digits), or an address (host:port) for a peer that
@@ -409,6 +451,7 @@ async fn remove_peer(State(api): State<Api>, h: HeaderMap, Path(id): Path<String
     Ok(Json(json!({ "removed": format!("{id:016x}") })))
 }
 
+#[utoipa::path(post, path = "/v1/peers/{id}/readmit", summary = "Readmits a removed peer (admin)", params(("id" = String, Path)), responses((status = 200, description = "the answer", body = serde_json::Value), (status = "4XX", description = "an error", body = ErrorBody), (status = "5XX", description = "a failure", body = ErrorBody)))]
 async fn readmit_peer(State(api): State<Api>, h: HeaderMap, Path(id): Path<String>) -> ApiResult {
     authorized(&api, &h)?;
     let id = u64::from_str_radix(&id, 16).map_err(|_| {
@@ -437,14 +480,17 @@ fn run(api: &Api, h: &HeaderMap, op: Request) -> ApiResult {
     Ok(Json(op.apply_in(&ns)?))
 }
 
+#[utoipa::path(get, path = "/v1/vars", summary = "The variables and their types", responses((status = 200, description = "the answer", body = serde_json::Value), (status = "4XX", description = "an error", body = ErrorBody), (status = "5XX", description = "a failure", body = ErrorBody)))]
 async fn vars(State(api): State<Api>, h: HeaderMap) -> ApiResult {
     run(&api, &h, Request::Vars)
 }
 
+#[utoipa::path(get, path = "/v1/conflicts", summary = "Type conflicts", responses((status = 200, description = "the answer", body = serde_json::Value), (status = "4XX", description = "an error", body = ErrorBody), (status = "5XX", description = "a failure", body = ErrorBody)))]
 async fn conflicts(State(api): State<Api>, h: HeaderMap) -> ApiResult {
     run(&api, &h, Request::Conflicts)
 }
 
+#[utoipa::path(get, path = "/v1/counter/{name}", summary = "A counter's value", params(("name" = String, Path), ReadQuery), responses((status = 200, description = "the answer", body = serde_json::Value), (status = "4XX", description = "an error", body = ErrorBody), (status = "5XX", description = "a failure", body = ErrorBody)))]
 async fn counter_get(
     State(api): State<Api>,
     h: HeaderMap,
@@ -454,6 +500,7 @@ async fn counter_get(
     run(&api, &h, q.read(Request::CounterGet { name }))
 }
 
+#[utoipa::path(post, path = "/v1/counter/{name}", summary = "Adds to a counter", params(("name" = String, Path)), request_body = body::Incr, responses((status = 200, description = "the answer", body = serde_json::Value), (status = "4XX", description = "an error", body = ErrorBody), (status = "5XX", description = "a failure", body = ErrorBody)))]
 async fn counter_incr(
     State(api): State<Api>,
     h: HeaderMap,
@@ -463,6 +510,7 @@ async fn counter_incr(
     run(&api, &h, Request::CounterAdd { name, by: b.by })
 }
 
+#[utoipa::path(get, path = "/v1/register/{name}", summary = "A register's value", params(("name" = String, Path), ReadQuery), responses((status = 200, description = "the answer", body = serde_json::Value), (status = "4XX", description = "an error", body = ErrorBody), (status = "5XX", description = "a failure", body = ErrorBody)))]
 async fn register_get(
     State(api): State<Api>,
     h: HeaderMap,
@@ -472,6 +520,7 @@ async fn register_get(
     run(&api, &h, q.read(Request::RegisterGet { name }))
 }
 
+#[utoipa::path(put, path = "/v1/register/{name}", summary = "Writes a register", params(("name" = String, Path)), request_body = body::SetValue, responses((status = 200, description = "the answer", body = serde_json::Value), (status = "4XX", description = "an error", body = ErrorBody), (status = "5XX", description = "a failure", body = ErrorBody)))]
 async fn register_set(
     State(api): State<Api>,
     h: HeaderMap,
@@ -488,6 +537,7 @@ async fn register_set(
     )
 }
 
+#[utoipa::path(get, path = "/v1/set/{name}", summary = "A set's members", params(("name" = String, Path), ReadQuery), responses((status = 200, description = "the answer", body = serde_json::Value), (status = "4XX", description = "an error", body = ErrorBody), (status = "5XX", description = "a failure", body = ErrorBody)))]
 async fn set_get(
     State(api): State<Api>,
     h: HeaderMap,
@@ -497,6 +547,7 @@ async fn set_get(
     run(&api, &h, q.read(Request::SetList { name }))
 }
 
+#[utoipa::path(post, path = "/v1/set/{name}", summary = "Adds and removes members", params(("name" = String, Path)), request_body = body::SetChange, responses((status = 200, description = "the answer", body = serde_json::Value), (status = "4XX", description = "an error", body = ErrorBody), (status = "5XX", description = "a failure", body = ErrorBody)))]
 async fn set_change(
     State(api): State<Api>,
     h: HeaderMap,
@@ -507,10 +558,12 @@ async fn set_change(
     run(&api, &h, Request::SetChange { name, add, remove })
 }
 
+#[utoipa::path(get, path = "/v1/bag/{name}", summary = "A bag's elements", params(("name" = String, Path)), responses((status = 200, description = "the answer", body = serde_json::Value), (status = "4XX", description = "an error", body = ErrorBody), (status = "5XX", description = "a failure", body = ErrorBody)))]
 async fn bag_get(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
     run(&api, &h, Request::BagList { name })
 }
 
+#[utoipa::path(post, path = "/v1/bag/{name}", summary = "Inserts elements", params(("name" = String, Path)), request_body = body::BagInsert, responses((status = 200, description = "the answer", body = serde_json::Value), (status = "4XX", description = "an error", body = ErrorBody), (status = "5XX", description = "a failure", body = ErrorBody)))]
 async fn bag_insert(
     State(api): State<Api>,
     h: HeaderMap,
@@ -521,10 +574,12 @@ async fn bag_insert(
     run(&api, &h, Request::BagInsert { name, values })
 }
 
+#[utoipa::path(post, path = "/v1/bag/{name}/take", summary = "Takes an element this node owns", params(("name" = String, Path)), responses((status = 200, description = "the answer", body = serde_json::Value), (status = "4XX", description = "an error", body = ErrorBody), (status = "5XX", description = "a failure", body = ErrorBody)))]
 async fn bag_take(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
     run(&api, &h, Request::BagTake { name })
 }
 
+#[utoipa::path(post, path = "/v1/bag/{name}/transfer", summary = "Hands an element to another node", params(("name" = String, Path)), request_body = body::BagTransfer, responses((status = 200, description = "the answer", body = serde_json::Value), (status = "4XX", description = "an error", body = ErrorBody), (status = "5XX", description = "a failure", body = ErrorBody)))]
 async fn bag_transfer(
     State(api): State<Api>,
     h: HeaderMap,
@@ -535,10 +590,12 @@ async fn bag_transfer(
     run(&api, &h, Request::BagTransfer { name, id, to })
 }
 
+#[utoipa::path(get, path = "/v1/map/{name}", summary = "A map's keys", params(("name" = String, Path)), responses((status = 200, description = "the answer", body = serde_json::Value), (status = "4XX", description = "an error", body = ErrorBody), (status = "5XX", description = "a failure", body = ErrorBody)))]
 async fn map_keys(State(api): State<Api>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
     run(&api, &h, Request::MapKeys { name })
 }
 
+#[utoipa::path(get, path = "/v1/map/{name}/{key}", summary = "A map entry", params(("name" = String, Path), ("key" = String, Path), ReadQuery), responses((status = 200, description = "the answer", body = serde_json::Value), (status = "4XX", description = "an error", body = ErrorBody), (status = "5XX", description = "a failure", body = ErrorBody)))]
 async fn map_get(
     State(api): State<Api>,
     h: HeaderMap,
@@ -548,6 +605,7 @@ async fn map_get(
     run(&api, &h, q.read(Request::MapGet { name, key }))
 }
 
+#[utoipa::path(post, path = "/v1/map/{name}/{key}", summary = "Changes a map entry", params(("name" = String, Path), ("key" = String, Path)), request_body = body::MapChange, responses((status = 200, description = "the answer", body = serde_json::Value), (status = "4XX", description = "an error", body = ErrorBody), (status = "5XX", description = "a failure", body = ErrorBody)))]
 async fn map_change(
     State(api): State<Api>,
     h: HeaderMap,
@@ -568,6 +626,7 @@ async fn map_change(
     )
 }
 
+#[utoipa::path(delete, path = "/v1/map/{name}/{key}", summary = "Removes a map entry", params(("name" = String, Path), ("key" = String, Path)), responses((status = 200, description = "the answer", body = serde_json::Value), (status = "4XX", description = "an error", body = ErrorBody), (status = "5XX", description = "a failure", body = ErrorBody)))]
 async fn map_remove(
     State(api): State<Api>,
     h: HeaderMap,

@@ -1,9 +1,11 @@
 //! `GET /metrics`: the node's counters and each peer's, in Prometheus text.
 
+use super::ErrorBody;
 use super::{authorized, Api, ApiError};
 use axum::extract::State;
 use axum::http::HeaderMap;
 
+#[utoipa::path(get, path = "/metrics", summary = "Prometheus text (admin)", responses((status = 200, description = "Prometheus text", body = String, content_type = "text/plain"), (status = "4XX", description = "an error", body = ErrorBody)))]
 pub(super) async fn metrics(State(api): State<Api>, h: HeaderMap) -> Result<String, ApiError> {
     authorized(&api, &h)?;
     let s = api.control.status(&api.store);

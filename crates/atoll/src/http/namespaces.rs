@@ -8,6 +8,7 @@
 //! the namespace in a header that only this layer sets ([`NS_HEADER`]; a
 //! client's own is dropped), which [`super::run`] reads.
 
+use super::ErrorBody;
 use super::{authorized, Api, ApiError, ApiResult};
 use crate::DEFAULT_NS;
 use axum::extract::{Path, Query, State};
@@ -94,6 +95,7 @@ pub(super) fn requested(h: &HeaderMap) -> Result<String, ApiError> {
 }
 
 /// The namespaces the request's token reaches.
+#[utoipa::path(get, path = "/v1/ns", summary = "The namespaces the token reaches", responses((status = 200, description = "the answer", body = serde_json::Value), (status = "4XX", description = "an error", body = ErrorBody), (status = "5XX", description = "a failure", body = ErrorBody)))]
 pub(super) async fn list(State(api): State<Api>, h: HeaderMap) -> ApiResult {
     let grant = super::grant(&api, &h)?;
     let names: Vec<String> = api
@@ -105,6 +107,7 @@ pub(super) async fn list(State(api): State<Api>, h: HeaderMap) -> ApiResult {
     Ok(Json(json!({ "namespaces": names })))
 }
 
+#[utoipa::path(put, path = "/v1/ns/{ns}", summary = "Creates a namespace (admin)", params(("ns" = String, Path)), responses((status = 200, description = "the answer", body = serde_json::Value), (status = "4XX", description = "an error", body = ErrorBody), (status = "5XX", description = "a failure", body = ErrorBody)))]
 pub(super) async fn create(
     State(api): State<Api>,
     h: HeaderMap,
@@ -115,12 +118,14 @@ pub(super) async fn create(
     Ok(Json(json!({ "namespace": ns, "created": true })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct DropQuery {
     #[serde(default)]
     force: bool,
 }
 
+#[utoipa::path(delete, path = "/v1/ns/{ns}", summary = "Drops a namespace (admin)", params(("ns" = String, Path), DropQuery), responses((status = 200, description = "the answer", body = serde_json::Value), (status = "4XX", description = "an error", body = ErrorBody), (status = "5XX", description = "a failure", body = ErrorBody)))]
 pub(super) async fn drop(
     State(api): State<Api>,
     h: HeaderMap,

@@ -16,6 +16,7 @@
 //! what it watches. A replay sees each variable changed at least once,
 //! not each change: the log joins runs of one variable's changes.
 
+use super::ErrorBody;
 use super::{grant, namespaces, Api, ApiError};
 use crate::feed::FeedError;
 use crate::{Access, ChangeFeed, Kind, Namespace, ReplicaId};
@@ -31,7 +32,8 @@ use std::convert::Infallible;
 /// Log entries read per step of a replay.
 const REPLAY_PAGE: usize = 256;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct WatchQuery {
     #[serde(default)]
     prefix: String,
@@ -51,6 +53,7 @@ struct Watch {
     ready: VecDeque<Event>,
 }
 
+#[utoipa::path(get, path = "/v1/watch", summary = "Changes as server-sent events", params(WatchQuery), responses((status = 200, description = "server-sent events", content_type = "text/event-stream"), (status = "4XX", description = "an error", body = ErrorBody)))]
 pub(super) async fn watch(
     State(api): State<Api>,
     h: HeaderMap,
