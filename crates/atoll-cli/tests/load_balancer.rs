@@ -103,6 +103,8 @@ fn members(url: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Sends `sig` to the node's process and waits until it took effect:
+/// stopped (`T`) after `-STOP`, running again after `-CONT`.
 fn signal(node: &Started, sig: &str) {
     let pid = node.process.0.id().to_string();
     assert!(Command::new("kill")
@@ -110,6 +112,16 @@ fn signal(node: &Started, sig: &str) {
         .status()
         .unwrap()
         .success());
+    let stopped = sig == "-STOP";
+    wait_until("the signal takes effect", || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The state follows the command name, which is in parentheses.
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next());
+        (state == Some("T")) == stopped
+    });
 }
 
 #[test]
