@@ -128,70 +128,6 @@ enum Cmd {
     },
 }
 
-#[derive(Subcommand)]
-enum NsCmd {
-    /// Every namespace (`default` first).
-    List,
-    /// Creates a namespace (on every node this one replicates with).
-    Create { name: String },
-    /// Drops a namespace. One that holds variables is refused unless
-    /// --force: atoll does not delete variables, so a forced drop only
-    /// hides them until the namespace is created again.
-    Drop {
-        name: String,
-        #[arg(long)]
-        force: bool,
-    },
-}
-
-#[derive(Subcommand)]
-enum TokenCmd {
-    /// A new random token reaching the namespaces --ns names (several
-    /// separated by commas; "*": all).
-    Create {
-        /// It reads only.
-        #[arg(long, conflicts_with_all = ["write", "admin"])]
-        read: bool,
-        /// It reads and writes.
-        #[arg(long, conflicts_with = "admin")]
-        write: bool,
-        /// It reads, writes and uses the admin routes (peers, namespaces, check, status).
-        #[arg(long)]
-        admin: bool,
-    },
-}
-
-fn token(cmd: TokenCmd, ns: &str) -> Result<Output, String> {
-    let TokenCmd::Create { read, write, admin } = cmd;
-    let namespaces: Vec<String> = ns.split(',').map(|n| n.trim().to_string()).collect();
-    let access = match (read, write, admin) {
-        (_, _, true) => atoll::Access::Admin,
-        (_, true, _) => atoll::Access::Write,
-        (true, _, _) => atoll::Access::Read,
-        _ => return Err("say --read, --write or --admin".into()),
-    };
-    for ns in namespaces.iter().filter(|n| *n != "*") {
-        atoll::validate_namespace(ns).map_err(|e| e.to_string())?;
-    }
-    let (secret, t) = atoll::HttpToken::generate(namespaces, access);
-    let list: Vec<String> = t.namespaces.iter().map(|n| format!("{n:?}")).collect();
-    let entry = format!(
-        "[[http_tokens]]\nsha256 = \"{}\"\nnamespaces = [{}]\naccess = \"{}\"",
-        t.sha256_hex(),
-        list.join(", "),
-        access.name()
-    );
-    Ok(Output {
-        text: vec![
-            format!("token\t{secret}"),
-            "(shown once: the node keeps only its hash; add this to its config file)".into(),
-            entry.clone(),
-        ],
-        json: json!({"token": secret, "sha256": t.sha256_hex(), "namespaces": t.namespaces, "access": access.name(), "config": entry}),
-        ok: true,
-    })
-}
-
 fn init(new_cluster: Option<PathBuf>, join: Option<Vec<PathBuf>>) -> Result<Output, String> {
     use atoll::certs;
     match (new_cluster, join) {
@@ -468,7 +404,9 @@ enum MapCmd {
 }
 
 mod data;
+mod namespaces;
 mod remote;
+use namespaces::{NsCmd, TokenCmd};
 mod run_config;
 use run_config::node_config;
 
@@ -508,7 +446,7 @@ fn init_logging(default: &str, json: bool) {
 fn run(cli: Cli) -> Result<Output, String> {
     let cli = match cli.command {
         Cmd::Init { new_cluster, join } => return init(new_cluster, join),
-        Cmd::Token(cmd) => return token(cmd, &cli.ns),
+        Cmd::Token(cmd) => return namespaces::token(cmd, &cli.ns),
         Cmd::Run { config, log_format } => {
             init_logging("info", log_format == "json");
             run_node(&config, cli.json)?;
@@ -544,7 +482,7 @@ fn run(cli: Cli) -> Result<Output, String> {
     }
     if let Cmd::Ns(cmd) = cli.command {
         let (store, _) = open_store(cli.data_dir, cli.last_of_cluster)?;
-        return namespaces(&store, cmd).map_err(|e| e.to_string());
+        return namespaces::namespaces(&store, cmd).map_err(|e| e.to_string());
     }
     if matches!(
         cli.command,
@@ -583,35 +521,6 @@ fn run(cli: Cli) -> Result<Output, String> {
         ],
         json: j,
         ok: true,
-    })
-}
-
-/// `atoll ns ...` on a data directory.
-fn namespaces(store: &Store, cmd: NsCmd) -> atoll::Result<Output> {
-    Ok(match cmd {
-        NsCmd::List => {
-            let all = store.namespaces()?;
-            Output {
-                text: all.clone(),
-                json: json!({ "namespaces": all }),
-                ok: true,
-            }
-        }
-        NsCmd::Create { name } => {
-            store.create_namespace(&name)?;
-            Output::new(
-                format!("namespace {name} created"),
-                json!({"namespace": name, "created": true}),
-            )
-        }
-        NsCmd::Drop { name, force } => {
-            let existed = store.drop_namespace(&name, force)?;
-            let text = match existed {
-                true => format!("namespace {name} dropped"),
-                false => format!("no namespace {name}"),
-            };
-            Output::new(text, json!({"namespace": name, "dropped": existed}))
-        }
     })
 }
 

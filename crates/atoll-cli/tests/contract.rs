@@ -12,23 +12,15 @@
 mod common;
 
 use common::{init_cluster, start};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 #[test]
 fn every_route_keeps_the_published_contract() {
-    let have = Command::new("sh")
-        .args(["-c", "command -v schemathesis"])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have {
-        assert!(
-            std::env::var("ATOLL_REQUIRE_SCHEMATHESIS").is_err(),
-            "schemathesis is required here (ATOLL_REQUIRE_SCHEMATHESIS) and not installed"
-        );
-        eprintln!(
-            "schemathesis is not installed (pip install schemathesis): this test did not run"
-        );
+    if !common::have_tool(
+        "schemathesis",
+        "ATOLL_REQUIRE_SCHEMATHESIS",
+        "pip install schemathesis",
+    ) {
         return;
     }
     let d = tempfile::tempdir().unwrap();

@@ -126,17 +126,7 @@ fn signal(node: &Started, sig: &str) {
 
 #[test]
 fn writes_through_nginx_survive_a_stopped_node_and_reach_every_node() {
-    let have = Command::new("sh")
-        .args(["-c", "command -v nginx"])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have {
-        assert!(
-            std::env::var("ATOLL_REQUIRE_NGINX").is_err(),
-            "nginx is required here (ATOLL_REQUIRE_NGINX) and not installed"
-        );
-        eprintln!("nginx is not installed (apt-get install nginx): this test did not run");
+    if !common::have_tool("nginx", "ATOLL_REQUIRE_NGINX", "apt-get install nginx") {
         return;
     }
     let d = tempfile::tempdir().unwrap();

@@ -53,7 +53,7 @@ struct Var {
     /// wrote stays, until the index forgets it.)
     indexed: Vec<(u64, Option<ReplicaId>)>,
     /// What it counts against [`KeyspaceConfig::cache_bytes`]: its
-    /// [`resident_size`], as last read or checkpointed.
+    /// `recovery::resident_size`, as last read or checkpointed.
     bytes: usize,
     /// Used since the cache's last sweep passed it (a second chance).
     used: bool,
@@ -570,16 +570,6 @@ impl<B: Backend> Keyspace<B> {
     pub fn flushed_seq(&self) -> u64 {
         self.flushed_through
     }
-}
-
-/// What a variable in memory counts against [`KeyspaceConfig::cache_bytes`]:
-/// its state's encoded size, and what keeping it costs besides (its entry
-/// in the map of variables, its name twice, a share of the map's node).
-/// Without the second part, a million small counters (20 bytes encoded,
-/// several hundred in memory) all fitted a 16 MiB budget.
-fn resident_size(name: &str, encoded: usize) -> usize {
-    const MAP_ENTRY: usize = std::mem::size_of::<Var>() + std::mem::size_of::<String>() + 64;
-    encoded + MAP_ENTRY + 2 * name.len()
 }
 
 /// The cached variable `name`, about to change: created empty as a `kind`

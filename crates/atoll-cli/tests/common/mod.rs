@@ -198,3 +198,22 @@ pub fn http_with(
         serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
     )
 }
+
+/// Whether `tool` is installed. A test that needs it runs without it only
+/// where `required_by` (an environment variable `.ci/run` sets) is unset:
+/// there it says what to install, and returns false.
+pub fn have_tool(tool: &str, required_by: &str, install: &str) -> bool {
+    let have = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        assert!(
+            std::env::var(required_by).is_err(),
+            "{tool} is required here ({required_by}) and not installed"
+        );
+        eprintln!("{tool} is not installed ({install}): this test did not run");
+    }
+    have
+}

@@ -33,7 +33,9 @@ impl<B: Backend> Keyspace<B> {
                 if let Some(v) = self.vars.get_mut(n) {
                     v.indexed.retain(|(_, o)| o != origin);
                     v.indexed.push((last, *origin));
-                    let bytes = sizes.next().map_or(v.bytes, |b| super::resident_size(n, b));
+                    let bytes = sizes
+                        .next()
+                        .map_or(v.bytes, |b| super::recovery::resident_size(n, b));
                     self.resident_bytes = (self.resident_bytes + bytes).saturating_sub(v.bytes);
                     v.bytes = bytes;
                 }
