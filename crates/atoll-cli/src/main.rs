@@ -77,6 +77,10 @@ enum Cmd {
     /// Namespaces: list, create, drop.
     #[command(subcommand)]
     Ns(NsCmd),
+    /// Mirroring per namespace: enable, disable, peer add|remove, status.
+    /// It is replicated: a change on any node holds on every node.
+    #[command(subcommand)]
+    Mirror(MirrorCmd),
     /// Follow a running node's changes (needs --node): one line per change
     /// to a variable of the namespace --ns names, until interrupted.
     Watch {
@@ -406,7 +410,7 @@ enum MapCmd {
 mod data;
 mod namespaces;
 mod remote;
-use namespaces::{NsCmd, TokenCmd};
+use namespaces::{MirrorCmd, NsCmd, TokenCmd};
 mod run_config;
 use run_config::node_config;
 
@@ -483,6 +487,15 @@ fn run(cli: Cli) -> Result<Output, String> {
     if let Cmd::Ns(cmd) = cli.command {
         let (store, _) = open_store(cli.data_dir, cli.last_of_cluster)?;
         return namespaces::namespaces(&store, cmd).map_err(|e| e.to_string());
+    }
+    if let Cmd::Mirror(cmd) = &cli.command {
+        let (store, _) = open_store(cli.data_dir, cli.last_of_cluster)?;
+        let v = namespaces::mirror_local(&store, cmd).map_err(|e| e.to_string())?;
+        return Ok(Output {
+            text: namespaces::mirror_text(cmd, &v),
+            json: v,
+            ok: true,
+        });
     }
     if matches!(
         cli.command,

@@ -1,5 +1,6 @@
-//! `atoll ns` (namespaces) and `atoll token` (the HTTP API's tokens, which
-//! reach namespaces).
+//! `atoll ns` (namespaces), `atoll mirror` (which namespaces replicate, and
+//! to which peers) and `atoll token` (the HTTP API's tokens, which reach
+//! namespaces).
 
 use crate::Output;
 use atoll::Store;
@@ -10,16 +11,155 @@ use serde_json::json;
 pub(crate) enum NsCmd {
     /// Every namespace (`default` first).
     List,
-    /// Creates a namespace (on every node this one replicates with).
+    /// Creates a namespace (on every node this one replicates with). Its
+    /// variables stay on the node they are written on until `atoll mirror
+    /// enable` mirrors it.
     Create { name: String },
-    /// Drops a namespace. One that holds variables is refused unless
-    /// --force: atoll does not delete variables, so a forced drop only
-    /// hides them until the namespace is created again.
+    /// Drops a namespace. One that is mirrored, or holds variables, is
+    /// refused unless --force: atoll does not delete variables, so a
+    /// forced drop only hides them until the namespace is created again.
     Drop {
         name: String,
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum MirrorCmd {
+    /// Mirrors a namespace: it replicates to every peer, or to those
+    /// `mirror peer add` linked it with. What was written while it was
+    /// local is sent too.
+    Enable { ns: String },
+    /// Keeps a namespace local: nothing more of it leaves the node it is
+    /// written on, and what peers send of it is refused.
+    Disable { ns: String },
+    /// Links this node and a peer for a namespace: once it has links, a
+    /// namespace replicates only over them.
+    #[command(subcommand)]
+    Peer(MirrorPeerCmd),
+    /// Every namespace's mirroring (or NS's): mirrored or local, its links,
+    /// and per peer whether it is shared and the bytes sent and refused.
+    Status { ns: Option<String> },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum MirrorPeerCmd {
+    /// Adds the link between this node and PEER (a node id, as `atoll peer
+    /// list` shows it) for NS.
+    Add { ns: String, peer: String },
+    /// Removes the link between this node and PEER for NS.
+    Remove { ns: String, peer: String },
+}
+
+impl MirrorCmd {
+    /// The HTTP method and path of the command on a running node.
+    pub(crate) fn route(&self) -> (&'static str, String) {
+        let seg = atoll::ops::path_segment;
+        match self {
+            MirrorCmd::Enable { ns } => ("PUT", format!("/v1/mirror/{}", seg(ns))),
+            MirrorCmd::Disable { ns } => ("DELETE", format!("/v1/mirror/{}", seg(ns))),
+            MirrorCmd::Peer(MirrorPeerCmd::Add { ns, peer }) => {
+                ("PUT", format!("/v1/mirror/{}/peers/{}", seg(ns), seg(peer)))
+            }
+            MirrorCmd::Peer(MirrorPeerCmd::Remove { ns, peer }) => (
+                "DELETE",
+                format!("/v1/mirror/{}/peers/{}", seg(ns), seg(peer)),
+            ),
+            MirrorCmd::Status { ns: Some(ns) } => ("GET", format!("/v1/mirror/{}", seg(ns))),
+            MirrorCmd::Status { ns: None } => ("GET", "/v1/mirror".to_string()),
+        }
+    }
+}
+
+/// `atoll mirror ...` on a data directory: the answer as the HTTP API gives it.
+pub(crate) fn mirror_local(store: &Store, cmd: &MirrorCmd) -> atoll::Result<serde_json::Value> {
+    Ok(match cmd {
+        MirrorCmd::Enable { ns } | MirrorCmd::Disable { ns } => {
+            let on = matches!(cmd, MirrorCmd::Enable { .. });
+            store.set_mirrored(ns, on)?;
+            json!({"namespace": ns, "mirrored": on})
+        }
+        MirrorCmd::Peer(MirrorPeerCmd::Add { ns, peer } | MirrorPeerCmd::Remove { ns, peer }) => {
+            let linked = matches!(cmd, MirrorCmd::Peer(MirrorPeerCmd::Add { .. }));
+            let id = atoll::ops::parse_node(peer)?;
+            store.set_mirror_peer(ns, id, linked)?;
+            json!({"namespace": ns, "peer": id.to_string(), "linked": linked})
+        }
+        MirrorCmd::Status { ns: Some(ns) } => store
+            .mirror_status(Some(ns))?
+            .first()
+            .map(atoll::NamespaceMirror::to_json)
+            .unwrap_or_default(),
+        MirrorCmd::Status { ns: None } => {
+            let all = store.mirror_status(None)?;
+            json!({"namespaces": all.iter().map(atoll::NamespaceMirror::to_json).collect::<Vec<_>>()})
+        }
+    })
+}
+
+/// The text lines of `atoll mirror ...`'s answer `v`.
+pub(crate) fn mirror_text(cmd: &MirrorCmd, v: &serde_json::Value) -> Vec<String> {
+    match cmd {
+        MirrorCmd::Enable { ns } => vec![format!("namespace {ns} mirrored")],
+        MirrorCmd::Disable { ns } => vec![format!("namespace {ns} local")],
+        MirrorCmd::Peer(MirrorPeerCmd::Add { ns, .. }) => {
+            vec![format!(
+                "{ns}: linked with {}",
+                v["peer"].as_str().unwrap_or("?")
+            )]
+        }
+        MirrorCmd::Peer(MirrorPeerCmd::Remove { ns, .. }) => {
+            vec![format!(
+                "{ns}: unlinked from {}",
+                v["peer"].as_str().unwrap_or("?")
+            )]
+        }
+        MirrorCmd::Status { ns } => {
+            let one = [v.clone()];
+            let all = match ns {
+                Some(_) => &one[..],
+                None => v["namespaces"].as_array().map_or(&[][..], Vec::as_slice),
+            };
+            let mut text = Vec::new();
+            for m in all {
+                let links: Vec<String> = m["links"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|l| {
+                        format!(
+                            "{}-{}",
+                            l[0].as_str().unwrap_or("?"),
+                            l[1].as_str().unwrap_or("?")
+                        )
+                    })
+                    .collect();
+                let how = match (m["mirrored"].as_bool(), links.is_empty()) {
+                    (Some(true), true) => "mirrored to every peer".to_string(),
+                    (Some(true), false) => format!("mirrored over {}", links.join(", ")),
+                    _ => "local".to_string(),
+                };
+                text.push(format!("{}\t{how}", m["namespace"].as_str().unwrap_or("?")));
+                for p in m["peers"].as_array().into_iter().flatten() {
+                    text.push(format!(
+                        "  {}\t{}\tsent {} bytes ({} variables)\trefused {} bytes ({} variables)",
+                        p["peer"].as_str().unwrap_or("?"),
+                        if p["shared"].as_bool() == Some(true) {
+                            "shared"
+                        } else {
+                            "not shared"
+                        },
+                        p["sent_bytes"],
+                        p["sent_vars"],
+                        p["refused_bytes"],
+                        p["refused_vars"],
+                    ));
+                }
+            }
+            text
+        }
+    }
 }
 
 #[derive(Subcommand)]

@@ -147,6 +147,11 @@ fn out(text: Vec<String>, json: Value) -> Output {
 
 pub(crate) fn run(r: &Remote, cmd: Cmd) -> Result<Output, String> {
     Ok(match cmd {
+        Cmd::Mirror(m) => {
+            let (method, path) = m.route();
+            let v = r.call(method, &path, None)?;
+            out(crate::namespaces::mirror_text(&m, &v), v)
+        }
         Cmd::Ns(ns) => {
             let (method, path) = match &ns {
                 NsCmd::List => ("GET", "/v1/ns".to_string()),

@@ -36,9 +36,9 @@ pub use conflict::{
 };
 use history::MAX_INCARNATIONS;
 pub use names::{
-    escrow_record, escrowed_by_record, namespace_of, namespaced, owned_by_record, owner_record,
-    validate_name, validate_namespace, DEFAULT_NS, ESCROW_PREFIX, MAX_NAME_LEN, MAX_NS_LEN,
-    NS_PREFIX, OWNER_PREFIX,
+    data_namespace, escrow_record, escrowed_by_record, namespace_of, namespaced, owned_by_record,
+    owner_record, validate_name, validate_namespace, DEFAULT_NS, ESCROW_PREFIX, MAX_NAME_LEN,
+    MAX_NS_LEN, MIRROR_VAR, NS_PREFIX, OWNER_PREFIX,
 };
 
 struct Var {
@@ -107,6 +107,9 @@ pub struct Keyspace<B> {
     history: Vec<Opening>,
     /// Digests of the variables, for consistency checks.
     digests: digest::DigestIndex,
+    /// Changes to the mirroring ([`MIRROR_VAR`]) written or merged since
+    /// opening, so that the replica reads it again only when it changed.
+    mirror_changes: u64,
 }
 
 /// How a [`Keyspace`] behaves.
@@ -240,6 +243,7 @@ impl<B: Backend> Keyspace<B> {
             conflicts: Vec::new(),
             history: Vec::new(),
             digests: Default::default(),
+            mirror_changes: 0,
         };
         ks.flushed_through = ks.storage.last_seq();
         // Runs are joined from where the last join settled the log (recorded
@@ -444,6 +448,9 @@ impl<B: Backend> Keyspace<B> {
     fn after_append(&mut self, name: &str, seq: u64, origin: ReplicaId) -> Result<()> {
         self.note_dirty(name, origin);
         self.digests.note_changed(name);
+        if name == MIRROR_VAR {
+            self.mirror_changes += 1;
+        }
         self.since_checkpoint += 1;
         if self.config.flush_each_write && !self.deferring {
             if let Err(e) = self.storage.flush() {
@@ -558,6 +565,12 @@ impl<B: Backend> Keyspace<B> {
         max_bytes: usize,
     ) -> Result<Vec<(u64, LogEntry)>> {
         Ok(self.storage.log_within(after, limit, max_bytes)?)
+    }
+
+    /// How many times the mirroring ([`MIRROR_VAR`]) was written or merged
+    /// since opening: it changed if this did.
+    pub fn mirror_changes(&self) -> u64 {
+        self.mirror_changes
     }
 
     /// The newest delta-log sequence number.

@@ -27,15 +27,16 @@ pub mod testkit;
 pub use config::{check_range, ConfigError};
 pub use error::{Error, OwnershipError, Result};
 pub use keyspace::{
-    bucket_of, conflict_name, conflict_of, digest_of, escrow_record, escrowed_by_record,
-    is_reserved, namespace_of, namespaced, owned_by_record, owner_record, validate_name,
-    validate_namespace, Applied, Conflict, ConflictEvent, DigestTree, Keyspace, KeyspaceConfig,
-    OpCtx, CONFLICT_PREFIX, DEFAULT_NS, DIGEST_BUCKETS, ESCROW_PREFIX, MAX_NAME_LEN, MAX_NS_LEN,
-    NS_PREFIX, OWNER_PREFIX, SYSTEM_PREFIX,
+    bucket_of, conflict_name, conflict_of, data_namespace, digest_of, escrow_record,
+    escrowed_by_record, is_reserved, namespace_of, namespaced, owned_by_record, owner_record,
+    validate_name, validate_namespace, Applied, Conflict, ConflictEvent, DigestTree, Keyspace,
+    KeyspaceConfig, OpCtx, CONFLICT_PREFIX, DEFAULT_NS, DIGEST_BUCKETS, ESCROW_PREFIX,
+    MAX_NAME_LEN, MAX_NS_LEN, MIRROR_VAR, NS_PREFIX, OWNER_PREFIX, SYSTEM_PREFIX,
 };
 pub use op::{Answer, Op, Outcome};
 pub use replica::{
-    CheckReport, CheckResult, Differing, Event, Migration, NodeCheck, Now, Outputs, OwnedRule,
-    PeerStats, PeerStatus, Place, ProtocolError, Rebalance, Replica, ReplicaConfig, Requested,
-    Stuck, TooLarge, TransferReason, TransferStatus, Transmit, MAX_LISTED, SITES_VAR,
+    CheckReport, CheckResult, Differing, Event, Migration, Mirroring, NodeCheck, Now, NsMirror,
+    NsTraffic, Outputs, OwnedRule, PeerStats, PeerStatus, Place, ProtocolError, Rebalance, Replica,
+    ReplicaConfig, Requested, Stuck, TooLarge, TransferReason, TransferStatus, Transmit,
+    MAX_LISTED, SITES_VAR,
 };

@@ -67,6 +67,14 @@ pub enum Error {
         /// How many variables it holds.
         variables: usize,
     },
+    /// A namespace that is mirrored is dropped only when forced: its
+    /// variables go on replicating, and the nodes it is mirrored to keep
+    /// them. Nothing changed.
+    #[error("namespace {ns:?} is mirrored: its variables go on replicating, and a drop would only hide them here; disable its mirroring first (`atoll mirror disable {ns}`), or drop it with force")]
+    NamespaceMirrored {
+        /// The namespace.
+        ns: String,
+    },
     /// A request's argument is malformed (an element id, a node id).
     /// Nothing changed.
     #[error("{what}")]

@@ -8,8 +8,8 @@
 //! (`utoipa`: each handler's `#[utoipa::path]`).
 //!
 //! Over 600 lines: the data routes' handlers are one line of routing each
-//! but for their contract attribute; the owned variables', the namespaces'
-//! and the watch's live in submodules. Split the data handlers out by type
+//! but for their contract attribute; the owned variables', the namespaces',
+//! the mirroring's and the watch's live in submodules. Split the data handlers out by type
 //! when it next grows.
 
 use crate::node::Control;
@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 mod metrics;
+mod mirror;
 mod namespaces;
 mod owned;
 mod watch;
@@ -58,7 +59,9 @@ impl From<Error> for ApiError {
             Error::Core(CoreError::Ownership(ref o)) => ownership_status(o),
             Error::Reserved { .. } => StatusCode::FORBIDDEN,
             Error::NoNamespace { .. } => StatusCode::NOT_FOUND,
-            Error::NamespaceNotEmpty { .. } => StatusCode::CONFLICT,
+            Error::NamespaceNotEmpty { .. } | Error::NamespaceMirrored { .. } => {
+                StatusCode::CONFLICT
+            }
             _ => StatusCode::BAD_REQUEST,
         };
         ApiError(status, e.to_string())
@@ -140,6 +143,9 @@ fn api_routes() -> (Router<Api>, utoipa::openapi::OpenApi) {
         .routes(routes!(namespaces::list))
         .routes(routes!(namespaces::create, namespaces::drop))
         .routes(routes!(check))
+        .routes(routes!(mirror::status))
+        .routes(routes!(mirror::get_one, mirror::enable, mirror::disable))
+        .routes(routes!(mirror::add_peer, mirror::remove_peer))
         .routes(routes!(peers, add_peer))
         .routes(routes!(remove_peer))
         .routes(routes!(readmit_peer))

@@ -29,6 +29,7 @@ mod error;
 mod feed;
 mod handles;
 mod http;
+mod mirror;
 mod namespace;
 mod node;
 pub mod ops;
@@ -41,8 +42,8 @@ pub use atoll_core::{
     check_range, is_reserved, validate_name, validate_namespace, ConfigError, MAX_NAME_LEN,
 };
 pub use atoll_core::{
-    CheckReport, CheckResult, Migration, OwnedRule, PeerStats, PeerStatus, Place, Rebalance,
-    ReplicaConfig,
+    CheckReport, CheckResult, Migration, NsTraffic, OwnedRule, PeerStats, PeerStatus, Place,
+    Rebalance, ReplicaConfig,
 };
 pub use atoll_crdt::variable::Kind;
 pub use atoll_crdt::{ElementId, Handoff, Ownership, ReplicaId};
@@ -53,6 +54,7 @@ pub use config::{Config, Durability};
 pub use error::{CoreError, Error, Result};
 pub use feed::{Change, ChangeFeed, FeedError};
 pub use handles::{Bag, BagElement, Counter, Map, MvRegister, Register, Set};
+pub use mirror::{NamespaceMirror, PeerMirror};
 pub use namespace::{Namespace, DEFAULT_NS};
 pub use node::{
     resolve_peer, CheckConfig, CheckExporter, CheckReporting, Node, NodeConfig, NodeStatus,

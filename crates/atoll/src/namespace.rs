@@ -5,7 +5,8 @@
 //! default namespace's variables keep their bare names. Namespaces other
 //! than `default` are created before use, in a replicated system set
 //! (`_atoll.namespaces`): one created on any node exists on every node its
-//! peers reach.
+//! peers reach. Its variables stay on the node they are written on until
+//! its mirroring is enabled (`crate::mirror`).
 
 use crate::{
     Bag, Counter, Error, Kind, Map, MvRegister, Ownership, Register, ReplicaId, Result, Set, Store,
@@ -71,8 +72,9 @@ impl Store {
         Ok(all)
     }
 
-    /// Drops the namespace `ns`. A namespace that holds variables is
-    /// refused ([`Error::NamespaceNotEmpty`]) unless `force`: atoll does not
+    /// Drops the namespace `ns`. A namespace that is mirrored
+    /// ([`Error::NamespaceMirrored`]), or holds variables
+    /// ([`Error::NamespaceNotEmpty`]), is refused unless `force`: atoll does not
     /// delete variables, so a forced drop only hides them, and creating the
     /// namespace again shows them again. Returns whether it existed.
     pub fn drop_namespace(&self, ns: &str, force: bool) -> Result<bool> {
@@ -88,6 +90,9 @@ impl Store {
         }
         .variables()?
         .len();
+        if !force && self.replica().mirroring().mirrored(ns) {
+            return Err(Error::NamespaceMirrored { ns: ns.to_string() });
+        }
         if held > 0 && !force {
             return Err(Error::NamespaceNotEmpty {
                 ns: ns.to_string(),

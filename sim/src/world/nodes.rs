@@ -198,6 +198,13 @@ impl Sim {
                         format_args!("n{i} repaired {name} from n{}", index_of(from)),
                     );
                 }
+                // The simulated workload mirrors no namespace.
+                Event::MirrorGained { peer, .. } | Event::MirrorRefused { peer, .. } => {
+                    self.fail(format!(
+                        "n{i} changed mirroring with n{}, which nothing here configures",
+                        index_of(peer)
+                    ));
+                }
                 // The merge error that begins it fails the run (`deliver`).
                 Event::PeerStuck { .. } => {}
                 // Checked where the last ack arrives (`deliver`).

@@ -91,6 +91,34 @@ pub fn namespace_of(name: &str) -> Option<(&str, &str)> {
     name.strip_prefix(NS_PREFIX)?.split_once('/')
 }
 
+/// The replicated map of which namespaces replicate, and between which
+/// nodes (read by [`crate::Mirroring::read`]). Capitalised so that it sorts
+/// before every other system variable, and before the namespaces' data: a
+/// state transfer, which goes in name order, brings a new node the
+/// mirroring before the data it governs.
+pub const MIRROR_VAR: &str = "_atoll.Mirror";
+
+/// The namespace whose data the variable `name` holds: a namespace's
+/// variable's, and that of its ownership or escrow record and of its
+/// conflict copies, is the namespace's; a bare name's is the default
+/// namespace's. `None` for the system's own variables (peers, namespaces,
+/// mirroring, sites), which every node holds whatever it mirrors.
+pub fn data_namespace(name: &str) -> Option<&str> {
+    if let Some(of) = record_of(name) {
+        return data_namespace(of);
+    }
+    if let Some((of, _)) = conflict_of(name) {
+        return data_namespace(of);
+    }
+    if let Some((ns, _)) = namespace_of(name) {
+        return Some(ns);
+    }
+    if is_reserved(name) || name.starts_with(NS_PREFIX) {
+        return None;
+    }
+    Some(DEFAULT_NS)
+}
+
 /// The variable a system record's name (ownership or escrow) stands for.
 fn record_of(name: &str) -> Option<&str> {
     owned_by_record(name).or_else(|| escrowed_by_record(name))
@@ -181,6 +209,26 @@ mod tests {
             let e = validate_name(bad).unwrap_err();
             assert!(matches!(e, Error::InvalidName { .. }), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_variable_s_records_and_copies_hold_its_namespace_s_data() {
+        let full = namespaced("billing", "n");
+        assert_eq!(data_namespace(&full), Some("billing"));
+        assert_eq!(data_namespace(&crate::owner_record(&full)), Some("billing"));
+        assert_eq!(
+            data_namespace(&crate::escrow_record(&full)),
+            Some("billing")
+        );
+        let copy = crate::conflict_name(&full, atoll_crdt::variable::Kind::Set);
+        assert_eq!(data_namespace(&copy), Some("billing"));
+        assert_eq!(data_namespace("hits"), Some(DEFAULT_NS));
+        assert_eq!(
+            data_namespace(&crate::owner_record("hits")),
+            Some(DEFAULT_NS)
+        );
+        assert_eq!(data_namespace("_atoll.peers"), None);
+        assert_eq!(data_namespace("_atoll.ns/"), None, "no namespace's");
     }
 
     #[test]

@@ -241,7 +241,8 @@ impl<B: Backend> Replica<B> {
             ));
         }
         let merge_err = |source| ProtocolError::Merge { peer: from, source };
-        let tree = self.ks.digest_tree().map_err(merge_err)?;
+        // Of what the two share only: nothing of the rest goes to it.
+        let tree = self.tree_shared_with(from).map_err(merge_err)?;
         let mut reply = DigestReply {
             check,
             last_seq: self.last_needed_by(from),
@@ -260,7 +261,10 @@ impl<B: Backend> Replica<B> {
             reply.buckets = tree.buckets;
         } else {
             let mut bytes = 0;
-            for (name, d) in self.ks.digests_in(&buckets).map_err(merge_err)? {
+            for (name, d) in self
+                .digests_shared_with(from, &buckets)
+                .map_err(merge_err)?
+            {
                 bytes += name.len() + 17;
                 if bytes > MAX_NAMES_BYTES {
                     reply.more += 1;
@@ -289,8 +293,7 @@ impl<B: Backend> Replica<B> {
         let held_of_peer = self.held_of(from).unwrap_or(0);
         let me = self.id();
         let tree = self
-            .ks
-            .digest_tree()
+            .tree_shared_with(from)
             .map_err(|source| ProtocolError::Merge { peer: from, source })?;
         let Some(run) = self.checks.running.get_mut(&id) else {
             return Ok(());
@@ -341,8 +344,7 @@ impl<B: Backend> Replica<B> {
         let mutual = mutual_before && mutual(&reply, me, last_seq, held_of_peer);
         let theirs: BTreeMap<String, u128> = reply.names.into_iter().collect();
         let mine: BTreeMap<String, u128> = self
-            .ks
-            .digests_in(&buckets)
+            .digests_shared_with(from, &buckets)
             .map_err(|source| ProtocolError::Merge { peer: from, source })?
             .into_iter()
             .collect();
@@ -402,6 +404,9 @@ impl<B: Backend> Replica<B> {
         let mut vars = Vec::new();
         let mut bytes = 0;
         for name in &names {
+            if !self.sends_to(to, name) {
+                continue;
+            }
             if let Ok(Some(state)) = self.ks.state(name) {
                 let delta = codec::encode(state);
                 // What does not fit reaches it by the next check's repair.

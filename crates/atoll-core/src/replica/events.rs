@@ -73,6 +73,30 @@ pub enum Event {
         /// The answer, or why there is none.
         result: Result<crate::Answer, crate::OwnershipError>,
     },
+    /// Namespaces became shared with a peer (see [`crate::Mirroring`]): it
+    /// is sent a state transfer once it holds the change.
+    MirrorGained {
+        /// The peer.
+        peer: ReplicaId,
+        /// The namespaces.
+        namespaces: Vec<String>,
+    },
+    /// A peer sent variables of a namespace this node does not share with
+    /// it: acknowledged, not merged. (It had not seen the mirroring change
+    /// yet, or it holds another.) Refusals one after another, of one peer
+    /// and namespace, come as one event.
+    MirrorRefused {
+        /// The peer.
+        peer: ReplicaId,
+        /// The namespace ("": a variable of none).
+        namespace: String,
+        /// The first variable refused.
+        first: String,
+        /// How many were refused.
+        variables: u64,
+        /// Their bytes.
+        bytes: u64,
+    },
     /// A state transfer to a peer began: the log no longer holds what it
     /// needs, it holds nothing of a long log, or a log entry is too large
     /// for a delta.
@@ -149,6 +173,9 @@ pub enum TransferReason {
         /// The entry's size in bytes.
         len: usize,
     },
+    /// Namespaces became shared with the peer (see [`crate::Mirroring`]):
+    /// what it lacks of them, written while they were not, is sent now.
+    Mirrored,
 }
 
 impl std::fmt::Display for TransferReason {
@@ -160,6 +187,7 @@ impl std::fmt::Display for TransferReason {
                 f,
                 "a log entry of {name:?} ({len} bytes) is too large for a delta"
             ),
+            TransferReason::Mirrored => f.write_str("namespaces became shared with the peer"),
         }
     }
 }
@@ -296,6 +324,9 @@ pub struct PeerStatus {
     /// When the current connection came up (the caller's clock; `None`
     /// while disconnected).
     pub connected_since: Option<u64>,
+    /// What was sent to it, and refused from it, per namespace (`*`: past
+    /// the first 256 namespaces refused).
+    pub namespaces: BTreeMap<String, NsTraffic>,
 }
 
 /// Why the deltas a peer sends are not being merged (and so not

@@ -488,6 +488,9 @@ impl<B: Backend> Replica<B> {
         state: State,
         encoded: Vec<u8>,
     ) -> Result<(), ProtocolError> {
+        if !self.accepts_from(from, name, encoded.len())? {
+            return Ok(());
+        }
         let origin = self
             .peers
             .get(&from)
@@ -542,7 +545,16 @@ impl<B: Backend> Replica<B> {
             .and_then(|p| p.incarnation)
             .unwrap_or(from);
         debug_assert_eq!(vars.len(), states.len(), "decoded with the message");
-        for (v, state) in vars.into_iter().zip(states) {
+        let mut pairs: Vec<_> = vars.into_iter().zip(states).collect();
+        // The mirroring first: what it says of the rest holds for them.
+        if let Some(at) = pairs.iter().position(|(v, _)| v.name == crate::MIRROR_VAR) {
+            let mirror = pairs.remove(at);
+            pairs.insert(0, mirror);
+        }
+        for (v, state) in pairs {
+            if !self.accepts_from(from, &v.name, v.delta.len())? {
+                continue;
+            }
             match self
                 .ks
                 .merge_decoded(origin, &v.name, v.kind, state, v.delta.into(), self.wall)

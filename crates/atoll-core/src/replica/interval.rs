@@ -26,6 +26,7 @@ impl<B: Backend> Replica<B> {
     /// that is owed one: what it has not acknowledged, up to `max_in_flight`
     /// intervals (or state chunks, or parts of a state) ahead of its acks.
     pub(super) fn build_next(&mut self, now: u64) {
+        self.refresh_mirroring();
         let ids: Vec<ReplicaId> = self.peers.keys().copied().collect();
         let window = self.window();
         for id in ids {
@@ -69,7 +70,11 @@ impl<B: Backend> Replica<B> {
         let p = &self.peers[&id];
         if p.transfer.is_none() {
             let first = self.ks.storage().first_seq()?.unwrap_or(last + 1);
-            if p.acked < last && (p.acked + 1 < first || p.wants_state) {
+            if p.mirror_resync.is_some_and(|at| p.acked >= at) {
+                // It holds the change to the mirroring: now what it lacks of
+                // the namespaces it gained.
+                self.start_transfer(id, last, TransferReason::Mirrored)?;
+            } else if p.acked < last && (p.acked + 1 < first || p.wants_state) {
                 let why = if p.acked + 1 < first {
                     TransferReason::LogTruncated
                 } else {
@@ -169,7 +174,8 @@ impl<B: Backend> Replica<B> {
             }
             // Back-propagation avoidance: the peer (this incarnation of it) has
             // what came from it.
-            if entry.origin == peer_incarnation {
+            // Nor is it sent what it does not mirror.
+            if entry.origin == peer_incarnation || !self.sends_to(id, &entry.name) {
                 to = seq;
                 continue;
             }
@@ -200,6 +206,7 @@ impl<B: Backend> Replica<B> {
             }
             framing = framed;
             to = seq;
+            self.note_sent(id, &entry.name, entry.delta.len());
             if entry.delta.len() >= self.config.ship_whole_bytes && !self.config.state_based {
                 // A large entry (usually runs joined at a checkpoint) goes as
                 // it is: decoding and joining it here would cost more than the

@@ -23,7 +23,8 @@
 //! - `owners`: owned variables, where each operation runs, and what the
 //!   node that decides about a variable does; `serving`: requests at that
 //!   node; `requests`: operations sent to it; `handoff`: a variable's move
-//!   to a new owner; `migration`: moves by use.
+//!   to a new owner; `migration`: moves by use;
+//! - `mirror`: which namespaces travel between which nodes.
 
 use crate::protocol::{Decoded, Decoder, Limits, Message, PartDecoded, VarDelta};
 use crate::{Answer, Applied, Conflict, ConflictEvent, Error, Keyspace, Op, Outcome};
@@ -42,6 +43,7 @@ mod handoff;
 mod inbound;
 mod interval;
 mod migration;
+mod mirror;
 mod owners;
 mod peer;
 mod placement;
@@ -58,6 +60,7 @@ pub use events::{
     Transmit,
 };
 pub use migration::Migration;
+pub use mirror::{Mirroring, NsMirror, NsTraffic};
 use peer::{absorb_acks, chunk_deadline, known, part_room, transfer_room, Peer};
 pub use placement::{OwnedRule, Place, SITES_VAR};
 pub use requests::Requested;
@@ -124,6 +127,7 @@ pub struct Replica<B> {
     shares: shares::Shares,
     escrows: escrow::Escrows,
     checks: check::Checks,
+    mirrors: mirror::Mirrors,
 }
 
 /// Whether version `a` is later than `b`: versions of one keyspace opening
@@ -157,7 +161,9 @@ impl<B: Backend> Replica<B> {
             shares: shares::Shares::default(),
             escrows: escrow::Escrows::default(),
             checks: check::Checks::default(),
+            mirrors: mirror::Mirrors::default(),
         };
+        replica.load_mirroring();
         // Loaded now, so that rounds over escrow start without waiting for
         // a use (unreadable: on first use).
         let _ = replica.escrow_names();

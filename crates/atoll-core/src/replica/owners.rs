@@ -380,6 +380,14 @@ impl<B: Backend> Replica<B> {
         requester: ReplicaId,
     ) -> crate::Result<(Answer, Option<VarDelta>, Option<Applied>)> {
         let record = self.ownership(name)?;
+        // Nothing of a namespace goes to a node it is not mirrored to: not
+        // an answer's change, nor the variable itself.
+        let to = match &body {
+            Body::Own { to } => *to,
+            _ => requester,
+        };
+        self.check_mirrored(name, requester)?;
+        self.check_mirrored(name, to)?;
         match body {
             Body::Op(op) => {
                 if let Some((answer, change)) = self.escrow_at_owner(name, &op, requester)? {
@@ -472,6 +480,7 @@ impl<B: Backend> Replica<B> {
     ) -> crate::Result<Ownership> {
         let now = self.input(now);
         self.observe(now);
+        self.check_mirrored(name, to)?;
         let record = self.ownership(name)?;
         let forced = Ownership {
             epoch: record.epoch + 1,
@@ -483,5 +492,21 @@ impl<B: Backend> Replica<B> {
         };
         self.write_record(name, forced)?;
         self.ownership(name)
+    }
+
+    /// Whether `name` may be owned by (or answered to) `node`: its
+    /// namespace is mirrored between this node and it.
+    fn check_mirrored(&mut self, name: &str, node: ReplicaId) -> crate::Result<()> {
+        self.refresh_mirroring();
+        let me = self.id();
+        if node == me || self.sends_to(node, name) {
+            return Ok(());
+        }
+        let ns = crate::data_namespace(name).unwrap_or_default();
+        Err(OwnershipError::Placement {
+            name: name.to_string(),
+            why: format!("namespace {ns:?} is not mirrored between nodes {me} and {node}"),
+        }
+        .into())
     }
 }

@@ -70,6 +70,11 @@ pub(super) struct Peer {
     pub(super) stuck: Option<Stuck>,
     /// When the current connection came up.
     pub(super) connected_since: Option<u64>,
+    /// A namespace became shared with it when our log ended here: once it
+    /// holds that, it is sent a state transfer (see `mirror`).
+    pub(super) mirror_resync: Option<u64>,
+    /// What was sent to it, and refused from it, per namespace.
+    pub(super) traffic: BTreeMap<String, super::NsTraffic>,
 }
 
 /// The peer `id` of `peers`, for a message from it: a peer removed
@@ -295,6 +300,7 @@ impl<B: Backend> Replica<B> {
                 holds: p.held,
                 stuck: p.stuck.clone(),
                 connected_since: p.connected_since,
+                namespaces: p.traffic.clone(),
             })
             .collect()
     }

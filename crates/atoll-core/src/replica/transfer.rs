@@ -156,8 +156,9 @@ impl<B: Backend> Replica<B> {
     ) -> crate::Result<()> {
         let (held, incarnation) = (self.peers[&id].acked, self.peers[&id].incarnation);
         let limit = self.config.resync_max_changed;
-        // A peer that holds nothing is sent everything.
-        let only = if held > 0 && limit > 0 {
+        // A peer that holds nothing is sent everything; so is one that
+        // gained namespaces, which may lack any of their variables.
+        let only = if held > 0 && limit > 0 && why != TransferReason::Mirrored {
             self.ks.changed_after(held, limit, incarnation)?
         } else {
             None
@@ -165,6 +166,9 @@ impl<B: Backend> Replica<B> {
         let changed = only.as_ref().map(|o| o.len() as u64);
         let p = self.peers.get_mut(&id).expect("known");
         p.wants_state = false;
+        if only.is_none() && p.mirror_resync.is_some_and(|at| as_of >= at) {
+            p.mirror_resync = None;
+        }
         p.flights.clear();
         p.early_acks.clear();
         p.transfer = Some(Transfer {
@@ -204,13 +208,32 @@ impl<B: Backend> Replica<B> {
             .as_ref()
             .and_then(|t| t.only.as_ref());
         let Some(only) = only else {
-            return self.ks.variables_after(after, limit);
+            // Every variable the peer mirrors: pages until `limit` of them,
+            // or the end.
+            let mut names = Vec::new();
+            let mut from = after.to_string();
+            // (Read a page at a time even when one name is asked for: the
+            // next one mirrored may be far.)
+            let read = limit.max(STATE_PAGE);
+            loop {
+                let page = self.ks.variables_after(&from, read)?;
+                let end = page.len() < read;
+                from = page.last().map_or(from, |(n, _)| n.clone());
+                names.extend(page.into_iter().filter(|(n, _)| self.sends_to(id, n)));
+                if end || names.len() >= limit {
+                    names.truncate(limit);
+                    return Ok(names);
+                }
+            }
         };
         let mut names = Vec::new();
         let later = (std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded);
         for name in only.range::<str, _>(later) {
             if names.len() >= limit {
                 break;
+            }
+            if !self.sends_to(id, name) {
+                continue;
             }
             if let Some(meta) = self.ks.storage().meta(name)? {
                 names.push((name.to_string(), meta.kind));
@@ -413,6 +436,7 @@ impl<B: Backend> Replica<B> {
                     break;
                 }
                 bytes += framed;
+                self.note_sent(id, &name, delta.len());
                 vars.push(VarDelta {
                     name: name.clone(),
                     kind,
@@ -556,6 +580,7 @@ impl<B: Backend> Replica<B> {
         }
         let end = part.next.is_none();
         let last = end && self.transfer_names_after(id, &name, 1)?.is_empty();
+        self.note_sent(id, &name, part.bytes.len());
         let p = self.peers.get_mut(&id).expect("known");
         if p.chunk.is_none() {
             p.chunk = Some((as_of, now));

@@ -252,6 +252,29 @@ pub(super) async fn metrics(State(api): State<Api>, h: HeaderMap) -> Result<Stri
         "counter",
         per(&|p| p.stats.state_parts_sent),
     );
+    // Per namespace and peer (namespace names are [a-z0-9_-], or `*`).
+    let per_ns = |f: &dyn Fn(&atoll_core::NsTraffic) -> u64| -> Vec<(String, u64)> {
+        s.peers
+            .iter()
+            .flat_map(|(p, _)| {
+                p.namespaces
+                    .iter()
+                    .map(move |(ns, t)| (format!("{{namespace=\"{ns}\",peer=\"{}\"}}", p.id), f(t)))
+            })
+            .collect()
+    };
+    line(
+        "atoll_mirror_sent_bytes_total",
+        "Bytes of a namespace's deltas and states sent to the peer.",
+        "counter",
+        per_ns(&|t| t.sent_bytes),
+    );
+    line(
+        "atoll_mirror_refused_bytes_total",
+        "Bytes of a namespace the peer sent that were refused (not mirrored with it).",
+        "counter",
+        per_ns(&|t| t.refused_bytes),
+    );
     line(
         "atoll_peer_state_parts_received_total",
         "Parts of large states received from the peer.",

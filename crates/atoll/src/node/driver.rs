@@ -96,6 +96,18 @@ pub(super) async fn drive(
                     }
                     Event::Checked(report) => checked.push(*report),
                     Event::Repaired { name, from } => store.repaired(&name, from),
+                    Event::MirrorGained { peer, namespaces } => {
+                        tracing::info!(%peer, ?namespaces, "namespaces now mirrored with the peer: it is sent what it lacks of them");
+                    }
+                    Event::MirrorRefused {
+                        peer,
+                        namespace,
+                        first,
+                        variables,
+                        bytes,
+                    } => {
+                        tracing::warn!(%peer, %namespace, %first, variables, bytes, "refused what the peer sent of a namespace not mirrored with it (acknowledged, not merged; see `atoll mirror status`)");
+                    }
                     Event::Unfenced => {
                         tracing::info!(
                             "every peer has brought this node up to date; bag takes allowed"

@@ -301,14 +301,14 @@ fn parse_element(id: &str) -> Result<atoll_crdt::Dot> {
     })
 }
 
-/// A node id: 16 hex digits.
 /// A route's JSON body, read as the HTTP API reads it; the error is the
 /// reader's message.
 fn read<T: serde::de::DeserializeOwned>(b: &[u8]) -> std::result::Result<T, String> {
     serde_json::from_slice(b).map_err(|e| e.to_string())
 }
 
-pub(crate) fn parse_node(id: &str) -> Result<crate::ReplicaId> {
+/// A node id: 16 hex digits.
+pub fn parse_node(id: &str) -> Result<crate::ReplicaId> {
     u64::from_str_radix(id, 16)
         .map(crate::ReplicaId)
         .map_err(|_| crate::Error::InvalidInput {

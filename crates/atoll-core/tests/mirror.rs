@@ -1,0 +1,175 @@
+//! Mirroring per namespace and per link between in-process replicas: a
+//! local namespace never leaves its node, a linked one goes only over its
+//! links, enabling one sends what was written while it was local, what a
+//! peer sends of a namespace not shared is refused without stalling the
+//! link, and checks compare only what two nodes share.
+
+use atoll_core::testkit::{id, Net};
+use atoll_core::{namespaced, CheckResult, Event, KeyspaceConfig, PeerStatus};
+
+fn mesh() -> Net {
+    let mut net = Net::new(3, KeyspaceConfig::default());
+    net.full_mesh();
+    net.run(1_000);
+    net
+}
+
+/// What node `at` reports of its peer `peer`.
+fn peer(net: &mut Net, at: usize, peer: usize) -> PeerStatus {
+    net.nodes[at]
+        .peers()
+        .into_iter()
+        .find(|p| p.id == id(peer))
+        .expect("a peer")
+}
+
+fn has(net: &mut Net, at: usize, name: &str) -> bool {
+    net.state(at, name).is_some()
+}
+
+#[test]
+fn a_local_namespace_stays_and_a_linked_one_goes_only_over_its_link() {
+    let mut net = mesh();
+    let now = net.now;
+    net.nodes[0].set_mirrored(now, "shared", true).unwrap();
+    net.nodes[0].set_mirrored(now, "pair", true).unwrap();
+    net.nodes[0]
+        .set_mirror_link(now, "pair", id(1), true)
+        .unwrap();
+    let names: Vec<String> = ["shared", "pair", "local"]
+        .iter()
+        .map(|ns| namespaced(ns, "n"))
+        .collect();
+    for name in &names {
+        net.incr(0, name, 5);
+    }
+    net.incr(0, "plain", 1);
+    net.run(3_000);
+    // Every node holds the same mirroring.
+    let config = net.nodes[0].mirroring().clone();
+    for i in 1..3 {
+        assert_eq!(net.nodes[i].mirroring(), &config);
+    }
+    let [shared, pair, local] = [&names[0], &names[1], &names[2]];
+    for i in 1..3 {
+        assert_eq!(net.counter(i, shared), 5);
+        assert_eq!(
+            net.counter(i, "plain"),
+            1,
+            "the default namespace is mirrored"
+        );
+        assert!(!has(&mut net, i, local), "a local namespace left node 0");
+    }
+    assert_eq!(net.counter(1, pair), 5);
+    assert!(!has(&mut net, 2, pair), "node 2 is not linked for pair");
+    // Node 1 holds pair, but forwards it to no node it is not linked with.
+    net.incr(1, pair, 2);
+    net.run(3_000);
+    assert_eq!(net.counter(0, pair), 7);
+    assert!(!has(&mut net, 2, pair));
+    // The senders' counters say the same.
+    let to2 = peer(&mut net, 0, 2).namespaces;
+    assert!(to2["shared"].sent_bytes > 0, "{to2:?}");
+    assert!(
+        !to2.contains_key("pair") && !to2.contains_key("local"),
+        "{to2:?}"
+    );
+    let from1 = peer(&mut net, 1, 2).namespaces;
+    assert!(!from1.contains_key("pair"), "{from1:?}");
+    assert!(peer(&mut net, 0, 1).namespaces["pair"].sent_bytes > 0);
+    // A check compares what two nodes share: ok everywhere.
+    let r = check(&mut net, 0);
+    assert!(r.iter().all(|&c| c == CheckResult::Ok), "{r:?}");
+}
+
+#[test]
+fn enabling_a_namespace_sends_what_was_written_while_it_was_local() {
+    let mut net = mesh();
+    let later = namespaced("later", "n");
+    net.incr(0, &later, 3);
+    net.incr(1, &later, 4);
+    net.run(2_000);
+    assert_eq!(net.counter(2, &later), 0, "local until enabled");
+    assert_eq!(net.counter(0, &later), 3);
+    let now = net.now;
+    net.nodes[2].set_mirrored(now, "later", true).unwrap();
+    net.run(5_000);
+    for i in 0..3 {
+        assert_eq!(net.counter(i, &later), 7, "at node {i}");
+    }
+    // Disabled again: new writes stay where they are made.
+    let now = net.now;
+    net.nodes[0].set_mirrored(now, "later", false).unwrap();
+    net.run(2_000);
+    net.incr(1, &later, 10);
+    net.run(2_000);
+    assert_eq!(net.counter(0, &later), 7);
+    assert_eq!(net.counter(1, &later), 17);
+}
+
+#[test]
+fn what_a_peer_sends_of_a_namespace_not_shared_is_refused_and_the_link_goes_on() {
+    let mut net = mesh();
+    let now = net.now;
+    net.nodes[0].set_mirrored(now, "ns", true).unwrap();
+    net.run(2_000);
+    let name = namespaced("ns", "n");
+    // Node 1 has not heard that node 0 stopped mirroring ns when it writes.
+    net.cut(0, 1);
+    net.cut(1, 2);
+    let now = net.now;
+    net.nodes[0].set_mirrored(now, "ns", false).unwrap();
+    net.incr(1, &name, 9);
+    net.run(500);
+    net.heal(0, 1);
+    net.run(3_000);
+    assert_eq!(net.counter(0, &name), 0, "refused");
+    let refused = peer(&mut net, 0, 1).namespaces["ns"];
+    assert!(
+        refused.refused_vars >= 1 && refused.refused_bytes > 0,
+        "{refused:?}"
+    );
+    let reported = net.events.iter().any(|(at, e)| {
+        *at == 0
+            && matches!(e, Event::MirrorRefused { peer, namespace, first, .. }
+                if *peer == id(1) && namespace == "ns" && *first == name)
+    });
+    assert!(reported, "a refusal is reported");
+    // The link goes on: what follows is merged.
+    net.incr(1, "after", 1);
+    net.run(2_000);
+    assert_eq!(net.counter(0, "after"), 1);
+    assert!(peer(&mut net, 0, 1).stuck.is_none());
+}
+
+#[test]
+fn an_owned_variable_does_not_move_to_a_node_its_namespace_is_not_mirrored_to() {
+    let mut net = mesh();
+    let name = namespaced("local", "n");
+    net.incr(0, &name, 1);
+    let now = net.now;
+    net.nodes[0].force_owner(now, &name, id(0)).unwrap();
+    net.run(1_000);
+    let now = net.now;
+    let e = net.nodes[0].force_owner(now, &name, id(1)).unwrap_err();
+    assert!(e.to_string().contains("not mirrored"), "{e}");
+    net.run(1_000);
+    assert!(!has(&mut net, 1, &name));
+}
+
+/// A check from node `at`, run to its end: each peer's result.
+fn check(net: &mut Net, at: usize) -> Vec<CheckResult> {
+    let seen = net.events.len();
+    let check = net.nodes[at].check(net.now).unwrap();
+    for _ in 0..200 {
+        net.run(50);
+        for (i, e) in &net.events[seen..] {
+            if let (true, Event::Checked(r)) = (*i == at, e) {
+                if r.id == check {
+                    return r.nodes.iter().map(|n| n.result).collect();
+                }
+            }
+        }
+    }
+    panic!("check {check} never ended");
+}
