@@ -112,6 +112,9 @@ fn a_namespace_replicates_conflicts_and_owns_across_nodes() {
         .unwrap()
         .add(&"m".into())
         .unwrap();
+    // Mirrored from a: the setting reaches b as it connects, and each
+    // sends the other what it wrote while the namespace was local.
+    a.set_mirrored("app", true).unwrap();
     b.add_peer(a.local_addr()).unwrap();
     wait_until("the nodes connect", || connected(&[&a, &b], 1));
     let (na, nb) = (a.namespace("app").unwrap(), b.namespace("app").unwrap());

@@ -30,26 +30,43 @@ pub(crate) enum MirrorCmd {
     /// Mirrors a namespace: it replicates to every peer, or to those
     /// `mirror peer add` linked it with. What was written while it was
     /// local is sent too.
-    Enable { ns: String },
+    Enable {
+        #[arg(value_name = "NS")]
+        namespace: String,
+    },
     /// Keeps a namespace local: nothing more of it leaves the node it is
     /// written on, and what peers send of it is refused.
-    Disable { ns: String },
+    Disable {
+        #[arg(value_name = "NS")]
+        namespace: String,
+    },
     /// Links this node and a peer for a namespace: once it has links, a
     /// namespace replicates only over them.
     #[command(subcommand)]
     Peer(MirrorPeerCmd),
     /// Every namespace's mirroring (or NS's): mirrored or local, its links,
     /// and per peer whether it is shared and the bytes sent and refused.
-    Status { ns: Option<String> },
+    Status {
+        #[arg(value_name = "NS")]
+        namespace: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
 pub(crate) enum MirrorPeerCmd {
     /// Adds the link between this node and PEER (a node id, as `atoll peer
     /// list` shows it) for NS.
-    Add { ns: String, peer: String },
+    Add {
+        #[arg(value_name = "NS")]
+        namespace: String,
+        peer: String,
+    },
     /// Removes the link between this node and PEER for NS.
-    Remove { ns: String, peer: String },
+    Remove {
+        #[arg(value_name = "NS")]
+        namespace: String,
+        peer: String,
+    },
 }
 
 impl MirrorCmd {
@@ -57,17 +74,23 @@ impl MirrorCmd {
     pub(crate) fn route(&self) -> (&'static str, String) {
         let seg = atoll::ops::path_segment;
         match self {
-            MirrorCmd::Enable { ns } => ("PUT", format!("/v1/mirror/{}", seg(ns))),
-            MirrorCmd::Disable { ns } => ("DELETE", format!("/v1/mirror/{}", seg(ns))),
-            MirrorCmd::Peer(MirrorPeerCmd::Add { ns, peer }) => {
-                ("PUT", format!("/v1/mirror/{}/peers/{}", seg(ns), seg(peer)))
-            }
-            MirrorCmd::Peer(MirrorPeerCmd::Remove { ns, peer }) => (
+            MirrorCmd::Enable { namespace: ns } => ("PUT", format!("/v1/mirror/{}", seg(ns))),
+            MirrorCmd::Disable { namespace: ns } => ("DELETE", format!("/v1/mirror/{}", seg(ns))),
+            MirrorCmd::Peer(MirrorPeerCmd::Add {
+                namespace: ns,
+                peer,
+            }) => ("PUT", format!("/v1/mirror/{}/peers/{}", seg(ns), seg(peer))),
+            MirrorCmd::Peer(MirrorPeerCmd::Remove {
+                namespace: ns,
+                peer,
+            }) => (
                 "DELETE",
                 format!("/v1/mirror/{}/peers/{}", seg(ns), seg(peer)),
             ),
-            MirrorCmd::Status { ns: Some(ns) } => ("GET", format!("/v1/mirror/{}", seg(ns))),
-            MirrorCmd::Status { ns: None } => ("GET", "/v1/mirror".to_string()),
+            MirrorCmd::Status {
+                namespace: Some(ns),
+            } => ("GET", format!("/v1/mirror/{}", seg(ns))),
+            MirrorCmd::Status { namespace: None } => ("GET", "/v1/mirror".to_string()),
         }
     }
 }
@@ -75,23 +98,34 @@ impl MirrorCmd {
 /// `atoll mirror ...` on a data directory: the answer as the HTTP API gives it.
 pub(crate) fn mirror_local(store: &Store, cmd: &MirrorCmd) -> atoll::Result<serde_json::Value> {
     Ok(match cmd {
-        MirrorCmd::Enable { ns } | MirrorCmd::Disable { ns } => {
+        MirrorCmd::Enable { namespace: ns } | MirrorCmd::Disable { namespace: ns } => {
             let on = matches!(cmd, MirrorCmd::Enable { .. });
             store.set_mirrored(ns, on)?;
             json!({"namespace": ns, "mirrored": on})
         }
-        MirrorCmd::Peer(MirrorPeerCmd::Add { ns, peer } | MirrorPeerCmd::Remove { ns, peer }) => {
+        MirrorCmd::Peer(
+            MirrorPeerCmd::Add {
+                namespace: ns,
+                peer,
+            }
+            | MirrorPeerCmd::Remove {
+                namespace: ns,
+                peer,
+            },
+        ) => {
             let linked = matches!(cmd, MirrorCmd::Peer(MirrorPeerCmd::Add { .. }));
             let id = atoll::ops::parse_node(peer)?;
             store.set_mirror_peer(ns, id, linked)?;
             json!({"namespace": ns, "peer": id.to_string(), "linked": linked})
         }
-        MirrorCmd::Status { ns: Some(ns) } => store
+        MirrorCmd::Status {
+            namespace: Some(ns),
+        } => store
             .mirror_status(Some(ns))?
             .first()
             .map(atoll::NamespaceMirror::to_json)
             .unwrap_or_default(),
-        MirrorCmd::Status { ns: None } => {
+        MirrorCmd::Status { namespace: None } => {
             let all = store.mirror_status(None)?;
             json!({"namespaces": all.iter().map(atoll::NamespaceMirror::to_json).collect::<Vec<_>>()})
         }
@@ -101,21 +135,21 @@ pub(crate) fn mirror_local(store: &Store, cmd: &MirrorCmd) -> atoll::Result<serd
 /// The text lines of `atoll mirror ...`'s answer `v`.
 pub(crate) fn mirror_text(cmd: &MirrorCmd, v: &serde_json::Value) -> Vec<String> {
     match cmd {
-        MirrorCmd::Enable { ns } => vec![format!("namespace {ns} mirrored")],
-        MirrorCmd::Disable { ns } => vec![format!("namespace {ns} local")],
-        MirrorCmd::Peer(MirrorPeerCmd::Add { ns, .. }) => {
+        MirrorCmd::Enable { namespace: ns } => vec![format!("namespace {ns} mirrored")],
+        MirrorCmd::Disable { namespace: ns } => vec![format!("namespace {ns} local")],
+        MirrorCmd::Peer(MirrorPeerCmd::Add { namespace: ns, .. }) => {
             vec![format!(
                 "{ns}: linked with {}",
                 v["peer"].as_str().unwrap_or("?")
             )]
         }
-        MirrorCmd::Peer(MirrorPeerCmd::Remove { ns, .. }) => {
+        MirrorCmd::Peer(MirrorPeerCmd::Remove { namespace: ns, .. }) => {
             vec![format!(
                 "{ns}: unlinked from {}",
                 v["peer"].as_str().unwrap_or("?")
             )]
         }
-        MirrorCmd::Status { ns } => {
+        MirrorCmd::Status { namespace: ns } => {
             let one = [v.clone()];
             let all = match ns {
                 Some(_) => &one[..],

@@ -67,6 +67,23 @@ fn a_namespace_on_a_data_directory_keeps_its_names_and_types_apart() {
     let out = atoll(dir, &["ns", "create", "Billing"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("lowercase"));
     assert!(atoll(dir, &["ns", "drop", "default"]).status.code() == Some(1));
+    // Mirroring: a namespace is local until enabled, and a mirrored one is
+    // dropped only with --force.
+    assert_eq!(
+        ok(dir, &["mirror", "status", "billing"]),
+        "billing\tlocal\n"
+    );
+    ok(dir, &["mirror", "enable", "billing"]);
+    assert_eq!(
+        ok(dir, &["mirror", "status"]),
+        "default\tmirrored to every peer\nbilling\tmirrored to every peer\n"
+    );
+    let out = atoll(dir, &["ns", "drop", "billing"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is mirrored"));
+    let out = atoll(dir, &["mirror", "peer", "add", "billing", "nope"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a node id"));
+    let out = atoll(dir, &["mirror", "enable", "nowhere"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("atoll ns create nowhere"));
 }
 
 #[test]
@@ -95,6 +112,7 @@ fn a_namespace_created_on_one_node_serves_on_both_over_http_and_the_cli() {
 
     let (status, _) = http("PUT", &format!("{ua}/v1/ns/billing"), None, &[]);
     assert_eq!(status, 200);
+    remote_ok(&ua, &["mirror", "enable", "billing"]);
     let (status, v) = http(
         "POST",
         &format!("{ua}/v1/ns/billing/counter/inv"),
@@ -157,6 +175,11 @@ fn a_namespace_created_on_one_node_serves_on_both_over_http_and_the_cli() {
     );
     // Admin over the CLI.
     assert_eq!(remote_ok(&ub, &["ns", "list"]), "default\nbilling\n");
+    let out = remote(&ub, &["ns", "drop", "billing"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("atoll mirror disable billing"), "{err}");
+    remote_ok(&ub, &["mirror", "disable", "billing"]);
     let out = remote(&ub, &["ns", "drop", "billing"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("holds 1 variables"));
