@@ -193,29 +193,7 @@ fn a_namespace_created_on_one_node_serves_on_both_over_http_and_the_cli() {
 fn tokens_reach_only_their_namespaces_with_their_access() {
     let d = tempfile::tempdir().unwrap();
     init_cluster(d.path(), &["a"]);
-    let create = |args: &[&str]| -> (String, String) {
-        let out = common::atoll(d.path(), &[&["token", "create"], args].concat());
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
-        let secret = text
-            .lines()
-            .next()
-            .unwrap()
-            .strip_prefix("token\t")
-            .unwrap()
-            .to_string();
-        let entry: String = text
-            .lines()
-            .skip_while(|l| !l.starts_with("[["))
-            .collect::<Vec<_>>()
-            .join("\n");
-        assert!(!entry.contains(&secret), "the config keeps the hash only");
-        (secret, entry)
-    };
+    let create = |args: &[&str]| common::new_token(d.path(), args);
     let (billing, billing_entry) = create(&["--ns", "billing", "--write"]);
     let (reader, reader_entry) = create(&["--ns", "shop,billing", "--read"]);
     let a = start(

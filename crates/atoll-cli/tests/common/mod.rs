@@ -156,6 +156,32 @@ pub fn init_cluster(dir: &Path, names: &[&str]) {
     }
 }
 
+/// A new HTTP token from `atoll token create ARGS` in `dir`: the secret,
+/// and the `[[http_tokens]]` entry for a node's config (its hash only).
+pub fn new_token(dir: &Path, args: &[&str]) -> (String, String) {
+    let out = atoll(dir, &[&["token", "create"], args].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let secret = text
+        .lines()
+        .next()
+        .unwrap()
+        .strip_prefix("token\t")
+        .unwrap()
+        .to_string();
+    let entry: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("[["))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(!entry.contains(&secret), "the config keeps the hash only");
+    (secret, entry)
+}
+
 /// Waits (at most 30 s) until `f` holds.
 pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
