@@ -166,3 +166,44 @@ fn a_namespace_replicates_conflicts_and_owns_across_nodes() {
     assert_eq!(value, 6);
     assert_eq!(na.counter("y").unwrap().value().unwrap(), 6);
 }
+
+/// What a peer sends of a namespace this node no longer mirrors (the peer
+/// had not heard of the change yet) is refused: not merged, counted per
+/// namespace, and the link goes on.
+#[test]
+fn a_node_refuses_what_a_peer_sends_of_a_namespace_it_stopped_mirroring() {
+    let cluster = Cluster::new(2);
+    let a = cluster.start(0, &[]);
+    let b = cluster.start(1, &[]);
+    // Apart: both mirror "app"; then a, later, keeps it local.
+    for n in [&a, &b] {
+        n.create_namespace("app").unwrap();
+        n.set_mirrored("app", true).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    a.set_mirrored("app", false).unwrap();
+    // b, which has not heard, writes to it.
+    let x = b.namespace("app").unwrap().counter("x").unwrap();
+    x.incr(4).unwrap();
+    b.add_peer(a.local_addr()).unwrap();
+    wait_until("the nodes connect", || connected(&[&a, &b], 1));
+    let refused = |n: &atoll::Node, peer: atoll::ReplicaId| {
+        let m = n.mirror_status(Some("app")).unwrap().remove(0);
+        m.peers
+            .iter()
+            .find(|p| p.peer == peer)
+            .map_or(0, |p| p.traffic.refused_vars)
+    };
+    wait_until("a refuses b's write", || refused(&a, b.replica_id()) >= 1);
+    wait_until("b learns that app is local", || {
+        !b.mirror_status(Some("app")).unwrap()[0].mirrored
+    });
+    let at_a = a.namespace("app").unwrap().counter("x").unwrap();
+    assert_eq!(at_a.value().unwrap(), 0, "refused, not merged");
+    // The link goes on: what follows is merged.
+    b.counter("after").unwrap().incr(1).unwrap();
+    wait_until("a merges what follows", || {
+        a.counter("after").unwrap().value().unwrap() == 1
+    });
+    assert_eq!(at_a.value().unwrap(), 0);
+}
