@@ -6,11 +6,12 @@
 //! opening replays the log after the last checkpoint. Time comes in as an
 //! argument: the keyspace reads no clock.
 //!
-//! By concern: this module holds the keyspace, its settings, opening, reads
-//! and local writes ([`Keyspace::apply`]); `names` what a name may be;
-//! `recovery` loading and replay; `merge` remote deltas and states;
+//! By concern: this module holds the keyspace, opening, reads and local
+//! writes ([`Keyspace::apply`]); `config` its settings; `names` what a name
+//! may be; `recovery` loading and replay; `merge` remote deltas and states;
 //! `checkpoint` checkpoints, coalescing, flushes and the index of changes;
-//! `history` the openings and what peers hold; `conflict` type conflicts.
+//! `history` the openings and what peers hold; `conflict` type conflicts;
+//! `digest` the digests of consistency checks.
 
 use crate::op::{Op, Outcome};
 use crate::{Error, Result};
@@ -21,6 +22,7 @@ use atoll_store::{Backend, LogEntry, NodeMeta, Opening, Storage, VarMeta};
 use std::collections::{BTreeMap, BTreeSet};
 
 mod checkpoint;
+mod config;
 mod conflict;
 mod digest;
 pub use digest::{bucket_of, digest_of, DigestTree, DIGEST_BUCKETS};
@@ -28,6 +30,7 @@ mod history;
 mod merge;
 mod names;
 mod recovery;
+pub use config::KeyspaceConfig;
 
 use conflict::fixed_kind;
 pub use conflict::{
@@ -110,58 +113,6 @@ pub struct Keyspace<B> {
     /// Changes to the mirroring ([`MIRROR_VAR`]) written or merged since
     /// opening, so that the replica reads it again only when it changed.
     mirror_changes: u64,
-}
-
-/// How a [`Keyspace`] behaves.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeyspaceConfig {
-    /// Flush after every write before acknowledging it (durable), or leave
-    /// flushing to the backend's background flusher and explicit flushes.
-    pub flush_each_write: bool,
-    /// Remote last-writer-wins timestamps further ahead are refused (ms).
-    pub max_clock_skew_ms: u64,
-    /// The largest remote delta [`Keyspace::merge`] accepts, in bytes.
-    pub max_delta_len: usize,
-    /// Log entries between checkpoints.
-    pub checkpoint_every: u64,
-    /// The most log entries kept.
-    pub log_retain: u64,
-    /// At each checkpoint, runs of log entries of one variable from one
-    /// origin written since the last checkpoint are joined into entries of up
-    /// to this many bytes, so that a peer catching up is sent a few large
-    /// deltas rather than one per operation (0: never).
-    pub coalesce_bytes: usize,
-    /// How far back, in log sequence numbers, the index of changes reaches
-    /// (see [`Keyspace::changed_after`]): a peer that holds our log through
-    /// a sequence within it, but before the log's start, is sent only the
-    /// variables changed since. It costs a key per changed variable per
-    /// checkpoint, replaced at the next; it should reach much further back
-    /// than `log_retain`.
-    pub changes_retain: u64,
-    /// The variables kept in memory, by their encoded size plus a fixed
-    /// cost each for keeping one (a few hundred bytes); `None`: every
-    /// variable used stays until the keyspace closes. Beyond it, those
-    /// least lately used, and unchanged since the last checkpoint, are
-    /// dropped from memory (and read again from disk when used). The
-    /// variables changed since the last checkpoint stay whatever the
-    /// budget. A large state's size in memory is a small multiple of its
-    /// encoded one.
-    pub cache_bytes: Option<usize>,
-}
-
-impl Default for KeyspaceConfig {
-    fn default() -> Self {
-        KeyspaceConfig {
-            flush_each_write: true,
-            max_clock_skew_ms: 300_000,
-            max_delta_len: 16 << 20,
-            checkpoint_every: 4096,
-            log_retain: 100_000,
-            coalesce_bytes: 64 << 10,
-            changes_retain: 1 << 40,
-            cache_bytes: None,
-        }
-    }
 }
 
 /// What a local operation needs besides the state.

@@ -496,7 +496,7 @@ impl<B: Backend> Replica<B> {
 
     /// Whether `name` may be owned by (or answered to) `node`: its
     /// namespace is mirrored between this node and it.
-    fn check_mirrored(&mut self, name: &str, node: ReplicaId) -> crate::Result<()> {
+    pub(super) fn check_mirrored(&mut self, name: &str, node: ReplicaId) -> crate::Result<()> {
         self.refresh_mirroring();
         let me = self.id();
         if node == me || self.sends_to(node, name) {

@@ -80,9 +80,13 @@ impl<B: Backend> Replica<B> {
         }
         let route = self.route(name, &body)?;
         match route {
-            Route::At(node) => self
-                .send_request(mono, name, body, node)
-                .map(Requested::Sent),
+            Route::At(node) => {
+                // An operation carries the namespace's data: not to a node
+                // it is not mirrored to.
+                self.check_mirrored(name, node)?;
+                self.send_request(mono, name, body, node)
+                    .map(Requested::Sent)
+            }
             here => {
                 let at_owner = here == Route::Here && matches!(body, Body::Op(_));
                 let (answer, applied) = self.run_here(mono, name, body, here)?;
