@@ -199,3 +199,45 @@ fn a_peer_s_mirroring_of_another_type_is_hostile() {
     assert!(matches!(e, ProtocolError::Hostile { .. }), "{e}");
     assert!(net.state(0, MIRROR_VAR).is_none());
 }
+
+#[test]
+fn a_state_transfer_to_a_new_peer_carries_only_what_it_mirrors() {
+    let config = atoll_core::ReplicaConfig {
+        retransmit_ms: 50,
+        state_for_new_peers_after: 1,
+        ..Default::default()
+    };
+    let mut net = Net::with_config(2, KeyspaceConfig::default(), config);
+    let now = net.now;
+    net.nodes[0].set_mirrored(now, "shared", true).unwrap();
+    // More local variables than a page of names, before and after the
+    // shared ones in name order.
+    for i in 0..600 {
+        net.incr(0, &namespaced("edge", &format!("v{i:03}")), 1);
+        net.incr(0, &namespaced("zone", &format!("v{i:03}")), 1);
+    }
+    net.incr(0, &namespaced("shared", "a"), 2);
+    net.incr(0, "plain", 3);
+    net.link(&[(0, 1)]);
+    net.run(10_000);
+    let transferred = net.events.iter().any(|(at, e)| {
+        *at == 0 && matches!(e, Event::StateTransferStarted { peer, .. } if *peer == id(1))
+    });
+    assert!(
+        transferred,
+        "a new peer of a long log gets a state transfer"
+    );
+    assert_eq!(net.counter(1, &namespaced("shared", "a")), 2);
+    assert_eq!(net.counter(1, "plain"), 3);
+    let held = net.nodes[1].keyspace().variables().unwrap();
+    assert!(
+        held.iter()
+            .all(|(n, _)| !n.contains("/edge/") && !n.contains("/zone/")),
+        "{held:?}"
+    );
+    let sent = peer(&mut net, 0, 1).namespaces;
+    assert!(
+        !sent.contains_key("edge") && !sent.contains_key("zone"),
+        "{sent:?}"
+    );
+}

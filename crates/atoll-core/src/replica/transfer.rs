@@ -212,9 +212,7 @@ impl<B: Backend> Replica<B> {
             // or the end.
             let mut names = Vec::new();
             let mut from = after.to_string();
-            // (Read a page at a time even when one name is asked for: the
-            // next one mirrored may be far.)
-            let read = limit.max(STATE_PAGE);
+            let mut read = limit;
             loop {
                 let page = self.ks.variables_after(&from, read)?;
                 let end = page.len() < read;
@@ -224,6 +222,9 @@ impl<B: Backend> Replica<B> {
                     names.truncate(limit);
                     return Ok(names);
                 }
+                // Past names it does not mirror: a page at a time, even if
+                // one name was asked for (the next it mirrors may be far).
+                read = limit.max(STATE_PAGE);
             }
         };
         let mut names = Vec::new();
