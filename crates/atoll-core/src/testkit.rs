@@ -3,7 +3,7 @@
 //! deterministic loss and partitions. No I/O, no threads, no clock.
 
 use crate::protocol::Message;
-use crate::{Answer, Event, Keyspace, KeyspaceConfig, Op, Replica, ReplicaConfig};
+use crate::{Answer, CheckReport, Event, Keyspace, KeyspaceConfig, Op, Replica, ReplicaConfig};
 use atoll_crdt::variable::{Bytes, State};
 use atoll_crdt::ReplicaId;
 use atoll_store::MemoryBackend;
@@ -318,5 +318,22 @@ impl Net {
             None => 0,
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A consistency check from replica `at`, run to its end: its report.
+    pub fn check(&mut self, at: usize) -> CheckReport {
+        let seen = self.events.len();
+        let check = self.nodes[at].check(self.now).expect("a check starts");
+        for _ in 0..200 {
+            self.run(50);
+            for (i, e) in &self.events[seen..] {
+                if let (true, Event::Checked(r)) = (*i == at, e) {
+                    if r.id == check {
+                        return (**r).clone();
+                    }
+                }
+            }
+        }
+        panic!("check {check} at {at} never ended");
     }
 }

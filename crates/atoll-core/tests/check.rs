@@ -4,7 +4,7 @@
 //! `divergent` in exactly the damaged variable, which the repair converges.
 
 use atoll_core::testkit::{id, Net};
-use atoll_core::{CheckReport, CheckResult, Event, KeyspaceConfig, Op};
+use atoll_core::{CheckReport, CheckResult, KeyspaceConfig, Op};
 use atoll_crdt::variable::{Bytes, State};
 use atoll_crdt::{PNCounter, ReplicaId};
 use atoll_store::{Backend, BatchOp};
@@ -28,23 +28,6 @@ fn cluster() -> Net {
     net
 }
 
-/// A check from replica `at`, run to its end.
-fn check(net: &mut Net, at: usize) -> CheckReport {
-    let seen = net.events.len();
-    let id = net.nodes[at].check(net.now).unwrap();
-    for _ in 0..200 {
-        net.run(50);
-        for (i, e) in &net.events[seen..] {
-            if let (true, Event::Checked(r)) = (*i == at, e) {
-                if r.id == id {
-                    return (**r).clone();
-                }
-            }
-        }
-    }
-    panic!("check {id} at {at} never ended");
-}
-
 fn results(r: &CheckReport) -> Vec<CheckResult> {
     r.nodes.iter().map(|n| n.result).collect()
 }
@@ -53,7 +36,7 @@ fn results(r: &CheckReport) -> Vec<CheckResult> {
 fn a_converged_cluster_is_ok_everywhere() {
     let mut net = cluster();
     for at in 0..3 {
-        let r = check(&mut net, at);
+        let r = net.check(at);
         assert_eq!(results(&r), [CheckResult::Ok; 2], "from {at}: {r:?}");
         assert!(r.variables >= 3);
         assert!(r.nodes.iter().all(|n| n.root == Some(r.root)));
@@ -64,19 +47,19 @@ fn a_converged_cluster_is_ok_everywhere() {
 fn a_peer_cut_off_is_unreachable_and_one_behind_is_in_flight() {
     let mut net = cluster();
     net.cut(0, 2);
-    let r = check(&mut net, 0);
+    let r = net.check(0);
     assert_eq!(results(&r), [CheckResult::Ok, CheckResult::Unreachable]);
     // Node 1 does not get node 0's deltas yet: in flight, not divergent.
     net.blocked.insert((0, 1, "deltas"));
     net.incr(0, "hits", 5);
-    let r = check(&mut net, 0);
+    let r = net.check(0);
     assert_eq!(r.nodes[0].result, CheckResult::InFlight, "{r:?}");
     assert_eq!(r.differing.len(), 1);
     assert_eq!(r.differing[0].name, "hits");
     net.blocked.clear();
     net.heal(0, 2);
     net.run(3_000);
-    assert_eq!(results(&check(&mut net, 0)), [CheckResult::Ok; 2]);
+    assert_eq!(results(&net.check(0)), [CheckResult::Ok; 2]);
 }
 
 #[test]
@@ -97,7 +80,7 @@ fn a_damaged_variable_is_divergent_alone_and_repaired() {
     d.flush().unwrap();
     net.reopen(1, disk, ReplicaId(777));
     net.run(3_000);
-    let r = check(&mut net, 0);
+    let r = net.check(0);
     assert_eq!(r.nodes[0].node, id(1));
     assert_eq!(r.nodes[0].result, CheckResult::Divergent, "{r:?}");
     assert_eq!(r.nodes[1].result, CheckResult::Ok);
@@ -106,8 +89,8 @@ fn a_damaged_variable_is_divergent_alone_and_repaired() {
     assert_eq!(r.nodes[0].repaired, 1);
     // The repair joined the two states: the next check is ok everywhere.
     net.run(3_000);
-    assert_eq!(results(&check(&mut net, 0)), [CheckResult::Ok; 2]);
-    assert_eq!(results(&check(&mut net, 2)), [CheckResult::Ok; 2]);
+    assert_eq!(results(&net.check(0)), [CheckResult::Ok; 2]);
+    assert_eq!(results(&net.check(2)), [CheckResult::Ok; 2]);
     assert_eq!(net.counter(0, "hits"), net.counter(1, "hits"));
 }
 
