@@ -229,3 +229,40 @@ fn a_state_transfer_to_a_new_peer_carries_only_what_it_mirrors() {
         "{sent:?}"
     );
 }
+
+#[test]
+fn a_transfer_owed_for_mirroring_survives_a_restart() {
+    let mut net = Net::new(2, KeyspaceConfig::default());
+    net.full_mesh();
+    net.run(1_000);
+    // Written while local: node 1 acknowledges node 0's log past it.
+    let name = namespaced("later", "n");
+    net.incr(0, &name, 3);
+    net.incr(0, "plain", 1);
+    net.run(2_000);
+    assert_eq!(net.counter(1, "plain"), 1);
+    // Enabled while node 1 is away; node 0 restarts before it is back.
+    net.cut(0, 1);
+    let now = net.now;
+    net.nodes[0].set_mirrored(now, "later", true).unwrap();
+    net.run(500);
+    // Checkpointed: node 1's record of node 0's log holds across the
+    // restart, so nothing is sent again but what the record owes.
+    net.nodes[0].keyspace().flush().unwrap();
+    let disk = net.backup(0);
+    net.reopen(0, disk, atoll_core::testkit::inc(7));
+    net.heal(0, 1);
+    net.run(10_000);
+    assert_eq!(net.counter(1, &name), 3, "the owed transfer was sent");
+    // Paid: a later restart sends no transfer again.
+    let seen = net.events.len();
+    let disk = net.backup(0);
+    net.reopen(0, disk, atoll_core::testkit::inc(8));
+    net.run(5_000);
+    let again = net.events[seen..].iter().any(|(at, e)| {
+        *at == 0
+            && matches!(e, Event::StateTransferStarted { why, .. }
+                if *why == atoll_core::TransferReason::Mirrored)
+    });
+    assert!(!again, "the record of the owed transfer is gone once paid");
+}

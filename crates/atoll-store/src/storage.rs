@@ -18,6 +18,7 @@ const NODE: &[u8] = b"n";
 const HISTORY_V1: &[u8] = b"i";
 const HISTORY: &[u8] = b"o";
 const HOLDS: u8 = b'h';
+const OWED: u8 = b'r';
 const CHECKPOINT: &[u8] = b"c";
 const DROPPED: &[u8] = b"q";
 const META: u8 = b'm';
@@ -147,6 +148,12 @@ fn key(prefix: u8, name: &str) -> Vec<u8> {
 
 fn holds_key(node: ReplicaId) -> Vec<u8> {
     let mut k = vec![HOLDS];
+    k.extend_from_slice(&node.0.to_be_bytes());
+    k
+}
+
+fn owed_key(node: ReplicaId) -> Vec<u8> {
+    let mut k = vec![OWED];
     k.extend_from_slice(&node.0.to_be_bytes());
     k
 }
@@ -305,6 +312,29 @@ impl<B: Backend> Storage<B> {
     pub fn put_peer_holds(&mut self, node: ReplicaId, holds: (ReplicaId, u64)) -> Result<()> {
         self.backend
             .apply(vec![BatchOp::Put(holds_key(node), codec::encode(&holds))])
+    }
+
+    /// A state transfer this store owes peer `node`, once the peer holds
+    /// its log through the sequence number (namespaces became shared with
+    /// it; see atoll-core's mirroring), if one is owed.
+    pub fn owed_transfer(&self, node: ReplicaId) -> Result<Option<u64>> {
+        let k = owed_key(node);
+        self.backend
+            .get(&k)?
+            .map(|v| decode_record(&k, &v))
+            .transpose()
+    }
+
+    /// Records (`Some`) or forgets (`None`) a state transfer owed to peer
+    /// `node`, and flushes: it is rare, and must outlive a crash.
+    pub fn put_owed_transfer(&mut self, node: ReplicaId, from: Option<u64>) -> Result<()> {
+        let k = owed_key(node);
+        let op = match from {
+            Some(seq) => BatchOp::Put(k, codec::encode(&seq)),
+            None => BatchOp::Delete(k),
+        };
+        self.backend.apply(vec![op])?;
+        self.backend.flush()
     }
 
     /// The store's own metadata, if it was ever written.

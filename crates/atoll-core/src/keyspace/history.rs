@@ -66,6 +66,16 @@ impl<B: Backend> Keyspace<B> {
         Ok(self.storage.peer_holds(node)?)
     }
 
+    /// A state transfer owed to peer `node` (see `Storage::owed_transfer`).
+    pub(crate) fn owed_transfer(&self, node: ReplicaId) -> Result<Option<u64>> {
+        Ok(self.storage.owed_transfer(node)?)
+    }
+
+    /// Records or forgets a state transfer owed to peer `node`, flushed.
+    pub(crate) fn set_owed_transfer(&mut self, node: ReplicaId, from: Option<u64>) -> Result<()> {
+        Ok(self.storage.put_owed_transfer(node, from)?)
+    }
+
     /// Records what this store holds of peer `node`'s log (after the entries
     /// it covers were written). Flushed with them.
     pub(crate) fn set_peer_holds(

@@ -282,6 +282,7 @@ impl<B: Backend> Replica<B> {
         let new = &self.mirrors.config;
         let names: BTreeSet<&String> = old.namespaces.keys().chain(new.namespaces.keys()).collect();
         let last = self.ks.last_seq();
+        let mut owed = Vec::new();
         for (&id, p) in self.peers.iter_mut() {
             let gained: Vec<String> = names
                 .iter()
@@ -290,11 +291,28 @@ impl<B: Backend> Replica<B> {
                 .collect();
             if !gained.is_empty() {
                 p.mirror_resync = Some(last);
+                p.owed_on_disk = Some(last);
+                owed.push(id);
                 self.events.push_back(Event::MirrorGained {
                     peer: id,
                     namespaces: gained,
                 });
             }
+        }
+        // Kept on disk: a restart before the transfer must not forget it.
+        for id in owed {
+            self.note_owed(id, Some(last));
+        }
+    }
+
+    /// Records (or forgets) the state transfer owed to `peer`; a failure is
+    /// reported (the transfer is still owed while this replica runs).
+    pub(super) fn note_owed(&mut self, peer: ReplicaId, from: Option<u64>) {
+        if let Err(e) = self.ks.set_owed_transfer(peer, from) {
+            self.events.push_back(Event::SendFailed {
+                peer,
+                error: format!("could not record the state transfer owed to it: {e}"),
+            });
         }
     }
 

@@ -73,6 +73,9 @@ pub(super) struct Peer {
     /// A namespace became shared with it when our log ended here: once it
     /// holds that, it is sent a state transfer (see `mirror`).
     pub(super) mirror_resync: Option<u64>,
+    /// The state transfer owed to it as recorded on disk (it stays there
+    /// until a transfer as of that point ends).
+    pub(super) owed_on_disk: Option<u64>,
     /// What was sent to it, and refused from it, per namespace.
     pub(super) traffic: BTreeMap<String, super::NsTraffic>,
 }
@@ -176,10 +179,18 @@ impl<B: Backend> Replica<B> {
     pub fn add_peer(&mut self, id: ReplicaId) {
         if id != self.id() {
             let unfenced = self.unfenced;
-            self.peers.entry(id).or_insert_with(|| Peer {
+            // A transfer owed since before a restart is owed still (an
+            // unreadable record: as if none; `atoll check` finds the rest).
+            let owed = match self.peers.contains_key(&id) {
+                true => None,
+                false => self.ks.owed_transfer(id).ok().flatten(),
+            };
+            let p = self.peers.entry(id).or_insert_with(|| Peer {
                 caught_up: unfenced,
                 ..Peer::default()
             });
+            p.mirror_resync = p.mirror_resync.or(owed);
+            p.owed_on_disk = p.owed_on_disk.or(owed);
             self.update_floor();
         }
     }
@@ -238,6 +249,9 @@ impl<B: Backend> Replica<B> {
                         p.acked = 0;
                         p.limits = None;
                         p.transfer = None;
+                        // A transfer owed for mirroring, cut short, is
+                        // owed still.
+                        p.mirror_resync = p.mirror_resync.or(p.owed_on_disk);
                         p.hello_unanswered = true;
                     }
                     if p.hello_unanswered {

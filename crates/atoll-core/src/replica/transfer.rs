@@ -251,7 +251,16 @@ impl<B: Backend> Replica<B> {
         };
         p.acked = p.acked.max(as_of);
         p.sent_through = p.acked;
-        p.transfer = None;
+        let whole = p.transfer.take().is_some_and(|t| t.only.is_none());
+        // The transfer owed since a namespace became shared is paid: the
+        // record of it goes (not at the start: a restart in between must
+        // send it again).
+        let paid =
+            whole && p.mirror_resync.is_none() && p.owed_on_disk.is_some_and(|at| as_of >= at);
+        if paid {
+            p.owed_on_disk = None;
+            self.note_owed(to, None);
+        }
         self.update_floor();
         self.events
             .push_back(Event::StateTransferFinished { peer: to, as_of });
