@@ -41,7 +41,7 @@ use history::MAX_INCARNATIONS;
 pub use names::{
     data_namespace, escrow_record, escrowed_by_record, namespace_of, namespaced, owned_by_record,
     owner_record, validate_name, validate_namespace, DEFAULT_NS, ESCROW_PREFIX, MAX_NAME_LEN,
-    MAX_NS_LEN, MIRROR_VAR, NS_PREFIX, OWNER_PREFIX,
+    MAX_NS_LEN, MIRROR_VAR, NAMESPACES_VAR, NS_PREFIX, OWNER_PREFIX, PEERS_VAR, REMOVED_VAR,
 };
 
 struct Var {

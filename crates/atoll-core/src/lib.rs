@@ -31,7 +31,8 @@ pub use keyspace::{
     escrowed_by_record, is_reserved, namespace_of, namespaced, owned_by_record, owner_record,
     validate_name, validate_namespace, Applied, Conflict, ConflictEvent, DigestTree, Keyspace,
     KeyspaceConfig, OpCtx, CONFLICT_PREFIX, DEFAULT_NS, DIGEST_BUCKETS, ESCROW_PREFIX,
-    MAX_NAME_LEN, MAX_NS_LEN, MIRROR_VAR, NS_PREFIX, OWNER_PREFIX, SYSTEM_PREFIX,
+    MAX_NAME_LEN, MAX_NS_LEN, MIRROR_VAR, NAMESPACES_VAR, NS_PREFIX, OWNER_PREFIX, PEERS_VAR,
+    REMOVED_VAR, SYSTEM_PREFIX,
 };
 pub use op::{Answer, Op, Outcome};
 pub use replica::{

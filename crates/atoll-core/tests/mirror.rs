@@ -163,32 +163,6 @@ fn check(net: &mut Net, at: usize) -> Vec<CheckResult> {
 }
 
 #[test]
-fn a_peer_s_mirroring_of_another_type_is_hostile() {
-    use atoll_core::protocol::{Message, VarDelta};
-    use atoll_core::{ProtocolError, MIRROR_VAR};
-    let mut net = mesh();
-    net.incr(1, "c", 1);
-    let counter = net.state(1, "c").unwrap();
-    let msg = Message::Deltas {
-        from: 0,
-        to: 1,
-        base: 0,
-        vars: vec![VarDelta {
-            name: MIRROR_VAR.to_string(),
-            kind: counter.kind(),
-            delta: atoll_crdt::codec::encode(&counter),
-        }],
-        complete: false,
-    };
-    let now = net.now;
-    let e = net.nodes[0]
-        .handle_message(now, id(2), &msg.encode())
-        .unwrap_err();
-    assert!(matches!(e, ProtocolError::Hostile { .. }), "{e}");
-    assert!(net.state(0, MIRROR_VAR).is_none());
-}
-
-#[test]
 fn a_state_transfer_to_a_new_peer_carries_only_what_it_mirrors() {
     let config = atoll_core::ReplicaConfig {
         retransmit_ms: 50,

@@ -244,3 +244,33 @@ fn parts_with_an_early_context_or_out_of_order_are_refused() {
     assert!(e.to_string().contains("out of key order"), "{e}");
     assert!(net.state(1, "members").is_none());
 }
+
+#[test]
+fn a_system_variable_of_another_type_is_refused_from_a_peer_in_every_message() {
+    use atoll_core::{MIRROR_VAR, NAMESPACES_VAR, PEERS_VAR, REMOVED_VAR, SITES_VAR};
+    let mut net = Net::new(2, KeyspaceConfig::default());
+    net.full_mesh();
+    net.run(100);
+    // Each, created as another type, would be unwritable here.
+    let sets =
+        [PEERS_VAR, REMOVED_VAR, NAMESPACES_VAR].map(|n| (n, Kind::MvRegister, register_bytes()));
+    let maps = [MIRROR_VAR, SITES_VAR].map(|n| (n, Kind::Set, set_bytes()));
+    for (name, kind, bytes) in sets.into_iter().chain(maps) {
+        refused(
+            &mut net,
+            &format!("{name} (deltas)"),
+            &deltas(name, kind, bytes.clone()),
+        );
+        refused(
+            &mut net,
+            &format!("{name} (state chunk)"),
+            &chunk(name, kind, bytes.clone()),
+        );
+        refused(
+            &mut net,
+            &format!("{name} (state part)"),
+            &one_part(name, kind, bytes),
+        );
+        assert!(net.state(1, name).is_none(), "{name}: nothing changed");
+    }
+}

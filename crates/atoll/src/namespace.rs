@@ -19,8 +19,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 pub use atoll_core::DEFAULT_NS;
 
-/// The replicated set of namespaces created (besides `default`).
-pub(crate) const NAMESPACES_VAR: &str = "_atoll.namespaces";
+pub(crate) use atoll_core::NAMESPACES_VAR;
 
 /// The variables of one namespace (`Store::namespace`). Its handles are
 /// the store's own handle types; their `name` is the name within the

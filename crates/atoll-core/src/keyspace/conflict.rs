@@ -46,13 +46,14 @@ pub fn conflict_of(name: &str) -> Option<(&str, Kind)> {
 /// A name whose kind is fixed holds only that kind: a conflict copy the
 /// one its name says, an ownership record ([`super::OWNER_PREFIX`]) an
 /// [`Kind::Owner`], an escrow record ([`super::ESCROW_PREFIX`]) an
-/// [`Kind::Escrow`]; and no other name holds either.
+/// [`Kind::Escrow`], a system variable its type (`names::system_kind`);
+/// and no other name holds an ownership or escrow record.
 pub(super) fn fixed_kind(name: &str, kind: Kind) -> Result<()> {
     let fixed = match conflict_of(name) {
         Some((_, k)) => Some(k),
         None if super::owned_by_record(name).is_some() => Some(Kind::Owner),
         None if super::escrowed_by_record(name).is_some() => Some(Kind::Escrow),
-        None => None,
+        None => super::names::system_kind(name),
     };
     match fixed {
         Some(k) if k != kind => Err(Error::TypeMismatch {

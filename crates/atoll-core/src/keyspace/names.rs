@@ -91,6 +91,28 @@ pub fn namespace_of(name: &str) -> Option<(&str, &str)> {
     name.strip_prefix(NS_PREFIX)?.split_once('/')
 }
 
+/// The replicated set of peer addresses every node keeps connections to.
+pub const PEERS_VAR: &str = "_atoll.peers";
+
+/// The replicated set of node ids (16 hex digits) removed from the
+/// cluster: every node refuses them in the handshake.
+pub const REMOVED_VAR: &str = "_atoll.removed";
+
+/// The replicated set of namespaces created (besides `default`).
+pub const NAMESPACES_VAR: &str = "_atoll.namespaces";
+
+/// The system's own variables of a fixed type, which no peer may send as
+/// another (it would make them unwritable here): the sets of peers,
+/// removed nodes and namespaces, and the maps of sites and mirroring.
+pub(super) fn system_kind(name: &str) -> Option<atoll_crdt::variable::Kind> {
+    use atoll_crdt::variable::Kind;
+    match name {
+        PEERS_VAR | REMOVED_VAR | NAMESPACES_VAR => Some(Kind::Set),
+        MIRROR_VAR | crate::SITES_VAR => Some(Kind::Map),
+        _ => None,
+    }
+}
+
 /// The replicated map of which namespaces replicate, and between which
 /// nodes (read by [`crate::Mirroring::read`]). Capitalised so that it sorts
 /// before every other system variable, and before the namespaces' data: a

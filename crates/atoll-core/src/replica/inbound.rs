@@ -488,7 +488,6 @@ impl<B: Backend> Replica<B> {
         state: State,
         encoded: Vec<u8>,
     ) -> Result<(), ProtocolError> {
-        mirror::check_kind(from, name, kind)?;
         if !self.accepts_from(from, name, encoded.len())? {
             return Ok(());
         }
@@ -549,7 +548,6 @@ impl<B: Backend> Replica<B> {
         let mut pairs: Vec<_> = vars.into_iter().zip(states).collect();
         // The mirroring first: what it says of the rest holds for them.
         if let Some(at) = pairs.iter().position(|(v, _)| v.name == crate::MIRROR_VAR) {
-            mirror::check_kind(from, &pairs[at].0.name, pairs[at].0.kind)?;
             let mirror = pairs.remove(at);
             pairs.insert(0, mirror);
         }

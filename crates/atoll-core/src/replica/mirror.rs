@@ -145,18 +145,6 @@ impl Mirroring {
     }
 }
 
-/// A peer's variable named [`MIRROR_VAR`] must be the map it is: any other
-/// type would make the setting unwritable here.
-pub(super) fn check_kind(peer: ReplicaId, name: &str, kind: Kind) -> Result<(), ProtocolError> {
-    if name == MIRROR_VAR && kind != Kind::Map {
-        return Err(hostile(
-            peer,
-            format!("{MIRROR_VAR} as a {kind}, not a map"),
-        ));
-    }
-    Ok(())
-}
-
 /// What the replica keeps of the mirroring.
 pub(super) struct Mirrors {
     pub(super) config: Mirroring,

@@ -4,12 +4,7 @@
 
 use super::*;
 
-/// The replicated set of peer addresses every node keeps connections to.
-pub(crate) const PEERS_VAR: &str = "_atoll.peers";
-
-/// The replicated set of node ids (16 hex digits) removed from the cluster:
-/// every node refuses them in the handshake.
-pub(crate) const REMOVED_VAR: &str = "_atoll.removed";
+pub(crate) use atoll_core::{PEERS_VAR, REMOVED_VAR};
 
 /// The node ids in the replicated removed set.
 pub(crate) fn removed_peers(store: &Store) -> Result<Vec<ReplicaId>> {
