@@ -86,6 +86,11 @@ struct Args {
     /// Threads for a sweep (default: the machine's cores).
     #[arg(long)]
     jobs: Option<usize>,
+    /// Mirroring under faults: namespace `pair` mirrored over n0-n1 only,
+    /// `loc` never; a third of the operations go to them, and no variable
+    /// may be held outside the nodes it is mirrored to.
+    #[arg(long)]
+    mirror: bool,
     /// Print the options of a single run.
     #[arg(long, short)]
     verbose: bool,
@@ -170,6 +175,7 @@ impl Args {
                 },
             };
         }
+        o.workload.mirror |= self.mirror;
         if self.report.is_some() && o.sample_every_ms == 0 {
             o.sample_every_ms = ((o.safety_ms + o.liveness_ms / 4) / 400).max(10);
         }
@@ -201,6 +207,9 @@ impl Args {
             self.backup_every_ms.map(|v| v.to_string()),
         );
         push("durability", self.durability.clone());
+        if self.mirror {
+            cmd.push_str(" --mirror");
+        }
         format!("{cmd}   # at git {}", git_revision())
     }
 

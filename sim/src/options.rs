@@ -253,6 +253,9 @@ pub struct Workload {
     /// nodes), `o-claim` owned on site `s0`, `o-reg` owned where first
     /// used (`world::owned`).
     pub placement: bool,
+    /// Mirroring under faults (`world::mirror`): namespace `pair` mirrored
+    /// over n0-n1 only, `loc` never; a third of the operations go to them.
+    pub mirror: bool,
     /// Escrow of `o-stock`'s decrement rights: clients enable it (floor
     /// 0) from time to time, and nodes then decrement out of the rights
     /// granted them (`world::owned`).
@@ -286,6 +289,7 @@ impl Workload {
             migration: atoll_core::Migration::default(),
             rebalance: atoll_core::Rebalance::default(),
             placement: false,
+            mirror: false,
             escrow: false,
             check_every_ms: 0,
         }

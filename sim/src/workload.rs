@@ -139,6 +139,14 @@ pub fn next_op(rng: &mut Rng, w: &Workload, nodes: &[ReplicaId]) -> (String, Op)
     (format!("{prefix}{var}"), op)
 }
 
+/// Whether `var` is one of the names every type shares (`x0`, `x1`, ...),
+/// in any namespace (`.../pair/x0`, `.../loc/n2.x0`).
+pub fn shared_name(var: &str) -> bool {
+    let last = var.rsplit('/').next().unwrap_or(var);
+    let short = last.split_once('.').map_or(last, |(_, s)| s);
+    short.starts_with('x')
+}
+
 fn bytes(x: u64) -> Bytes {
     Bytes::from(x.to_le_bytes())
 }

@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 mod checks;
 mod clients;
 mod faults;
+mod mirror;
 mod monitor;
 mod network;
 mod nodes;
@@ -33,6 +34,7 @@ pub use monitor::{Mark, Sample};
 
 pub use stats::Stats;
 
+pub use mirror::{audience, shared};
 pub use owned::{is_owned_name, OWNED};
 
 /// A step of a scripted scenario, run at its time.
@@ -312,6 +314,7 @@ impl Sim {
         for i in 0..sim.opts.nodes {
             sim.start_node(i);
         }
+        sim.set_up_mirroring();
         let first_op = sim.work_rng.exp(sim.opts.workload.op_every_ms);
         sim.schedule(first_op, Ev::Client);
         if sim.opts.workload.strong_every_ms > 0 {
@@ -394,13 +397,22 @@ impl Sim {
         }
     }
 
-    /// Whether every node is up and holds the same variables with the same states.
+    /// Whether every node is up and holds the same variables with the same
+    /// states as n0 (with `--mirror`: of those the two must both hold, see
+    /// `mirror::audience`).
     pub fn converged(&mut self) -> bool {
-        if !(0..self.nodes.len()).all(|i| self.is_up(i)) {
+        let n = self.nodes.len();
+        if !(0..n).all(|i| self.is_up(i)) {
             return false;
         }
         let first = self.view(0);
-        (1..self.nodes.len()).all(|i| self.view(i) == first)
+        if !self.opts.workload.mirror {
+            return (1..n).all(|i| self.view(i) == first);
+        }
+        (1..n).all(|i| {
+            let v = self.view(i);
+            shared(&first, 0, i, n) == shared(&v, 0, i, n)
+        })
     }
 
     fn handle(&mut self, ev: Ev) {

@@ -74,6 +74,23 @@ fn sweep_of_100_seeds_passes() {
     assert!(failed.is_empty(), "{failed:#?}");
 }
 
+/// Mirroring under every fault (`--mirror`): no variable is ever held
+/// outside the nodes its namespace is mirrored to, and each namespace
+/// converges among them with nothing acknowledged lost.
+#[test]
+fn mirror_sweep_of_40_seeds_passes() {
+    let failed: Vec<String> = (1..=40)
+        .map(|seed| {
+            let mut o = Options::for_seed(seed);
+            o.workload.mirror = true;
+            run(seed, o, Vec::new(), false)
+        })
+        .filter(|r| !r.passed())
+        .map(|r| format!("seed {}: {:?}", r.seed, r.failures))
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+}
+
 /// Seeds that found a defect, run on every test run. 3193: a state read for
 /// a transfer and kept for the next chunk (too large to join the one it was
 /// read for) was sent after a type conflict had restarted its name as

@@ -130,10 +130,12 @@ impl Sim {
         // Damage: a counter of n1's, in its storage while it is down.
         let k = 1;
         let view = self.view(k);
-        let Some((name, State::Counter(c))) = view
-            .iter()
-            .find(|(n, s)| matches!(s, State::Counter(_)) && !atoll_core::is_reserved(n))
-        else {
+        let Some((name, State::Counter(c))) = view.iter().find(|(n, s)| {
+            // One its peers hold too (not of a namespace only it holds).
+            matches!(s, State::Counter(_))
+                && !atoll_core::is_reserved(n)
+                && atoll_core::data_namespace(n) == Some(atoll_core::DEFAULT_NS)
+        }) else {
             self.phase = Phase::Done;
             return bad;
         };

@@ -7,6 +7,7 @@ impl Sim {
         let ids: Vec<ReplicaId> = (0..self.nodes.len()).map(node_id).collect();
         let i = self.work_rng.index(self.nodes.len());
         let (var, op) = workload::next_op(&mut self.work_rng, &self.opts.workload, &ids);
+        let var = self.mirrored_name(i, var, &op);
         let now = self.clock(i);
         let Some(r) = self.nodes[i].replica.as_mut() else {
             self.stats.unavailable += 1;
@@ -61,7 +62,7 @@ impl Sim {
             }
             // A shared name that is another type here: refused, as the
             // store's handles refuse it.
-            Err(atoll_core::Error::TypeMismatch { .. }) if var.starts_with('x') => {
+            Err(atoll_core::Error::TypeMismatch { .. }) if workload::shared_name(&var) => {
                 self.stats.mismatched += 1;
                 self.trace
                     .record(self.now, format_args!("n{i} mismatched {var} {op:?}"));

@@ -172,13 +172,21 @@ impl Sim {
     /// Each node's log end and its view of each peer, for diagnosing a stall.
     pub fn sync_report(&mut self) -> String {
         let mut out = Vec::new();
-        let views: Vec<BTreeMap<String, State>> =
-            (0..self.nodes.len()).map(|i| self.view(i)).collect();
+        let n = self.nodes.len();
+        let views: Vec<BTreeMap<String, State>> = (0..n).map(|i| self.view(i)).collect();
+        let mirror = self.opts.workload.mirror;
         for (i, v) in views.iter().enumerate().skip(1) {
+            // With `--mirror`: of what both must hold.
+            let both = |name: &str| {
+                !mirror || {
+                    let who = super::audience(name, n);
+                    who.contains(&0) && who.contains(&i)
+                }
+            };
             let differ: Vec<&String> = v
                 .keys()
                 .chain(views[0].keys())
-                .filter(|n| v.get(*n) != views[0].get(*n))
+                .filter(|name| both(name) && v.get(*name) != views[0].get(*name))
                 .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
                 .collect();

@@ -198,10 +198,30 @@ impl Sim {
                         format_args!("n{i} repaired {name} from n{}", index_of(from)),
                     );
                 }
-                // The simulated workload mirrors no namespace.
+                // Only with `--mirror`, which sets up mirroring.
+                Event::MirrorGained { peer, namespaces } if self.opts.workload.mirror => {
+                    self.trace.record(
+                        self.now,
+                        format_args!("n{i} shares {namespaces:?} with n{}", index_of(peer)),
+                    );
+                }
+                Event::MirrorRefused {
+                    peer,
+                    namespace,
+                    variables,
+                    ..
+                } if self.opts.workload.mirror => {
+                    self.trace.record(
+                        self.now,
+                        format_args!(
+                            "n{i} refused {variables} of {namespace} from n{}",
+                            index_of(peer)
+                        ),
+                    );
+                }
                 Event::MirrorGained { peer, .. } | Event::MirrorRefused { peer, .. } => {
                     self.fail(format!(
-                        "n{i} changed mirroring with n{}, which nothing here configures",
+                        "n{i} changed mirroring with n{}, which only --mirror configures",
                         index_of(peer)
                     ));
                 }

@@ -364,9 +364,18 @@ impl<B: Backend> Replica<B> {
         if self.sends_to(peer, name) {
             return Ok(true);
         }
+        // A namespace this node has no setting for yet is taken: the peer
+        // sends it by a setting that has not arrived here (a state
+        // transfer's chunk with the setting lost and sent again, a node new
+        // or restored). Only what this node's own setting excludes is
+        // refused.
+        let ns = data_namespace(name);
+        if ns.is_some_and(|ns| !self.mirrors.config.namespaces.contains_key(ns)) {
+            return Ok(true);
+        }
         crate::validate_name(name)
             .map_err(|e| hostile(peer, format!("a variable of a bad name: {e}")))?;
-        let ns = data_namespace(name).unwrap_or("");
+        let ns = ns.unwrap_or("");
         if let Some(p) = self.peers.get_mut(&peer) {
             count(&mut p.traffic, ns, |t| {
                 t.refused_vars += 1;

@@ -166,7 +166,13 @@ impl<B: Backend> Replica<B> {
         let changed = only.as_ref().map(|o| o.len() as u64);
         let p = self.peers.get_mut(&id).expect("known");
         p.wants_state = false;
-        if only.is_none() && p.mirror_resync.is_some_and(|at| as_of >= at) {
+        // A whole transfer pays what is owed for mirroring only if the peer
+        // held the change already: else it could refuse, for want of it,
+        // what comes before it.
+        if only.is_none()
+            && p.mirror_resync
+                .is_some_and(|at| p.acked >= at && as_of >= at)
+        {
             p.mirror_resync = None;
         }
         p.flights.clear();
