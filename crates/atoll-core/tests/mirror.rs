@@ -240,3 +240,40 @@ fn a_transfer_owed_for_mirroring_survives_a_restart() {
     });
     assert!(!again, "the record of the owed transfer is gone once paid");
 }
+
+#[test]
+fn a_namespace_with_no_setting_here_yet_is_taken_from_a_peer() {
+    use atoll_core::protocol::{Message, VarDelta};
+    let mut net = mesh();
+    net.incr(1, "c", 1);
+    let counter = net.state(1, "c").unwrap();
+    // Node 2's intervals, one variable each.
+    let interval = |name: &str, from: u64| {
+        Message::Deltas {
+            from,
+            to: from + 1,
+            base: from,
+            vars: vec![VarDelta {
+                name: name.to_string(),
+                kind: counter.kind(),
+                delta: atoll_crdt::codec::encode(&counter),
+            }],
+            complete: false,
+        }
+        .encode()
+    };
+    // Node 0 has no setting for "fresh": the peer's must be newer.
+    let fresh = namespaced("fresh", "n");
+    let now = net.now;
+    net.nodes[0]
+        .handle_message(now, id(2), &interval(&fresh, 0))
+        .unwrap();
+    assert!(net.state(0, &fresh).is_some(), "taken");
+    // Node 0's own setting keeps "kept" local: refused.
+    net.nodes[0].set_mirrored(now, "kept", false).unwrap();
+    let kept = namespaced("kept", "n");
+    net.nodes[0]
+        .handle_message(now, id(2), &interval(&kept, 1))
+        .unwrap();
+    assert!(net.state(0, &kept).is_none(), "refused");
+}
