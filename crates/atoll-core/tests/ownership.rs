@@ -533,3 +533,75 @@ fn a_released_variable_is_granted_again_with_its_state() {
         Answer::Swapped(true)
     );
 }
+
+/// An answer held back on the way, to a request's first attempt (the
+/// variable was ownerless: "not owned"), arrives after the variable was
+/// owned and the request, sent again in the new epoch, ran at the owner:
+/// it is not taken for the answer.
+#[test]
+fn a_late_answer_to_an_earlier_attempt_is_not_taken_for_the_answer() {
+    use atoll_core::protocol::Message;
+    let mut net = Net::new(3, KeyspaceConfig::default());
+    net.full_mesh();
+    net.run(1_000);
+    let home = (0..3).find(|&i| net.nodes[0].home("reg") == id(i)).unwrap();
+    let asker = (home + 1) % 3;
+    let cas = Body::Op(Op::RegisterCompareAndSet {
+        expected: None,
+        value: b(1),
+    });
+    let now = net.now;
+    let Requested::Sent(rid) = net.nodes[asker].request(now, "reg", cas).unwrap() else {
+        panic!("sent to the home")
+    };
+    // Takes off the wire the home's next answer to the request that
+    // `want` accepts.
+    let hold = |net: &mut Net, want: &dyn Fn(&Message) -> bool| {
+        for _ in 0..1_000 {
+            net.pump();
+            let key = net.queue.iter().find_map(|(k, (from, to, bytes))| {
+                let m = Message::decode(bytes, 1 << 20).ok()?;
+                let ours = matches!(m, Message::Reply { id, .. } if id == rid);
+                ((*from, *to) == (home, asker) && ours && want(&m)).then_some(*k)
+            });
+            if let Some(key) = key {
+                return net.queue.remove(&key).map(|(_, _, bytes)| bytes).unwrap();
+            }
+            net.run(1);
+        }
+        panic!("no such answer");
+    };
+    // The home's answer (nobody owns it) is held back on the way.
+    let stale = hold(&mut net, &|_| true);
+    // The home owns it; the request, sent again in epoch 1, runs there,
+    // and that answer is held back too.
+    net.request(home, "reg", Body::Own { to: id(home) }, WAIT)
+        .unwrap();
+    let ran = hold(
+        &mut net,
+        &|m| matches!(m, Message::Reply { result, .. } if result.is_ok()),
+    );
+    assert!(net.state(home, "reg").is_some(), "it ran at the owner");
+    // The stale answer arrives first: no answer is taken from it.
+    let seen = net.events.len();
+    let now = net.now;
+    net.nodes[asker]
+        .handle_message(now, id(home), &stale)
+        .unwrap();
+    net.pump();
+    let answered = |net: &Net| {
+        net.events[seen..].iter().find_map(|(at, e)| match e {
+            Event::Answered { id, result, .. } if *at == asker && *id == rid => {
+                Some(result.clone())
+            }
+            _ => None,
+        })
+    };
+    assert_eq!(answered(&net), None, "the late answer is not taken");
+    let now = net.now;
+    net.nodes[asker]
+        .handle_message(now, id(home), &ran)
+        .unwrap();
+    net.pump();
+    assert_eq!(answered(&net), Some(Ok(Answer::Swapped(true))));
+}

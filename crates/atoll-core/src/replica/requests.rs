@@ -310,7 +310,9 @@ impl<B: Backend> Replica<B> {
     ) -> Result<(), ProtocolError> {
         // A late answer, or one to a request sent elsewhere since: nothing
         // waits for it.
-        let Some(Pending { name, body, .. }) = self
+        let Some(Pending {
+            name, body, epoch, ..
+        }) = self
             .owners
             .pending
             .get(&id)
@@ -341,6 +343,13 @@ impl<B: Backend> Replica<B> {
                     }
                 }
                 self.answer(id, Ok(answer));
+            }
+            // An answer to an earlier attempt, in an epoch before the one
+            // the request was sent again in (the network held it back):
+            // that attempt may since have run, at this node as the owner;
+            // the answer to the latest attempt is the one that counts.
+            Err(Refusal::NotOwner { record }) if record.epoch < epoch => {
+                self.on_record(from, &name, record)?;
             }
             Err(Refusal::NotOwner { record }) => {
                 self.on_record(from, &name, record.clone())?;
