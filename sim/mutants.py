@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Mutation check for the simulator: applies one hand-written mutant at a time
-to the merge, delta-log, ack, state-transfer and ownership code, rebuilds, sweeps seeds,
-and reports whether the sweep caught it. Restores every file afterwards.
+to the merge, delta-log, ack, state-transfer, ownership and mirroring code,
+rebuilds, sweeps seeds (with a mutant's extra flags, its fifth item), and
+reports whether the sweep caught it. Restores every file afterwards.
 
     python3 sim/mutants.py            # all mutants, 200 seeds each
     python3 sim/mutants.py 3 --seeds 1..100
@@ -48,11 +49,11 @@ MUTANTS = [
      "let (mut read_through, mut read_count, mut log_end) = (from, 0, false);",
      "let (mut read_through, mut read_count, mut log_end) = (from + 1, 0, false);"),
     ("delta log: back-propagation test inverted", RV,
-     "if entry.origin == peer_incarnation {",
-     "if entry.origin != peer_incarnation {"),
+     "if entry.origin == peer_incarnation || !self.sends_to(id, &entry.name) {",
+     "if entry.origin != peer_incarnation || !self.sends_to(id, &entry.name) {"),
     ("delta log: interval end counts entries past the byte bound", RV,
-     "            to = seq;\n            if entry.delta.len() >= self.config.ship_whole_bytes",
-     "            to = seq + u64::from(bytes >= self.config.max_batch_bytes / 2);\n            if entry.delta.len() >= self.config.ship_whole_bytes"),
+     "            to = seq;\n            self.note_sent(id, &entry.name, entry.delta.len());\n            if entry.delta.len() >= self.config.ship_whole_bytes",
+     "            to = seq + u64::from(bytes >= self.config.max_batch_bytes / 2);\n            self.note_sent(id, &entry.name, entry.delta.len());\n            if entry.delta.len() >= self.config.ship_whole_bytes"),
     ("delta log: truncation ignores acks", KK,
      "let through = self.acked_floor.map_or(forced, |acked| acked.max(forced));",
      "let through = self.acked_floor.map_or(forced, |acked| acked.max(forced) + 1);"),
@@ -69,11 +70,11 @@ MUTANTS = [
      "            Some(bytes) => bytes.into_owned(),\n            None => codec::encode(&delta),\n",
      "            Some(_) => codec::encode(&State::new(kind)),\n            None => codec::encode(&State::new(kind)),\n"),
     ("state transfer: one chunk claims to be the last", RT,
-     "let last = self.ks.variables_after(&examined, 1)?.is_empty();",
+     "let last = self.transfer_names_after(id, &examined, 1)?.is_empty();",
      "let last = true;"),
     ("state transfer: chunk skips the variable after the cursor", RT,
-     "let next = self.ks.variables_after(&examined, STATE_PAGE)?;",
-     "let next: Vec<_> = self.ks.variables_after(&examined, STATE_PAGE)?.into_iter().skip(usize::from(!examined.is_empty())).collect();"),
+     "let next = self.transfer_names_after(id, &examined, STATE_PAGE)?;",
+     "let next: Vec<_> = self.transfer_names_after(id, &examined, STATE_PAGE)?.into_iter().skip(usize::from(!examined.is_empty())).collect();"),
     ("state transfer: completion does not set acked", RT,
      "p.acked = p.acked.max(as_of);",
      "p.acked = p.acked.max(as_of.saturating_sub(1));"),
@@ -114,7 +115,7 @@ MUTANTS = [
      "if bytes > 0 && bytes + entry.delta.len() + JOIN_SLACK > max_delta {",
      "if false {"),
     ("state transfer: a state changed since the checkpoint is sent as stored", K,
-     "        if self.dirty.contains(name) {\n            return Ok(None);\n        }\n        let Some(bytes) = self.storage.state(name)?",
+     "        if self.dirty.contains_key(name) {\n            return Ok(None);\n        }\n        let Some(bytes) = self.storage.state(name)?",
      "        let Some(bytes) = self.storage.state(name)?"),
     ("state chunks: the cursor moves past a chunk not acknowledged", RT,
      "while self.units.front().is_some_and(|u| u.acked) {",
@@ -229,10 +230,10 @@ MUTANTS = [
     ("repair: the peer does not send its state back", RC,
      "        if answer {\n            self.send_repair(from, names, false);",
      "        if false && answer {\n            self.send_repair(from, names, false);"),
-    ("resync: the variables changed since the last checkpoint are left out", K,
+    ("resync: the variables changed since the last checkpoint are left out", KK,
      "        for (name, origin) in &self.dirty {\n            if wanted(*origin) {",
      "        for (name, origin) in &self.dirty {\n            if false && wanted(*origin) {"),
-    ("resync: a change from the peer itself excludes the variable", K,
+    ("resync: a change from the peer itself excludes the variable", KK,
      "let wanted = |origin: Option<ReplicaId>| origin.is_none() || origin != not_from;",
      "let wanted = |origin: Option<ReplicaId>| origin.is_none();"),
     ("resync: a checkpoint replaces the entry of another origin", KK,
@@ -248,11 +249,21 @@ MUTANTS = [
      "                .filter(|(_, origin)| *origin != entry.origin)",
      "                .filter(|(_, origin)| *origin != entry.origin && false)"),
     ("cache: a variable changed since the checkpoint is dropped from memory", f"{KD}/recovery.rs",
-     "                Some(_) if dirty => false,\n",
+     "                    if self.dirty.contains_key(name) {\n                        continue;\n                    }\n",
      ""),
     ("cache: a dropped variable's size is not taken off", f"{KD}/recovery.rs",
      "            self.resident_bytes = self.resident_bytes.saturating_sub(var.bytes);\n        }\n    }\n\n    /// Drops variables",
      "            let _ = var;\n        }\n    }\n\n    /// Drops variables"),
+    # Mirroring: caught only by runs that mirror (the fifth item: the
+    # simulator's extra flags).
+    ("mirror: every namespace goes to every peer", f"{RD}/mirror.rs",
+     "    pub(super) fn sends_to(&self, peer: ReplicaId, name: &str) -> bool {\n        self.mirrors",
+     "    pub(super) fn sends_to(&self, peer: ReplicaId, name: &str) -> bool {\n        true || self.mirrors",
+     "--mirror"),
+    ("mirror: a namespace gained is never sent what was written before", RV,
+     "if p.mirror_resync.is_some_and(|at| p.acked >= at) {",
+     "if false && p.mirror_resync.is_some_and(|at| p.acked >= at) {",
+     "--mirror"),
 ]
 
 def sh(cmd):
@@ -266,7 +277,7 @@ def main():
     pick = [int(a) for a in args] or range(len(MUTANTS))
     rows = []
     for k in pick:
-        name, path, old, new = MUTANTS[k]
+        name, path, old, new, *extra = MUTANTS[k]
         f = ROOT / path
         orig = f.read_text()
         if orig.count(old) != 1:
@@ -280,7 +291,7 @@ def main():
                 rows.append((k, name, "does not compile"))
                 print(f"{k:2} {name:62} {rows[-1][2]}", flush=True)
                 continue
-            r = sh(f"./target/release/atoll-sim --seeds {seeds} --max-failures 1 2>/dev/null")
+            r = sh(f"./target/release/atoll-sim --seeds {seeds} --max-failures 1 {' '.join(extra)} 2>/dev/null")
             failed = next((l.split()[-1] for l in r.stdout.splitlines() if l.startswith("failed ")), "?")
             first = next((l.strip() for l in r.stdout.splitlines() if l.strip().startswith("seed ") and ":" in l), "")
             verdict = "caught" if r.returncode != 0 else "NOT CAUGHT"
