@@ -82,6 +82,21 @@ fn a_namespace_on_a_data_directory_keeps_its_names_and_types_apart() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("is mirrored"));
     let out = atoll(dir, &["mirror", "peer", "add", "billing", "nope"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a node id"));
+    // A link narrows it; the last link of a mirrored namespace stays
+    // until its mirroring is disabled (with none, it would go everywhere).
+    let peer = "00000000000000aa";
+    ok(dir, &["mirror", "peer", "add", "billing", peer]);
+    let status = ok(dir, &["mirror", "status", "billing"]);
+    assert!(status.starts_with("billing\tmirrored over "), "{status}");
+    let out = atoll(dir, &["mirror", "peer", "remove", "billing", peer]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("last link"));
+    ok(dir, &["mirror", "disable", "billing"]);
+    ok(dir, &["mirror", "peer", "remove", "billing", peer]);
+    assert_eq!(
+        ok(dir, &["mirror", "status", "billing"]),
+        "billing\tlocal\n"
+    );
     let out = atoll(dir, &["mirror", "enable", "nowhere"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("atoll ns create nowhere"));
 }

@@ -136,7 +136,9 @@ impl Store {
 
     /// Links this node and `peer` for namespace `ns` (`linked`), or
     /// unlinks them. A mirrored namespace with links travels only over
-    /// them; with none, between every two nodes.
+    /// them; with none, between every two nodes: so removing a mirrored
+    /// namespace's last link is refused ([`Error::InvalidInput`]; disable
+    /// its mirroring first).
     pub fn set_mirror_peer(&self, ns: &str, peer: ReplicaId, linked: bool) -> Result<()> {
         validate_namespace(ns)?;
         self.namespace(ns)?;
@@ -146,6 +148,23 @@ impl Store {
             });
         }
         let mut r = self.replica();
+        let me = r.id();
+        let config = r.mirroring().clone();
+        let links = config
+            .namespaces
+            .get(ns)
+            .map(|m| m.links.clone())
+            .unwrap_or_default();
+        let pair = if me <= peer { (me, peer) } else { (peer, me) };
+        if !linked && config.mirrored(ns) && links.len() == 1 && links.contains(&pair) {
+            // With no link left, a mirrored namespace goes to every peer.
+            return Err(Error::InvalidInput {
+                what: format!(
+                    "this is {ns}'s last link: with none, a mirrored namespace replicates to every peer; \
+                     keep it local first (`atoll mirror disable {ns}`), or add another link first"
+                ),
+            });
+        }
         r.set_mirror_link(crate::store::clock(), ns, peer, linked)?;
         r.keyspace().sync()?;
         drop(r);

@@ -16,9 +16,11 @@
 //!
 //! A node sends a peer nothing of a namespace they do not share: no log
 //! entry (skipped as if the peer held it), no state in a transfer, no
-//! digest in a check. What a peer sends of a namespace not shared with it
-//! (it had not seen a change yet) is refused: acknowledged, so the link goes
-//! on, not merged, and counted ([`NsTraffic`], [`Event::MirrorRefused`]).
+//! digest in a check. What a peer sends of a namespace this node's setting
+//! does not share with it (it had not seen a change yet) is refused:
+//! acknowledged, so the link goes on, not merged, and counted
+//! ([`NsTraffic`], [`Event::MirrorRefused`]); a namespace this node has no
+//! setting for yet is taken (the peer's setting is newer).
 //! A namespace newly shared with a peer is sent to it by a state transfer,
 //! once the peer acknowledged the change itself: what was written while it
 //! was local reaches the peer too.
@@ -29,8 +31,8 @@ use crate::{data_namespace, DEFAULT_NS, MIRROR_VAR};
 use atoll_crdt::variable::Bytes;
 use std::collections::BTreeSet;
 
-/// The most namespaces whose refusals are counted apart per peer: a peer
-/// cannot grow the counters without bound (the rest count under `*`).
+/// The most namespaces counted apart per peer: a peer cannot grow the
+/// counters without bound by what it sends (the rest count under `*`).
 const MAX_COUNTED: usize = 256;
 
 /// The mirroring of every namespace that has any, as read from
@@ -55,7 +57,7 @@ pub struct NsMirror {
 /// What was sent to, or refused from, one peer of one namespace.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NsTraffic {
-    /// Variables sent (a delta of an interval, or a state), each time.
+    /// Log entries and states sent, each time.
     pub sent_vars: u64,
     /// Their bytes (the deltas and states, not the framing).
     pub sent_bytes: u64,
