@@ -3,6 +3,9 @@
 //! answers kept for requests sent again, moves of ownership with lost
 //! messages, releases and overrides. Where variables are owned (placement
 //! rules, moves by use): tests/placement.rs.
+//!
+//! A little over 600 lines: each test stages one sequence of lost, held or
+//! late messages by hand, and they share this file's setup.
 
 use atoll_core::protocol::Body;
 use atoll_core::testkit::{id, Net, LATENCY};

@@ -1,6 +1,6 @@
 //! atoll's layout on a backend: variables, their metadata and the delta log.
 //!
-//! About 925 lines, of which the last 270 are its tests, kept beside the
+//! About 955 lines, of which the last 270 are its tests, kept beside the
 //! layout they pin down.
 
 use crate::{Backend, BatchOp, Result, StoreError};

@@ -5,7 +5,7 @@
 //! there as it arrives, without a restart.
 
 use crate::{Error, ReplicaId, Result, Store};
-use atoll_core::{validate_namespace, Mirroring, NsTraffic, DEFAULT_NS};
+use atoll_core::{Mirroring, NsTraffic, DEFAULT_NS};
 use std::collections::BTreeSet;
 
 /// One namespace's mirroring as this node sees it ([`Store::mirror_status`]).
@@ -81,17 +81,11 @@ impl Store {
         let me = r.id();
         let peers = r.peers();
         drop(r);
-        let mut names: Vec<String> = names
-            .into_iter()
-            .chain(
-                only.is_none()
-                    .then(|| config.namespaces.keys().cloned())
-                    .into_iter()
-                    .flatten(),
-            )
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let mut names = names;
+        if only.is_none() {
+            names.extend(config.namespaces.keys().cloned());
+        }
+        let mut names: Vec<String> = names.into_iter().collect();
         // `default` first, as `namespaces` lists them.
         names.sort_by_key(|ns| (ns != DEFAULT_NS, ns.clone()));
         Ok(names
@@ -140,7 +134,6 @@ impl Store {
     /// namespace's last link is refused ([`Error::InvalidInput`]; disable
     /// its mirroring first).
     pub fn set_mirror_peer(&self, ns: &str, peer: ReplicaId, linked: bool) -> Result<()> {
-        validate_namespace(ns)?;
         self.namespace(ns)?;
         if peer == self.replica_id() {
             return Err(Error::InvalidInput {
@@ -155,8 +148,8 @@ impl Store {
             .get(ns)
             .map(|m| m.links.clone())
             .unwrap_or_default();
-        let pair = if me <= peer { (me, peer) } else { (peer, me) };
-        if !linked && config.mirrored(ns) && links.len() == 1 && links.contains(&pair) {
+        let last = links.len() == 1 && links.contains(&Mirroring::link(me, peer));
+        if !linked && config.mirrored(ns) && last {
             // With no link left, a mirrored namespace goes to every peer.
             return Err(Error::InvalidInput {
                 what: format!(

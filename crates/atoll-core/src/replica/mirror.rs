@@ -69,7 +69,7 @@ pub struct NsTraffic {
 
 /// A link's key in the map: the two ids, lower first.
 fn link_member(a: ReplicaId, b: ReplicaId) -> Result<Bytes, Error> {
-    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    let (lo, hi) = Mirroring::link(a, b);
     let key = format!("{lo}-{hi}");
     postcard::to_allocvec(&key)
         .map(Bytes::from)
@@ -80,8 +80,7 @@ fn parse_link(member: &[u8]) -> Option<(ReplicaId, ReplicaId)> {
     let key: String = postcard::from_bytes(member).ok()?;
     let (a, b) = key.split_once('-')?;
     let id = |s: &str| u64::from_str_radix(s, 16).ok().map(ReplicaId);
-    let (a, b) = (id(a)?, id(b)?);
-    Some(if a <= b { (a, b) } else { (b, a) })
+    Some(Mirroring::link(id(a)?, id(b)?))
 }
 
 impl NsMirror {
@@ -112,28 +111,28 @@ impl Mirroring {
         Mirroring { namespaces }
     }
 
+    /// The link between nodes `a` and `b`, as [`NsMirror::links`] holds
+    /// it: lower id first.
+    pub fn link(a: ReplicaId, b: ReplicaId) -> (ReplicaId, ReplicaId) {
+        if a <= b {
+            (a, b)
+        } else {
+            (b, a)
+        }
+    }
+
     /// Whether namespace `ns` is mirrored.
     pub fn mirrored(&self, ns: &str) -> bool {
-        match self.namespaces.get(ns) {
-            Some(m) => m.mirrored(ns),
-            None => ns == DEFAULT_NS,
-        }
+        self.namespaces
+            .get(ns)
+            .map_or(ns == DEFAULT_NS, |m| m.mirrored(ns))
     }
 
     /// Whether nodes `a` and `b` exchange namespace `ns`.
     pub fn shares(&self, ns: &str, a: ReplicaId, b: ReplicaId) -> bool {
-        match self.namespaces.get(ns) {
-            Some(m) => {
-                let pair = if a <= b { (a, b) } else { (b, a) };
-                m.mirrored(ns) && (m.links.is_empty() || m.links.contains(&pair))
-            }
-            None => ns == DEFAULT_NS,
-        }
-    }
-
-    /// Whether nodes `a` and `b` exchange the variable `name`.
-    pub fn shares_var(&self, name: &str, a: ReplicaId, b: ReplicaId) -> bool {
-        data_namespace(name).is_none_or(|ns| self.shares(ns, a, b))
+        let links = self.namespaces.get(ns).map(|m| &m.links);
+        self.mirrored(ns)
+            && links.is_none_or(|l| l.is_empty() || l.contains(&Mirroring::link(a, b)))
     }
 
     /// Whether it changes nothing: only the default namespace travels, and
